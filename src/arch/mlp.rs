@@ -1,0 +1,47 @@
+//! Multi-layer perceptron `d_0 → d_1 → … → d_L` with ReLU between layers (LeNet-300-100 is
+//! `784-300-100-10`). Layers are named `fc1 … fcL`; weights `[d_i, d_{i−1}]`.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use crate::layers::{Weights, bias_name, weight_name};
+use crate::params::{Entry, Role};
+
+/// Layout entries for the given widths.
+pub fn entries(widths: &[usize]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (i, w) in widths.windows(2).enumerate() {
+        let layer = format!("fc{}", i + 1);
+        out.push(Entry {
+            name: weight_name(&layer),
+            shape: vec![w[1], w[0]],
+            role: Role::Weight,
+        });
+        out.push(Entry {
+            name: bias_name(&layer),
+            shape: vec![w[1]],
+            role: Role::Bias,
+        });
+    }
+    out
+}
+
+/// Forward pass; `observe` sees each hidden layer's post-ReLU activations `[batch, units]`.
+pub fn forward<W: Weights + ?Sized>(
+    widths: &[usize],
+    w: &W,
+    x: Tensor<2>,
+    observe: &mut dyn FnMut(&str, Tensor<2>),
+) -> Tensor<2> {
+    let n = widths.len() - 1;
+    let mut h = x;
+    for i in 1..=n {
+        let layer = format!("fc{i}");
+        h = w.dense(&layer, h);
+        if i < n {
+            h = relu(h);
+            observe(&layer, h.clone());
+        }
+    }
+    h
+}

@@ -1,0 +1,206 @@
+//! Architectures as functions of their weights: each knows its [`Layout`], its initialisation and
+//! its forward pass through any [`Weights`] source. Spec strings: `mlp:784-300-100-10`,
+//! `lenet5` (= `lenet5:1x28x28`), `lenet5:3x32x32`.
+
+pub mod lenet;
+pub mod mlp;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::distr::{Distribution, Uniform};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layers::Weights;
+use crate::params::{Layout, ParamSet, Role};
+
+/// A network architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arch {
+    /// ReLU MLP with the given widths (input first, classes last).
+    Mlp {
+        /// Layer widths `d_0 … d_L`.
+        widths: Vec<usize>,
+    },
+    /// LeNet-5-Caffe on `[c, h, w]` inputs with 10 classes.
+    LeNet5 {
+        /// Input image shape.
+        input: [usize; 3],
+    },
+}
+
+impl FromStr for Arch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::InvalidSpec(format!(
+                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `lenet5` or `lenet5:3x32x32`)"
+            ))
+        };
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "mlp" => {
+                let widths = rest
+                    .split('-')
+                    .map(|w| w.trim().parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| bad("widths must be positive integers separated by `-`"))?;
+                if widths.len() < 2 || widths.contains(&0) {
+                    return Err(bad("an MLP needs at least two positive widths"));
+                }
+                Ok(Arch::Mlp { widths })
+            }
+            "lenet5" => {
+                let input = if rest.is_empty() {
+                    [1, 28, 28]
+                } else {
+                    let d = rest
+                        .split('x')
+                        .map(|w| w.parse::<usize>())
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|_| bad("input shape must look like `1x28x28`"))?;
+                    <[usize; 3]>::try_from(d).map_err(|_| bad("input shape must be CxHxW"))?
+                };
+                if input[0] == 0 || lenet::feature_hw(input[1], input[2]).is_none() {
+                    return Err(bad("LeNet-5 needs inputs of at least 16×16 pixels"));
+                }
+                Ok(Arch::LeNet5 { input })
+            }
+            _ => Err(bad("unknown architecture")),
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arch::Mlp { widths } => {
+                let w: Vec<String> = widths.iter().map(|w| w.to_string()).collect();
+                write!(f, "mlp:{}", w.join("-"))
+            }
+            Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),
+        }
+    }
+}
+
+impl Arch {
+    /// Number of input values per sample.
+    pub fn input_dim(&self) -> usize {
+        match self {
+            Arch::Mlp { widths } => widths[0],
+            Arch::LeNet5 { input } => input.iter().product(),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Arch::Mlp { widths } => *widths.last().unwrap(),
+            Arch::LeNet5 { .. } => 10,
+        }
+    }
+
+    /// Errors unless the dataset's samples and classes fit this architecture.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        if let Arch::LeNet5 { input } = self
+            && *input != data.shape
+        {
+            return Err(Error::Config(format!(
+                "--arch {self} expects {}x{}x{} images but {} has {}x{}x{}",
+                input[0],
+                input[1],
+                input[2],
+                data.name,
+                data.shape[0],
+                data.shape[1],
+                data.shape[2]
+            )));
+        }
+        if self.input_dim() != data.dim() {
+            return Err(Error::Config(format!(
+                "--arch {self} expects {} inputs but {} has {} values per sample",
+                self.input_dim(),
+                data.name,
+                data.dim()
+            )));
+        }
+        if self.classes() != data.classes {
+            return Err(Error::Config(format!(
+                "--arch {self} has {} outputs but {} has {} classes",
+                self.classes(),
+                data.name,
+                data.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> Arc<Layout> {
+        let entries = match self {
+            Arch::Mlp { widths } => mlp::entries(widths),
+            Arch::LeNet5 { input } => lenet::entries(*input, 10),
+        };
+        Arc::new(Layout::new(entries).expect("architecture layouts are valid"))
+    }
+
+    /// Names of the hidden layers whose units can be permuted, in forward order.
+    pub fn hidden_layers(&self) -> Vec<String> {
+        match self {
+            Arch::Mlp { widths } => (1..widths.len() - 1).map(|i| format!("fc{i}")).collect(),
+            Arch::LeNet5 { .. } => vec!["conv1".into(), "conv2".into(), "fc1".into()],
+        }
+    }
+
+    /// PyTorch's default initialisation (Kaiming-uniform with a = √5): weights and biases
+    /// `~ U(−1/√fan_in, 1/√fan_in)`, drawn in layout order from a ChaCha8 stream seeded by `seed`.
+    pub fn init(&self, seed: u64, device: &Device) -> ParamSet {
+        let layout = self.layout();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let values = layout
+            .entries()
+            .iter()
+            .map(|e| {
+                let fan_in: usize = match e.role {
+                    Role::Weight => e.shape[1..].iter().product(),
+                    Role::Bias => {
+                        let w = e.name.trim_end_matches(".bias").to_string() + ".weight";
+                        layout
+                            .entry(&w)
+                            .map(|w| w.shape[1..].iter().product())
+                            .unwrap_or(1)
+                    }
+                };
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let dist = Uniform::new(-bound, bound).expect("finite bound");
+                (0..e.numel()).map(|_| dist.sample(&mut rng)).collect()
+            })
+            .collect();
+        ParamSet::from_vecs(layout, values, device).expect("layout-shaped values")
+    }
+
+    /// Logits `[batch, classes]` for flattened inputs `x: [batch, input_dim]`.
+    pub fn forward<W: Weights + ?Sized>(&self, w: &W, x: Tensor<2>) -> Tensor<2> {
+        self.forward_observed(w, x, &mut |_, _| {})
+    }
+
+    /// Forward pass that also hands each hidden layer's post-activation `[samples, units]` to
+    /// `observe` (used by activation matching).
+    pub fn forward_observed<W: Weights + ?Sized>(
+        &self,
+        w: &W,
+        x: Tensor<2>,
+        observe: &mut dyn FnMut(&str, Tensor<2>),
+    ) -> Tensor<2> {
+        match self {
+            Arch::Mlp { widths } => mlp::forward(widths, w, x, observe),
+            Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Command implementations. Each takes validated options (never clap types), does the work and
+//! writes its result files.
+
+pub mod eval;
+pub mod train;
+
+use burn::tensor::Device;
+
+use crate::arch::Arch;
+use crate::data::{self, DataConfig, Source, Split};
+use crate::error::Result;
+
+/// Loads the data split named by `cfg`.
+pub fn load_data(cfg: &DataConfig) -> Result<Split> {
+    data::load(cfg)
+}
+
+/// The default architecture for a dataset when `--arch` is not given: `mlp:D-128-10` for the
+/// small digits set, LeNet-300-100 (`mlp:D-300-100-10`) otherwise.
+pub fn default_arch(split: &Split) -> Arch {
+    let d = split.train.dim();
+    let widths = match split.train.name.starts_with(Source::Digits.name()) {
+        true => vec![d, 128, split.train.classes],
+        false => vec![d, 300, 100, split.train.classes],
+    };
+    Arch::Mlp { widths }
+}
+
+/// The evaluation device.
+pub fn eval_device() -> Device {
+    crate::backend::device()
+}

@@ -1,0 +1,97 @@
+//! `modeconn train`: train one network from a seeded initialisation.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{default_arch, eval_device, load_data};
+use crate::arch::Arch;
+use crate::data::DataConfig;
+use crate::error::Result;
+use crate::eval::{EVAL_BATCH, Metrics, evaluate};
+use crate::model::save_model;
+use crate::params::io::FileMeta;
+use crate::report::{RunRecord, write_json};
+use crate::train::{Classification, LoopConfig, RunControl, fit};
+
+/// Validated options of `modeconn train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Data to train on.
+    pub data: DataConfig,
+    /// Architecture (default: see [`default_arch`]).
+    pub arch: Option<Arch>,
+    /// Loop settings.
+    pub loop_cfg: LoopConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Resume / stop / quiet.
+    pub ctl: RunControl,
+}
+
+/// The resolved configuration recorded in `run.json` and used as the resume fingerprint.
+#[derive(Debug, Serialize)]
+struct Resolved<'a> {
+    data: &'a DataConfig,
+    arch: String,
+    #[serde(flatten)]
+    loop_cfg: &'a LoopConfig,
+}
+
+/// Final metrics in the shape of `metrics.json`.
+pub fn metrics_json(train: &Metrics, test: &Metrics) -> Value {
+    json!({
+        "train_loss": train.loss,
+        "train_acc": train.acc,
+        "train_err": train.err(),
+        "test_loss": test.loss,
+        "test_acc": test.acc,
+        "test_err": test.err(),
+    })
+}
+
+/// Runs `train`; returns the final metrics (also written to `out/metrics.json`).
+pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
+    let split = load_data(&opts.data)?;
+    let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
+    arch.check_data(&split.train)?;
+    opts.loop_cfg.validate()?;
+    let resolved = Resolved {
+        data: &opts.data,
+        arch: arch.to_string(),
+        loop_cfg: &opts.loop_cfg,
+    };
+    let config = serde_json::to_value(&resolved).expect("serialisable config");
+    let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
+    let device = eval_device();
+    let init = arch.init(opts.loop_cfg.seed, &device);
+    let mut obj = Classification {
+        arch: arch.clone(),
+        test: &split.test,
+        device: device.clone(),
+    };
+    let meta = FileMeta::new("model", &arch.to_string());
+    let fitted = fit(
+        init,
+        &split.train,
+        &mut obj,
+        &opts.loop_cfg,
+        &opts.ctl,
+        &opts.out,
+        &meta,
+        &config.to_string(),
+    )?;
+    if !fitted.finished {
+        let v = json!({"stopped_after_epoch": fitted.epochs_done});
+        record.finish(&opts.out, v.clone())?;
+        return Ok(v);
+    }
+    save_model(&opts.out.join("model.safetensors"), &arch, &fitted.params)?;
+    let tr = evaluate(&arch, &fitted.params, &split.train, EVAL_BATCH, &device);
+    let te = evaluate(&arch, &fitted.params, &split.test, EVAL_BATCH, &device);
+    let m = metrics_json(&tr, &te);
+    write_json(&opts.out.join("metrics.json"), &m)?;
+    record.finish(&opts.out, m.clone())?;
+    Ok(m)
+}

@@ -1,0 +1,64 @@
+//! The affine ops every architecture is built from, and the [`Weights`] trait through which an
+//! architecture asks a weights source for a layer's output.
+//!
+//! A plain [`ParamSet`] computes `y = x·Wᵀ + b` (dense, `W: [out, in]`) or a convolution; a
+//! variational source computes the same ops with the local reparameterisation trick. Architectures
+//! never see which one they are talking to.
+
+use burn::tensor::Tensor;
+use burn::tensor::module::{conv2d as burn_conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+
+use crate::params::ParamSet;
+
+/// A source of layer outputs, keyed by layer name (`fc1`, `conv2`, ...).
+pub trait Weights {
+    /// Dense layer: `x: [batch, in]` → `[batch, out]`.
+    fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
+    /// 2-d convolution: `x: [batch, c_in, h, w]` → `[batch, c_out, h', w']`.
+    fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4>;
+}
+
+/// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
+pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
+    linear(x, w.transpose(), b)
+}
+
+/// Convolution with `W: [out, in, kh, kw]`, `b: [out]`.
+pub fn conv2d(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    burn_conv2d(x, w, b, options)
+}
+
+/// Name of a layer's weight tensor.
+pub fn weight_name(layer: &str) -> String {
+    format!("{layer}.weight")
+}
+
+/// Name of a layer's bias tensor.
+pub fn bias_name(layer: &str) -> String {
+    format!("{layer}.bias")
+}
+
+impl Weights for ParamSet {
+    fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        dense(
+            x,
+            self.get(&weight_name(layer)),
+            Some(self.get(&bias_name(layer))),
+        )
+    }
+
+    fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.get(&weight_name(layer)),
+            Some(self.get(&bias_name(layer))),
+            options,
+        )
+    }
+}

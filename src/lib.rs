@@ -1,0 +1,36 @@
+//! # modeconn
+//!
+//! A toolkit for studying the loss surfaces of neural networks: training small networks from
+//! seeded initialisations, connecting minima by low-loss curves (Garipov et al. 2018), probing
+//! permuted minima (Ainsworth et al. 2022) and variational dropout (Molchanov et al. 2017).
+//!
+//! ## Concepts
+//! - **ParamSet** ([`params::ParamSet`]): the one container of weights — an ordered set of named,
+//!   shaped tensors described by a [`params::Layout`]. Training, curves, permutations and
+//!   variational models all operate on it; parameters are matched by name.
+//! - **Architecture** ([`arch::Arch`]): a function of its weights. Each layer asks a
+//!   [`layers::Weights`] source for its output, so plain and variational networks share one
+//!   definition.
+//! - **Objective** ([`train::Objective`]): what the one training loop ([`train::fit`]) minimises.
+//! - **Metrics** ([`eval::Metrics`]): loss and accuracy from [`eval::evaluate`].
+//!
+//! ## Glossary
+//! - *barrier*: how far the loss along a path rises above its endpoints.
+//! - *bend*: a trainable control point of a curve between two frozen endpoints.
+
+#![warn(missing_docs)]
+
+pub mod arch;
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod layers;
+pub mod model;
+pub mod params;
+pub mod report;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,33 @@
+//! The `modeconn` binary: parse the command line, run, print the error chain on one line and
+//! exit with code 1 on failure.
+
+use anyhow::Result;
+use clap::Parser;
+use modeconn::cli::{Cli, Command};
+use modeconn::commands;
+
+fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => {
+            let opts = a.resolve()?;
+            let m = commands::train::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        Command::Eval(a) => {
+            let opts = a.resolve()?;
+            let m = commands::eval::run(&opts)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli, argv) {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,314 @@
+//! `ParamSet`: one container for the weights of any network, curve control point, optimiser state
+//! or variational parameter set, plus the weight-space algebra on it.
+//!
+//! Tensors are stored flat (`Tensor<1>`) in layout order; [`ParamSet::get`] reshapes one to its
+//! layout shape, differentiably, so the same algebra (linear combinations for curves, lerp, norms)
+//! works with and without autodiff.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use ndarray::Array1;
+
+use super::layout::Layout;
+use crate::error::{Error, Result};
+
+/// An ordered set of named tensors described by a [`Layout`].
+#[derive(Debug, Clone)]
+pub struct ParamSet {
+    layout: Arc<Layout>,
+    tensors: Vec<Tensor<1>>,
+}
+
+impl ParamSet {
+    /// Builds a set from per-tensor values (row-major, lengths checked against the layout).
+    pub fn from_vecs(layout: Arc<Layout>, values: Vec<Vec<f32>>, device: &Device) -> Result<Self> {
+        if values.len() != layout.len() {
+            return Err(Error::InvalidSpec(format!(
+                "expected {} tensors, got {}",
+                layout.len(),
+                values.len()
+            )));
+        }
+        let mut tensors = Vec::with_capacity(values.len());
+        for (e, v) in layout.entries().iter().zip(values) {
+            if v.len() != e.numel() {
+                return Err(Error::ShapeMismatch {
+                    name: e.name.clone(),
+                    expected: e.shape.clone(),
+                    found: vec![v.len()],
+                });
+            }
+            let n = v.len();
+            tensors.push(Tensor::from_data(TensorData::new(v, [n]), device));
+        }
+        Ok(Self { layout, tensors })
+    }
+
+    /// Builds a set from one flat vector of `layout.numel()` values.
+    pub fn from_flat(layout: Arc<Layout>, flat: &[f32], device: &Device) -> Result<Self> {
+        if flat.len() != layout.numel() {
+            return Err(Error::InvalidSpec(format!(
+                "flat vector has {} values, layout needs {}",
+                flat.len(),
+                layout.numel()
+            )));
+        }
+        let off = layout.offsets();
+        let values = (0..layout.len())
+            .map(|i| flat[off[i]..off[i + 1]].to_vec())
+            .collect();
+        Self::from_vecs(layout, values, device)
+    }
+
+    /// All zeros.
+    pub fn zeros(layout: Arc<Layout>, device: &Device) -> Self {
+        let tensors = layout
+            .entries()
+            .iter()
+            .map(|e| Tensor::zeros([e.numel()], device))
+            .collect();
+        Self { layout, tensors }
+    }
+
+    /// Builds a set from flat tensors already in layout order (lengths checked).
+    pub fn from_tensors(layout: Arc<Layout>, tensors: Vec<Tensor<1>>) -> Result<Self> {
+        if tensors.len() != layout.len() {
+            return Err(Error::InvalidSpec(format!(
+                "expected {} tensors, got {}",
+                layout.len(),
+                tensors.len()
+            )));
+        }
+        for (e, t) in layout.entries().iter().zip(&tensors) {
+            if t.dims()[0] != e.numel() {
+                return Err(Error::ShapeMismatch {
+                    name: e.name.clone(),
+                    expected: e.shape.clone(),
+                    found: t.dims().to_vec(),
+                });
+            }
+        }
+        Ok(Self { layout, tensors })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    /// The flat tensors in layout order.
+    pub fn tensors(&self) -> &[Tensor<1>] {
+        &self.tensors
+    }
+
+    /// Consumes the set, returning its flat tensors.
+    pub fn into_tensors(self) -> Vec<Tensor<1>> {
+        self.tensors
+    }
+
+    /// The flat tensor of a named parameter.
+    pub fn flat(&self, name: &str) -> Result<&Tensor<1>> {
+        Ok(&self.tensors[self.layout.index_of(name)?])
+    }
+
+    /// A named parameter reshaped to its layout shape (differentiable).
+    ///
+    /// Panics if the name is unknown or the rank is not `D`: architectures only ask for names their
+    /// own layout declares, and layouts are checked when files are loaded.
+    pub fn get<const D: usize>(&self, name: &str) -> Tensor<D> {
+        let i = self
+            .layout
+            .index_of(name)
+            .unwrap_or_else(|_| panic!("parameter `{name}` is not in the layout"));
+        let shape: [usize; D] = self.layout.entries()[i]
+            .shape
+            .clone()
+            .try_into()
+            .unwrap_or_else(|_| panic!("parameter `{name}` does not have rank {D}"));
+        self.tensors[i].clone().reshape(shape)
+    }
+
+    /// Applies `f` to every tensor.
+    pub fn map(&self, mut f: impl FnMut(&Tensor<1>) -> Tensor<1>) -> ParamSet {
+        ParamSet {
+            layout: self.layout.clone(),
+            tensors: self.tensors.iter().map(&mut f).collect(),
+        }
+    }
+
+    /// Applies `f` to matching tensors of two sets with the same layout.
+    pub fn zip_map(
+        &self,
+        other: &ParamSet,
+        mut f: impl FnMut(&Tensor<1>, &Tensor<1>) -> Tensor<1>,
+    ) -> Result<ParamSet> {
+        self.check_same_layout(other)?;
+        Ok(ParamSet {
+            layout: self.layout.clone(),
+            tensors: self
+                .tensors
+                .iter()
+                .zip(&other.tensors)
+                .map(|(a, b)| f(a, b))
+                .collect(),
+        })
+    }
+
+    /// Errors unless `other` has the same names and shapes in the same order.
+    pub fn check_same_layout(&self, other: &ParamSet) -> Result<()> {
+        if Arc::ptr_eq(&self.layout, &other.layout) || self.layout == other.layout {
+            return Ok(());
+        }
+        for e in self.layout.entries() {
+            let o = other.layout.entry(&e.name)?;
+            if o.shape != e.shape {
+                return Err(Error::ShapeMismatch {
+                    name: e.name.clone(),
+                    expected: e.shape.clone(),
+                    found: o.shape.clone(),
+                });
+            }
+        }
+        for o in other.layout.entries() {
+            self.layout
+                .entry(&o.name)
+                .map_err(|_| Error::UnexpectedParam {
+                    name: o.name.clone(),
+                })?;
+        }
+        Err(Error::InvalidSpec(
+            "parameter sets list the same tensors in a different order".into(),
+        ))
+    }
+
+    /// `self + other`.
+    pub fn add(&self, other: &ParamSet) -> Result<ParamSet> {
+        self.zip_map(other, |a, b| a.clone() + b.clone())
+    }
+
+    /// `self − other`.
+    pub fn sub(&self, other: &ParamSet) -> Result<ParamSet> {
+        self.zip_map(other, |a, b| a.clone() - b.clone())
+    }
+
+    /// `s · self`.
+    pub fn scale(&self, s: f32) -> ParamSet {
+        self.map(|a| a.clone() * s)
+    }
+
+    /// `self + a · x`.
+    pub fn axpy(&self, a: f32, x: &ParamSet) -> Result<ParamSet> {
+        self.zip_map(x, |s, x| s.clone() + x.clone() * a)
+    }
+
+    /// `(1 − t) · self + t · other`.
+    pub fn lerp(&self, other: &ParamSet, t: f32) -> Result<ParamSet> {
+        self.zip_map(other, |a, b| a.clone() * (1.0 - t) + b.clone() * t)
+    }
+
+    /// `Σ_j c_j · sets_j` for sets sharing one layout (curve points). Terms with `c_j = 0` are
+    /// skipped, so no gradient reaches control points that do not contribute.
+    pub fn combination(sets: &[&ParamSet], coeffs: &[f32]) -> Result<ParamSet> {
+        assert_eq!(sets.len(), coeffs.len(), "one coefficient per set");
+        let first = sets
+            .first()
+            .ok_or_else(|| Error::InvalidSpec("empty combination".into()))?;
+        for s in &sets[1..] {
+            first.check_same_layout(s)?;
+        }
+        let tensors = (0..first.tensors.len())
+            .map(|i| {
+                let mut acc: Option<Tensor<1>> = None;
+                for (s, &c) in sets.iter().zip(coeffs) {
+                    if c == 0.0 {
+                        continue;
+                    }
+                    let term = if c == 1.0 {
+                        s.tensors[i].clone()
+                    } else {
+                        s.tensors[i].clone() * c
+                    };
+                    acc = Some(match acc {
+                        None => term,
+                        Some(a) => a + term,
+                    });
+                }
+                acc.unwrap_or_else(|| first.tensors[i].zeros_like())
+            })
+            .collect();
+        Ok(ParamSet {
+            layout: first.layout.clone(),
+            tensors,
+        })
+    }
+
+    /// `Σ w²` as a differentiable scalar tensor of shape `[1]`.
+    pub fn sq_norm_tensor(&self) -> Tensor<1> {
+        self.tensors
+            .iter()
+            .map(|t| t.clone().powi_scalar(2).sum())
+            .reduce(|a, b| a + b)
+            .expect("non-empty layout")
+    }
+
+    /// `⟨self, other⟩`, computed in f64 on the host.
+    pub fn dot(&self, other: &ParamSet) -> Result<f64> {
+        self.check_same_layout(other)?;
+        let a = self.to_flat();
+        let b = other.to_flat();
+        Ok(a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum())
+    }
+
+    /// `‖self‖₂`, computed in f64 on the host.
+    pub fn norm(&self) -> f64 {
+        self.to_flat()
+            .iter()
+            .map(|x| (*x as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Per-tensor values in layout order.
+    pub fn to_vecs(&self) -> Vec<Vec<f32>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                t.to_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 tensor data")
+            })
+            .collect()
+    }
+
+    /// All values as one flat vector (layout order).
+    pub fn to_flat(&self) -> Vec<f32> {
+        self.to_vecs().concat()
+    }
+
+    /// All values as an ndarray vector (for host-side weight-space linear algebra).
+    pub fn to_array(&self) -> Array1<f32> {
+        Array1::from_vec(self.to_flat())
+    }
+
+    /// The same values on `device` (without any autodiff graph).
+    pub fn to_device(&self, device: &Device) -> ParamSet {
+        self.map(|t| Tensor::from_data(t.to_data(), device))
+    }
+
+    /// Drops the autodiff association (values unchanged).
+    pub fn without_autodiff(&self) -> ParamSet {
+        self.map(|t| t.clone().without_autodiff())
+    }
+
+    /// Fresh autodiff leaves that require gradients (for training).
+    pub fn leaves(&self) -> ParamSet {
+        self.map(|t| t.clone().without_autodiff().autodiff().require_grad())
+    }
+
+    /// Autodiff constants: take part in a differentiable expression, receive no gradient.
+    pub fn constants(&self) -> ParamSet {
+        self.map(|t| t.clone().without_autodiff().autodiff())
+    }
+}

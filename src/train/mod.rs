@@ -1,0 +1,356 @@
+//! The one training loop, generic over what is trained (any [`ParamSet`]: a network's weights, a
+//! curve's bends, a variational pair) and an [`Objective`] that turns a batch into a loss.
+//!
+//! Determinism: epoch `e` visits the data in `epoch_order(n, seed, e)` and hands the objective a
+//! ChaCha8 stream seeded by `(seed, e)`, so a run resumed from the checkpoint of epoch `k`
+//! continues exactly as the uninterrupted run would.
+
+pub mod objective;
+pub mod optim;
+pub mod schedule;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Int, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+pub use objective::{Classification, Objective};
+pub use optim::{OptimConfig, OptimKind, Optimizer};
+pub use schedule::Schedule;
+
+use crate::backend;
+use crate::data::{Dataset, epoch_order};
+use crate::error::{Error, Result};
+use crate::eval::batch_tensors;
+use crate::params::ParamSet;
+use crate::params::io::{FileMeta, Loaded, save, write_atomic};
+
+/// File name of the per-epoch checkpoint inside a run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// File name of the per-epoch metrics log inside a run directory.
+pub const METRICS_LOG: &str = "metrics.jsonl";
+
+/// Settings of the loop that decide the result (part of the resume fingerprint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Seed for data order and the objective's randomness.
+    pub seed: u64,
+}
+
+impl LoopConfig {
+    /// Checks the values once, naming the flag at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Config("--epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Config("--batch-size must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Config(format!(
+                "--lr must be a positive number, got {}",
+                self.lr
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How this invocation runs (not part of the result).
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// Continue from the run directory's checkpoint.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this epoch.
+    pub stop_after: Option<usize>,
+    /// No progress bar or per-epoch lines.
+    pub quiet: bool,
+}
+
+/// Randomness and position handed to the objective at each step.
+pub struct StepCtx<'a> {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Step within the epoch.
+    pub step: usize,
+    /// The step's random stream (seeded by the run seed and epoch).
+    pub rng: &'a mut ChaCha8Rng,
+    /// Training-set size N (for ELBO scaling).
+    pub n_train: usize,
+}
+
+/// What [`fit`] returns.
+#[derive(Debug)]
+pub struct Fitted {
+    /// The trained parameters (no autodiff).
+    pub params: ParamSet,
+    /// Epochs completed so far.
+    pub epochs_done: usize,
+    /// Whether all configured epochs are done (false after `--stop-after`).
+    pub finished: bool,
+}
+
+fn progress(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    pb
+}
+
+/// Trains `params` on `train` with `obj`, checkpointing into `dir` every epoch.
+///
+/// `meta` describes what is trained (kind and architecture) and `fingerprint` the resolved
+/// configuration; `--resume` refuses a checkpoint written with a different fingerprint.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    params: ParamSet,
+    train: &Dataset,
+    obj: &mut dyn Objective,
+    cfg: &LoopConfig,
+    ctl: &RunControl,
+    dir: &Path,
+    meta: &FileMeta,
+    fingerprint: &str,
+) -> Result<Fitted> {
+    cfg.validate()?;
+    let device = backend::train_device();
+    let inner = backend::device();
+    let ckpt_path = dir.join(CHECKPOINT);
+    let log_path = dir.join(METRICS_LOG);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+    let mut params = params.to_device(&inner);
+    let mut opt = Optimizer::new(cfg.optim.clone(), &params);
+    let mut start_epoch = 0;
+    if ctl.resume {
+        if ckpt_path.exists() {
+            let (p, o, e) = load_checkpoint(&ckpt_path, &params, cfg, meta, fingerprint)?;
+            params = p;
+            opt = o;
+            start_epoch = e;
+            truncate_log(&log_path, start_epoch)?;
+        } else if !ctl.quiet {
+            eprintln!(
+                "note: no checkpoint at {}, starting from scratch",
+                ckpt_path.display()
+            );
+        }
+    }
+    if start_epoch == 0 && log_path.exists() {
+        std::fs::remove_file(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    }
+
+    let n = train.len();
+    let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let pb = progress((steps_per_epoch * cfg.epochs) as u64, ctl.quiet);
+    pb.set_position((steps_per_epoch * start_epoch) as u64);
+    let last = ctl.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
+
+    for epoch in start_epoch..last {
+        let t0 = Instant::now();
+        let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
+        let order = epoch_order(n, cfg.seed, epoch);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+        rng.set_stream(epoch as u64);
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        let mut scalar_sums: Vec<(&'static str, f64)> = Vec::new();
+        for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let (x, y): (Tensor<2>, Tensor<1, Int>) = batch_tensors(train, idx, &device);
+            let leaves = params.leaves();
+            let mut ctx = StepCtx {
+                epoch,
+                step,
+                rng: &mut rng,
+                n_train: n,
+            };
+            let (loss, scalars) = obj.loss(&leaves, x, y, &mut ctx);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                pb.abandon();
+                return Err(Error::Diverged {
+                    epoch: epoch + 1,
+                    step,
+                    loss: value,
+                });
+            }
+            let grads = loss.backward();
+            let g = leaves.map(|t| {
+                t.grad(&grads)
+                    .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
+            });
+            params = opt.step(&params, &g, lr)?;
+            loss_sum += value * idx.len() as f64;
+            seen += idx.len();
+            for (k, v) in scalars {
+                match scalar_sums.iter_mut().find(|(n, _)| *n == k) {
+                    Some(s) => s.1 += v * idx.len() as f64,
+                    None => scalar_sums.push((k, v * idx.len() as f64)),
+                }
+            }
+            pb.inc(1);
+            if step % 10 == 0 {
+                pb.set_message(format!(
+                    "epoch {}/{} loss {value:.4}",
+                    epoch + 1,
+                    cfg.epochs
+                ));
+            }
+        }
+        let mut record = Map::new();
+        record.insert("epoch".into(), json!(epoch + 1));
+        record.insert("lr".into(), json!(lr));
+        record.insert("train_loss".into(), json!(loss_sum / seen.max(1) as f64));
+        for (k, v) in scalar_sums {
+            record.insert(k.into(), json!(v / seen.max(1) as f64));
+        }
+        for (k, v) in obj.epoch_end(&params, epoch)? {
+            record.insert(k, v);
+        }
+        record.insert("time_s".into(), json!(t0.elapsed().as_secs_f64()));
+        save_checkpoint(&ckpt_path, &params, &opt, epoch + 1, meta, fingerprint)?;
+        append_log(&log_path, &Value::Object(record.clone()))?;
+        let line = summary_line(&record, cfg.epochs);
+        if !ctl.quiet {
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                pb.println(line);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(Fitted {
+        params,
+        epochs_done: last.max(start_epoch),
+        finished: last.max(start_epoch) >= cfg.epochs,
+    })
+}
+
+fn summary_line(r: &Map<String, Value>, epochs: usize) -> String {
+    let mut s = format!("epoch {}/{epochs}", r["epoch"]);
+    for (k, v) in r {
+        if k == "epoch" {
+            continue;
+        }
+        if let Some(x) = v.as_f64() {
+            s.push_str(&format!(" {k}={x:.4}"));
+        }
+    }
+    s
+}
+
+fn save_checkpoint(
+    path: &Path,
+    params: &ParamSet,
+    opt: &Optimizer,
+    epoch: usize,
+    meta: &FileMeta,
+    fingerprint: &str,
+) -> Result<()> {
+    let mut m = FileMeta::new("checkpoint", &meta.arch);
+    m.extra = json!({
+        "epoch": epoch,
+        "steps": opt.steps,
+        "fingerprint": fingerprint,
+        "of": meta,
+    });
+    let names: Vec<String> = (0..opt.state().len()).map(|i| format!("opt{i}/")).collect();
+    let mut sets: Vec<(&str, &ParamSet)> = vec![("params/", params)];
+    for (n, s) in names.iter().zip(opt.state()) {
+        sets.push((n.as_str(), s));
+    }
+    save(path, &m, &sets)
+}
+
+fn load_checkpoint(
+    path: &Path,
+    like: &ParamSet,
+    cfg: &LoopConfig,
+    meta: &FileMeta,
+    fingerprint: &str,
+) -> Result<(ParamSet, Optimizer, usize)> {
+    let mut f = Loaded::open(path)?;
+    f.expect_kind(&["checkpoint"])?;
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if f.meta.extra["fingerprint"].as_str() != Some(fingerprint) {
+        return Err(bad(format!(
+            "was written by a run with a different configuration; rerun with the same flags, or without --resume to start over (checkpoint: {}, now: {fingerprint})",
+            f.meta.extra["fingerprint"]
+        )));
+    }
+    if f.meta.arch != meta.arch {
+        return Err(bad(format!(
+            "is for architecture {}, not {}",
+            f.meta.arch, meta.arch
+        )));
+    }
+    let epoch = f.meta.extra["epoch"]
+        .as_u64()
+        .ok_or_else(|| bad("no epoch in metadata".into()))? as usize;
+    let steps = f.meta.extra["steps"].as_u64().unwrap_or(0);
+    let device = backend::device();
+    let params = f.take_set("params/", like.layout(), &device)?;
+    let state = (0..Optimizer::slots(&cfg.optim))
+        .map(|i| f.take_set(&format!("opt{i}/"), like.layout(), &device))
+        .collect::<Result<Vec<_>>>()?;
+    f.finish()?;
+    Ok((
+        params,
+        Optimizer::with_state(cfg.optim.clone(), steps, state)?,
+        epoch,
+    ))
+}
+
+fn append_log(path: &Path, record: &Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{record}").map_err(|e| Error::io(path, e))
+}
+
+/// Keeps only the first `epochs` lines of a metrics log (after a resume).
+fn truncate_log(path: &Path, epochs: usize) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let kept: String = text
+        .lines()
+        .take(epochs)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+/// The run directory's file for `name`.
+pub fn run_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,58 @@
+//! Objectives: what the loop minimises. Plain classification is `CE(f(x; w), y)` with the
+//! optimiser's weight decay; curves and variational models bring their own.
+
+use burn::tensor::{Device, Int, Tensor};
+use serde_json::{Value, json};
+
+use super::StepCtx;
+use crate::arch::Arch;
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
+use crate::params::ParamSet;
+
+/// A training objective.
+pub trait Objective {
+    /// The differentiable loss of one batch (`[1]` tensor) and named scalars to log (averaged
+    /// over the epoch). `params` are autodiff leaves.
+    fn loss(
+        &mut self,
+        params: &ParamSet,
+        x: Tensor<2>,
+        y: Tensor<1, Int>,
+        ctx: &mut StepCtx<'_>,
+    ) -> (Tensor<1>, Vec<(&'static str, f64)>);
+
+    /// Metrics recorded at the end of epoch `epoch` (0-based); `params` carry no autodiff.
+    fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>>;
+}
+
+/// Cross-entropy of a plain network; reports test loss and accuracy after each epoch.
+pub struct Classification<'a> {
+    /// The architecture.
+    pub arch: Arch,
+    /// Evaluated after every epoch.
+    pub test: &'a Dataset,
+    /// Device for evaluation.
+    pub device: Device,
+}
+
+impl Objective for Classification<'_> {
+    fn loss(
+        &mut self,
+        params: &ParamSet,
+        x: Tensor<2>,
+        y: Tensor<1, Int>,
+        _ctx: &mut StepCtx<'_>,
+    ) -> (Tensor<1>, Vec<(&'static str, f64)>) {
+        (cross_entropy(self.arch.forward(params, x), y), Vec::new())
+    }
+
+    fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {
+        let m = evaluate(&self.arch, params, self.test, EVAL_BATCH, &self.device);
+        Ok(vec![
+            ("test_loss".into(), json!(m.loss)),
+            ("test_acc".into(), json!(m.acc)),
+        ])
+    }
+}
