@@ -24,7 +24,17 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, exit code 1, like every other error.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see `modeconn --help`)");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = run(cli, argv) {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
