@@ -179,29 +179,20 @@ pub fn fit(
         let mut scalar_sums: Vec<(&'static str, f64)> = Vec::new();
         for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
             let (x, y): (Tensor<2>, Tensor<1, Int>) = batch_tensors(train, idx, &device);
-            let leaves = params.leaves();
             let mut ctx = StepCtx {
                 epoch,
                 step,
                 rng: &mut rng,
                 n_train: n,
             };
-            let (loss, scalars) = obj.loss(&leaves, x, y, &mut ctx);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                pb.abandon();
-                return Err(Error::Diverged {
-                    epoch: epoch + 1,
-                    step,
-                    loss: value,
-                });
-            }
-            let grads = loss.backward();
-            let g = leaves.map(|t| {
-                t.grad(&grads)
-                    .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
-            });
-            params = opt.step(&params, &g, lr)?;
+            let (next, value, scalars) = match train_step(&params, &mut opt, obj, x, y, &mut ctx, lr) {
+                Ok(r) => r,
+                Err(e) => {
+                    pb.abandon();
+                    return Err(e);
+                }
+            };
+            params = next;
             loss_sum += value * idx.len() as f64;
             seen += idx.len();
             for (k, v) in scalars {
@@ -247,6 +238,36 @@ pub fn fit(
         epochs_done: last.max(start_epoch),
         finished: last.max(start_epoch) >= cfg.epochs,
     })
+}
+
+/// One optimisation step: loss and gradients of `obj` at `params` on the batch `(x, y)`, then an
+/// optimiser update. Returns the new parameters, the loss value and the objective's scalars;
+/// a non-finite loss is an [`Error::Diverged`].
+pub fn train_step(
+    params: &ParamSet,
+    opt: &mut Optimizer,
+    obj: &mut dyn Objective,
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+    ctx: &mut StepCtx<'_>,
+    lr: f64,
+) -> Result<(ParamSet, f64, Vec<(&'static str, f64)>)> {
+    let leaves = params.leaves();
+    let (loss, scalars) = obj.loss(&leaves, x, y, ctx);
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    if !value.is_finite() {
+        return Err(Error::Diverged {
+            epoch: ctx.epoch + 1,
+            step: ctx.step,
+            loss: value,
+        });
+    }
+    let grads = loss.backward();
+    let g = leaves.map(|t| {
+        t.grad(&grads)
+            .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
+    });
+    Ok((opt.step(params, &g, lr)?, value, scalars))
 }
 
 fn summary_line(r: &Map<String, Value>, epochs: usize) -> String {
