@@ -74,9 +74,16 @@ fn bench_train(arch: &Arch, seconds: f64) -> f64 {
                 rng: &mut rng,
                 n_train: 128,
             };
-            let (p, _, _) =
-                train_step(params, &mut opt, &mut obj, x.clone(), y.clone(), &mut ctx, 0.01)
-                    .expect("finite loss");
+            let (p, _, _) = train_step(
+                params,
+                &mut opt,
+                &mut obj,
+                x.clone(),
+                y.clone(),
+                &mut ctx,
+                0.01,
+            )
+            .expect("finite loss");
             *params = p;
         }
     };

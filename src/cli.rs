@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::arch::Arch;
+use crate::commands::connect::ConnectOptions;
+use crate::commands::path::PathOptions;
 use crate::commands::{eval::EvalOptions, train::TrainOptions};
+use crate::curve::CurveKind;
 use crate::data::{DataConfig, Pixels, Source};
 use crate::error::{Error, Result};
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
@@ -29,6 +32,12 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a saved network (loss and accuracy on train and test).
     Eval(EvalArgs),
+    /// Fit a low-loss curve (polychain or Bezier) between two trained networks; writes
+    /// curve.safetensors, metrics.jsonl and run.json into --out.
+    Connect(ConnectArgs),
+    /// Evaluate loss and error along the straight line between two networks and along fitted
+    /// curves; writes path.csv and summary.json (barriers, arc-length means) into --out.
+    Path(PathArgs),
 }
 
 /// Which data to use.
@@ -89,17 +98,17 @@ pub struct LoopArgs {
     #[arg(long, default_value_t = 5e-4)]
     pub wd: f64,
     /// LR schedule: constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov,
-    /// linear-to-0:START.
-    #[arg(long, default_value = "cosine")]
-    pub schedule: String,
+    /// linear-to-0:START [default: cosine for train, garipov for connect].
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// Seed for initialisation, data order and all sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
 impl LoopArgs {
-    /// Validated loop configuration.
-    pub fn resolve(&self) -> Result<LoopConfig> {
+    /// Validated loop configuration; `schedule` is used when --schedule is not given.
+    pub fn resolve(&self, schedule: &str) -> Result<LoopConfig> {
         let kind: OptimKind = self.optimizer.parse()?;
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::Config(format!(
@@ -118,7 +127,11 @@ impl LoopArgs {
             batch_size: self.batch_size,
             lr: self.lr,
             optim: OptimConfig::new(kind, self.momentum, self.wd),
-            schedule: self.schedule.parse::<Schedule>()?,
+            schedule: self
+                .schedule
+                .as_deref()
+                .unwrap_or(schedule)
+                .parse::<Schedule>()?,
             seed: self.seed,
         };
         cfg.validate()?;
@@ -183,7 +196,7 @@ impl TrainArgs {
                 .as_deref()
                 .map(|a| a.parse::<Arch>())
                 .transpose()?,
-            loop_cfg: self.train.resolve()?,
+            loop_cfg: self.train.resolve("cosine")?,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })
@@ -209,6 +222,115 @@ impl EvalArgs {
     pub fn resolve(&self) -> Result<EvalOptions> {
         Ok(EvalOptions {
             model: self.model.clone(),
+            data: self.data.resolve()?,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// First endpoint (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// Second endpoint (model.safetensors), same architecture.
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// Curve family: polychain (the lecture's chain w1 → w0 → w2) or bezier.
+    #[arg(long, default_value = "polychain")]
+    pub curve: String,
+    /// Number of trainable bends.
+    #[arg(long, default_value_t = 1)]
+    pub bends: usize,
+    /// Also train the endpoints (frozen by default).
+    #[arg(long)]
+    pub train_ends: bool,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Loop (--wd is applied to the sampled point w(t), ½·wd·‖w(t)‖², not by the optimiser).
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Control.
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+impl ConnectArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<ConnectOptions> {
+        Ok(ConnectOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            kind: self.curve.parse::<CurveKind>()?,
+            bends: self.bends,
+            train_ends: self.train_ends,
+            wd: self.train.wd,
+            data: self.data.resolve()?,
+            loop_cfg: self.train.resolve("garipov")?,
+            out: self.out.clone(),
+            ctl: self.control.resolve(),
+        })
+    }
+}
+
+/// `modeconn path`.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// First endpoint (t = 0).
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// Second endpoint (t = 1).
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// A fitted curve (curve.safetensors) to evaluate too; repeat for several, optionally
+    /// named as NAME=FILE [default names: curve, curve2, ...].
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub curve: Vec<String>,
+    /// Number of evenly spaced t values in [0, 1].
+    #[arg(long, default_value_t = 61)]
+    pub points: usize,
+    /// Evaluate train metrics on the first N training samples only (bounds the cost).
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl PathArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<PathOptions> {
+        let mut curves = Vec::new();
+        for (i, c) in self.curve.iter().enumerate() {
+            let (name, file) = match c.split_once('=') {
+                Some((n, f)) => (n.to_string(), f),
+                None if i == 0 => ("curve".to_string(), c.as_str()),
+                None => (format!("curve{}", i + 1), c.as_str()),
+            };
+            if name == "line" || name.is_empty() || name.contains(',') {
+                return Err(Error::Config(format!(
+                    "--curve `{c}`: the name must be non-empty, not `line`, without commas"
+                )));
+            }
+            if curves.iter().any(|(n, _): &(String, PathBuf)| *n == name) {
+                return Err(Error::Config(format!("--curve name `{name}` used twice")));
+            }
+            curves.push((name, PathBuf::from(file)));
+        }
+        Ok(PathOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            curves,
+            points: self.points,
+            train_subset: self.train_subset,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })

@@ -24,6 +24,7 @@ pub mod arch;
 pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod curve;
 pub mod data;
 pub mod error;
 pub mod eval;

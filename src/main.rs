@@ -13,6 +13,16 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let m = commands::train::run(&opts, argv)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
+        Command::Connect(a) => {
+            let opts = a.resolve()?;
+            let v = commands::connect::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Path(a) => {
+            let opts = a.resolve()?;
+            let v = commands::path::run(&opts, argv)?;
+            print!("{}", modeconn::commands::path::summary_table(&v));
+        }
         Command::Eval(a) => {
             let opts = a.resolve()?;
             let m = commands::eval::run(&opts)?;

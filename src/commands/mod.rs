@@ -1,7 +1,9 @@
 //! Command implementations. Each takes validated options (never clap types), does the work and
 //! writes its result files.
 
+pub mod connect;
 pub mod eval;
+pub mod path;
 pub mod train;
 
 use burn::tensor::Device;

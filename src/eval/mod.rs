@@ -1,6 +1,8 @@
 //! Evaluation: `evaluate(arch, weights, data) → Metrics` (mean NLL and accuracy), batched and
 //! without autodiff. Path profiles, planes and ensembles are built on it.
 
+pub mod path;
+
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};

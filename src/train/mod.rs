@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-pub use objective::{Classification, Objective};
+pub use objective::{Classification, Objective, Scalars};
 pub use optim::{OptimConfig, OptimKind, Optimizer};
 pub use schedule::Schedule;
 
@@ -185,13 +185,14 @@ pub fn fit(
                 rng: &mut rng,
                 n_train: n,
             };
-            let (next, value, scalars) = match train_step(&params, &mut opt, obj, x, y, &mut ctx, lr) {
-                Ok(r) => r,
-                Err(e) => {
-                    pb.abandon();
-                    return Err(e);
-                }
-            };
+            let (next, value, scalars) =
+                match train_step(&params, &mut opt, obj, x, y, &mut ctx, lr) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        pb.abandon();
+                        return Err(e);
+                    }
+                };
             params = next;
             loss_sum += value * idx.len() as f64;
             seen += idx.len();
@@ -251,7 +252,7 @@ pub fn train_step(
     y: Tensor<1, Int>,
     ctx: &mut StepCtx<'_>,
     lr: f64,
-) -> Result<(ParamSet, f64, Vec<(&'static str, f64)>)> {
+) -> Result<(ParamSet, f64, Scalars)> {
     let leaves = params.leaves();
     let (loss, scalars) = obj.loss(&leaves, x, y, ctx);
     let value = loss.clone().into_scalar::<f32>() as f64;

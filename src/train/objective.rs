@@ -11,6 +11,9 @@ use crate::error::Result;
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
 use crate::params::ParamSet;
 
+/// Named scalars an objective reports for one step (averaged over the epoch in the log).
+pub type Scalars = Vec<(&'static str, f64)>;
+
 /// A training objective.
 pub trait Objective {
     /// The differentiable loss of one batch (`[1]` tensor) and named scalars to log (averaged
@@ -21,7 +24,7 @@ pub trait Objective {
         x: Tensor<2>,
         y: Tensor<1, Int>,
         ctx: &mut StepCtx<'_>,
-    ) -> (Tensor<1>, Vec<(&'static str, f64)>);
+    ) -> (Tensor<1>, Scalars);
 
     /// Metrics recorded at the end of epoch `epoch` (0-based); `params` carry no autodiff.
     fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>>;
@@ -44,7 +47,7 @@ impl Objective for Classification<'_> {
         x: Tensor<2>,
         y: Tensor<1, Int>,
         _ctx: &mut StepCtx<'_>,
-    ) -> (Tensor<1>, Vec<(&'static str, f64)>) {
+    ) -> (Tensor<1>, Scalars) {
         (cross_entropy(self.arch.forward(params, x), y), Vec::new())
     }
 

@@ -1,0 +1,132 @@
+//! `modeconn connect`: fit a curve (PolyChain or Bezier) between two trained networks.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{eval_device, load_data};
+use crate::curve::{Curve, CurveKind, CurveObjective};
+use crate::data::DataConfig;
+use crate::error::{Error, Result};
+use crate::model::load_model;
+use crate::params::io::FileMeta;
+use crate::report::RunRecord;
+use crate::train::{LoopConfig, OptimConfig, RunControl, fit};
+
+/// Validated options of `modeconn connect`.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// First endpoint (model file).
+    pub a: PathBuf,
+    /// Second endpoint (model file).
+    pub b: PathBuf,
+    /// Curve family.
+    pub kind: CurveKind,
+    /// Number of bends.
+    pub bends: usize,
+    /// Train the endpoints too.
+    pub train_ends: bool,
+    /// Weight decay on the sampled point `w(t)`.
+    pub wd: f64,
+    /// Data.
+    pub data: DataConfig,
+    /// Loop settings (the optimiser's own decay must be 0).
+    pub loop_cfg: LoopConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Resume / stop / quiet.
+    pub ctl: RunControl,
+}
+
+#[derive(Serialize)]
+struct Resolved<'a> {
+    a: &'a PathBuf,
+    b: &'a PathBuf,
+    curve: String,
+    bends: usize,
+    train_ends: bool,
+    wd: f64,
+    data: &'a DataConfig,
+    arch: String,
+    #[serde(flatten)]
+    loop_cfg: &'a LoopConfig,
+}
+
+/// Runs `connect`; writes `out/curve.safetensors`, `metrics.jsonl`, `run.json`.
+pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
+    let device = eval_device();
+    let (arch, a) = load_model(&opts.a, &device)?;
+    let (arch_b, b) = load_model(&opts.b, &device)?;
+    if arch != arch_b {
+        return Err(Error::Config(format!(
+            "--a {} is a {arch} but --b {} is a {arch_b}: endpoints must share one architecture",
+            opts.a.display(),
+            opts.b.display()
+        )));
+    }
+    if opts.bends == 0 && !opts.train_ends {
+        return Err(Error::Config(
+            "--bends 0 leaves nothing to train (add bends or --train-ends)".into(),
+        ));
+    }
+    let split = load_data(&opts.data)?;
+    arch.check_data(&split.train)?;
+    let resolved = Resolved {
+        a: &opts.a,
+        b: &opts.b,
+        curve: opts.kind.to_string(),
+        bends: opts.bends,
+        train_ends: opts.train_ends,
+        wd: opts.wd,
+        data: &opts.data,
+        arch: arch.to_string(),
+        loop_cfg: &opts.loop_cfg,
+    };
+    let config = serde_json::to_value(&resolved).expect("serialisable config");
+    let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
+    let mut curve = Curve::init_linear(opts.kind, opts.bends, arch.clone(), &a, &b)?;
+    let idx = curve.trainable(opts.train_ends);
+    let packed = curve.pack(&idx);
+    let mut obj = CurveObjective {
+        curve: curve.clone(),
+        trainable: idx.clone(),
+        wd: opts.wd,
+        test: &split.test,
+        device: device.clone(),
+    };
+    let mut loop_cfg = opts.loop_cfg.clone();
+    loop_cfg.optim = match loop_cfg.optim {
+        OptimConfig::Sgd { momentum, .. } => OptimConfig::Sgd { momentum, wd: 0.0 },
+        OptimConfig::Adam {
+            beta1, beta2, eps, ..
+        } => OptimConfig::Adam {
+            beta1,
+            beta2,
+            eps,
+            wd: 0.0,
+        },
+    };
+    let meta = FileMeta::new("curve", &arch.to_string());
+    let fitted = fit(
+        packed,
+        &split.train,
+        &mut obj,
+        &loop_cfg,
+        &opts.ctl,
+        &opts.out,
+        &meta,
+        &config.to_string(),
+    )?;
+    if !fitted.finished {
+        let v = json!({"stopped_after_epoch": fitted.epochs_done});
+        record.finish(&opts.out, v.clone())?;
+        return Ok(v);
+    }
+    curve.unpack(&idx, &fitted.params);
+    let path = opts.out.join("curve.safetensors");
+    curve.save(&path)?;
+    let v = json!({"curve": path, "points": curve.len(), "kind": opts.kind.to_string()});
+    record.finish(&opts.out, v.clone())?;
+    Ok(v)
+}

@@ -1,0 +1,139 @@
+//! `modeconn path`: loss and error along the straight line between two networks and, when given,
+//! along a fitted curve, on the same `t` grid; writes `path.csv` and `summary.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::{eval_device, load_data};
+use crate::curve::{Curve, CurveKind};
+use crate::data::DataConfig;
+use crate::error::{Error, Result};
+use crate::eval::path::{PathRow, PathSpec, grid, profile, summarize_path};
+use crate::model::load_model;
+use crate::params::io::write_atomic;
+use crate::report::{RunRecord, write_json};
+
+/// Validated options of `modeconn path`.
+#[derive(Debug, Clone)]
+pub struct PathOptions {
+    /// First endpoint.
+    pub a: PathBuf,
+    /// Second endpoint.
+    pub b: PathBuf,
+    /// Fitted curves to evaluate too, with their names (`curve` for a single one).
+    pub curves: Vec<(String, PathBuf)>,
+    /// Grid size.
+    pub points: usize,
+    /// Evaluate train metrics on the first N training samples only.
+    pub train_subset: Option<usize>,
+    /// Data.
+    pub data: DataConfig,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+/// Writes rows as CSV (`path,t,train_loss,train_err,test_loss,test_err,dl`).
+pub fn rows_csv(rows: &[PathRow]) -> String {
+    let mut s = String::from("path,t,train_loss,train_err,test_loss,test_err,dl\n");
+    for r in rows {
+        writeln!(
+            s,
+            "{},{},{},{},{},{},{}",
+            r.path, r.t, r.train_loss, r.train_err, r.test_loss, r.test_err, r.dl
+        )
+        .expect("write to string");
+    }
+    s
+}
+
+/// Runs `path`; returns the summary (also `out/summary.json`).
+pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
+    if opts.points < 2 {
+        return Err(Error::Config("--points must be at least 2".into()));
+    }
+    let record = RunRecord::start(
+        argv,
+        json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
+               "train_subset": opts.train_subset, "data": opts.data}),
+        None,
+    );
+    let device = eval_device();
+    let (arch, a) = load_model(&opts.a, &device)?;
+    let (arch_b, b) = load_model(&opts.b, &device)?;
+    if arch != arch_b {
+        return Err(Error::Config(format!(
+            "--a is a {arch} but --b is a {arch_b}: endpoints must share one architecture"
+        )));
+    }
+    let split = load_data(&opts.data)?;
+    arch.check_data(&split.train)?;
+    let train = match opts.train_subset {
+        Some(n) => split.train.subset(n),
+        None => split.train.clone(),
+    };
+    let mut specs = vec![PathSpec {
+        name: "line",
+        kind: CurveKind::Polychain,
+        points: vec![a.to_flat(), b.to_flat()],
+    }];
+    for (name, file) in &opts.curves {
+        let c = Curve::load(file, &device)?;
+        if c.arch != arch {
+            return Err(Error::Config(format!(
+                "--curve {} is a {} curve but the endpoints are {arch}",
+                file.display(),
+                c.arch
+            )));
+        }
+        specs.push(PathSpec {
+            name,
+            kind: c.kind,
+            points: c.points.iter().map(|p| p.to_flat()).collect(),
+        });
+    }
+    let ts = grid(opts.points);
+    let layout = arch.layout();
+    let mut rows = Vec::new();
+    let mut summary = BTreeMap::new();
+    for spec in &specs {
+        let r = profile(&arch, &layout, spec, &ts, &train, &split.test, &device);
+        summary.insert(spec.name.to_string(), summarize_path(&r));
+        rows.extend(r);
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    write_atomic(&opts.out.join("path.csv"), rows_csv(&rows).as_bytes())?;
+    let v = serde_json::to_value(&summary).expect("serialisable summary");
+    write_json(&opts.out.join("summary.json"), &v)?;
+    record.finish(&opts.out, v.clone())?;
+    Ok(v)
+}
+
+/// A short human-readable table of a path summary: per path, length and the test-error and
+/// test-loss profile (start, end, max, barriers).
+pub fn summary_table(v: &Value) -> String {
+    let mut s = format!(
+        "{:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "path", "length", "err(0)", "err(1)", "max err", "B_lin err", "max loss", "B_lin loss"
+    );
+    if let Some(map) = v.as_object() {
+        for (name, p) in map {
+            let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
+            writeln!(
+                s,
+                "{name:<10} {:>8.2} {:>8.2}% {:>8.2}% {:>8.2}% {:>8.2}% {:>9.4} {:>9.4}",
+                p["length"].as_f64().unwrap_or(f64::NAN),
+                100.0 * f("test_err", "start"),
+                100.0 * f("test_err", "end"),
+                100.0 * f("test_err", "max"),
+                100.0 * f("test_err", "b_lin"),
+                f("test_loss", "max"),
+                f("test_loss", "b_lin"),
+            )
+            .expect("write to string");
+        }
+    }
+    s
+}

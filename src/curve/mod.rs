@@ -1,0 +1,227 @@
+//! Curves between two minima (Garipov et al. 2018): `w(t) = Σ_j c_j(t) θ_j` over control points
+//! `θ_0 = w_A, θ_1 … θ_{n−2}` (bends), `θ_{n−1} = w_B`. Endpoints are frozen by default; bends are
+//! initialised on the straight line, `θ_j = (1 − j/(n−1)) w_A + (j/(n−1)) w_B`, so an untrained
+//! curve is the line. Training samples one `t ~ U(0,1)` per minibatch and minimises
+//! `CE(w(t)) + ½·wd·‖w(t)‖²` (decay on the sampled point, not on the bends).
+
+pub mod kind;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor};
+use rand::Rng;
+use serde_json::{Value, json};
+
+pub use kind::CurveKind;
+
+use crate::arch::Arch;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
+use crate::params::io::{FileMeta, Loaded, save};
+use crate::params::{Entry, Layout, ParamSet};
+use crate::train::{Objective, Scalars, StepCtx};
+
+/// A curve: its kind, architecture and control points (endpoints first and last).
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// Curve family.
+    pub kind: CurveKind,
+    /// Architecture of every point.
+    pub arch: Arch,
+    /// Control points `θ_0 … θ_{n−1}` (no autodiff).
+    pub points: Vec<ParamSet>,
+}
+
+fn prefix(j: usize) -> String {
+    format!("point{j}/")
+}
+
+impl Curve {
+    /// A curve with `bends` bends placed on the straight line between `a` and `b`.
+    pub fn init_linear(
+        kind: CurveKind,
+        bends: usize,
+        arch: Arch,
+        a: &ParamSet,
+        b: &ParamSet,
+    ) -> Result<Self> {
+        a.check_same_layout(b)?;
+        let n = bends + 2;
+        let points = (0..n)
+            .map(|j| {
+                if j == 0 {
+                    Ok(a.clone())
+                } else if j == n - 1 {
+                    Ok(b.clone())
+                } else {
+                    a.lerp(b, j as f32 / (n - 1) as f32)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { kind, arch, points })
+    }
+
+    /// Number of control points.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Always false: a curve has at least its two endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The point `w(t)` as an ordinary parameter set.
+    pub fn point(&self, t: f64) -> ParamSet {
+        point_of(self.kind, &self.points.iter().collect::<Vec<_>>(), t)
+    }
+
+    /// Indices of the trained control points: the bends, plus the ends when `train_ends`.
+    pub fn trainable(&self, train_ends: bool) -> Vec<usize> {
+        let n = self.len();
+        (0..n)
+            .filter(|&j| train_ends || (j != 0 && j != n - 1))
+            .collect()
+    }
+
+    /// The points `idx` packed into one set (names `point{j}/…`) for the training loop.
+    pub fn pack(&self, idx: &[usize]) -> ParamSet {
+        let base = self.points[0].layout();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut tensors = Vec::new();
+        for &j in idx {
+            entries.extend(base.prefixed(&prefix(j)).entries().iter().cloned());
+            tensors.extend(self.points[j].tensors().iter().cloned());
+        }
+        let layout = Arc::new(Layout::new(entries).expect("unique prefixed names"));
+        ParamSet::from_tensors(layout, tensors).expect("shapes from the base layout")
+    }
+
+    /// Writes packed points back (inverse of [`Curve::pack`]).
+    pub fn unpack(&mut self, idx: &[usize], packed: &ParamSet) {
+        let parts = split_packed(packed, self.points[0].layout(), idx.len());
+        for (&j, p) in idx.iter().zip(parts) {
+            self.points[j] = p;
+        }
+    }
+
+    /// Saves all control points with the curve kind in the metadata (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut meta = FileMeta::new("curve", &self.arch.to_string());
+        meta.extra = json!({"curve": self.kind.to_string(), "points": self.len()});
+        let names: Vec<String> = (0..self.len()).map(prefix).collect();
+        let sets: Vec<(&str, &ParamSet)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(self.points.iter())
+            .collect();
+        save(path, &meta, &sets)
+    }
+
+    /// Loads a curve saved by [`Curve::save`], checking every name and shape.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let mut f = Loaded::open(path)?;
+        f.expect_kind(&["curve"])?;
+        let bad = |msg: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let arch: Arch = f.meta.arch.parse().map_err(|e: Error| bad(e.to_string()))?;
+        let kind: CurveKind = f.meta.extra["curve"]
+            .as_str()
+            .ok_or_else(|| bad("no curve kind in metadata".into()))?
+            .parse()
+            .map_err(|e: Error| bad(e.to_string()))?;
+        let n = f.meta.extra["points"]
+            .as_u64()
+            .filter(|&n| n >= 2)
+            .ok_or_else(|| bad("no valid point count in metadata".into()))?
+            as usize;
+        let layout = arch.layout();
+        let points = (0..n)
+            .map(|j| f.take_set(&prefix(j), &layout, device))
+            .collect::<Result<Vec<_>>>()?;
+        f.finish()?;
+        Ok(Self { kind, arch, points })
+    }
+}
+
+/// `Σ_j c_j(t) θ_j` for the given points (differentiable in whichever points carry autodiff).
+pub fn point_of(kind: CurveKind, points: &[&ParamSet], t: f64) -> ParamSet {
+    let c: Vec<f32> = kind
+        .coeffs(points.len(), t)
+        .into_iter()
+        .map(|c| c as f32)
+        .collect();
+    ParamSet::combination(points, &c).expect("control points share one layout")
+}
+
+/// Splits a packed set into `k` sets on the base layout (shares the tensors, keeps autodiff).
+fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet> {
+    let l = base.len();
+    (0..k)
+        .map(|i| {
+            ParamSet::from_tensors(base.clone(), packed.tensors()[i * l..(i + 1) * l].to_vec())
+                .expect("packed by Curve::pack")
+        })
+        .collect()
+}
+
+/// The curve-fitting objective: one `t ~ U(0,1)` per minibatch, loss
+/// `CE(w(t)) + ½·wd·‖w(t)‖²`; frozen points enter as constants.
+pub struct CurveObjective<'a> {
+    /// The curve (frozen points are read from here).
+    pub curve: Curve,
+    /// Indices of the trained points, in packing order.
+    pub trainable: Vec<usize>,
+    /// Weight decay on the sampled point.
+    pub wd: f64,
+    /// Test data for the per-epoch midpoint evaluation.
+    pub test: &'a Dataset,
+    /// Evaluation device.
+    pub device: Device,
+}
+
+impl CurveObjective<'_> {
+    fn assemble(&self, packed: &ParamSet) -> Vec<ParamSet> {
+        let trained = split_packed(packed, self.curve.points[0].layout(), self.trainable.len());
+        let mut points = self.curve.points.clone();
+        for (&j, p) in self.trainable.iter().zip(trained) {
+            points[j] = p;
+        }
+        points
+    }
+}
+
+impl Objective for CurveObjective<'_> {
+    fn loss(
+        &mut self,
+        params: &ParamSet,
+        x: Tensor<2>,
+        y: Tensor<1, Int>,
+        ctx: &mut StepCtx<'_>,
+    ) -> (Tensor<1>, Scalars) {
+        let t: f64 = ctx.rng.random();
+        let points = self.assemble(params);
+        let w = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), t);
+        let ce = cross_entropy(self.curve.arch.forward(&w, x), y);
+        let loss = if self.wd > 0.0 {
+            ce + w.sq_norm_tensor() * (0.5 * self.wd) as f32
+        } else {
+            ce
+        };
+        (loss, vec![("t", t)])
+    }
+
+    fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {
+        let points = self.assemble(params);
+        let mid = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), 0.5);
+        let m = evaluate(&self.curve.arch, &mid, self.test, EVAL_BATCH, &self.device);
+        Ok(vec![
+            ("test_loss_mid".into(), json!(m.loss)),
+            ("test_acc_mid".into(), json!(m.acc)),
+        ])
+    }
+}

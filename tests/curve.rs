@@ -1,0 +1,242 @@
+//! Curves: endpoints reproduce the end networks, an untrained chain is the line, gradients reach
+//! only the bends, and `connect` + `path` find a lower path than the line on digits.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use burn::tensor::{Int, Tensor, TensorData};
+use modeconn::arch::Arch;
+use modeconn::backend;
+use modeconn::curve::{Curve, CurveKind, CurveObjective};
+use modeconn::data::{DataConfig, Pixels, Source, load};
+use modeconn::eval::path::{PathSpec, grid, profile};
+use modeconn::params::ParamSet;
+use modeconn::train::{Objective, StepCtx};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+fn digits() -> modeconn::data::Split {
+    load(&DataConfig {
+        source: Source::Digits,
+        dir: None,
+        pixels: Pixels::Unit,
+    })
+    .unwrap()
+}
+
+fn logits(arch: &Arch, w: &ParamSet, x: &[f32], b: usize) -> Vec<f32> {
+    let d = backend::device();
+    let xt = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [b, arch.input_dim()]), &d);
+    arch.forward(w, xt).into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn curve_endpoints_give_the_end_networks_logits() {
+    let device = backend::device();
+    let split = digits();
+    let (x, _) = split.test.gather(&(0..32).collect::<Vec<_>>());
+    for spec in ["mlp:64-32-16-10", "lenet5:1x16x16"] {
+        let arch: Arch = spec.parse().unwrap();
+        let a = arch.init(1, &device);
+        let b = arch.init(2, &device);
+        let xin: Vec<f32> = if spec.starts_with("lenet") {
+            (0..32 * 256)
+                .map(|i| ((i * 7919) % 100) as f32 / 100.0)
+                .collect()
+        } else {
+            x.clone()
+        };
+        for kind in [CurveKind::Polychain, CurveKind::Bezier] {
+            for bends in [1, 3] {
+                let mut c = Curve::init_linear(kind, bends, arch.clone(), &a, &b).unwrap();
+                // Move the bends off the line, as training would.
+                for j in 1..=bends {
+                    c.points[j] = c.points[j].map(|t| t.clone() * 1.7 + 0.05);
+                }
+                for (t, end) in [(0.0, &a), (1.0, &b)] {
+                    let (l1, l2) = (
+                        logits(&arch, &c.point(t), &xin, 32),
+                        logits(&arch, end, &xin, 32),
+                    );
+                    let err = l1
+                        .iter()
+                        .zip(&l2)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0, f32::max);
+                    assert!(err <= 1e-5, "{spec} {kind} bends={bends} t={t}: {err}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn untrained_chain_is_the_straight_line() {
+    let device = backend::device();
+    let split = digits();
+    let arch: Arch = "mlp:64-32-10".parse().unwrap();
+    let a = arch.init(3, &device);
+    let b = arch.init(4, &device);
+    let c = Curve::init_linear(CurveKind::Polychain, 2, arch.clone(), &a, &b).unwrap();
+    let ts = grid(13);
+    let line = PathSpec {
+        name: "line",
+        kind: CurveKind::Polychain,
+        points: vec![a.to_flat(), b.to_flat()],
+    };
+    let chain = PathSpec {
+        name: "curve",
+        kind: c.kind,
+        points: c.points.iter().map(|p| p.to_flat()).collect(),
+    };
+    let train = split.train.subset(200);
+    let r1 = profile(
+        &arch,
+        &arch.layout(),
+        &line,
+        &ts,
+        &train,
+        &split.test,
+        &device,
+    );
+    let r2 = profile(
+        &arch,
+        &arch.layout(),
+        &chain,
+        &ts,
+        &train,
+        &split.test,
+        &device,
+    );
+    for (p, q) in r1.iter().zip(&r2) {
+        assert!((p.test_loss - q.test_loss).abs() < 1e-5, "t={}", p.t);
+        assert!((p.train_loss - q.train_loss).abs() < 1e-5, "t={}", p.t);
+        assert_eq!(p.test_err, q.test_err);
+        assert!((p.dl - q.dl).abs() < 1e-3 * p.dl.max(1e-3));
+    }
+}
+
+#[test]
+fn gradients_reach_the_bends_only() {
+    let device = backend::device();
+    let ad = backend::train_device();
+    let split = digits();
+    let arch: Arch = "mlp:64-16-10".parse().unwrap();
+    let a = arch.init(5, &device);
+    let b = arch.init(6, &device);
+    let curve = Curve::init_linear(CurveKind::Bezier, 2, arch.clone(), &a, &b).unwrap();
+    let idx = curve.trainable(false);
+    assert_eq!(idx, vec![1, 2]);
+    let leaves = curve.pack(&idx).to_device(&ad).leaves();
+    let mut obj = CurveObjective {
+        curve: curve.clone(),
+        trainable: idx,
+        wd: 1e-3,
+        test: &split.test,
+        device: device.clone(),
+    };
+    let (xv, yv) = split.train.gather(&(0..64).collect::<Vec<_>>());
+    let x = Tensor::<2>::from_data(TensorData::new(xv, [64, 64]), &ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [64]), &ad);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut ctx = StepCtx {
+        epoch: 0,
+        step: 0,
+        rng: &mut rng,
+        n_train: 64,
+    };
+    let (loss, _) = obj.loss(&leaves, x, y, &mut ctx);
+    let grads = loss.backward();
+    for t in leaves.tensors() {
+        let g = t.grad(&grads).expect("every bend tensor gets a gradient");
+        let norm = g.abs().sum().into_scalar::<f32>();
+        assert!(norm > 0.0);
+    }
+    // The endpoints are not leaves of the graph: they receive no gradient.
+    for p in [&obj.curve.points[0], &obj.curve.points[3]] {
+        for t in p.tensors() {
+            assert!(t.grad(&grads).is_none());
+        }
+    }
+}
+
+fn modeconn() -> Command {
+    Command::cargo_bin("modeconn").unwrap()
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn connect_and_path_on_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for s in ["1", "2"] {
+        modeconn()
+            .args(["train", "--arch", "mlp:64-128-10", "--epochs", "30", "-q"])
+            .args(["--seed", s, "--out"])
+            .arg(d.join(format!("m{s}")))
+            .assert()
+            .success();
+    }
+    let (a, b) = (
+        d.join("m1/model.safetensors"),
+        d.join("m2/model.safetensors"),
+    );
+    modeconn()
+        .args(["connect", "--epochs", "20", "--seed", "0", "-q", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.join("c"))
+        .assert()
+        .success();
+    for f in ["curve.safetensors", "metrics.jsonl", "run.json"] {
+        assert!(d.join("c").join(f).exists(), "{f}");
+    }
+    // Endpoints stay frozen: the curve's ends are the input networks, bit for bit.
+    let dev = backend::device();
+    let c = Curve::load(&d.join("c/curve.safetensors"), &dev).unwrap();
+    let (_, pa) = modeconn::model::load_model(&a, &dev).unwrap();
+    let (_, pb) = modeconn::model::load_model(&b, &dev).unwrap();
+    assert_eq!(c.points[0].to_flat(), pa.to_flat());
+    assert_eq!(c.points[2].to_flat(), pb.to_flat());
+    assert_ne!(c.points[1].to_flat(), pa.lerp(&pb, 0.5).unwrap().to_flat());
+
+    modeconn()
+        .args(["path", "--points", "21", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(d.join("c/curve.safetensors"))
+        .arg("--out")
+        .arg(d.join("p"))
+        .assert()
+        .success();
+    let s = json(&d.join("p/summary.json"));
+    for path in ["line", "curve"] {
+        assert!(s[path]["length"].as_f64().unwrap() > 0.0);
+        for m in ["train_loss", "train_err", "test_loss", "test_err"] {
+            for k in [
+                "start", "end", "min", "max", "mean", "arc_mean", "b_max", "b_lin",
+            ] {
+                assert!(s[path][m][k].is_f64(), "{path}.{m}.{k}");
+            }
+        }
+        let e = s[path]["test_err"]["max"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&e));
+    }
+    let line_max = s["line"]["test_loss"]["max"].as_f64().unwrap();
+    let curve_max = s["curve"]["test_loss"]["max"].as_f64().unwrap();
+    assert!(
+        curve_max < line_max,
+        "curve max loss {curve_max} vs line {line_max}"
+    );
+    let csv = std::fs::read_to_string(d.join("p/path.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 21);
+    assert!(csv.starts_with("path,t,train_loss,train_err,test_loss,test_err,dl"));
+}
