@@ -8,11 +8,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::arch::Arch;
 use crate::commands::connect::ConnectOptions;
 use crate::commands::path::PathOptions;
+use crate::commands::vtrain::VtrainOptions;
 use crate::commands::{eval::EvalOptions, train::TrainOptions};
 use crate::curve::CurveKind;
 use crate::data::{DataConfig, Pixels, Source};
 use crate::error::{Error, Result};
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
+use crate::variational::objective::{EvalConfig, Warmup};
+use crate::variational::{InitConfig, Method, VConfig};
 
 /// modeconn: loss surfaces of neural networks — mode connectivity, permuted minima and
 /// variational dropout.
@@ -38,6 +41,10 @@ pub enum Command {
     /// Evaluate loss and error along the straight line between two networks and along fitted
     /// curves; writes path.csv and summary.json (barriers, arc-length means) into --out.
     Path(PathArgs),
+    /// Train a variational model (sparse VD, ARD, group ARD, Gaussian dropout, layer-wise α,
+    /// variance layers); writes variational.safetensors, mode.safetensors, metrics.jsonl,
+    /// summary.json and run.json into --out.
+    Vtrain(VtrainArgs),
 }
 
 /// Which data to use.
@@ -215,6 +222,12 @@ pub struct EvalArgs {
     /// Also write the metrics to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Variational models: ensemble sizes, e.g. 10,20 [default: as in training].
+    #[arg(long, value_name = "K,K")]
+    pub ensemble: Option<String>,
+    /// Variational models: seed of the sampling noise [default: as in training].
+    #[arg(long, value_name = "SEED")]
+    pub eval_seed: Option<u64>,
 }
 
 impl EvalArgs {
@@ -224,6 +237,146 @@ impl EvalArgs {
             model: self.model.clone(),
             data: self.data.resolve()?,
             out: self.out.clone(),
+            ensemble: self
+                .ensemble
+                .as_deref()
+                .map(|s| crate::variational::eval::parse_ensembles(s, "--ensemble"))
+                .transpose()?,
+            eval_seed: self.eval_seed,
+        })
+    }
+}
+
+/// `modeconn vtrain`.
+#[derive(Debug, Args)]
+pub struct VtrainArgs {
+    /// Method: gaussian, layerwise-alpha, sparse-vd, ard, group-ard or variance.
+    #[arg(long, value_name = "METHOD")]
+    pub method: String,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Architecture: mlp:W0-W1-...-WL or lenet5[:CxHxW]
+    /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
+    #[arg(long, value_name = "SPEC")]
+    pub arch: Option<String>,
+    /// Number of epochs.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Base learning rate (the loss is N·CE + rw·KL, so use Adam or a tiny SGD rate).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Optimiser: adam or sgd.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// L2 weight decay on all trained tensors (the KL is the regulariser; keep 0).
+    #[arg(long, default_value_t = 0.0)]
+    pub wd: f64,
+    /// LR schedule: constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov,
+    /// linear-to-0:START.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Seed for initialisation, data order and all sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// KL weight warm-up: pytorch (= slope:0.02, rw = min(0.02·(epoch+1), 1)), theano
+    /// (= linear:5:20), none, linear:START:END, slope:RATE.
+    #[arg(long, default_value = "pytorch", value_name = "SCHEDULE")]
+    pub kl_warmup: String,
+    /// Initial θ ~ N(0, S²) with zero biases [default: the architecture's PyTorch init].
+    #[arg(long, value_name = "S")]
+    pub init_std: Option<f64>,
+    /// Initial log σ² (sparse-vd, ard, group-ard).
+    #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
+    pub init_log_sigma2: f64,
+    /// Initial per-layer log α (layerwise-alpha).
+    #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
+    pub init_log_alpha: f64,
+    /// gaussian: dropout rate p, α = p/(1−p) (initial value with --learn-alpha).
+    #[arg(long, default_value_t = 0.5)]
+    pub dropout_rate: f64,
+    /// gaussian: learn one α ≤ 1 per layer (Kingma's KL).
+    #[arg(long)]
+    pub learn_alpha: bool,
+    /// variance: the zero-mean layers, e.g. fc1,fc2 [default: all]; the others are point
+    /// estimates.
+    #[arg(long, value_name = "LAYERS")]
+    pub variance_layers: Option<String>,
+    /// Ensemble sizes evaluated on the test set, e.g. 10,20, or none.
+    #[arg(long, default_value = "10,20", value_name = "K,K")]
+    pub ensemble: String,
+    /// Seed of the evaluation noise [default: --seed].
+    #[arg(long, value_name = "SEED")]
+    pub eval_seed: Option<u64>,
+    /// Evaluate samples and ensembles every this many epochs (and after the last); the mode is
+    /// evaluated every epoch.
+    #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
+    pub eval_every: usize,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Control.
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+impl VtrainArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<VtrainOptions> {
+        let method: Method = self.method.parse()?;
+        let loop_cfg = LoopArgs {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: self.optimizer.clone(),
+            momentum: self.momentum,
+            wd: self.wd,
+            schedule: Some(self.schedule.clone()),
+            seed: self.seed,
+        }
+        .resolve("cosine")?;
+        if self.eval_every == 0 {
+            return Err(Error::Config("--eval-every must be at least 1".into()));
+        }
+        let variance_layers = self.variance_layers.as_ref().map(|s| {
+            s.split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+        });
+        Ok(VtrainOptions {
+            data: self.data.resolve()?,
+            arch: self
+                .arch
+                .as_deref()
+                .map(|a| a.parse::<Arch>())
+                .transpose()?,
+            config: VConfig {
+                method,
+                variance_layers,
+                dropout_rate: self.dropout_rate,
+                learn_alpha: self.learn_alpha,
+                init: InitConfig {
+                    std: self.init_std,
+                    log_sigma2: self.init_log_sigma2,
+                    log_alpha: self.init_log_alpha,
+                },
+            },
+            warmup: self.kl_warmup.parse::<Warmup>()?,
+            eval: EvalConfig {
+                ensembles: crate::variational::eval::parse_ensembles(&self.ensemble, "--ensemble")?,
+                seed: self.eval_seed.unwrap_or(self.seed),
+                every: self.eval_every,
+            },
+            loop_cfg,
+            out: self.out.clone(),
+            ctl: self.control.resolve(),
         })
     }
 }

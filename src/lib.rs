@@ -33,5 +33,6 @@ pub mod model;
 pub mod params;
 pub mod report;
 pub mod train;
+pub mod variational;
 
 pub use error::{Error, Result};

@@ -28,6 +28,11 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let m = commands::eval::run(&opts)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
+        Command::Vtrain(a) => {
+            let opts = a.resolve()?;
+            let m = commands::vtrain::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
     }
     Ok(())
 }

@@ -9,7 +9,12 @@ use crate::data::DataConfig;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, evaluate};
 use crate::model::load_model;
+use crate::params::io::Loaded;
 use crate::report::write_json;
+use crate::variational::{
+    self,
+    eval::{Sampling, evaluate_variational},
+};
 
 /// Validated options of `modeconn eval`.
 #[derive(Debug, Clone)]
@@ -20,17 +25,69 @@ pub struct EvalOptions {
     pub data: DataConfig,
     /// Optional JSON output file.
     pub out: Option<PathBuf>,
+    /// Variational models: ensemble sizes (default: those recorded at training).
+    pub ensemble: Option<Vec<usize>>,
+    /// Variational models: noise seed (default: the one recorded at training).
+    pub eval_seed: Option<u64>,
 }
 
 /// Runs `eval`; returns the metrics (same keys as `train`'s `metrics.json`).
 pub fn run(opts: &EvalOptions) -> Result<Value> {
     let device = eval_device();
+    if let Ok(f) = Loaded::open(&opts.model)
+        && variational::is_variational(&f.meta)
+    {
+        return run_variational(opts, &device);
+    }
     let (arch, params) = load_model(&opts.model, &device)?;
     let split = load_data(&opts.data)?;
     arch.check_data(&split.train)?;
     let tr = evaluate(&arch, &params, &split.train, EVAL_BATCH, &device);
     let te = evaluate(&arch, &params, &split.test, EVAL_BATCH, &device);
     let m = super::train::metrics_json(&tr, &te);
+    if let Some(out) = &opts.out {
+        write_json(out, &m)?;
+    }
+    Ok(m)
+}
+
+/// `eval` of a variational model or `vtrain` checkpoint: the mode, one sample and ensembles on
+/// the test set (the keys of `vtrain`'s `summary.json`), with the training run's noise seed and
+/// ensemble sizes unless overridden.
+fn run_variational(opts: &EvalOptions, device: &burn::tensor::Device) -> Result<Value> {
+    let (model, params, meta) = variational::load_vmodel(&opts.model, device)?;
+    let split = load_data(&opts.data)?;
+    model.arch.check_data(&split.test)?;
+    let ks = match &opts.ensemble {
+        Some(ks) => ks.clone(),
+        None => serde_json::from_value(meta.extra["ensembles"].clone()).unwrap_or(vec![10, 20]),
+    };
+    let seed = opts
+        .eval_seed
+        .or(meta.extra["eval_seed"].as_u64())
+        .unwrap_or(0);
+    let sampling = Sampling {
+        ensembles: &ks,
+        seed,
+    };
+    let m = evaluate_variational(
+        &model,
+        &params,
+        &split.test,
+        Some(sampling),
+        EVAL_BATCH,
+        device,
+    );
+    let mut out = serde_json::Map::new();
+    out.insert("method".into(), model.config.method.name().into());
+    for (k, v) in m.json_entries("") {
+        out.insert(k, v);
+    }
+    for (k, v) in model.stats(&params).json_entries() {
+        out.insert(k, v);
+    }
+    out.insert("eval_seed".into(), seed.into());
+    let m = Value::Object(out);
     if let Some(out) = &opts.out {
         write_json(out, &m)?;
     }

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod eval;
 pub mod path;
 pub mod train;
+pub mod vtrain;
 
 use burn::tensor::Device;
 

@@ -1,0 +1,781 @@
+//! Variational dropout family (REFERENCE §3): Gaussian dropout with layer-wise α (Kingma et al.
+//! 2015), layer-wise learned α (the "phase transition" experiment), sparse variational dropout
+//! (Molchanov et al. 2017), ARD and group ARD (Kharitonov et al. 2018) and variance layers
+//! (Neklyudov et al. 2019).
+//!
+//! A variational model is **one** trainable [`ParamSet`] on a prefixed layout built from the
+//! architecture's own layout ([`VModel::layout`]):
+//!
+//! - `mu/<name>`: the means θ (every weight and bias of the architecture; variance layers have no
+//!   weight means, their weights are zero-mean);
+//! - `log_sigma2/<layer>.weight`: per-weight log σ² (additive reparameterisation: `sparse-vd`,
+//!   `ard`, `group-ard`; and `variance` layers);
+//! - `log_alpha/<layer>.weight`, shape `[1]`: one log α per layer (`layerwise-alpha`, and
+//!   `gaussian` with `--learn-alpha`).
+//!
+//! Per weight, `q(w) = N(θ, α θ²)` with `log α = log σ² − log(θ² + 1e−8)` clipped to `[−8, 8]`
+//! (additive form), or `q(w) = N(θ, α θ²)` with one α per layer (multiplicative form), or
+//! `q(w) = N(0, σ²)` (variance layers). Layers are the architecture's own functions computed by
+//! [`weights::VarWeights`] with the local reparameterisation trick. Test time ("mode") uses
+//! `θ ⊙ 1[log α < 3]`: the pruned plain network of [`VModel::mode`].
+
+pub mod eval;
+pub mod kl;
+pub mod objective;
+pub mod weights;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::distr::{Distribution, Uniform};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Normal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::layers::weight_name;
+use crate::params::io::{FileMeta, Loaded, save};
+use crate::params::{Entry, Layout, ParamSet, Role};
+
+/// Prefix of the means θ.
+pub const MU: &str = "mu/";
+/// Prefix of the per-weight log σ².
+pub const LOG_SIGMA2: &str = "log_sigma2/";
+/// Prefix of the per-layer log α.
+pub const LOG_ALPHA: &str = "log_alpha/";
+/// `log α` is clipped to `[−LOG_ALPHA_CLIP, LOG_ALPHA_CLIP]` in the additive form (REFERENCE §3).
+pub const LOG_ALPHA_CLIP: f32 = 8.0;
+/// `log α` of the per-layer form is clipped to `[−20, 20]` (REFERENCE §3).
+pub const LAYER_LOG_ALPHA_CLIP: f32 = 20.0;
+/// A weight is pruned when `log α > PRUNE_LOG_ALPHA` (dropout rate ≈ 0.95).
+pub const PRUNE_LOG_ALPHA: f32 = 3.0;
+/// `ε` in `log(θ² + ε)`.
+pub const THETA2_EPS: f32 = 1e-8;
+/// File kind of a saved variational model.
+pub const KIND: &str = "variational";
+
+/// A variational method (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Gaussian dropout, multiplicative form, one α per layer: fixed from the dropout rate, or
+    /// learned with Kingma's KL (α ≤ 1).
+    Gaussian,
+    /// One learned log α per layer, log-uniform KL × |W| (the lecture's phase transition).
+    LayerwiseAlpha,
+    /// Sparse variational dropout: per-weight α, log-uniform prior, Molchanov's KL.
+    SparseVd,
+    /// Empirical-Bayes Gaussian (ARD) prior per weight: KL = ½·softplus(−log α).
+    Ard,
+    /// ARD with one prior variance per neuron / filter.
+    GroupArd,
+    /// Variance layers: zero-mean weights `q(w) = N(0, σ²)`, no KL.
+    Variance,
+}
+
+impl Method {
+    /// All methods, in `--help` order.
+    pub const ALL: [Method; 6] = [
+        Method::Gaussian,
+        Method::LayerwiseAlpha,
+        Method::SparseVd,
+        Method::Ard,
+        Method::GroupArd,
+        Method::Variance,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Gaussian => "gaussian",
+            Method::LayerwiseAlpha => "layerwise-alpha",
+            Method::SparseVd => "sparse-vd",
+            Method::Ard => "ard",
+            Method::GroupArd => "group-ard",
+            Method::Variance => "variance",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+                Error::Config(format!(
+                    "--method `{s}`: expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Initialisation of a variational model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// θ ~ N(0, std²) and zero biases; `None`: the architecture's PyTorch initialisation.
+    pub std: Option<f64>,
+    /// Initial log σ² of the additive methods (REFERENCE recipes: −10).
+    pub log_sigma2: f64,
+    /// Initial per-layer log α of `layerwise-alpha` (REFERENCE: −10).
+    pub log_alpha: f64,
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        Self {
+            std: None,
+            log_sigma2: -10.0,
+            log_alpha: -10.0,
+        }
+    }
+}
+
+/// Everything that decides a variational model's layout and meaning (stored in its files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VConfig {
+    /// The method.
+    pub method: Method,
+    /// `variance`: the zero-mean layers (`None`: all layers); the others are point estimates.
+    pub variance_layers: Option<Vec<String>>,
+    /// `gaussian`: dropout rate p, α = p/(1−p) (the initial value when learned).
+    pub dropout_rate: f64,
+    /// `gaussian`: learn the per-layer α (clipped to α ≤ 1) with Kingma's KL.
+    pub learn_alpha: bool,
+    /// Initialisation.
+    pub init: InitConfig,
+}
+
+impl VConfig {
+    /// Defaults for `method`: dropout rate 0.5, fixed α, [`InitConfig::default`].
+    pub fn new(method: Method) -> Self {
+        Self {
+            method,
+            variance_layers: None,
+            dropout_rate: 0.5,
+            learn_alpha: false,
+            init: InitConfig::default(),
+        }
+    }
+}
+
+/// How one layer's weights are distributed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Posterior {
+    /// A point estimate θ (no noise).
+    Point,
+    /// Additive reparameterisation: per-weight log σ², `log α = log σ² − log(θ² + 1e−8)`.
+    Additive,
+    /// One trainable log α for the layer, clipped to `[lo, hi]`.
+    Shared {
+        /// Lower clip.
+        lo: f32,
+        /// Upper clip.
+        hi: f32,
+    },
+    /// One fixed log α for the layer.
+    Fixed {
+        /// The value.
+        log_alpha: f32,
+    },
+    /// Zero-mean weights, per-weight log σ².
+    Variance,
+}
+
+/// A layer of the architecture and its posterior.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// Layer name (`fc1`, `conv2`, ...).
+    pub name: String,
+    /// Weight shape (`[out, in]` or `[out, in, kh, kw]`).
+    pub shape: Vec<usize>,
+    /// Its posterior.
+    pub q: Posterior,
+}
+
+impl LayerInfo {
+    /// Number of weights |W|.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Number of output units (neurons / filters).
+    pub fn units(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// Incoming weights per unit.
+    pub fn fan_in(&self) -> usize {
+        self.numel() / self.units()
+    }
+}
+
+/// A variational model: an architecture, its method and the resulting layout.
+#[derive(Debug, Clone)]
+pub struct VModel {
+    /// The architecture.
+    pub arch: Arch,
+    /// The configuration.
+    pub config: VConfig,
+    layers: Vec<LayerInfo>,
+    layout: Arc<Layout>,
+}
+
+/// Name of the mean of an architecture tensor.
+pub fn mu_name(name: &str) -> String {
+    format!("{MU}{name}")
+}
+
+/// Name of a layer's per-weight log σ².
+pub fn log_sigma2_name(layer: &str) -> String {
+    format!("{LOG_SIGMA2}{}", weight_name(layer))
+}
+
+/// Name of a layer's log α.
+pub fn log_alpha_name(layer: &str) -> String {
+    format!("{LOG_ALPHA}{}", weight_name(layer))
+}
+
+impl VModel {
+    /// Builds the model, validating the configuration against the architecture.
+    pub fn new(arch: Arch, config: VConfig) -> Result<Self> {
+        let base = arch.layout();
+        let names: Vec<String> = base
+            .entries()
+            .iter()
+            .filter(|e| e.role == Role::Weight)
+            .map(|e| e.name.trim_end_matches(".weight").to_string())
+            .collect();
+        if let Some(vl) = &config.variance_layers {
+            if config.method != Method::Variance {
+                return Err(Error::Config(
+                    "--variance-layers applies only to --method variance".into(),
+                ));
+            }
+            if vl.is_empty() {
+                return Err(Error::Config("--variance-layers: no layer named".into()));
+            }
+            for l in vl {
+                if !names.contains(l) {
+                    return Err(Error::Config(format!(
+                        "--variance-layers: `{l}` is not a layer of {arch} (layers: {})",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        let p = config.dropout_rate;
+        if !(p > 0.0 && p < 1.0) {
+            return Err(Error::Config(format!(
+                "--dropout-rate must be in (0, 1), got {p}"
+            )));
+        }
+        if config.learn_alpha && config.method != Method::Gaussian {
+            return Err(Error::Config(
+                "--learn-alpha applies only to --method gaussian".into(),
+            ));
+        }
+        if let Some(s) = config.init.std
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(Error::Config(format!(
+                "--init-std must be a positive number, got {s}"
+            )));
+        }
+        for (flag, v) in [
+            ("--init-log-sigma2", config.init.log_sigma2),
+            ("--init-log-alpha", config.init.log_alpha),
+        ] {
+            if !v.is_finite() {
+                return Err(Error::Config(format!("{flag} must be finite, got {v}")));
+            }
+        }
+        let gauss_log_alpha = (p / (1.0 - p)).ln() as f32;
+        let layers: Vec<LayerInfo> = base
+            .entries()
+            .iter()
+            .filter(|e| e.role == Role::Weight)
+            .map(|e| {
+                let name = e.name.trim_end_matches(".weight").to_string();
+                let q = match config.method {
+                    Method::Gaussian if config.learn_alpha => Posterior::Shared {
+                        lo: -LAYER_LOG_ALPHA_CLIP,
+                        hi: 0.0,
+                    },
+                    Method::Gaussian => Posterior::Fixed {
+                        log_alpha: gauss_log_alpha,
+                    },
+                    Method::LayerwiseAlpha => Posterior::Shared {
+                        lo: -LAYER_LOG_ALPHA_CLIP,
+                        hi: LAYER_LOG_ALPHA_CLIP,
+                    },
+                    Method::SparseVd | Method::Ard | Method::GroupArd => Posterior::Additive,
+                    Method::Variance => match &config.variance_layers {
+                        Some(vl) if !vl.contains(&name) => Posterior::Point,
+                        _ => Posterior::Variance,
+                    },
+                };
+                LayerInfo {
+                    name,
+                    shape: e.shape.clone(),
+                    q,
+                }
+            })
+            .collect();
+
+        let mut entries: Vec<Entry> = Vec::new();
+        for e in base.entries() {
+            let layer = e.name.trim_end_matches(".weight");
+            let zero_mean = e.role == Role::Weight
+                && layers
+                    .iter()
+                    .any(|l| l.name == layer && l.q == Posterior::Variance);
+            if !zero_mean {
+                entries.push(Entry {
+                    name: mu_name(&e.name),
+                    ..e.clone()
+                });
+            }
+        }
+        for l in &layers {
+            if matches!(l.q, Posterior::Additive | Posterior::Variance) {
+                entries.push(Entry {
+                    name: log_sigma2_name(&l.name),
+                    shape: l.shape.clone(),
+                    role: Role::Weight,
+                });
+            }
+        }
+        for l in &layers {
+            if matches!(l.q, Posterior::Shared { .. }) {
+                entries.push(Entry {
+                    name: log_alpha_name(&l.name),
+                    shape: vec![1],
+                    role: Role::Weight,
+                });
+            }
+        }
+        let layout = Arc::new(Layout::new(entries)?);
+        Ok(Self {
+            arch,
+            config,
+            layers,
+            layout,
+        })
+    }
+
+    /// The prefixed layout of the trainable set.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    /// The layers in forward order.
+    pub fn layers(&self) -> &[LayerInfo] {
+        &self.layers
+    }
+
+    /// A layer by name (panics on unknown names: architectures only ask for their own layers).
+    pub fn layer(&self, name: &str) -> &LayerInfo {
+        self.layers
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("layer `{name}` is not in the architecture"))
+    }
+
+    /// Initial parameters, drawn in layout order from ChaCha8 streams seeded by `seed`:
+    /// θ and biases from the architecture's initialisation (or θ ~ N(0, std²), biases 0),
+    /// log σ² = `init.log_sigma2`, per-layer log α = `init.log_alpha` (`layerwise-alpha`) or
+    /// log(p/(1−p)) (`gaussian`), and for variance layers `log σ² = 2·log|u|`,
+    /// `u ~ U(−1/√fan_in, 1/√fan_in)` (Neklyudov et al.'s σ initialisation).
+    pub fn init(&self, seed: u64, device: &Device) -> ParamSet {
+        let base = self.arch.init(seed, device);
+        let base_vals = base.to_vecs();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(1);
+        let values = self
+            .layout
+            .entries()
+            .iter()
+            .map(|e| {
+                if let Some(name) = e.name.strip_prefix(MU) {
+                    let i = base.layout().index_of(name).expect("mu of a base tensor");
+                    match self.config.init.std {
+                        None => base_vals[i].clone(),
+                        Some(_) if e.role == Role::Bias => vec![0.0; e.numel()],
+                        Some(s) => {
+                            let d = Normal::new(0.0, s as f32).expect("positive std");
+                            (0..e.numel()).map(|_| d.sample(&mut rng)).collect()
+                        }
+                    }
+                } else if let Some(w) = e.name.strip_prefix(LOG_SIGMA2) {
+                    let layer = self.layer(w.trim_end_matches(".weight"));
+                    if layer.q == Posterior::Variance {
+                        let b = 1.0 / (layer.fan_in() as f32).sqrt();
+                        let d = Uniform::new(-b, b).expect("finite bound");
+                        (0..e.numel())
+                            .map(|_| 2.0 * d.sample(&mut rng).abs().max(1e-12).ln())
+                            .collect()
+                    } else {
+                        vec![self.config.init.log_sigma2 as f32; e.numel()]
+                    }
+                } else {
+                    let v = match self.config.method {
+                        Method::Gaussian => {
+                            let p = self.config.dropout_rate;
+                            (p / (1.0 - p)).ln() as f32
+                        }
+                        _ => self.config.init.log_alpha as f32,
+                    };
+                    vec![v; e.numel()]
+                }
+            })
+            .collect();
+        ParamSet::from_vecs(self.layout.clone(), values, device).expect("layout-shaped values")
+    }
+
+    fn flat(params: &ParamSet, name: &str) -> Tensor<1> {
+        params
+            .flat(name)
+            .unwrap_or_else(|_| panic!("`{name}` is not in the variational layout"))
+            .clone()
+    }
+
+    /// Differentiable per-weight (or per-layer, shape `[1]`) clipped log α of a layer, flat;
+    /// `None` for point layers. Variance layers use θ = 0.
+    pub fn log_alpha_t(&self, params: &ParamSet, layer: &LayerInfo) -> Option<Tensor<1>> {
+        let c = LOG_ALPHA_CLIP;
+        match layer.q {
+            Posterior::Point => None,
+            Posterior::Additive => {
+                let theta = Self::flat(params, &mu_name(&weight_name(&layer.name)));
+                let ls2 = Self::flat(params, &log_sigma2_name(&layer.name));
+                Some((ls2 - (theta.powi_scalar(2) + THETA2_EPS).log()).clamp(-c, c))
+            }
+            Posterior::Variance => {
+                let ls2 = Self::flat(params, &log_sigma2_name(&layer.name));
+                Some((ls2 - THETA2_EPS.ln()).clamp(-c, c))
+            }
+            Posterior::Shared { lo, hi } => {
+                Some(Self::flat(params, &log_alpha_name(&layer.name)).clamp(lo, hi))
+            }
+            Posterior::Fixed { log_alpha } => {
+                let d = params.tensors()[0].device();
+                Some(Tensor::<1>::full([1], log_alpha, &d))
+            }
+        }
+    }
+
+    /// The KL term of the ELBO (a differentiable `[1]` tensor): Σ over weights of the method's
+    /// KL ([`kl`]); `layerwise-alpha` and learned `gaussian` count `|W|·KL(log α)` per layer;
+    /// fixed `gaussian` and `variance` have no (non-constant) KL and return 0.
+    pub fn kl(&self, params: &ParamSet) -> Tensor<1> {
+        let device = params.tensors()[0].device();
+        let mut total = Tensor::<1>::zeros([1], &device);
+        for l in &self.layers {
+            let term = match (self.config.method, l.q) {
+                (_, Posterior::Point | Posterior::Fixed { .. } | Posterior::Variance) => continue,
+                (Method::SparseVd, _) => {
+                    kl::kl_log_uniform_t(self.log_alpha_t(params, l).expect("additive")).sum()
+                }
+                (Method::Ard, _) => {
+                    kl::kl_ard_t(self.log_alpha_t(params, l).expect("additive")).sum()
+                }
+                (Method::GroupArd, _) => {
+                    let theta2 = Self::flat(params, &mu_name(&weight_name(&l.name))).powi_scalar(2);
+                    let la = self.log_alpha_t(params, l).expect("additive");
+                    // σ² consistent with the clipped α: σ² = α·(θ² + ε).
+                    let s2 = la.exp() * (theta2.clone() + THETA2_EPS);
+                    let shape = [l.units(), l.fan_in()];
+                    kl::kl_group_ard_t(theta2.reshape(shape), s2.reshape(shape))
+                }
+                (Method::LayerwiseAlpha, _) => {
+                    kl::kl_log_uniform_t(self.log_alpha_t(params, l).expect("shared"))
+                        * l.numel() as f32
+                }
+                (Method::Gaussian, _) => {
+                    kl::kl_kingma_t(self.log_alpha_t(params, l).expect("shared")) * l.numel() as f32
+                }
+                (Method::Variance, _) => continue,
+            };
+            total = total + term;
+        }
+        total
+    }
+
+    /// Host-side clipped log α per weight of each non-point layer (per-layer forms repeated
+    /// over the layer's weights), `None` for point layers.
+    pub fn log_alpha(&self, params: &ParamSet) -> Vec<(String, Option<Vec<f32>>)> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let v = self.log_alpha_t(params, l).map(|t| {
+                    let v = t
+                        .into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32");
+                    if v.len() == 1 && l.numel() > 1 {
+                        vec![v[0]; l.numel()]
+                    } else {
+                        v
+                    }
+                });
+                (l.name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Per-weight keep mask of the mode: `log α < 3`; for `group-ard` also the unit's group
+    /// `log α_g = log(Σσ²/Σθ²) < 3` (a unit whose prior variance λ_g → 0 is removed). Point
+    /// layers keep everything; variance layers nothing (their mean is 0).
+    pub fn keep_mask(&self, params: &ParamSet) -> Vec<(String, Vec<bool>)> {
+        let las = self.log_alpha(params);
+        self.layers
+            .iter()
+            .zip(las)
+            .map(|(l, (_, la))| {
+                let mask = match (l.q, la) {
+                    (Posterior::Point, _) | (_, None) => vec![true; l.numel()],
+                    (Posterior::Variance, _) => vec![false; l.numel()],
+                    (_, Some(la)) => {
+                        let mut m: Vec<bool> = la.iter().map(|&a| a < PRUNE_LOG_ALPHA).collect();
+                        if self.config.method == Method::GroupArd {
+                            let theta = params
+                                .flat(&mu_name(&weight_name(&l.name)))
+                                .expect("mu")
+                                .to_data()
+                                .convert::<f32>()
+                                .try_into_vec::<f32>()
+                                .expect("f32");
+                            let k = l.fan_in();
+                            for g in 0..l.units() {
+                                let r = g * k..(g + 1) * k;
+                                let (mut s2, mut t2) = (0.0f64, 0.0f64);
+                                for j in r.clone() {
+                                    let th = theta[j] as f64;
+                                    s2 += (la[j] as f64).exp() * (th * th + THETA2_EPS as f64);
+                                    t2 += th * th;
+                                }
+                                if (s2 / t2.max(1e-30)).ln() > PRUNE_LOG_ALPHA as f64 {
+                                    m[r].iter_mut().for_each(|x| *x = false);
+                                }
+                            }
+                        }
+                        m
+                    }
+                };
+                (l.name.clone(), mask)
+            })
+            .collect()
+    }
+
+    /// The mode as a plain network on the architecture's layout: `θ ⊙ mask` (see
+    /// [`VModel::keep_mask`]), zeros for variance layers, biases unchanged.
+    pub fn mode(&self, params: &ParamSet) -> ParamSet {
+        let device = params.tensors()[0].device();
+        let masks = self.keep_mask(params);
+        let base = self.arch.layout();
+        let values = base
+            .entries()
+            .iter()
+            .map(|e| {
+                let mu = params.flat(&mu_name(&e.name)).ok().map(|t| {
+                    t.to_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32")
+                });
+                if e.role == Role::Bias {
+                    return mu.expect("biases always have means");
+                }
+                let layer = e.name.trim_end_matches(".weight");
+                let mask = &masks.iter().find(|(n, _)| n == layer).expect("layer").1;
+                match mu {
+                    None => vec![0.0; e.numel()],
+                    Some(v) => v
+                        .iter()
+                        .zip(mask)
+                        .map(|(x, &k)| if k { *x } else { 0.0 })
+                        .collect(),
+                }
+            })
+            .collect();
+        ParamSet::from_vecs(base, values, &device).expect("architecture-shaped values")
+    }
+
+    /// Sparsity and α statistics of the current parameters.
+    pub fn stats(&self, params: &ParamSet) -> Stats {
+        let las = self.log_alpha(params);
+        let masks = self.keep_mask(params);
+        let mut layers = Vec::new();
+        let (mut total, mut kept) = (0usize, 0usize);
+        for ((l, (_, la)), (_, m)) in self.layers.iter().zip(las).zip(masks) {
+            let n_keep = m.iter().filter(|&&k| k).count();
+            total += l.numel();
+            kept += n_keep;
+            let k = l.fan_in();
+            let removed = (0..l.units())
+                .filter(|g| m[g * k..(g + 1) * k].iter().all(|&x| !x))
+                .count();
+            layers.push(LayerStats {
+                name: l.name.clone(),
+                weights: l.numel(),
+                sparsity: 1.0 - n_keep as f64 / l.numel() as f64,
+                log_alpha_mean: la
+                    .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64),
+                units: l.units(),
+                units_removed: removed,
+            });
+        }
+        Stats {
+            layers,
+            compression: if kept == 0 {
+                f64::INFINITY
+            } else {
+                total as f64 / kept as f64
+            },
+        }
+    }
+
+    /// Metadata of a file holding this model.
+    pub fn meta(&self) -> FileMeta {
+        let mut m = FileMeta::new(KIND, &self.arch.to_string());
+        m.extra = json!({ "variational": self.config });
+        m
+    }
+
+    /// Rebuilds the model described by a file's metadata (a variational model, or a `vtrain`
+    /// checkpoint whose `of` is one).
+    pub fn from_meta(meta: &FileMeta, path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let m = if meta.kind == KIND {
+            meta.clone()
+        } else {
+            serde_json::from_value::<FileMeta>(meta.extra["of"].clone())
+                .map_err(|_| bad(format!("holds a `{}`, not a variational model", meta.kind)))?
+        };
+        if m.kind != KIND {
+            return Err(bad(format!(
+                "holds a `{}`, not a variational model",
+                m.kind
+            )));
+        }
+        let arch: Arch = m.arch.parse().map_err(|e: Error| bad(e.to_string()))?;
+        let config: VConfig = serde_json::from_value(m.extra["variational"].clone())
+            .map_err(|e| bad(format!("invalid variational metadata: {e}")))?;
+        VModel::new(arch, config).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// Whether a file's metadata describes a variational model or a `vtrain` checkpoint.
+pub fn is_variational(meta: &FileMeta) -> bool {
+    meta.kind == KIND || (meta.kind == "checkpoint" && meta.extra["of"]["kind"] == KIND)
+}
+
+/// Saves a variational model (kind `variational`; tensors under their prefixed names, the
+/// configuration in the metadata, plus `extra` entries), atomically.
+pub fn save_vmodel(path: &Path, model: &VModel, params: &ParamSet, extra: Value) -> Result<()> {
+    let mut meta = model.meta();
+    if let (Value::Object(m), Value::Object(x)) = (&mut meta.extra, extra) {
+        m.extend(x);
+    }
+    save(path, &meta, &[("", params)])
+}
+
+/// Loads a variational model or the parameters of a `vtrain` checkpoint, checking every name
+/// and shape against the layout its metadata implies. Returns the model's metadata (for a
+/// checkpoint, the metadata of the model it is a checkpoint of).
+pub fn load_vmodel(path: &Path, device: &Device) -> Result<(VModel, ParamSet, FileMeta)> {
+    let mut f = Loaded::open(path)?;
+    if !is_variational(&f.meta) {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("holds a `{}`, not a variational model", f.meta.kind),
+        });
+    }
+    let model = VModel::from_meta(&f.meta, path)?;
+    let kind = f.meta.kind.clone();
+    // The model's own metadata (for a checkpoint: what it is a checkpoint of).
+    let meta = if kind == KIND {
+        f.meta.clone()
+    } else {
+        serde_json::from_value(f.meta.extra["of"].clone()).expect("checked by from_meta")
+    };
+    let params = if kind == KIND {
+        let p = f.take_set("", model.layout(), device)?;
+        f.finish()?;
+        p
+    } else {
+        // A training checkpoint: the parameters; the optimiser state is left alone.
+        f.take_set("params/", model.layout(), device)?
+    };
+    Ok((model, params, meta))
+}
+
+/// Per-layer statistics of a variational model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerStats {
+    /// Layer name.
+    pub name: String,
+    /// |W|.
+    pub weights: usize,
+    /// Fraction of weights dropped in the mode.
+    pub sparsity: f64,
+    /// Mean clipped log α over the layer's weights (`None` for point layers).
+    pub log_alpha_mean: Option<f64>,
+    /// Output units.
+    pub units: usize,
+    /// Units whose incoming weights are all dropped.
+    pub units_removed: usize,
+}
+
+/// Statistics of a variational model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// Per layer, forward order.
+    pub layers: Vec<LayerStats>,
+    /// `|W| / |W ≠ 0|` over all weights (biases excluded) of the mode.
+    pub compression: f64,
+}
+
+impl Stats {
+    /// `{layer: f(layer)}` as a JSON object.
+    pub fn by_layer(&self, f: impl Fn(&LayerStats) -> Value) -> Value {
+        let m: Map<String, Value> = self.layers.iter().map(|l| (l.name.clone(), f(l))).collect();
+        Value::Object(m)
+    }
+
+    /// `sparsity`, `compression`, `log_alpha_mean` and `units_removed` as JSON entries.
+    pub fn json_entries(&self) -> Vec<(String, Value)> {
+        vec![
+            ("sparsity".into(), self.by_layer(|l| json!(l.sparsity))),
+            ("compression".into(), json!(self.compression)),
+            (
+                "log_alpha_mean".into(),
+                self.by_layer(|l| json!(l.log_alpha_mean)),
+            ),
+            (
+                "units_removed".into(),
+                self.by_layer(|l| json!(l.units_removed)),
+            ),
+        ]
+    }
+}
