@@ -20,7 +20,7 @@
 //! (any rank, element-wise).
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{sigmoid, softplus};
+use burn::tensor::activation::sigmoid;
 
 /// `k1` of Molchanov et al. 2017, eq. 14.
 pub const K1: f64 = 0.63576;
@@ -116,15 +116,22 @@ pub fn kl_exact(log_alpha: f64) -> f64 {
     0.5 * sum
 }
 
-/// Tensor version of [`kl_log_uniform`] (element-wise, differentiable).
+/// `softplus(−x) = log(1 + e^{−x})` for clipped `x` (`|x| ≤ 20`, so `e^{−x}` cannot overflow):
+/// three element-wise ops, no threshold mask.
+fn softplus_neg_clipped<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.neg().exp().log1p()
+}
+
+/// Tensor version of [`kl_log_uniform`] (element-wise, differentiable). Expects clipped
+/// `log α` (`|log α| ≤ 20`).
 pub fn kl_log_uniform_t<const D: usize>(log_alpha: Tensor<D>) -> Tensor<D> {
-    let sp = softplus(log_alpha.clone().neg(), 1.0) * 0.5;
+    let sp = softplus_neg_clipped(log_alpha.clone()) * 0.5;
     sp + sigmoid(log_alpha * (-K3) - K2) * K1
 }
 
-/// Tensor version of [`kl_ard`] (element-wise, differentiable).
+/// Tensor version of [`kl_ard`] (element-wise, differentiable). Expects clipped `log α`.
 pub fn kl_ard_t<const D: usize>(log_alpha: Tensor<D>) -> Tensor<D> {
-    softplus(log_alpha.neg(), 1.0) * 0.5
+    softplus_neg_clipped(log_alpha) * 0.5
 }
 
 /// Tensor version of [`kl_kingma`] (element-wise, differentiable; meant for `log α ≤ 0`).

@@ -480,36 +480,41 @@ impl VModel {
         }
     }
 
+    /// [`VModel::log_alpha_t`] of every layer, in layer order.
+    pub fn log_alphas_t(&self, params: &ParamSet) -> Vec<Option<Tensor<1>>> {
+        self.layers
+            .iter()
+            .map(|l| self.log_alpha_t(params, l))
+            .collect()
+    }
+
     /// The KL term of the ELBO (a differentiable `[1]` tensor): Σ over weights of the method's
     /// KL ([`kl`]); `layerwise-alpha` and learned `gaussian` count `|W|·KL(log α)` per layer;
     /// fixed `gaussian` and `variance` have no (non-constant) KL and return 0.
     pub fn kl(&self, params: &ParamSet) -> Tensor<1> {
+        self.kl_given(params, &self.log_alphas_t(params))
+    }
+
+    /// [`VModel::kl`] given the layers' log α from [`VModel::log_alphas_t`] (computed once per
+    /// step and shared with the forward pass).
+    pub fn kl_given(&self, params: &ParamSet, log_alphas: &[Option<Tensor<1>>]) -> Tensor<1> {
         let device = params.tensors()[0].device();
         let mut total = Tensor::<1>::zeros([1], &device);
-        for l in &self.layers {
+        for (l, la) in self.layers.iter().zip(log_alphas) {
+            let Some(la) = la.clone() else { continue };
             let term = match (self.config.method, l.q) {
                 (_, Posterior::Point | Posterior::Fixed { .. } | Posterior::Variance) => continue,
-                (Method::SparseVd, _) => {
-                    kl::kl_log_uniform_t(self.log_alpha_t(params, l).expect("additive")).sum()
-                }
-                (Method::Ard, _) => {
-                    kl::kl_ard_t(self.log_alpha_t(params, l).expect("additive")).sum()
-                }
+                (Method::SparseVd, _) => kl::kl_log_uniform_t(la).sum(),
+                (Method::Ard, _) => kl::kl_ard_t(la).sum(),
                 (Method::GroupArd, _) => {
                     let theta2 = Self::flat(params, &mu_name(&weight_name(&l.name))).powi_scalar(2);
-                    let la = self.log_alpha_t(params, l).expect("additive");
                     // σ² consistent with the clipped α: σ² = α·(θ² + ε).
                     let s2 = la.exp() * (theta2.clone() + THETA2_EPS);
                     let shape = [l.units(), l.fan_in()];
                     kl::kl_group_ard_t(theta2.reshape(shape), s2.reshape(shape))
                 }
-                (Method::LayerwiseAlpha, _) => {
-                    kl::kl_log_uniform_t(self.log_alpha_t(params, l).expect("shared"))
-                        * l.numel() as f32
-                }
-                (Method::Gaussian, _) => {
-                    kl::kl_kingma_t(self.log_alpha_t(params, l).expect("shared")) * l.numel() as f32
-                }
+                (Method::LayerwiseAlpha, _) => kl::kl_log_uniform_t(la) * l.numel() as f32,
+                (Method::Gaussian, _) => kl::kl_kingma_t(la) * l.numel() as f32,
                 (Method::Variance, _) => continue,
             };
             total = total + term;
@@ -777,5 +782,153 @@ impl Stats {
                 self.by_layer(|l| json!(l.units_removed)),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend;
+
+    fn with(model: &VModel, values: &[(&str, Vec<f32>)]) -> ParamSet {
+        let dev = backend::device();
+        let mut vals = model.init(0, &dev).to_vecs();
+        for (name, v) in values {
+            vals[model.layout().index_of(name).unwrap()] = v.clone();
+        }
+        ParamSet::from_vecs(model.layout().clone(), vals, &dev).unwrap()
+    }
+
+    #[test]
+    fn layouts_hold_both_sets_under_prefixes() {
+        let arch: Arch = "mlp:4-3-2".parse().unwrap();
+        let names = |m: Method| -> Vec<String> {
+            let model = VModel::new(arch.clone(), VConfig::new(m)).unwrap();
+            model
+                .layout()
+                .entries()
+                .iter()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(Method::SparseVd),
+            [
+                "mu/fc1.weight",
+                "mu/fc1.bias",
+                "mu/fc2.weight",
+                "mu/fc2.bias",
+                "log_sigma2/fc1.weight",
+                "log_sigma2/fc2.weight"
+            ]
+        );
+        assert_eq!(
+            names(Method::LayerwiseAlpha)[4..],
+            ["log_alpha/fc1.weight", "log_alpha/fc2.weight"]
+        );
+        assert_eq!(names(Method::Gaussian).len(), 4);
+        assert_eq!(
+            names(Method::Variance),
+            [
+                "mu/fc1.bias",
+                "mu/fc2.bias",
+                "log_sigma2/fc1.weight",
+                "log_sigma2/fc2.weight"
+            ]
+        );
+    }
+
+    #[test]
+    fn mode_masks_weights_with_log_alpha_above_3_and_stats_count_them() {
+        let model =
+            VModel::new("mlp:2-2".parse().unwrap(), VConfig::new(Method::SparseVd)).unwrap();
+        // θ = 1: log α = log σ²; two of four weights above 3.
+        let p = with(
+            &model,
+            &[
+                ("mu/fc1.weight", vec![1.0, -1.0, 1.0, 1.0]),
+                ("log_sigma2/fc1.weight", vec![-5.0, 4.0, 2.9, 3.5]),
+            ],
+        );
+        let mode = model.mode(&p).to_vecs();
+        assert_eq!(mode[0], vec![1.0, 0.0, 1.0, 0.0]);
+        let s = model.stats(&p);
+        assert_eq!(s.layers[0].sparsity, 0.5);
+        assert_eq!(s.compression, 2.0);
+        assert_eq!(s.layers[0].units_removed, 0);
+        let mean = (-5.0 + 4.0 + 2.9 + 3.5) / 4.0;
+        assert!((s.layers[0].log_alpha_mean.unwrap() - mean).abs() < 1e-5);
+    }
+
+    #[test]
+    fn group_ard_removes_a_unit_whose_group_alpha_is_large() {
+        let model =
+            VModel::new("mlp:3-2".parse().unwrap(), VConfig::new(Method::GroupArd)).unwrap();
+        // θ = 1, so log α = log σ². Unit 0: log α = (2, 5, 5): its first weight alone would be
+        // kept, but the group α = mean(α) = e^4.6 > e^3 removes the unit. Unit 1: all kept.
+        let p = with(
+            &model,
+            &[
+                ("mu/fc1.weight", vec![1.0; 6]),
+                (
+                    "log_sigma2/fc1.weight",
+                    vec![2.0, 5.0, 5.0, -6.0, -6.0, -6.0],
+                ),
+            ],
+        );
+        let s = model.stats(&p);
+        assert_eq!(s.layers[0].units_removed, 1);
+        let mode = model.mode(&p).to_vecs();
+        assert_eq!(mode[0], vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        // Sparse VD on the same values keeps the first weight.
+        let svd = VModel::new("mlp:3-2".parse().unwrap(), VConfig::new(Method::SparseVd)).unwrap();
+        let p = ParamSet::from_vecs(svd.layout().clone(), p.to_vecs(), &backend::device()).unwrap();
+        assert_eq!(
+            svd.mode(&p).to_vecs()[0],
+            vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn files_round_trip_and_describe_their_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.safetensors");
+        let model = VModel::new(
+            "mlp:3-4-2".parse().unwrap(),
+            VConfig {
+                variance_layers: Some(vec!["fc1".into()]),
+                ..VConfig::new(Method::Variance)
+            },
+        )
+        .unwrap();
+        let p = model.init(5, &backend::device());
+        save_vmodel(&path, &model, &p, json!({"eval_seed": 3})).unwrap();
+        let (m2, p2, meta) = load_vmodel(&path, &backend::device()).unwrap();
+        assert_eq!(m2.config, model.config);
+        assert_eq!(m2.layout(), model.layout());
+        assert_eq!(p2.to_vecs(), p.to_vecs());
+        assert_eq!(meta.extra["eval_seed"], 3);
+        assert_eq!(m2.layer("fc2").q, Posterior::Point);
+    }
+
+    #[test]
+    fn bad_configurations_name_the_flag() {
+        let arch: Arch = "mlp:3-2".parse().unwrap();
+        let err = |c: VConfig| VModel::new(arch.clone(), c).unwrap_err().to_string();
+        let mut c = VConfig::new(Method::Variance);
+        c.variance_layers = Some(vec!["fc7".into()]);
+        assert!(err(c).contains("--variance-layers"));
+        let mut c = VConfig::new(Method::Gaussian);
+        c.dropout_rate = 1.0;
+        assert!(err(c).contains("--dropout-rate"));
+        let mut c = VConfig::new(Method::Ard);
+        c.init.std = Some(-1.0);
+        assert!(err(c).contains("--init-std"));
+        assert!(
+            "vd".parse::<Method>()
+                .unwrap_err()
+                .to_string()
+                .contains("--method")
+        );
     }
 }

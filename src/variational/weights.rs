@@ -43,17 +43,35 @@ struct WeightMoments<const D: usize> {
 pub struct VarWeights<'a> {
     model: &'a VModel,
     params: &'a ParamSet,
+    log_alphas: Vec<Option<Tensor<1>>>,
     noise: RefCell<ChaCha8Rng>,
 }
 
 impl<'a> VarWeights<'a> {
-    /// A source over `params` (the model's layout) drawing ξ from `rng`.
+    /// A source over `params` (the model's layout) drawing ξ from `rng`; computes every
+    /// layer's clipped log α once ([`VModel::log_alphas_t`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
         Self {
             model,
             params,
+            log_alphas: model.log_alphas_t(params),
             noise: RefCell::new(rng),
         }
+    }
+
+    /// The layers' clipped log α (differentiable), in layer order, for [`VModel::kl_given`].
+    pub fn log_alphas(&self) -> &[Option<Tensor<1>>] {
+        &self.log_alphas
+    }
+
+    fn layer_log_alpha(&self, layer: &LayerInfo) -> Tensor<1> {
+        let i = self
+            .model
+            .layers()
+            .iter()
+            .position(|l| l.name == layer.name)
+            .expect("a layer of the model");
+        self.log_alphas[i].clone().expect("a stochastic layer")
     }
 
     fn moments<const D: usize>(&self, layer: &LayerInfo) -> WeightMoments<D> {
@@ -68,21 +86,12 @@ impl<'a> VarWeights<'a> {
                 (None, Some(s2))
             }
             Posterior::Additive => {
-                let la = self
-                    .model
-                    .log_alpha_t(p, layer)
-                    .expect("additive")
-                    .reshape(shape);
+                let la = self.layer_log_alpha(layer).reshape(shape);
                 let t = theta();
                 (Some(t.clone()), Some(la.exp() * t.powi_scalar(2)))
             }
             Posterior::Shared { .. } | Posterior::Fixed { .. } => {
-                let a = self
-                    .model
-                    .log_alpha_t(p, layer)
-                    .expect("per-layer α")
-                    .exp()
-                    .reshape([1; D]);
+                let a = self.layer_log_alpha(layer).exp().reshape([1; D]);
                 let t = theta();
                 (Some(t.clone()), Some(t.powi_scalar(2) * a))
             }
