@@ -31,6 +31,7 @@ pub mod eval;
 pub mod layers;
 pub mod model;
 pub mod params;
+pub mod permute;
 pub mod report;
 pub mod train;
 pub mod variational;

@@ -7,8 +7,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
+use crate::error::{Error, Result};
 use crate::layers::{Weights, bias_name, weight_name};
-use crate::params::{Entry, Role};
+use crate::params::{Entry, Layout, Role};
+use crate::permute::{Axis, PermSpec};
 
 /// Spatial size after the two conv+pool stages, if the input is large enough.
 pub fn feature_hw(h: usize, w: usize) -> Option<(usize, usize)> {
@@ -68,4 +70,36 @@ pub fn forward<W: Weights + ?Sized>(
     let h = relu(w.dense("fc1", flat));
     observe("fc1", h.clone());
     w.dense("fc2", h)
+}
+
+/// Permutation spec: the output channels of `conv1` and `conv2` and the units of `fc1`. A conv
+/// permutation acts on the output axis of its weight, on its bias and on the input-channel axis
+/// of the next conv; conv2's channels reach `fc1` through the channel-major flattening, so they
+/// permute `fc1.weight`'s input axis in blocks of `h·w` spatial positions.
+pub fn perm_spec(input: [usize; 3], layout: &Layout) -> Result<PermSpec> {
+    let (h, w) = feature_hw(input[1], input[2])
+        .ok_or_else(|| Error::InvalidSpec(format!("LeNet-5 input {input:?} is too small")))?;
+    let f = Axis::Fixed;
+    PermSpec::builder()
+        .perm("conv1", 20)
+        .perm("conv2", 50)
+        .perm("fc1", 500)
+        .param(
+            "conv1.weight",
+            vec![Axis::by("conv1"), f.clone(), f.clone(), f.clone()],
+        )
+        .param("conv1.bias", vec![Axis::by("conv1")])
+        .param(
+            "conv2.weight",
+            vec![Axis::by("conv2"), Axis::by("conv1"), f.clone(), f.clone()],
+        )
+        .param("conv2.bias", vec![Axis::by("conv2")])
+        .param(
+            "fc1.weight",
+            vec![Axis::by("fc1"), Axis::blocks("conv2", h * w)],
+        )
+        .param("fc1.bias", vec![Axis::by("fc1")])
+        .param("fc2.weight", vec![f.clone(), Axis::by("fc1")])
+        .param("fc2.bias", vec![f])
+        .build(layout)
 }

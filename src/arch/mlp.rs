@@ -4,8 +4,10 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
+use crate::error::Result;
 use crate::layers::{Weights, bias_name, weight_name};
-use crate::params::{Entry, Role};
+use crate::params::{Entry, Layout, Role};
+use crate::permute::{Axis, PermSpec};
 
 /// Layout entries for the given widths.
 pub fn entries(widths: &[usize]) -> Vec<Entry> {
@@ -44,4 +46,26 @@ pub fn forward<W: Weights + ?Sized>(
         }
     }
     h
+}
+
+/// Permutation spec: one permutation per hidden layer `fc1 … fc(L−1)`, acting on the output
+/// axis of `fc_i.weight` and on `fc_i.bias`, and on the input axis of `fc(i+1).weight`; the
+/// output layer's units stay fixed (Git Re-Basin's MLP spec).
+pub fn perm_spec(widths: &[usize], layout: &Layout) -> Result<PermSpec> {
+    let n = widths.len() - 1;
+    let mut b = PermSpec::builder();
+    for i in 1..n {
+        b = b.perm(&format!("fc{i}"), widths[i]);
+    }
+    let unit = |i: usize| match i {
+        i if i >= 1 && i < n => Axis::by(&format!("fc{i}")),
+        _ => Axis::Fixed,
+    };
+    for i in 1..=n {
+        let layer = format!("fc{i}");
+        b = b
+            .param(&weight_name(&layer), vec![unit(i), unit(i - 1)])
+            .param(&bias_name(&layer), vec![unit(i)]);
+    }
+    b.build(layout)
 }

@@ -18,6 +18,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::Weights;
 use crate::params::{Layout, ParamSet, Role};
+use crate::permute::PermSpec;
 
 /// A network architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +149,17 @@ impl Arch {
             Arch::LeNet5 { input } => lenet::entries(*input, 10),
         };
         Arc::new(Layout::new(entries).expect("architecture layouts are valid"))
+    }
+
+    /// The permutation spec of the hidden units (one permutation per hidden layer, named as in
+    /// [`Arch::hidden_layers`]), validated against [`Arch::layout`].
+    pub fn perm_spec(&self) -> PermSpec {
+        let layout = self.layout();
+        match self {
+            Arch::Mlp { widths } => mlp::perm_spec(widths, &layout),
+            Arch::LeNet5 { input } => lenet::perm_spec(*input, &layout),
+        }
+        .expect("architecture permutation specs fit their layouts")
     }
 
     /// Names of the hidden layers whose units can be permuted, in forward order.
