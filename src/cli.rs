@@ -9,6 +9,7 @@ use crate::arch::Arch;
 use crate::commands::connect::ConnectOptions;
 use crate::commands::path::PathOptions;
 use crate::commands::vtrain::VtrainOptions;
+use crate::commands::{align::AlignOptions, permute::PermuteOptions};
 use crate::commands::{eval::EvalOptions, train::TrainOptions};
 use crate::curve::CurveKind;
 use crate::data::{DataConfig, Pixels, Source};
@@ -45,6 +46,13 @@ pub enum Command {
     /// variance layers); writes variational.safetensors, mode.safetensors, metrics.jsonl,
     /// summary.json and run.json into --out.
     Vtrain(VtrainArgs),
+    /// Apply a seeded random, function-preserving permutation of the hidden units to a saved
+    /// network; writes model.safetensors, permutation.json, summary.json and run.json into --out.
+    Permute(PermuteArgs),
+    /// Permute network --model's hidden units to match network --to (weight or activation
+    /// matching); writes the aligned model.safetensors, permutation.json, summary.json (matching
+    /// objective before/after) and run.json into --out.
+    Align(AlignArgs),
 }
 
 /// Which data to use.
@@ -486,6 +494,91 @@ impl PathArgs {
             points: self.points,
             train_subset: self.train_subset,
             data: self.data.resolve()?,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn permute`.
+#[derive(Debug, Args)]
+pub struct PermuteArgs {
+    /// The saved network (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Seed of the random permutation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl PermuteArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<PermuteOptions> {
+        Ok(PermuteOptions {
+            model: self.model.clone(),
+            seed: self.seed,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn align`.
+#[derive(Debug, Args)]
+pub struct AlignArgs {
+    /// Network B, the one whose hidden units are permuted (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Network A, the reference (same architecture).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// weights (Git Re-Basin weight matching) or activations (matching of hidden activations on
+    /// the training data given by --data).
+    #[arg(long, default_value = "weights", value_name = "METHOD")]
+    pub method: String,
+    /// Activation matching: cross (E[z_A z_B^T]) or pearson (correlation coefficient).
+    #[arg(long, default_value = "cross", value_name = "KIND")]
+    pub correlation: String,
+    /// Activation matching: use only the first N training samples [default: all].
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Weight matching: seed of the order in which each sweep visits the permutations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Weight matching: at most this many sweeps (stops earlier once a sweep improves the
+    /// objective by at most 1e-12).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_sweeps: usize,
+    /// Data (activation matching only).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl AlignArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<AlignOptions> {
+        if self.samples == Some(0) {
+            return Err(Error::Config("--samples must be at least 1".into()));
+        }
+        if self.max_sweeps == 0 {
+            return Err(Error::Config("--max-sweeps must be at least 1".into()));
+        }
+        Ok(AlignOptions {
+            model: self.model.clone(),
+            to: self.to.clone(),
+            method: self.method.parse()?,
+            matching: crate::permute::MatchOptions {
+                seed: self.seed,
+                max_sweeps: self.max_sweeps,
+                ..Default::default()
+            },
+            data: self.data.resolve()?,
+            correlation: self.correlation.parse()?,
+            samples: self.samples,
             out: self.out.clone(),
         })
     }

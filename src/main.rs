@@ -33,6 +33,16 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let m = commands::vtrain::run(&opts, argv)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
+        Command::Permute(a) => {
+            let opts = a.resolve()?;
+            let m = commands::permute::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        Command::Align(a) => {
+            let opts = a.resolve()?;
+            let m = commands::align::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
     }
     Ok(())
 }

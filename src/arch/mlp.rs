@@ -54,8 +54,8 @@ pub fn forward<W: Weights + ?Sized>(
 pub fn perm_spec(widths: &[usize], layout: &Layout) -> Result<PermSpec> {
     let n = widths.len() - 1;
     let mut b = PermSpec::builder();
-    for i in 1..n {
-        b = b.perm(&format!("fc{i}"), widths[i]);
+    for (i, &w) in widths.iter().enumerate().take(n).skip(1) {
+        b = b.perm(&format!("fc{i}"), w);
     }
     let unit = |i: usize| match i {
         i if i >= 1 && i < n => Axis::by(&format!("fc{i}")),

@@ -1,9 +1,11 @@
 //! Command implementations. Each takes validated options (never clap types), does the work and
 //! writes its result files.
 
+pub mod align;
 pub mod connect;
 pub mod eval;
 pub mod path;
+pub mod permute;
 pub mod train;
 pub mod vtrain;
 

@@ -112,6 +112,55 @@ impl Permutation {
     }
 }
 
+/// What `permutation.json` says about the convention.
+pub const CONVENTION: &str = "unit i of the permuted layer is unit perm[i] of the original: \
+W'[..., i, ...] = W[..., perm[i], ...] on every axis listed in acts_on (in blocks where noted)";
+
+impl Permutation {
+    /// The JSON form written to `permutation.json`: the convention, `perms` (name → map) and
+    /// `acts_on` (name → `parameter:axis` list).
+    pub fn to_json(&self, spec: &PermSpec) -> serde_json::Value {
+        let perms: serde_json::Map<String, serde_json::Value> = self
+            .names
+            .iter()
+            .zip(&self.maps)
+            .map(|(n, m)| (n.clone(), serde_json::json!(m)))
+            .collect();
+        let acts_on: serde_json::Map<String, serde_json::Value> = spec
+            .describe()
+            .into_iter()
+            .map(|(n, on)| (n, serde_json::json!(on)))
+            .collect();
+        serde_json::json!({
+            "convention": CONVENTION,
+            "perms": perms,
+            "acts_on": acts_on,
+        })
+    }
+
+    /// Reads the `perms` object of [`Permutation::to_json`]'s output, checked against `spec`.
+    pub fn from_json(spec: &PermSpec, v: &serde_json::Value) -> Result<Self> {
+        let bad = |msg: String| Error::InvalidSpec(format!("permutation file: {msg}"));
+        let perms = v
+            .get("perms")
+            .and_then(|p| p.as_object())
+            .ok_or_else(|| bad("no `perms` object".into()))?;
+        let mut p = Self::identity(spec);
+        for (name, map) in p.names.iter().zip(&mut p.maps) {
+            let m = perms
+                .get(name)
+                .ok_or_else(|| bad(format!("no permutation `{name}`")))?;
+            *map = serde_json::from_value(m.clone())
+                .map_err(|e| bad(format!("permutation `{name}`: {e}")))?;
+        }
+        if let Some(extra) = perms.keys().find(|k| !p.names.contains(k)) {
+            return Err(bad(format!("unknown permutation `{extra}`")));
+        }
+        p.check(spec)?;
+        Ok(p)
+    }
+}
+
 /// The full index map of one axis of size `perm.len() · block`: output index → input index.
 fn axis_map(perm: &[usize], block: usize) -> Vec<usize> {
     perm.iter()
@@ -237,6 +286,20 @@ mod tests {
         assert!(p.check(&spec).is_err());
         p.names[0] = "x".into();
         assert!(p.check(&spec).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let arch: Arch = "lenet5".parse().unwrap();
+        let spec = arch.perm_spec();
+        let p = Permutation::random(&spec, 9);
+        let v = p.to_json(&spec);
+        assert_eq!(v["acts_on"]["conv2"][2], "fc1.weight:1 (blocks of 16)");
+        assert_eq!(Permutation::from_json(&spec, &v).unwrap(), p);
+        let mut bad = v.clone();
+        bad["perms"]["fc1"][0] = serde_json::json!(1000);
+        let e = Permutation::from_json(&spec, &bad).unwrap_err().to_string();
+        assert!(e.contains("`fc1`"), "{e}");
     }
 
     proptest! {
