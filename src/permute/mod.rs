@@ -3,7 +3,7 @@
 //!
 //! - [`spec`]: which permutation acts on which axis of which parameter; each architecture
 //!   declares its own next to its layout ([`crate::arch::Arch::perm_spec`]).
-//! - [`apply`]: permutations as data ([`Permutation`]: identity, random, inverse, composition)
+//! - [`mod@apply`]: permutations as data ([`Permutation`]: identity, random, inverse, composition)
 //!   and their action on a [`crate::params::ParamSet`].
 //! - [`matching`]: weight matching (coordinate ascent over linear assignment problems) and
 //!   activation matching (cross-correlation or Pearson).
