@@ -53,6 +53,9 @@ pub enum Command {
     /// matching); writes the aligned model.safetensors, permutation.json, summary.json (matching
     /// objective before/after) and run.json into --out.
     Align(AlignArgs),
+    /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
+    /// (w1, π(w2)) and (w1, align(w2)), with a table of barriers in --out/summary.json.
+    Probe(ProbeArgs),
 }
 
 /// Which data to use.
@@ -580,6 +583,60 @@ impl AlignArgs {
             correlation: self.correlation.parse()?,
             samples: self.samples,
             out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// w1 (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// w2 (model.safetensors), same architecture.
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// How w2 is aligned to w1: weights or activations.
+    #[arg(long, default_value = "weights", value_name = "METHOD")]
+    pub align: String,
+    /// Seed of the random permutations π (w1 gets SEED, w2 gets SEED+1).
+    #[arg(long, default_value_t = 0)]
+    pub perm_seed: u64,
+    /// Path grid size.
+    #[arg(long, default_value_t = 25)]
+    pub points: usize,
+    /// Evaluate train metrics on the first N training samples only.
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Curve training loop (as `connect`).
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ProbeArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::probe::ProbeOptions> {
+        Ok(crate::commands::probe::ProbeOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            align: self.align.parse()?,
+            perm_seed: self.perm_seed,
+            loop_cfg: self.train.resolve("garipov")?,
+            wd: self.train.wd,
+            points: self.points,
+            train_subset: self.train_subset,
+            data: self.data.resolve()?,
+            out: self.out.clone(),
+            quiet: self.quiet,
         })
     }
 }

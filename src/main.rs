@@ -23,6 +23,11 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let v = commands::path::run(&opts, argv)?;
             print!("{}", modeconn::commands::path::summary_table(&v));
         }
+        Command::Probe(a) => {
+            let opts = a.resolve()?;
+            let v = commands::probe::run(&opts, argv)?;
+            print!("{}", commands::probe::table(&v));
+        }
         Command::Eval(a) => {
             let opts = a.resolve()?;
             let m = commands::eval::run(&opts)?;

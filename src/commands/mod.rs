@@ -6,6 +6,7 @@ pub mod connect;
 pub mod eval;
 pub mod path;
 pub mod permute;
+pub mod probe;
 pub mod train;
 pub mod vtrain;
 

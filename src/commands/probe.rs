@@ -1,0 +1,179 @@
+//! `modeconn probe`: the permuted-minima experiment in one go (Ainsworth et al. 2022; Garipov et
+//! al. 2018). For two trained networks w1, w2: the straight line and a fitted one-bend chain for
+//! the pairs (w1, w2), (w1, π(w1)) for a random π, (w1, π(w2)), and (w1, align(w2)); a table of
+//! barriers (B_max and B_lin, on test loss and error) in `summary.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::align::{AlignOptions, Method as AlignMethod};
+use super::connect::ConnectOptions;
+use super::path::PathOptions;
+use super::permute::PermuteOptions;
+use crate::curve::CurveKind;
+use crate::data::DataConfig;
+use crate::error::Result;
+use crate::permute::{Correlation, MatchOptions};
+use crate::report::{RunRecord, write_json};
+use crate::train::{LoopConfig, RunControl};
+
+/// Validated options of `modeconn probe`.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// w1.
+    pub a: PathBuf,
+    /// w2.
+    pub b: PathBuf,
+    /// How w2 is aligned to w1.
+    pub align: AlignMethod,
+    /// Seed of the random permutations.
+    pub perm_seed: u64,
+    /// Curve training loop.
+    pub loop_cfg: LoopConfig,
+    /// Weight decay on the sampled curve point.
+    pub wd: f64,
+    /// Path grid size.
+    pub points: usize,
+    /// Train subset for path metrics.
+    pub train_subset: Option<usize>,
+    /// Data.
+    pub data: DataConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Quiet.
+    pub quiet: bool,
+}
+
+fn model(dir: &Path) -> PathBuf {
+    dir.join("model.safetensors")
+}
+
+/// Runs the probe; returns (and writes) the barrier table.
+pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
+    let record = RunRecord::start(
+        argv.clone(),
+        json!({"a": opts.a, "b": opts.b, "align": opts.align, "perm_seed": opts.perm_seed,
+               "loop": opts.loop_cfg, "wd": opts.wd, "points": opts.points,
+               "train_subset": opts.train_subset, "data": opts.data}),
+        Some(opts.loop_cfg.seed),
+    );
+    let out = &opts.out;
+    let say = |s: &str| {
+        if !opts.quiet {
+            eprintln!("probe: {s}");
+        }
+    };
+    say("random permutations of w1 and w2");
+    for (src, dir, seed) in [
+        (&opts.a, "pi_w1", opts.perm_seed),
+        (&opts.b, "pi_w2", opts.perm_seed + 1),
+    ] {
+        super::permute::run(
+            &PermuteOptions {
+                model: src.clone(),
+                seed,
+                out: out.join(dir),
+            },
+            argv.clone(),
+        )?;
+    }
+    say("aligning w2 to w1");
+    super::align::run(
+        &AlignOptions {
+            model: opts.b.clone(),
+            to: opts.a.clone(),
+            method: opts.align,
+            matching: MatchOptions::default(),
+            data: opts.data.clone(),
+            correlation: Correlation::Cross,
+            samples: None,
+            out: out.join("align_w2"),
+        },
+        argv.clone(),
+    )?;
+    let pairs: [(&str, PathBuf); 4] = [
+        ("w1-w2", opts.b.clone()),
+        ("w1-pi_w1", model(&out.join("pi_w1"))),
+        ("w1-pi_w2", model(&out.join("pi_w2"))),
+        ("w1-align_w2", model(&out.join("align_w2"))),
+    ];
+    let mut table = Map::new();
+    for (name, b) in pairs {
+        say(&format!("{name}: fitting a chain"));
+        let dir = out.join(name);
+        super::connect::run(
+            &ConnectOptions {
+                a: opts.a.clone(),
+                b: b.clone(),
+                kind: CurveKind::Polychain,
+                bends: 1,
+                train_ends: false,
+                wd: opts.wd,
+                data: opts.data.clone(),
+                loop_cfg: opts.loop_cfg.clone(),
+                out: dir.join("chain"),
+                ctl: RunControl {
+                    resume: false,
+                    stop_after: None,
+                    quiet: opts.quiet,
+                },
+            },
+            argv.clone(),
+        )?;
+        say(&format!("{name}: evaluating line and chain"));
+        let s = super::path::run(
+            &PathOptions {
+                a: opts.a.clone(),
+                b,
+                curves: vec![("chain".into(), dir.join("chain/curve.safetensors"))],
+                points: opts.points,
+                train_subset: opts.train_subset,
+                data: opts.data.clone(),
+                out: dir.join("path"),
+            },
+            argv.clone(),
+        )?;
+        let mut row = Map::new();
+        for path in ["line", "chain"] {
+            let p = &s[path];
+            row.insert(
+                path.into(),
+                json!({
+                    "test_loss": {"b_max": p["test_loss"]["b_max"], "b_lin": p["test_loss"]["b_lin"], "max": p["test_loss"]["max"]},
+                    "test_err": {"b_max": p["test_err"]["b_max"], "b_lin": p["test_err"]["b_lin"], "max": p["test_err"]["max"]},
+                    "length": p["length"],
+                }),
+            );
+        }
+        table.insert(name.into(), Value::Object(row));
+    }
+    let v = Value::Object(table);
+    write_json(&out.join("summary.json"), &v)?;
+    record.finish(out, v.clone())?;
+    Ok(v)
+}
+
+/// The barrier table as text: one row per pair and path.
+pub fn table(v: &Value) -> String {
+    let mut s = format!(
+        "{:<12} {:<6} {:>10} {:>10} {:>11} {:>11}\n",
+        "pair", "path", "B_max loss", "B_lin loss", "B_max err%", "B_lin err%"
+    );
+    if let Some(m) = v.as_object() {
+        for (pair, row) in m {
+            for path in ["line", "chain"] {
+                let p = &row[path];
+                let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
+                s.push_str(&format!(
+                    "{pair:<12} {path:<6} {:>10.4} {:>10.4} {:>11.2} {:>11.2}\n",
+                    f("test_loss", "b_max"),
+                    f("test_loss", "b_lin"),
+                    100.0 * f("test_err", "b_max"),
+                    100.0 * f("test_err", "b_lin"),
+                ));
+            }
+        }
+    }
+    s
+}
