@@ -65,7 +65,7 @@ pub struct DataArgs {
     /// (fetch MNIST / Fashion-MNIST with `bash scripts/fetch-data.sh`).
     #[arg(long, default_value = "digits", value_name = "NAME")]
     pub data: String,
-    /// Directory with the dataset's files [default: data/<name>].
+    /// Directory with the dataset's files [default: data/NAME].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Pixel scaling: unit (divide by the maximum value) or standard (training-set mean/std).
@@ -189,7 +189,7 @@ pub struct TrainArgs {
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Architecture: mlp:W0-W1-...-WL (e.g. mlp:784-300-100-10) or lenet5[:CxHxW]
+    /// Architecture: mlp:W0-W1-...-WL (e.g. mlp:784-300-100-10) or lenet5 or lenet5:CxHxW
     /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<String>,
@@ -267,7 +267,7 @@ pub struct VtrainArgs {
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Architecture: mlp:W0-W1-...-WL or lenet5[:CxHxW]
+    /// Architecture: mlp:W0-W1-...-WL or lenet5 or lenet5:CxHxW
     /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<String>,

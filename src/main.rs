@@ -60,8 +60,13 @@ fn main() {
         Err(e) => {
             // One line, exit code 1, like every other error.
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see `modeconn --help`)");
+            let text: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see `modeconn --help`)", text.join(" "));
             std::process::exit(1);
         }
     };
