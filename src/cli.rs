@@ -56,6 +56,12 @@ pub enum Command {
     /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
     /// (w1, π(w2)) and (w1, align(w2)), with a table of barriers in --out/summary.json.
     Probe(ProbeArgs),
+    /// Evaluate train loss and test error on the plane through w1, a curve's bend and w2;
+    /// writes plane.json and plane.csv into --out.
+    Plane(PlaneArgs),
+    /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
+    /// a vtrain run), or `kl` for the KL approximation figure.
+    Plot(PlotArgs),
 }
 
 /// Which data to use.
@@ -639,4 +645,59 @@ impl ProbeArgs {
             quiet: self.quiet,
         })
     }
+}
+
+/// `modeconn plane`.
+#[derive(Debug, Args)]
+pub struct PlaneArgs {
+    /// w1 (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// w2 (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// The fitted curve (curve.safetensors); its middle control point is the bend.
+    #[arg(long, value_name = "FILE")]
+    pub curve: PathBuf,
+    /// Grid points per axis.
+    #[arg(long, default_value_t = 21)]
+    pub grid: usize,
+    /// Margin around the triangle, in units of the lengths.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f64,
+    /// Evaluate train loss on the first N training samples only.
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl PlaneArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::plane::PlaneOptions> {
+        Ok(crate::commands::plane::PlaneOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            curve: self.curve.clone(),
+            grid: self.grid,
+            margin: self.margin,
+            train_subset: self.train_subset,
+            data: self.data.resolve()?,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A result directory or file (path.csv, plane.json, metrics.jsonl of vtrain), or `kl`.
+    pub input: PathBuf,
+    /// Output directory for the figures [default: next to the input].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }

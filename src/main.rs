@@ -28,6 +28,19 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let v = commands::probe::run(&opts, argv)?;
             print!("{}", commands::probe::table(&v));
         }
+        Command::Plane(a) => {
+            let v = commands::plane::run(&a.resolve()?, argv)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Plot(a) => {
+            let opts = commands::plot::PlotOptions {
+                input: a.input,
+                out: a.out,
+            };
+            for f in commands::plot::run(&opts)?.as_array().into_iter().flatten() {
+                println!("{}", f.as_str().unwrap_or_default());
+            }
+        }
         Command::Eval(a) => {
             let opts = a.resolve()?;
             let m = commands::eval::run(&opts)?;

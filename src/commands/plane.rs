@@ -1,0 +1,159 @@
+//! `modeconn plane`: loss and error on the plane through w1, a curve's bend θ and w2
+//! (Garipov et al. 2018, Fig. 1). Orthonormal basis `u = (w2 − w1)/‖w2 − w1‖`,
+//! `v ∝ (θ − w1) − ⟨θ − w1, u⟩u`; grid `x, y ∈ linspace(−m, 1+m, G)` scaled by the lengths
+//! `‖w2 − w1‖` and `⟨θ − w1, v⟩`; point `p = w1 + x·u + y·v`. Grid points are evaluated in
+//! parallel and dropped after use (memory flat in the grid size). Writes `plane.json` and
+//! `plane.csv`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use super::{eval_device, load_data};
+use crate::curve::Curve;
+use crate::data::DataConfig;
+use crate::error::{Error, Result};
+use crate::eval::path::{grid, point_metrics};
+use crate::model::load_model;
+use crate::params::ParamSet;
+use crate::params::io::write_atomic;
+use crate::report::{RunRecord, write_json};
+
+/// Validated options of `modeconn plane`.
+#[derive(Debug, Clone)]
+pub struct PlaneOptions {
+    /// w1.
+    pub a: PathBuf,
+    /// w2.
+    pub b: PathBuf,
+    /// The fitted curve whose middle control point is the bend.
+    pub curve: PathBuf,
+    /// Grid points per axis.
+    pub grid: usize,
+    /// Margin around [0, 1] in units of the lengths.
+    pub margin: f64,
+    /// Train metrics on the first N training samples only.
+    pub train_subset: Option<usize>,
+    /// Data.
+    pub data: DataConfig,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Runs `plane`; returns a short summary (the grid goes to the files).
+pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
+    if opts.grid < 2 {
+        return Err(Error::Config("--grid must be at least 2".into()));
+    }
+    if !(opts.margin >= 0.0 && opts.margin.is_finite()) {
+        return Err(Error::Config(
+            "--margin must be a non-negative number".into(),
+        ));
+    }
+    let record = RunRecord::start(
+        argv,
+        json!({"a": opts.a, "b": opts.b, "curve": opts.curve, "grid": opts.grid,
+               "margin": opts.margin, "train_subset": opts.train_subset, "data": opts.data}),
+        None,
+    );
+    let device = eval_device();
+    let (arch, a) = load_model(&opts.a, &device)?;
+    let (arch_b, b) = load_model(&opts.b, &device)?;
+    let curve = Curve::load(&opts.curve, &device)?;
+    if arch != arch_b || curve.arch != arch {
+        return Err(Error::Config(format!(
+            "--a, --b and --curve must share one architecture ({arch}, {arch_b}, {})",
+            curve.arch
+        )));
+    }
+    let split = load_data(&opts.data)?;
+    arch.check_data(&split.train)?;
+    let train = match opts.train_subset {
+        Some(n) => split.train.subset(n),
+        None => split.train.clone(),
+    };
+    let f64s = |p: &ParamSet| p.to_flat().into_iter().map(f64::from).collect::<Vec<f64>>();
+    let (wa, wb) = (f64s(&a), f64s(&b));
+    let theta = f64s(&curve.points[curve.len() / 2]);
+    let mut u: Vec<f64> = wb.iter().zip(&wa).map(|(b, a)| b - a).collect();
+    let len = dot(&u, &u).sqrt();
+    if len == 0.0 {
+        return Err(Error::Config("--a and --b are the same network".into()));
+    }
+    u.iter_mut().for_each(|x| *x /= len);
+    let d: Vec<f64> = theta.iter().zip(&wa).map(|(t, a)| t - a).collect();
+    let du = dot(&d, &u);
+    let mut v: Vec<f64> = d.iter().zip(&u).map(|(d, u)| d - du * u).collect();
+    let height = dot(&v, &v).sqrt();
+    if height < 1e-6 * len {
+        return Err(Error::Config(format!(
+            "--curve {}: the bend lies on the line between --a and --b (train the curve first)",
+            opts.curve.display()
+        )));
+    }
+    v.iter_mut().for_each(|x| *x /= height);
+    let axis = |scale: f64| -> Vec<f64> {
+        (0..opts.grid)
+            .map(|i| {
+                (-opts.margin + (1.0 + 2.0 * opts.margin) * i as f64 / (opts.grid - 1) as f64)
+                    * scale
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(len), axis(height));
+    let layout = arch.layout();
+    let cells: Vec<(usize, usize)> = (0..ys.len())
+        .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
+        .collect();
+    let values: Vec<(f64, f64)> = cells
+        .par_iter()
+        .map(|&(j, i)| {
+            let p: Vec<f32> = (0..wa.len())
+                .map(|k| (wa[k] + xs[i] * u[k] + ys[j] * v[k]) as f32)
+                .collect();
+            let w = ParamSet::from_flat(layout.clone(), &p, &device).expect("layout-sized point");
+            let (tr, te) = point_metrics(&arch, &w, &train, &split.test, &device);
+            (tr.loss, te.err())
+        })
+        .collect();
+    let g = opts.grid;
+    let train_loss: Vec<Vec<f64>> = (0..g)
+        .map(|j| (0..g).map(|i| values[j * g + i].0).collect())
+        .collect();
+    let test_err: Vec<Vec<f64>> = (0..g)
+        .map(|j| (0..g).map(|i| values[j * g + i].1).collect())
+        .collect();
+    let proj = |w: &[f64]| {
+        let d: Vec<f64> = w.iter().zip(&wa).map(|(w, a)| w - a).collect();
+        [dot(&d, &u), dot(&d, &v)]
+    };
+    let curve_pts: Vec<[f64; 2]> = grid(61)
+        .into_iter()
+        .map(|t| proj(&f64s(&curve.point(t))))
+        .collect();
+    let plane = json!({
+        "x": xs, "y": ys, "train_loss": train_loss, "test_err": test_err,
+        "w1": [0.0, 0.0], "w2": [len, 0.0], "bend": proj(&theta), "curve": curve_pts,
+        "train_samples": train.len(), "test_samples": split.test.len(),
+    });
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    write_json(&opts.out.join("plane.json"), &plane)?;
+    let mut csv = String::from("x,y,train_loss,test_err\n");
+    for (k, &(j, i)) in cells.iter().enumerate() {
+        writeln!(csv, "{},{},{},{}", xs[i], ys[j], values[k].0, values[k].1).expect("string");
+    }
+    write_atomic(&opts.out.join("plane.csv"), csv.as_bytes())?;
+    let min = |z: &Vec<Vec<f64>>| z.iter().flatten().cloned().fold(f64::INFINITY, f64::min);
+    let summary = json!({
+        "grid": g, "length": len, "bend_height": height,
+        "train_loss_min": min(&train_loss), "test_err_min": min(&test_err),
+    });
+    record.finish(&opts.out, summary.clone())?;
+    Ok(summary)
+}

@@ -1,0 +1,85 @@
+//! `modeconn plot`: render figures (PNG + SVG) from saved results. Given a directory or file it
+//! draws what it finds: `path.csv` → loss/error along the paths; `plane.json` → the plane;
+//! vtrain's `metrics.jsonl` → accuracy/sparsity/log α over epochs (plus log α histograms from
+//! `variational.safetensors`); the word `kl` → the KL approximation figure.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::eval_device;
+use crate::error::{Error, Result};
+use crate::plot::figures::{
+    kl_figure, log_alpha_histograms, path_figure, plane_figures, vtrain_figure,
+};
+use crate::variational::load_vmodel;
+
+/// Validated options of `modeconn plot`.
+#[derive(Debug, Clone)]
+pub struct PlotOptions {
+    /// A result directory or file, or `kl`.
+    pub input: PathBuf,
+    /// Output directory [default: the input's directory].
+    pub out: Option<PathBuf>,
+}
+
+fn is_vtrain(metrics: &Path) -> bool {
+    std::fs::read_to_string(metrics)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.contains("test_mode_acc")))
+        .unwrap_or(false)
+}
+
+/// Renders every figure the input holds; returns the written files.
+pub fn run(opts: &PlotOptions) -> Result<Value> {
+    let input = &opts.input;
+    if input.as_os_str() == "kl" {
+        let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("."));
+        return Ok(json!(kl_figure(&out)?));
+    }
+    if !input.exists() {
+        return Err(Error::io(
+            input,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
+    }
+    let (dir, file) = if input.is_dir() {
+        (input.clone(), None)
+    } else {
+        (
+            input.parent().map(Path::to_path_buf).unwrap_or_default(),
+            input.file_name().map(|f| f.to_string_lossy().to_string()),
+        )
+    };
+    let out = opts.out.clone().unwrap_or_else(|| dir.clone());
+    let wants = |name: &str| file.as_deref().is_none_or(|f| f == name) && dir.join(name).exists();
+    let mut files = Vec::new();
+    if wants("path.csv") {
+        files.extend(path_figure(&dir.join("path.csv"), &out)?);
+    }
+    if wants("plane.json") {
+        files.extend(plane_figures(&dir.join("plane.json"), &out)?);
+    }
+    if wants("metrics.jsonl") && is_vtrain(&dir.join("metrics.jsonl")) {
+        files.extend(vtrain_figure(&dir.join("metrics.jsonl"), &out)?);
+        let vm = dir.join("variational.safetensors");
+        if vm.exists() {
+            let (model, params, _) = load_vmodel(&vm, &eval_device())?;
+            let layers: Vec<(String, Vec<f32>)> = model
+                .log_alpha(&params)
+                .into_iter()
+                .filter_map(|(n, v)| v.map(|v| (n, v)))
+                .collect();
+            if !layers.is_empty() {
+                files.extend(log_alpha_histograms(&layers, &out)?);
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, or `kl`)",
+            input.display()
+        )));
+    }
+    Ok(json!(files))
+}

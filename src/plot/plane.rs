@@ -1,0 +1,242 @@
+//! The plane figure (Garipov et al. 2018, Fig. 1): a metric over a 2-d grid drawn as filled
+//! bands between log-spaced levels with their edges as contour lines, the endpoints, the bend,
+//! the projected curve and the dashed chord on top.
+
+use std::path::PathBuf;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{FONT, Figure, color};
+use crate::error::{Error, Result};
+
+/// A grid of values with overlays, in plane coordinates.
+#[derive(Debug, Clone)]
+pub struct PlaneFigure {
+    /// Figure title.
+    pub title: String,
+    /// Colour-bar label.
+    pub label: String,
+    /// Grid x coordinates (ascending).
+    pub xs: Vec<f64>,
+    /// Grid y coordinates (ascending).
+    pub ys: Vec<f64>,
+    /// Values `z[iy][ix]` (positive).
+    pub z: Vec<Vec<f64>>,
+    /// Named points (endpoints, bend).
+    pub points: Vec<(String, (f64, f64))>,
+    /// The curve's projection.
+    pub curve: Vec<(f64, f64)>,
+    /// Number of level bands.
+    pub levels: usize,
+}
+
+fn lerp_color(t: f64) -> RGBColor {
+    // A perceptually ordered ramp (dark blue → teal → yellow).
+    const S: [(f64, f64, f64); 5] = [
+        (30.0, 40.0, 110.0),
+        (40.0, 100.0, 160.0),
+        (40.0, 160.0, 150.0),
+        (130.0, 200.0, 90.0),
+        (250.0, 230.0, 80.0),
+    ];
+    let t = t.clamp(0.0, 1.0) * (S.len() - 1) as f64;
+    let i = (t.floor() as usize).min(S.len() - 2);
+    let f = t - i as f64;
+    let c = |a: f64, b: f64| (a + (b - a) * f) as u8;
+    RGBColor(
+        c(S[i].0, S[i + 1].0),
+        c(S[i].1, S[i + 1].1),
+        c(S[i].2, S[i + 1].2),
+    )
+}
+
+impl PlaneFigure {
+    /// Bilinear interpolation of the grid at `(x, y)`.
+    fn at(&self, x: f64, y: f64) -> f64 {
+        let idx = |v: &[f64], q: f64| {
+            let i = v.partition_point(|&a| a <= q).clamp(1, v.len() - 1) - 1;
+            let f = ((q - v[i]) / (v[i + 1] - v[i])).clamp(0.0, 1.0);
+            (i, f)
+        };
+        let (i, fx) = idx(&self.xs, x);
+        let (j, fy) = idx(&self.ys, y);
+        let z = &self.z;
+        let a = z[j][i] * (1.0 - fx) + z[j][i + 1] * fx;
+        let b = z[j + 1][i] * (1.0 - fx) + z[j + 1][i + 1] * fx;
+        a * (1.0 - fy) + b * fy
+    }
+
+    /// Log-spaced level index of a value.
+    fn band(&self, v: f64, lo: f64, hi: f64) -> usize {
+        let t = ((v.max(lo)).ln() - lo.ln()) / (hi.ln() - lo.ln()).max(1e-12);
+        ((t * self.levels as f64) as usize).min(self.levels - 1)
+    }
+}
+
+impl Figure for PlaneFigure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| Error::Plot {
+            path: PathBuf::from(&self.title),
+            msg: format!("{e:?}"),
+        };
+        let (x0, x1) = (self.xs[0], *self.xs.last().unwrap());
+        let (y0, y1) = (self.ys[0], *self.ys.last().unwrap());
+        let flat: Vec<f64> = self
+            .z
+            .iter()
+            .flatten()
+            .cloned()
+            .filter(|v| *v > 0.0)
+            .collect();
+        let lo = flat
+            .iter()
+            .cloned()
+            .fold(f64::INFINITY, f64::min)
+            .max(1e-12);
+        let hi = flat
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(lo * 1.0001);
+        let (main, bar) = root.split_horizontally(root.dim_in_pixel().0 as i32 - 110);
+        let mut chart = ChartBuilder::on(&main)
+            .caption(&self.title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        // Filled level bands on a fine grid, and their edges as contour lines.
+        let (nx, ny) = (160usize, 120usize);
+        let cx = |i: usize| x0 + (x1 - x0) * i as f64 / nx as f64;
+        let cy = |j: usize| y0 + (y1 - y0) * j as f64 / ny as f64;
+        let bands: Vec<Vec<usize>> = (0..ny)
+            .map(|j| {
+                (0..nx)
+                    .map(|i| {
+                        self.band(
+                            self.at(cx(i) + 0.5 * (cx(1) - cx(0)), cy(j) + 0.5 * (cy(1) - cy(0))),
+                            lo,
+                            hi,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let denom = (self.levels - 1).max(1) as f64;
+        chart
+            .draw_series((0..ny).flat_map(|j| {
+                let bands = &bands;
+                (0..nx).map(move |i| {
+                    let c = lerp_color(bands[j][i] as f64 / denom);
+                    Rectangle::new([(cx(i), cy(j)), (cx(i + 1), cy(j + 1))], c.filled())
+                })
+            }))
+            .map_err(err)?;
+        let edge = ShapeStyle::from(&BLACK.mix(0.35)).stroke_width(1);
+        let mut segs = Vec::new();
+        for j in 0..ny {
+            for i in 0..nx {
+                if i + 1 < nx && bands[j][i] != bands[j][i + 1] {
+                    segs.push(vec![(cx(i + 1), cy(j)), (cx(i + 1), cy(j + 1))]);
+                }
+                if j + 1 < ny && bands[j][i] != bands[j + 1][i] {
+                    segs.push(vec![(cx(i), cy(j + 1)), (cx(i + 1), cy(j + 1))]);
+                }
+            }
+        }
+        chart
+            .draw_series(segs.into_iter().map(|s| PathElement::new(s, edge)))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("u (along w1 → w2)")
+            .y_desc("v (towards the bend)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .x_label_formatter(&|v| super::tick(*v))
+            .y_label_formatter(&|v| super::tick(*v))
+            .draw()
+            .map_err(err)?;
+        let ends: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .filter(|(n, _)| n != "bend")
+            .map(|p| p.1)
+            .collect();
+        if ends.len() == 2 {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    ends.clone(),
+                    10,
+                    6,
+                    ShapeStyle::from(&WHITE).stroke_width(2),
+                ))
+                .map_err(err)?
+                .label("chord (line)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], WHITE.stroke_width(3))
+                });
+        }
+        if !self.curve.is_empty() {
+            let c = color(1);
+            chart
+                .draw_series(LineSeries::new(self.curve.clone(), c.stroke_width(3)))
+                .map_err(err)?
+                .label("curve")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))
+                });
+        }
+        for (name, p) in &self.points {
+            let fill = if name == "bend" { color(3) } else { WHITE };
+            chart
+                .draw_series(std::iter::once(Circle::new(*p, 7, fill.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Circle::new(*p, 7, BLACK.stroke_width(2))))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    name.clone(),
+                    (p.0 + 0.02 * (x1 - x0), p.1 + 0.03 * (y1 - y0)),
+                    (FONT, 18).into_font().color(&WHITE),
+                )))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(BLACK.mix(0.35))
+            .label_font((FONT, 14).into_font().color(&WHITE))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        // Colour bar with log-spaced level values.
+        let bar = bar.margin(70, 50, 10, 40);
+        let (_, h) = bar.dim_in_pixel();
+        let n = self.levels;
+        for k in 0..n {
+            let top = h as i32 - ((k + 1) as f64 / n as f64 * h as f64) as i32;
+            let bottom = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+            bar.draw(&Rectangle::new(
+                [(0, top), (22, bottom)],
+                lerp_color(k as f64 / denom).filled(),
+            ))
+            .map_err(err)?;
+        }
+        for k in 0..=n {
+            if k % 2 == 1 && k != n {
+                continue;
+            }
+            let v = (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / n as f64).exp();
+            let y = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+            bar.draw(&Text::new(super::tick(v), (26, y - 7), (FONT, 13)))
+                .map_err(err)?;
+        }
+        bar.draw(&Text::new(self.label.clone(), (0, -40), (FONT, 14)))
+            .map_err(err)?;
+        Ok(())
+    }
+}
