@@ -151,7 +151,7 @@ impl Curve {
             .filter(|&n| n >= 2)
             .ok_or_else(|| bad("no valid point count in metadata".into()))?
             as usize;
-        // Files written before the flag existed had frozen ends (the only option then).
+        // Files written before this field existed are read as frozen-ends curves (the default).
         let ends_trained = f.meta.extra["train_ends"].as_bool().unwrap_or(false);
         let layout = arch.layout();
         let points = (0..n)
