@@ -62,6 +62,10 @@ pub enum Command {
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run), or `kl` for the KL approximation figure.
     Plot(PlotArgs),
+    /// The main job on the embedded digits data (about a minute): two MLPs, the line, a chain
+    /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
+    /// variance layer, the plane, and all figures; prints a summary table.
+    Demo(DemoArgs),
 }
 
 /// Which data to use.
@@ -700,4 +704,67 @@ pub struct PlotArgs {
     /// Output directory for the figures [default: next to the input].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+/// Runs a parsed command; returns its result as JSON and the text to print on stdout.
+pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value, String)> {
+    use crate::commands;
+    let pretty = |v: &serde_json::Value| {
+        serde_json::to_string_pretty(v).expect("serialisable result") + "\n"
+    };
+    let v = match command {
+        Command::Train(a) => commands::train::run(&a.resolve()?, argv)?,
+        Command::Eval(a) => commands::eval::run(&a.resolve()?)?,
+        Command::Connect(a) => commands::connect::run(&a.resolve()?, argv)?,
+        Command::Path(a) => {
+            let v = commands::path::run(&a.resolve()?, argv)?;
+            let t = commands::path::summary_table(&v);
+            return Ok((v, t));
+        }
+        Command::Probe(a) => {
+            let v = commands::probe::run(&a.resolve()?, argv)?;
+            let t = commands::probe::table(&v);
+            return Ok((v, t));
+        }
+        Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
+        Command::Plot(a) => {
+            let opts = commands::plot::PlotOptions {
+                input: a.input,
+                out: a.out,
+            };
+            let v = commands::plot::run(&opts)?;
+            let t: String = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{}\n", f.as_str().unwrap_or_default()))
+                .collect();
+            return Ok((v, t));
+        }
+        Command::Vtrain(a) => commands::vtrain::run(&a.resolve()?, argv)?,
+        Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
+        Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
+        Command::Demo(a) => {
+            let opts = commands::demo::DemoOptions {
+                out: a.out,
+                quick: a.quick,
+            };
+            let v = commands::demo::run(&opts)?;
+            let t = commands::demo::table(&v);
+            return Ok((v, t));
+        }
+    };
+    let t = pretty(&v);
+    Ok((v, t))
+}
+
+/// `modeconn demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output directory (results, figures and summary.json).
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// A reduced version (fewer epochs, coarser grids) for tests.
+    #[arg(long)]
+    pub quick: bool,
 }

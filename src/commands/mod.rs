@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod connect;
+pub mod demo;
 pub mod eval;
 pub mod path;
 pub mod permute;
