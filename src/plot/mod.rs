@@ -195,7 +195,12 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     if log {
         return (lo / 1.5, hi * 1.5);
     }
-    let pad = ((hi - lo) * 0.06).max(1e-9);
+    if hi - lo < 1e-9 {
+        // A constant series: centre it in a readable range.
+        let pad = (hi.abs() * 0.1).max(1.0);
+        return (lo - pad, hi + pad);
+    }
+    let pad = (hi - lo) * 0.06;
     (lo - pad, hi + pad)
 }
 

@@ -235,7 +235,8 @@ impl Figure for PlaneFigure {
             bar.draw(&Text::new(super::tick(v), (26, y - 7), (FONT, 13)))
                 .map_err(err)?;
         }
-        bar.draw(&Text::new(self.label.clone(), (0, -40), (FONT, 14)))
+        let w = root.dim_in_pixel().0 as i32;
+        root.draw(&Text::new(self.label.clone(), (w - 108, 40), (FONT, 14)))
             .map_err(err)?;
         Ok(())
     }
