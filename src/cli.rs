@@ -66,6 +66,9 @@ pub enum Command {
     /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
     /// variance layer, the plane, and all figures; prints a summary table.
     Demo(DemoArgs),
+    /// Execute an analysis spec (analyses/*.toml) step by step, skipping steps already done with
+    /// the same resolved command line and resuming interrupted training.
+    Run(RunArgs),
 }
 
 /// Which data to use.
@@ -744,6 +747,19 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Vtrain(a) => commands::vtrain::run(&a.resolve()?, argv)?,
         Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
+        Command::Run(a) => {
+            let v = commands::run::run(&commands::run::RunOptions {
+                spec: a.spec,
+                out: a.out,
+            })?;
+            let t: String = v["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{:<14} {}\n", s["id"].as_str().unwrap_or(""), s["status"]))
+                .collect();
+            return Ok((v, t));
+        }
         Command::Demo(a) => {
             let opts = commands::demo::DemoOptions {
                 out: a.out,
@@ -767,4 +783,14 @@ pub struct DemoArgs {
     /// A reduced version (fewer epochs, coarser grids) for tests.
     #[arg(long)]
     pub quick: bool,
+}
+
+/// `modeconn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The analysis spec (TOML).
+    pub spec: PathBuf,
+    /// Output directory [default: runs/<spec name>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
