@@ -36,6 +36,20 @@ pub fn default_arch(split: &Split) -> Arch {
     Arch::Mlp { widths }
 }
 
+/// When `fit` stopped early (`--stop-after`): records the run and returns what to report.
+pub fn early_stop(
+    fitted: &crate::train::Fitted,
+    record: &crate::report::RunRecord,
+    out: &std::path::Path,
+) -> Result<Option<serde_json::Value>> {
+    if fitted.finished {
+        return Ok(None);
+    }
+    let v = serde_json::json!({"stopped_after_epoch": fitted.epochs_done});
+    record.finish(out, v.clone())?;
+    Ok(Some(v))
+}
+
 /// The evaluation device.
 pub fn eval_device() -> Device {
     crate::backend::device()
