@@ -56,6 +56,14 @@ pub enum Command {
     /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
     /// (w1, π(w2)) and (w1, align(w2)), with a table of barriers in --out/summary.json.
     Probe(ProbeArgs),
+    /// Draw figures (PNG + SVG) from result files: a path.csv, plane.json, KL table,
+    /// metrics.jsonl or variational.safetensors, or a directory holding them (searched two
+    /// levels deep); --kl computes and draws the KL approximation vs the exact value.
+    Plot(PlotArgs),
+    /// Evaluate train loss and test error on the plane through two minima and a fitted curve's
+    /// bend (a grid, in parallel), with the curve and the chord projected; writes plane.json,
+    /// plane.csv and run.json into --out.
+    Plane(PlaneArgs),
 }
 
 /// Which data to use.
@@ -637,6 +645,99 @@ impl ProbeArgs {
             data: self.data.resolve()?,
             out: self.out.clone(),
             quiet: self.quiet,
+        })
+    }
+}
+
+/// `modeconn plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A result file (path.csv, plane.json, kl.csv, metrics.jsonl, variational.safetensors) or a
+    /// directory holding such files.
+    #[arg(value_name = "RESULT")]
+    pub input: Option<PathBuf>,
+    /// Output directory [default: figures/ next to RESULT; ./figures for --kl alone].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also compute the KL table of the log-uniform prior (approximation vs exact, log α from
+    /// −10 to 10) into DIR/kl.csv and draw it.
+    #[arg(long)]
+    pub kl: bool,
+    /// Size of every figure in pixels, WIDTHxHEIGHT [default: per figure kind].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Title of every figure [default: per figure kind].
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+impl PlotArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::plot::PlotOptions> {
+        Ok(crate::commands::plot::PlotOptions {
+            input: self.input.clone(),
+            out: self.out.clone(),
+            kl: self.kl,
+            config: crate::plot::detect::PlotConfig {
+                size: self
+                    .size
+                    .as_deref()
+                    .map(|s| crate::commands::plot::parse_size(s, "--size"))
+                    .transpose()?,
+                title: self.title.clone(),
+            },
+        })
+    }
+}
+
+/// `modeconn plane`.
+#[derive(Debug, Args)]
+pub struct PlaneArgs {
+    /// First endpoint w₁ (the origin of the plane).
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// Second endpoint w₂.
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// The curve fitted between them (curve.safetensors); its middle bend spans the plane.
+    #[arg(long, value_name = "FILE")]
+    pub curve: PathBuf,
+    /// Grid points per axis (the grid has GRID² networks).
+    #[arg(long, default_value_t = 21)]
+    pub grid: usize,
+    /// Margin around the endpoints and the bend, as a fraction of their distances.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f64,
+    /// Points of the projected curve.
+    #[arg(long, default_value_t = 61)]
+    pub curve_points: usize,
+    /// Evaluate train metrics on the first N training samples only (bounds the cost).
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl PlaneArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::plane::PlaneOptions> {
+        if self.train_subset == Some(0) {
+            return Err(Error::Config("--train-subset must be at least 1".into()));
+        }
+        Ok(crate::commands::plane::PlaneOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            curve: self.curve.clone(),
+            grid: self.grid,
+            margin: self.margin,
+            curve_points: self.curve_points,
+            train_subset: self.train_subset,
+            data: self.data.resolve()?,
+            out: self.out.clone(),
         })
     }
 }

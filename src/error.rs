@@ -71,6 +71,14 @@ pub enum Error {
         /// The offending loss value.
         loss: f64,
     },
+    /// A figure could not be drawn or encoded.
+    #[error("{}: cannot draw the figure: {msg}", path.display())]
+    Plot {
+        /// The figure file being written.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// Library result type.

@@ -32,6 +32,7 @@ pub mod layers;
 pub mod model;
 pub mod params;
 pub mod permute;
+pub mod plot;
 pub mod report;
 pub mod train;
 pub mod variational;

@@ -28,6 +28,22 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             let v = commands::probe::run(&opts, argv)?;
             print!("{}", commands::probe::table(&v));
         }
+        Command::Plane(a) => {
+            let opts = a.resolve()?;
+            let v = commands::plane::run(&opts, argv)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Plot(a) => {
+            let opts = a.resolve()?;
+            let v = commands::plot::run(&opts)?;
+            for f in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    f["png"].as_str().unwrap_or(""),
+                    f["svg"].as_str().unwrap_or("")
+                );
+            }
+        }
         Command::Eval(a) => {
             let opts = a.resolve()?;
             let m = commands::eval::run(&opts)?;

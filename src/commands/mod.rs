@@ -6,6 +6,8 @@ pub mod connect;
 pub mod eval;
 pub mod path;
 pub mod permute;
+pub mod plane;
+pub mod plot;
 pub mod probe;
 pub mod train;
 pub mod vtrain;
