@@ -56,14 +56,19 @@ pub enum Command {
     /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
     /// (w1, π(w2)) and (w1, align(w2)), with a table of barriers in --out/summary.json.
     Probe(ProbeArgs),
-    /// Draw figures (PNG + SVG) from result files: a path.csv, plane.json, KL table,
-    /// metrics.jsonl or variational.safetensors, or a directory holding them (searched two
-    /// levels deep); --kl computes and draws the KL approximation vs the exact value.
-    Plot(PlotArgs),
-    /// Evaluate train loss and test error on the plane through two minima and a fitted curve's
-    /// bend (a grid, in parallel), with the curve and the chord projected; writes plane.json,
-    /// plane.csv and run.json into --out.
+    /// Evaluate train loss and test error on the plane through w1, a curve's bend and w2;
+    /// writes plane.json and plane.csv into --out.
     Plane(PlaneArgs),
+    /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
+    /// a vtrain run), or `kl` for the KL approximation figure.
+    Plot(PlotArgs),
+    /// The main job on the embedded digits data (about a minute): two MLPs, the line, a chain
+    /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
+    /// variance layer, the plane, and all figures; prints a summary table.
+    Demo(DemoArgs),
+    /// Execute an analysis spec (analyses/*.toml) step by step, skipping steps already done with
+    /// the same resolved command line and resuming interrupted training.
+    Run(RunArgs),
 }
 
 /// Which data to use.
@@ -649,69 +654,25 @@ impl ProbeArgs {
     }
 }
 
-/// `modeconn plot`.
-#[derive(Debug, Args)]
-pub struct PlotArgs {
-    /// A result file (path.csv, plane.json, kl.csv, metrics.jsonl, variational.safetensors) or a
-    /// directory holding such files.
-    #[arg(value_name = "RESULT")]
-    pub input: Option<PathBuf>,
-    /// Output directory [default: figures/ next to RESULT; ./figures for --kl alone].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Also compute the KL table of the log-uniform prior (approximation vs exact, log α from
-    /// −10 to 10) into DIR/kl.csv and draw it.
-    #[arg(long)]
-    pub kl: bool,
-    /// Size of every figure in pixels, WIDTHxHEIGHT [default: per figure kind].
-    #[arg(long, value_name = "WxH")]
-    pub size: Option<String>,
-    /// Title of every figure [default: per figure kind].
-    #[arg(long)]
-    pub title: Option<String>,
-}
-
-impl PlotArgs {
-    /// Validated options.
-    pub fn resolve(&self) -> Result<crate::commands::plot::PlotOptions> {
-        Ok(crate::commands::plot::PlotOptions {
-            input: self.input.clone(),
-            out: self.out.clone(),
-            kl: self.kl,
-            config: crate::plot::detect::PlotConfig {
-                size: self
-                    .size
-                    .as_deref()
-                    .map(|s| crate::commands::plot::parse_size(s, "--size"))
-                    .transpose()?,
-                title: self.title.clone(),
-            },
-        })
-    }
-}
-
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
-    /// First endpoint w₁ (the origin of the plane).
+    /// w1 (model.safetensors).
     #[arg(long, value_name = "FILE")]
     pub a: PathBuf,
-    /// Second endpoint w₂.
+    /// w2 (model.safetensors).
     #[arg(long, value_name = "FILE")]
     pub b: PathBuf,
-    /// The curve fitted between them (curve.safetensors); its middle bend spans the plane.
+    /// The fitted curve (curve.safetensors); its middle control point is the bend.
     #[arg(long, value_name = "FILE")]
     pub curve: PathBuf,
-    /// Grid points per axis (the grid has GRID² networks).
+    /// Grid points per axis.
     #[arg(long, default_value_t = 21)]
     pub grid: usize,
-    /// Margin around the endpoints and the bend, as a fraction of their distances.
+    /// Margin around the triangle, in units of the lengths.
     #[arg(long, default_value_t = 0.2)]
     pub margin: f64,
-    /// Points of the projected curve.
-    #[arg(long, default_value_t = 61)]
-    pub curve_points: usize,
-    /// Evaluate train metrics on the first N training samples only (bounds the cost).
+    /// Evaluate train loss on the first N training samples only.
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
     /// Data.
@@ -725,19 +686,111 @@ pub struct PlaneArgs {
 impl PlaneArgs {
     /// Validated options.
     pub fn resolve(&self) -> Result<crate::commands::plane::PlaneOptions> {
-        if self.train_subset == Some(0) {
-            return Err(Error::Config("--train-subset must be at least 1".into()));
-        }
         Ok(crate::commands::plane::PlaneOptions {
             a: self.a.clone(),
             b: self.b.clone(),
             curve: self.curve.clone(),
             grid: self.grid,
             margin: self.margin,
-            curve_points: self.curve_points,
             train_subset: self.train_subset,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })
     }
+}
+
+/// `modeconn plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A result directory or file (path.csv, plane.json, metrics.jsonl of vtrain), or `kl`.
+    pub input: PathBuf,
+    /// Output directory for the figures [default: next to the input].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs a parsed command; returns its result as JSON and the text to print on stdout.
+pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value, String)> {
+    use crate::commands;
+    let pretty = |v: &serde_json::Value| {
+        serde_json::to_string_pretty(v).expect("serialisable result") + "\n"
+    };
+    let v = match command {
+        Command::Train(a) => commands::train::run(&a.resolve()?, argv)?,
+        Command::Eval(a) => commands::eval::run(&a.resolve()?)?,
+        Command::Connect(a) => commands::connect::run(&a.resolve()?, argv)?,
+        Command::Path(a) => {
+            let v = commands::path::run(&a.resolve()?, argv)?;
+            let t = commands::path::summary_table(&v);
+            return Ok((v, t));
+        }
+        Command::Probe(a) => {
+            let v = commands::probe::run(&a.resolve()?, argv)?;
+            let t = commands::probe::table(&v);
+            return Ok((v, t));
+        }
+        Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
+        Command::Plot(a) => {
+            let opts = commands::plot::PlotOptions {
+                input: a.input,
+                out: a.out,
+            };
+            let v = commands::plot::run(&opts)?;
+            let t: String = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{}\n", f.as_str().unwrap_or_default()))
+                .collect();
+            return Ok((v, t));
+        }
+        Command::Vtrain(a) => commands::vtrain::run(&a.resolve()?, argv)?,
+        Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
+        Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
+        Command::Run(a) => {
+            let v = commands::run::run(&commands::run::RunOptions {
+                spec: a.spec,
+                out: a.out,
+            })?;
+            let t: String = v["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{:<14} {}\n", s["id"].as_str().unwrap_or(""), s["status"]))
+                .collect();
+            return Ok((v, t));
+        }
+        Command::Demo(a) => {
+            let opts = commands::demo::DemoOptions {
+                out: a.out,
+                quick: a.quick,
+            };
+            let v = commands::demo::run(&opts)?;
+            let t = commands::demo::table(&v);
+            return Ok((v, t));
+        }
+    };
+    let t = pretty(&v);
+    Ok((v, t))
+}
+
+/// `modeconn demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output directory (results, figures and summary.json).
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// A reduced version (fewer epochs, coarser grids) for tests.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// `modeconn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The analysis spec (TOML).
+    pub spec: PathBuf,
+    /// Output directory [default: runs/<spec name>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }

@@ -59,6 +59,14 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// A figure could not be drawn.
+    #[error("{}: cannot draw figure: {msg}", path.display())]
+    Plot {
+        /// The figure file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
     /// Training produced a non-finite loss.
     #[error(
         "training diverged: loss is {loss} at epoch {epoch}, step {step}; lower the learning rate (--lr)"
@@ -70,14 +78,6 @@ pub enum Error {
         step: usize,
         /// The offending loss value.
         loss: f64,
-    },
-    /// A figure could not be drawn or encoded.
-    #[error("{}: cannot draw the figure: {msg}", path.display())]
-    Plot {
-        /// The figure file being written.
-        path: PathBuf,
-        /// What went wrong.
-        msg: String,
     },
 }
 

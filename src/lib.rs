@@ -34,6 +34,7 @@ pub mod params;
 pub mod permute;
 pub mod plot;
 pub mod report;
+pub mod spec;
 pub mod train;
 pub mod variational;
 

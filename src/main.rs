@@ -3,68 +3,11 @@
 
 use anyhow::Result;
 use clap::Parser;
-use modeconn::cli::{Cli, Command};
-use modeconn::commands;
+use modeconn::cli::Cli;
 
 fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
-    match cli.command {
-        Command::Train(a) => {
-            let opts = a.resolve()?;
-            let m = commands::train::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-        }
-        Command::Connect(a) => {
-            let opts = a.resolve()?;
-            let v = commands::connect::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Command::Path(a) => {
-            let opts = a.resolve()?;
-            let v = commands::path::run(&opts, argv)?;
-            print!("{}", modeconn::commands::path::summary_table(&v));
-        }
-        Command::Probe(a) => {
-            let opts = a.resolve()?;
-            let v = commands::probe::run(&opts, argv)?;
-            print!("{}", commands::probe::table(&v));
-        }
-        Command::Plane(a) => {
-            let opts = a.resolve()?;
-            let v = commands::plane::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Command::Plot(a) => {
-            let opts = a.resolve()?;
-            let v = commands::plot::run(&opts)?;
-            for f in v.as_array().into_iter().flatten() {
-                println!(
-                    "{}  {}",
-                    f["png"].as_str().unwrap_or(""),
-                    f["svg"].as_str().unwrap_or("")
-                );
-            }
-        }
-        Command::Eval(a) => {
-            let opts = a.resolve()?;
-            let m = commands::eval::run(&opts)?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-        }
-        Command::Vtrain(a) => {
-            let opts = a.resolve()?;
-            let m = commands::vtrain::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-        }
-        Command::Permute(a) => {
-            let opts = a.resolve()?;
-            let m = commands::permute::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-        }
-        Command::Align(a) => {
-            let opts = a.resolve()?;
-            let m = commands::align::run(&opts, argv)?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-        }
-    }
+    let (_, text) = modeconn::cli::execute(cli.command, argv)?;
+    print!("{text}");
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use modeconn::arch::Arch;
 use modeconn::backend;
 use modeconn::curve::{Curve, CurveKind, CurveObjective};
 use modeconn::data::{DataConfig, Pixels, Source, load};
+use modeconn::eval::cross_entropy;
 use modeconn::eval::path::{PathSpec, grid, profile};
 use modeconn::params::ParamSet;
 use modeconn::train::{Objective, StepCtx};
@@ -239,4 +240,102 @@ fn connect_and_path_on_digits() {
     let csv = std::fs::read_to_string(d.join("p/path.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 21);
     assert!(csv.starts_with("path,t,train_loss,train_err,test_loss,test_err,dl"));
+}
+
+/// The objective's gradient obeys the chain rule through `w(t) = Σ c_j(t) θ_j`: the gradient on
+/// each trained control point is `c_j(t)·∇_w L(w(t))`, with `L = CE + ½·wd·‖w‖²`; frozen points are
+/// not part of the trained set at all, and `--train-ends` adds exactly the two ends.
+#[test]
+fn bend_gradients_are_the_point_gradient_times_the_coefficient() {
+    let device = backend::device();
+    let ad = backend::train_device();
+    let split = digits();
+    let arch: Arch = "mlp:64-16-10".parse().unwrap();
+    let (a, b) = (arch.init(7, &device), arch.init(8, &device));
+    let wd = 1e-2;
+    let (xv, yv) = split.train.gather(&(0..48).collect::<Vec<_>>());
+    for kind in [CurveKind::Polychain, CurveKind::Bezier] {
+        let mut curve = Curve::init_linear(kind, 2, arch.clone(), &a, &b).unwrap();
+        // Off the line, as after training, so every coefficient matters.
+        curve.points[1] = curve.points[1].map(|t| t.clone() * 1.3 - 0.02);
+        curve.points[2] = curve.points[2].map(|t| t.clone() * 0.8 + 0.03);
+        for train_ends in [false, true] {
+            let idx = curve.trainable(train_ends);
+            assert_eq!(
+                idx,
+                if train_ends {
+                    vec![0, 1, 2, 3]
+                } else {
+                    vec![1, 2]
+                }
+            );
+            let packed = curve.pack(&idx);
+            let names: Vec<&str> = packed
+                .layout()
+                .entries()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            assert_eq!(names.len(), idx.len() * arch.layout().len());
+            assert_eq!(names[0], format!("point{}/fc1.weight", idx[0]));
+            let leaves = packed.to_device(&ad).leaves();
+            let mut obj = CurveObjective {
+                curve: curve.clone(),
+                trainable: idx.clone(),
+                wd,
+                test: &split.test,
+                device: device.clone(),
+            };
+            for seed in 0..3u64 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                // The objective draws t first from the step's stream.
+                let t: f64 = rand::Rng::random(&mut rng.clone());
+                let x = Tensor::<2>::from_data(TensorData::new(xv.clone(), [48, 64]), &ad);
+                let y = Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [48]), &ad);
+                let mut ctx = StepCtx {
+                    epoch: 0,
+                    step: 0,
+                    rng: &mut rng,
+                    n_train: 48,
+                };
+                let (loss, _) = obj.loss(&leaves, x.clone(), y.clone(), &mut ctx);
+                let grads = loss.backward();
+
+                // Reference: the loss as a function of the point w(t) itself.
+                let w = curve.point(t).to_device(&ad).leaves();
+                let ref_loss =
+                    cross_entropy(arch.forward(&w, x), y) + w.sq_norm_tensor() * (0.5 * wd) as f32;
+                let ref_grads = ref_loss.backward();
+                let gw: Vec<Vec<f32>> = w
+                    .tensors()
+                    .iter()
+                    .map(|t| {
+                        t.grad(&ref_grads)
+                            .unwrap()
+                            .into_data()
+                            .try_to_vec::<f32>()
+                            .unwrap()
+                    })
+                    .collect();
+                let c = kind.coeffs(curve.len(), t);
+                let per_point = arch.layout().len();
+                for (k, &j) in idx.iter().enumerate() {
+                    for (i, gwi) in gw.iter().enumerate() {
+                        let g: Vec<f32> = match leaves.tensors()[k * per_point + i].grad(&grads) {
+                            Some(g) => g.into_data().try_to_vec::<f32>().unwrap(),
+                            None => vec![0.0; gwi.len()],
+                        };
+                        let scale = gwi.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                        for (gv, rv) in g.iter().zip(gwi) {
+                            let expect = c[j] as f32 * rv;
+                            assert!(
+                                (gv - expect).abs() <= 1e-4 * scale,
+                                "{kind} ends={train_ends} t={t:.3} point {j} tensor {i}: {gv} vs {expect}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,252 +1,185 @@
-//! Every figure kind renders from a small result fixture to a non-empty PNG and SVG of the
-//! requested size, through the library and through `modeconn plot` (which detects the kind).
+//! Every figure kind renders from a small result fixture to non-empty PNG and SVG files of the
+//! requested size; `plane` and `plot` work end to end on digits.
 
 use std::path::Path;
 
 use assert_cmd::Command;
-use modeconn::arch::Arch;
-use modeconn::eval::plane::PlaneResult;
-use modeconn::plot::detect::{PlotConfig, plot_path};
-use modeconn::plot::{Size, png_size};
-use modeconn::report::write_json;
-use modeconn::variational::{Method, VConfig, VModel, save_vmodel};
+use modeconn::plot::figures::{
+    kl_figure, log_alpha_histograms, path_figure, plane_figures, vtrain_figure,
+};
 
-fn modeconn() -> Command {
-    Command::cargo_bin("modeconn").unwrap()
+fn png_size(p: &Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(&b[1..4], b"PNG", "{} is not a PNG", p.display());
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
 }
 
-const PATH_CSV: &str = "path,t,train_loss,train_err,test_loss,test_err,dl\n";
+fn check(files: &[std::path::PathBuf], size: (u32, u32)) {
+    assert!(files.len() >= 2);
+    for f in files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len > 2000, "{} is nearly empty ({len} bytes)", f.display());
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("png") => assert_eq!(png_size(f), size),
+            Some("svg") => {
+                let s = std::fs::read_to_string(f).unwrap();
+                assert!(
+                    s.contains(&format!("width=\"{}\"", size.0)),
+                    "{}",
+                    f.display()
+                );
+                assert!(s.contains("<text"), "no text in {}", f.display());
+            }
+            _ => panic!("unexpected file {}", f.display()),
+        }
+    }
+}
 
-/// A path.csv with a line (barrier) and a chain (flat), 11 points each.
-fn path_fixture(dir: &Path) {
-    let mut s = String::from(PATH_CSV);
-    for (name, bump) in [("line", 1.5), ("chain", 0.05), ("aligned", 0.2)] {
+#[test]
+fn every_plot_kind_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("path,t,train_loss,train_err,test_loss,test_err,dl\n");
+    for (name, bump) in [("line", 1.0), ("curve", 0.1)] {
         for i in 0..11 {
             let t = i as f64 / 10.0;
-            let b = bump * (std::f64::consts::PI * t).sin();
-            s.push_str(&format!(
-                "{name},{t},{},{},{},{},{}\n",
-                0.05 + b,
-                0.01 + b / 10.0,
-                0.08 + b,
-                0.02 + b / 8.0,
-                if i == 0 { 0.0 } else { 1.0 }
+            let l = 0.1 + bump * (std::f64::consts::PI * t).sin();
+            csv.push_str(&format!(
+                "{name},{t},{l},{},{l},{},0.5\n",
+                l / 10.0,
+                l / 9.0
             ));
         }
     }
-    std::fs::write(dir.join("path.csv"), s).unwrap();
+    std::fs::write(d.join("path.csv"), csv).unwrap();
+    check(&path_figure(&d.join("path.csv"), d).unwrap(), (1350, 430));
+
+    let g = 5;
+    let xs: Vec<f64> = (0..g).map(|i| i as f64).collect();
+    let z: Vec<Vec<f64>> = (0..g)
+        .map(|j| {
+            (0..g)
+                .map(|i| 0.05 + ((i + j) as f64).powi(2) / 10.0)
+                .collect()
+        })
+        .collect();
+    let plane = serde_json::json!({"x": xs, "y": xs, "train_loss": z, "test_err": z,
+        "w1": [1.0, 1.0], "w2": [3.0, 1.0], "bend": [2.0, 3.0],
+        "curve": [[1.0, 1.0], [2.0, 2.0], [3.0, 1.0]]});
+    std::fs::write(d.join("plane.json"), plane.to_string()).unwrap();
+    let files = plane_figures(&d.join("plane.json"), d).unwrap();
+    check(&files[..2], (820, 640));
+    check(&files[2..], (820, 640));
+
+    check(&kl_figure(d).unwrap(), modeconn::plot::SIZE);
+
+    let mut log = String::new();
+    for e in 1..=4 {
+        log.push_str(
+            &serde_json::json!({"epoch": e, "test_mode_acc": 0.9, "test_sample_acc": 0.8,
+            "test_ensemble_acc": {"10": 0.85}, "sparsity": {"fc1": 0.1 * e as f64},
+            "log_alpha_mean": {"fc1": e as f64}})
+            .to_string(),
+        );
+        log.push('\n');
+    }
+    std::fs::write(d.join("metrics.jsonl"), log).unwrap();
+    check(
+        &vtrain_figure(&d.join("metrics.jsonl"), d).unwrap(),
+        (1400, 430),
+    );
+    let layers = vec![
+        (
+            "fc1".to_string(),
+            (0..500).map(|i| (i % 17) as f32 - 8.0).collect(),
+        ),
+        ("fc2".to_string(), (0..50).map(|i| (i % 5) as f32).collect()),
+    ];
+    check(&log_alpha_histograms(&layers, d).unwrap(), (840, 400));
+
+    // Bad input names the file.
+    std::fs::write(d.join("bad.json"), "{\"x\": 1}").unwrap();
+    let e = plane_figures(&d.join("bad.json"), d)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.json"), "{e}");
 }
 
-/// A 9×7 plane.json of a quadratic bowl with a valley along the curve.
-fn plane_fixture(dir: &Path) {
-    let (nx, ny) = (9, 7);
-    let x: Vec<f64> = (0..nx).map(|i| -1.0 + 7.0 * i as f64 / (nx - 1) as f64).collect();
-    let y: Vec<f64> = (0..ny).map(|j| -0.5 + 3.0 * j as f64 / (ny - 1) as f64).collect();
-    let f = |xx: f64, yy: f64| 0.02 + ((yy - 0.3 * xx * (5.0 - xx) / 3.0).powi(2) + 0.01).ln_1p();
-    let grid = |scale: f64| -> Vec<Vec<f64>> {
-        y.iter()
-            .map(|&yy| x.iter().map(|&xx| scale * f(xx, yy)).collect())
-            .collect()
+#[test]
+fn plane_and_plot_on_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        Command::cargo_bin("modeconn")
+            .unwrap()
+            .args(args)
+            .assert()
+            .success();
     };
-    let ts: Vec<f64> = (0..21).map(|i| i as f64 / 20.0).collect();
-    let p = PlaneResult {
-        arch: "mlp:64-128-10".into(),
-        curve_kind: "polychain".into(),
-        grid: nx,
-        margin: 0.2,
-        dx: 5.0,
-        dy: 2.0,
-        x: x.clone(),
-        y: y.clone(),
-        train_loss: grid(1.0),
-        train_err: grid(0.1),
-        test_loss: grid(1.2),
-        test_err: grid(0.12),
-        a: [0.0, 0.0],
-        b: [5.0, 0.0],
-        bend: [2.5, 2.0],
-        curve: ts
-            .iter()
-            .map(|&t| {
-                if t <= 0.5 {
-                    [5.0 * t, 4.0 * t]
-                } else {
-                    [5.0 * t, 4.0 * (1.0 - t)]
-                }
-            })
-            .collect(),
-        curve_t: ts,
-        curve_off_plane: 0.0,
-        train_samples: 100,
-        test_samples: 50,
-    };
-    write_json(&dir.join("plane.json"), &p).unwrap();
-}
-
-/// A metrics.jsonl of a 5-epoch variational run with two layers and two ensemble sizes.
-fn metrics_fixture(dir: &Path) {
-    let mut s = String::new();
-    for e in 1..=5 {
-        let f = e as f64 / 5.0;
-        let mut r = serde_json::json!({
-            "epoch": e,
-            "test_mode_acc": 0.5 + 0.4 * f,
-            "sparsity": {"fc1": 0.8 * f, "fc2": 0.5 * f},
-            "log_alpha_mean": {"fc1": -4.0 + 7.0 * f, "fc2": -4.0 + 4.0 * f},
-            "compression": 1.0 + 5.0 * f,
-        });
-        if e % 2 == 1 || e == 5 {
-            r["test_sample_acc"] = serde_json::json!(0.45 + 0.4 * f);
-            r["test_ensemble_acc"] = serde_json::json!({"10": 0.52 + 0.4 * f, "20": 0.53 + 0.4 * f});
-        }
-        s.push_str(&format!("{r}\n"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for seed in ["1", "2"] {
+        let out = s(&d.join(format!("m{seed}")));
+        run(&[
+            "train",
+            "--arch",
+            "mlp:64-32-10",
+            "--epochs",
+            "10",
+            "-q",
+            "--seed",
+            seed,
+            "--out",
+            &out,
+        ]);
     }
-    std::fs::write(dir.join("metrics.jsonl"), s).unwrap();
-}
-
-/// A freshly initialised sparse-VD model (log α ≈ −10 + spread) as variational.safetensors.
-fn variational_fixture(dir: &Path) {
-    let arch: Arch = "mlp:64-32-10".parse().unwrap();
-    let model = VModel::new(arch, VConfig::new(Method::SparseVd)).unwrap();
-    let device = modeconn::backend::device();
-    let params = model.init(3, &device);
-    save_vmodel(
-        &dir.join("variational.safetensors"),
-        &model,
-        &params,
-        serde_json::json!({}),
-    )
-    .unwrap();
-}
-
-fn check_pair(png: &Path, svg: &Path, size: Size) {
-    let bytes = std::fs::read(png).unwrap();
-    assert!(bytes.len() > 1000, "{} is nearly empty", png.display());
-    assert_eq!(
-        png_size(&bytes),
-        Some((size.width, size.height)),
-        "{}",
-        png.display()
+    let (a, b) = (
+        s(&d.join("m1/model.safetensors")),
+        s(&d.join("m2/model.safetensors")),
     );
-    let text = std::fs::read_to_string(svg).unwrap();
-    assert!(
-        text.starts_with(&format!(
-            "<svg width=\"{}\" height=\"{}\"",
-            size.width, size.height
-        )),
-        "{}",
-        svg.display()
-    );
-    assert!(text.contains("<text") && text.trim_end().ends_with("</svg>"));
-}
-
-#[test]
-fn every_kind_renders_at_the_requested_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let res = dir.path().join("results");
-    std::fs::create_dir_all(&res).unwrap();
-    path_fixture(&res);
-    plane_fixture(&res);
-    metrics_fixture(&res);
-    variational_fixture(&res);
-    std::fs::write(res.join("kl.csv"), modeconn::plot::kl::kl_table()).unwrap();
-    let size = Size::new(720, 480);
-    let out = dir.path().join("figs");
-    let written = plot_path(
-        &res,
-        &out,
-        &PlotConfig {
-            size: Some(size),
-            title: None,
-        },
-    )
-    .unwrap();
-    let mut kinds: Vec<&str> = written.iter().map(|w| w.kind).collect();
-    kinds.sort();
-    assert_eq!(
-        kinds,
-        ["accuracy", "kl", "layers", "log-alpha-hist", "path", "plane"]
-    );
-    for w in &written {
-        check_pair(&w.files.png, &w.files.svg, size);
-    }
-}
-
-#[test]
-fn plot_cli_detects_files_and_directories() {
-    let dir = tempfile::tempdir().unwrap();
-    // Result directories two levels deep, as `modeconn run` lays them out.
-    let a = dir.path().join("run/w1-w2");
-    let b = dir.path().join("run/svd");
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    path_fixture(&a);
-    metrics_fixture(&b);
-    modeconn()
-        .arg("plot")
-        .arg(dir.path().join("run"))
-        .args(["--size", "800x500", "--out"])
-        .arg(dir.path().join("figs"))
-        .assert()
-        .success();
-    let size = Size::new(800, 500);
-    for stem in ["w1-w2-path", "svd-accuracy", "svd-layers"] {
-        let f = dir.path().join("figs").join(stem);
-        check_pair(&f.with_extension("png"), &f.with_extension("svg"), size);
-    }
-    // A single file, default size and output directory (figures/ beside it).
-    modeconn()
-        .arg("plot")
-        .arg(a.join("path.csv"))
-        .assert()
-        .success();
-    let png = std::fs::read(a.join("figures/path.png")).unwrap();
-    assert_eq!(png_size(&png), Some((1400, 600)));
-    // The KL table is computed on request.
-    modeconn()
-        .args(["plot", "--kl", "--size", "640x480", "--out"])
-        .arg(dir.path().join("kl"))
-        .assert()
-        .success();
-    assert!(dir.path().join("kl/kl.csv").exists());
-    check_pair(
-        &dir.path().join("kl/kl.png"),
-        &dir.path().join("kl/kl.svg"),
-        Size::new(640, 480),
-    );
-}
-
-#[test]
-fn plot_errors_are_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("x.csv"), "a,b\n1,2\n").unwrap();
-    let out = modeconn()
-        .arg("plot")
-        .arg(dir.path().join("x.csv"))
+    run(&[
+        "connect",
+        "--epochs",
+        "5",
+        "-q",
+        "--a",
+        &a,
+        "--b",
+        &b,
+        "--out",
+        &s(&d.join("c")),
+    ]);
+    let c = s(&d.join("c/curve.safetensors"));
+    run(&[
+        "plane",
+        "--grid",
+        "5",
+        "--a",
+        &a,
+        "--b",
+        &b,
+        "--curve",
+        &c,
+        "--out",
+        &s(&d.join("pl")),
+    ]);
+    let plane: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("pl/plane.json")).unwrap()).unwrap();
+    assert_eq!(plane["train_loss"].as_array().unwrap().len(), 5);
+    assert_eq!(plane["curve"].as_array().unwrap().len(), 61);
+    // The endpoints project to (0, 0) and (‖w2 − w1‖, 0); the curve starts and ends there.
+    let c0 = &plane["curve"][0];
+    assert!(c0[0].as_f64().unwrap().abs() < 1e-3 && c0[1].as_f64().unwrap().abs() < 1e-3);
+    let w2x = plane["w2"][0].as_f64().unwrap();
+    assert!((plane["curve"][60][0].as_f64().unwrap() - w2x).abs() < 1e-3 * w2x);
+    run(&["plot", &s(&d.join("pl"))]);
+    assert!(d.join("pl/plane_train_loss.png").exists());
+    assert!(d.join("pl/plane_test_err.svg").exists());
+    Command::cargo_bin("modeconn")
+        .unwrap()
+        .args(["plot", &s(&d.join("m1"))])
         .assert()
         .failure()
         .code(1)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8(out).unwrap();
-    assert_eq!(msg.trim().lines().count(), 1, "{msg}");
-    assert!(msg.contains("x.csv") && msg.contains("cannot plot"), "{msg}");
-    let out = modeconn()
-        .arg("plot")
-        .arg(dir.path())
-        .args(["--size", "10x10"])
-        .assert()
-        .failure()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
-    assert!(String::from_utf8(out).unwrap().contains("--size"));
-    modeconn()
-        .arg("plot")
-        .arg(dir.path())
-        .assert()
-        .failure()
         .stderr(predicates::str::contains("nothing to plot"));
 }

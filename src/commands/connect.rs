@@ -72,6 +72,20 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     }
     let split = load_data(&opts.data)?;
     arch.check_data(&split.train)?;
+    // The decay acts on the sampled point w(t) through the objective, never on the control
+    // points through the optimiser; record the optimiser as it really runs.
+    let mut loop_cfg = opts.loop_cfg.clone();
+    loop_cfg.optim = match loop_cfg.optim {
+        OptimConfig::Sgd { momentum, .. } => OptimConfig::Sgd { momentum, wd: 0.0 },
+        OptimConfig::Adam {
+            beta1, beta2, eps, ..
+        } => OptimConfig::Adam {
+            beta1,
+            beta2,
+            eps,
+            wd: 0.0,
+        },
+    };
     let resolved = Resolved {
         a: &opts.a,
         b: &opts.b,
@@ -81,7 +95,7 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         wd: opts.wd,
         data: &opts.data,
         arch: arch.to_string(),
-        loop_cfg: &opts.loop_cfg,
+        loop_cfg: &loop_cfg,
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");
     let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
@@ -95,18 +109,6 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         test: &split.test,
         device: device.clone(),
     };
-    let mut loop_cfg = opts.loop_cfg.clone();
-    loop_cfg.optim = match loop_cfg.optim {
-        OptimConfig::Sgd { momentum, .. } => OptimConfig::Sgd { momentum, wd: 0.0 },
-        OptimConfig::Adam {
-            beta1, beta2, eps, ..
-        } => OptimConfig::Adam {
-            beta1,
-            beta2,
-            eps,
-            wd: 0.0,
-        },
-    };
     let meta = FileMeta::new("curve", &arch.to_string());
     let fitted = fit(
         packed,
@@ -118,12 +120,11 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         &meta,
         &config.to_string(),
     )?;
-    if !fitted.finished {
-        let v = json!({"stopped_after_epoch": fitted.epochs_done});
-        record.finish(&opts.out, v.clone())?;
+    if let Some(v) = super::early_stop(&fitted, &record, &opts.out)? {
         return Ok(v);
     }
     curve.unpack(&idx, &fitted.params);
+    curve.ends_trained = opts.train_ends;
     let path = opts.out.join("curve.safetensors");
     curve.save(&path)?;
     let v = json!({"curve": path, "points": curve.len(), "kind": opts.kind.to_string()});

@@ -3,12 +3,14 @@
 
 pub mod align;
 pub mod connect;
+pub mod demo;
 pub mod eval;
 pub mod path;
 pub mod permute;
 pub mod plane;
 pub mod plot;
 pub mod probe;
+pub mod run;
 pub mod train;
 pub mod vtrain;
 
@@ -32,6 +34,20 @@ pub fn default_arch(split: &Split) -> Arch {
         false => vec![d, 300, 100, split.train.classes],
     };
     Arch::Mlp { widths }
+}
+
+/// When `fit` stopped early (`--stop-after`): records the run and returns what to report.
+pub fn early_stop(
+    fitted: &crate::train::Fitted,
+    record: &crate::report::RunRecord,
+    out: &std::path::Path,
+) -> Result<Option<serde_json::Value>> {
+    if fitted.finished {
+        return Ok(None);
+    }
+    let v = serde_json::json!({"stopped_after_epoch": fitted.epochs_done});
+    record.finish(out, v.clone())?;
+    Ok(Some(v))
 }
 
 /// The evaluation device.

@@ -54,6 +54,9 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     if opts.points < 2 {
         return Err(Error::Config("--points must be at least 2".into()));
     }
+    if opts.train_subset == Some(0) {
+        return Err(Error::Config("--train-subset must be at least 1".into()));
+    }
     let record = RunRecord::start(
         argv,
         json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
@@ -88,6 +91,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
                 c.arch
             )));
         }
+        c.check_ends(&a, &b, &format!("--curve {}", file.display()))?;
         specs.push(PathSpec {
             name,
             kind: c.kind,

@@ -1,82 +1,85 @@
-//! `modeconn plot`: figures (PNG + SVG) from saved result files (see [`crate::plot::detect`]),
-//! and the KL figure from a table it can compute itself (`--kl`).
+//! `modeconn plot`: render figures (PNG + SVG) from saved results. Given a directory or file it
+//! draws what it finds: `path.csv` → loss/error along the paths; `plane.json` → the plane;
+//! vtrain's `metrics.jsonl` → accuracy/sparsity/log α over epochs (plus log α histograms from
+//! `variational.safetensors`); the word `kl` → the KL approximation figure.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::eval_device;
 use crate::error::{Error, Result};
-use crate::params::io::write_atomic;
-use crate::plot::detect::{PlotConfig, Written, plot_file, plot_path};
-use crate::plot::kl::kl_table;
-use crate::plot::{Size, detect::Input};
+use crate::plot::figures::{
+    kl_figure, log_alpha_histograms, path_figure, plane_figures, vtrain_figure,
+};
+use crate::variational::load_vmodel;
 
 /// Validated options of `modeconn plot`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlotOptions {
-    /// A result file or directory.
-    pub input: Option<PathBuf>,
-    /// Output directory (default: `figures/` next to the input).
+    /// A result directory or file, or `kl`.
+    pub input: PathBuf,
+    /// Output directory [default: the input's directory].
     pub out: Option<PathBuf>,
-    /// Also compute the KL table (`kl.csv`) and draw it.
-    pub kl: bool,
-    /// Size and title.
-    pub config: PlotConfig,
 }
 
-/// Parses `WIDTHxHEIGHT`.
-pub fn parse_size(s: &str, flag: &str) -> Result<Size> {
-    let bad = || {
-        Error::Config(format!(
-            "{flag} `{s}`: expected WIDTHxHEIGHT, e.g. 1200x800"
-        ))
-    };
-    let (w, h) = s.split_once('x').ok_or_else(bad)?;
-    let size = Size::new(
-        w.trim().parse().map_err(|_| bad())?,
-        h.trim().parse().map_err(|_| bad())?,
-    );
-    size.validate()
-        .map_err(|e| Error::Config(format!("{flag} `{s}`: {e}")))?;
-    Ok(size)
+fn is_vtrain(metrics: &Path) -> bool {
+    std::fs::read_to_string(metrics)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.contains("test_mode_acc")))
+        .unwrap_or(false)
 }
 
-/// The default output directory for an input: `<dir>/figures` (a file's directory).
-pub fn default_out(input: &Path) -> PathBuf {
-    if input.is_dir() {
-        input.join("figures")
-    } else {
-        input
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-            .join("figures")
-    }
-}
-
-/// Writes `dir/kl.csv` and draws the KL figure from it.
-pub fn write_kl(dir: &Path, cfg: &PlotConfig) -> Result<Vec<Written>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let csv = dir.join("kl.csv");
-    write_atomic(&csv, kl_table().as_bytes())?;
-    plot_file(&csv, Input::KlCsv, dir, "", cfg)
-}
-
-/// Runs `plot`; returns the list of figures written.
+/// Renders every figure the input holds; returns the written files.
 pub fn run(opts: &PlotOptions) -> Result<Value> {
-    if opts.input.is_none() && !opts.kl {
-        return Err(Error::Config(
-            "nothing to plot: give a result file or directory, or --kl".into(),
+    let input = &opts.input;
+    if input.as_os_str() == "kl" {
+        let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("."));
+        return Ok(json!(kl_figure(&out)?));
+    }
+    if !input.exists() {
+        return Err(Error::io(
+            input,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         ));
     }
-    let mut written = Vec::new();
-    if let Some(input) = &opts.input {
-        let out = opts.out.clone().unwrap_or_else(|| default_out(input));
-        written.extend(plot_path(input, &out, &opts.config)?);
+    let (dir, file) = if input.is_dir() {
+        (input.clone(), None)
+    } else {
+        (
+            input.parent().map(Path::to_path_buf).unwrap_or_default(),
+            input.file_name().map(|f| f.to_string_lossy().to_string()),
+        )
+    };
+    let out = opts.out.clone().unwrap_or_else(|| dir.clone());
+    let wants = |name: &str| file.as_deref().is_none_or(|f| f == name) && dir.join(name).exists();
+    let mut files = Vec::new();
+    if wants("path.csv") {
+        files.extend(path_figure(&dir.join("path.csv"), &out)?);
     }
-    if opts.kl {
-        let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("figures"));
-        written.extend(write_kl(&out, &opts.config)?);
+    if wants("plane.json") {
+        files.extend(plane_figures(&dir.join("plane.json"), &out)?);
     }
-    Ok(json!(written))
+    if wants("metrics.jsonl") && is_vtrain(&dir.join("metrics.jsonl")) {
+        files.extend(vtrain_figure(&dir.join("metrics.jsonl"), &out)?);
+        let vm = dir.join("variational.safetensors");
+        if vm.exists() {
+            let (model, params, _) = load_vmodel(&vm, &eval_device())?;
+            let layers: Vec<(String, Vec<f32>)> = model
+                .log_alpha(&params)
+                .into_iter()
+                .filter_map(|(n, v)| v.map(|v| (n, v)))
+                .collect();
+            if !layers.is_empty() {
+                files.extend(log_alpha_histograms(&layers, &out)?);
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, or `kl`)",
+            input.display()
+        )));
+    }
+    Ok(json!(files))
 }

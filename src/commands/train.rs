@@ -82,9 +82,7 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         &meta,
         &config.to_string(),
     )?;
-    if !fitted.finished {
-        let v = json!({"stopped_after_epoch": fitted.epochs_done});
-        record.finish(&opts.out, v.clone())?;
+    if let Some(v) = super::early_stop(&fitted, &record, &opts.out)? {
         return Ok(v);
     }
     save_model(&opts.out.join("model.safetensors"), &arch, &fitted.params)?;

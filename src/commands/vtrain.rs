@@ -108,9 +108,7 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
         &meta,
         &config.to_string(),
     )?;
-    if !fitted.finished {
-        let v = json!({"stopped_after_epoch": fitted.epochs_done});
-        record.finish(&opts.out, v.clone())?;
+    if let Some(v) = super::early_stop(&fitted, &record, &opts.out)? {
         return Ok(v);
     }
     let params = fitted.params;

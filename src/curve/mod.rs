@@ -32,6 +32,9 @@ pub struct Curve {
     pub arch: Arch,
     /// Control points `θ_0 … θ_{n−1}` (no autodiff).
     pub points: Vec<ParamSet>,
+    /// Whether the endpoints were trained too (`connect --train-ends`); when false they are the
+    /// two input networks, bit for bit.
+    pub ends_trained: bool,
 }
 
 fn prefix(j: usize) -> String {
@@ -60,7 +63,12 @@ impl Curve {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { kind, arch, points })
+        Ok(Self {
+            kind,
+            arch,
+            points,
+            ends_trained: false,
+        })
     }
 
     /// Number of control points.
@@ -110,7 +118,11 @@ impl Curve {
     /// Saves all control points with the curve kind in the metadata (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut meta = FileMeta::new("curve", &self.arch.to_string());
-        meta.extra = json!({"curve": self.kind.to_string(), "points": self.len()});
+        meta.extra = json!({
+            "curve": self.kind.to_string(),
+            "points": self.len(),
+            "train_ends": self.ends_trained,
+        });
         let names: Vec<String> = (0..self.len()).map(prefix).collect();
         let sets: Vec<(&str, &ParamSet)> = names
             .iter()
@@ -139,12 +151,42 @@ impl Curve {
             .filter(|&n| n >= 2)
             .ok_or_else(|| bad("no valid point count in metadata".into()))?
             as usize;
+        // Files written before this field existed are read as frozen-ends curves (the default).
+        let ends_trained = f.meta.extra["train_ends"].as_bool().unwrap_or(false);
         let layout = arch.layout();
         let points = (0..n)
             .map(|j| f.take_set(&prefix(j), &layout, device))
             .collect::<Result<Vec<_>>>()?;
         f.finish()?;
-        Ok(Self { kind, arch, points })
+        Ok(Self {
+            kind,
+            arch,
+            points,
+            ends_trained,
+        })
+    }
+
+    /// Errors unless this curve runs from `a` to `b`: with frozen ends its first and last control
+    /// points must equal them bit for bit (a curve fitted between other networks, or from `b` to
+    /// `a`, would be compared with the wrong line). A curve whose ends were trained is accepted
+    /// as it is. `what` names the curve in the message (e.g. its file).
+    pub fn check_ends(&self, a: &ParamSet, b: &ParamSet, what: &str) -> Result<()> {
+        if self.ends_trained {
+            return Ok(());
+        }
+        let (first, last) = (&self.points[0], &self.points[self.len() - 1]);
+        let same = |p: &ParamSet, q: &ParamSet| p.to_flat() == q.to_flat();
+        if same(first, a) && same(last, b) {
+            Ok(())
+        } else if same(first, b) && same(last, a) {
+            Err(Error::Config(format!(
+                "{what} runs from --b to --a: swap --a and --b"
+            )))
+        } else {
+            Err(Error::Config(format!(
+                "{what} was fitted between other networks: its frozen endpoints are not --a and --b"
+            )))
+        }
     }
 }
 

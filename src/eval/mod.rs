@@ -2,7 +2,6 @@
 //! without autodiff. Path profiles, planes and ensembles are built on it.
 
 pub mod path;
-pub mod plane;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};

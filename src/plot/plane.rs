@@ -1,238 +1,243 @@
-//! The plane through two minima and a bend (Garipov et al. 2018, Fig. 1), from `plane.json` of
-//! `modeconn plane`: train loss and test error as filled contours on log-spaced levels (the
-//! bilinear-interpolated grid quantised into bands, see [`super::contour`]) with contour lines,
-//! a colour bar, the endpoints `w₁`, `w₂`, the bend `θ`, the projected curve and the dashed chord.
+//! The plane figure (Garipov et al. 2018, Fig. 1): a metric over a 2-d grid drawn as filled
+//! bands between log-spaced levels with their edges as contour lines, the endpoints, the bend,
+//! the projected curve and the dashed chord on top.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::contour::{
-    Grid, area as poly_area, band_polygons, chain_segments, contour_segments, log_levels, viridis,
-};
-use super::{DrawResult, Figure, Style, fmt_tick, titled};
+use super::{FONT, Figure, color};
 use crate::error::{Error, Result};
-use crate::eval::plane::PlaneResult;
 
-/// Reads and checks a `plane.json`.
-pub fn read_plane_json(file: &Path) -> Result<PlaneResult> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-    let p: PlaneResult = serde_json::from_str(&text)
-        .map_err(|e| Error::data(file, format!("not the plane.json of `modeconn plane`: {e}")))?;
-    p.validate().map_err(|m| Error::data(file, m))?;
-    Ok(p)
-}
-
-/// Number of colour bands.
-pub const BANDS: usize = 14;
-/// Grid refinement before contouring (half of it for vector output).
-pub const UPSAMPLE: usize = 4;
-
-/// The plane figure.
+/// A grid of values with overlays, in plane coordinates.
 #[derive(Debug, Clone)]
 pub struct PlaneFigure {
-    /// Title.
+    /// Figure title.
     pub title: String,
-    /// The data.
-    pub plane: PlaneResult,
+    /// Colour-bar label.
+    pub label: String,
+    /// Grid x coordinates (ascending).
+    pub xs: Vec<f64>,
+    /// Grid y coordinates (ascending).
+    pub ys: Vec<f64>,
+    /// Values `z[iy][ix]` (positive).
+    pub z: Vec<Vec<f64>>,
+    /// Named points (endpoints, bend).
+    pub points: Vec<(String, (f64, f64))>,
+    /// The curve's projection.
+    pub curve: Vec<(f64, f64)>,
+    /// Number of level bands.
+    pub levels: usize,
+}
+
+fn lerp_color(t: f64) -> RGBColor {
+    // A perceptually ordered ramp (dark blue → teal → yellow).
+    const S: [(f64, f64, f64); 5] = [
+        (30.0, 40.0, 110.0),
+        (40.0, 100.0, 160.0),
+        (40.0, 160.0, 150.0),
+        (130.0, 200.0, 90.0),
+        (250.0, 230.0, 80.0),
+    ];
+    let t = t.clamp(0.0, 1.0) * (S.len() - 1) as f64;
+    let i = (t.floor() as usize).min(S.len() - 2);
+    let f = t - i as f64;
+    let c = |a: f64, b: f64| (a + (b - a) * f) as u8;
+    RGBColor(
+        c(S[i].0, S[i + 1].0),
+        c(S[i].1, S[i + 1].1),
+        c(S[i].2, S[i + 1].2),
+    )
 }
 
 impl PlaneFigure {
-    /// A figure with a default title.
-    pub fn new(plane: PlaneResult) -> Self {
-        Self {
-            title: format!(
-                "Plane through two minima and the {} bend ({})",
-                plane.curve_kind, plane.arch
-            ),
-            plane,
-        }
+    /// Bilinear interpolation of the grid at `(x, y)`.
+    fn at(&self, x: f64, y: f64) -> f64 {
+        let idx = |v: &[f64], q: f64| {
+            let i = v.partition_point(|&a| a <= q).clamp(1, v.len() - 1) - 1;
+            let f = ((q - v[i]) / (v[i + 1] - v[i])).clamp(0.0, 1.0);
+            (i, f)
+        };
+        let (i, fx) = idx(&self.xs, x);
+        let (j, fy) = idx(&self.ys, y);
+        let z = &self.z;
+        let a = z[j][i] * (1.0 - fx) + z[j][i + 1] * fx;
+        let b = z[j + 1][i] * (1.0 - fx) + z[j + 1][i + 1] * fx;
+        a * (1.0 - fy) + b * fy
+    }
+
+    /// Log-spaced level index of a value.
+    fn band(&self, v: f64, lo: f64, hi: f64) -> usize {
+        let t = ((v.max(lo)).ln() - lo.ln()) / (hi.ln() - lo.ln()).max(1e-12);
+        ((t * self.levels as f64) as usize).min(self.levels - 1)
     }
 }
 
 impl Figure for PlaneFigure {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, style: &Style) -> DrawResult
-    where
-        DB::ErrorType: 'static,
-    {
-        let body = titled(root, style, &self.title)?;
-        let panels = body.split_evenly((1, 2));
-        let p = &self.plane;
-        let pct = |g: &Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-            g.iter()
-                .map(|r| r.iter().map(|v| 100.0 * v).collect())
-                .collect()
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| Error::Plot {
+            path: PathBuf::from(&self.title),
+            msg: format!("{e:?}"),
         };
-        self.panel(&panels[0], style, "Train loss", &p.train_loss)?;
-        self.panel(&panels[1], style, "Test error (%)", &pct(&p.test_err))?;
-        Ok(())
-    }
-}
-
-impl PlaneFigure {
-    fn panel<DB: DrawingBackend>(
-        &self,
-        area: &DrawingArea<DB, Shift>,
-        style: &Style,
-        caption: &str,
-        values: &[Vec<f64>],
-    ) -> DrawResult
-    where
-        DB::ErrorType: 'static,
-    {
-        let p = &self.plane;
-        let z: Vec<f64> = values.iter().flatten().cloned().collect();
-        let grid = Grid::new(p.x.clone(), p.y.clone(), z).ok_or("plane grid has a wrong shape")?;
-        // Log-spaced levels between the smallest positive and the largest value.
-        let pos_min = grid
+        let (x0, x1) = (self.xs[0], *self.xs.last().unwrap());
+        let (y0, y1) = (self.ys[0], *self.ys.last().unwrap());
+        let flat: Vec<f64> = self
             .z
             .iter()
-            .filter(|v| v.is_finite() && **v > 0.0)
-            .fold(f64::INFINITY, |a, &b| a.min(b));
-        let (_, max) = grid.range();
-        let lo = if pos_min.is_finite() { pos_min } else { 1e-3 };
-        let hi = if max.is_finite() && max > lo {
-            max
-        } else {
-            lo * 10.0
-        };
-        let levels = log_levels(lo, hi, BANDS);
-        let ln_levels: Vec<f64> = levels.iter().map(|l| l.ln()).collect();
-        let up = if style.vector { UPSAMPLE / 2 } else { UPSAMPLE };
-        let fine = grid.map(|v| v.max(lo).ln()).upsample(up);
-        let band_color = |b: usize| {
-            let (r, g, bl) = viridis((b as f64 + 0.5) / BANDS as f64);
-            RGBColor(r, g, bl)
-        };
-
-        let (w, _) = area.dim_in_pixel();
-        let cbar_w = ((w as f64) * 0.16).max(60.0 * style.scale) as u32;
-        let (main, cbar) = area.split_horizontally(w - cbar_w);
-
-        let (x0, x1) = (p.x[0], *p.x.last().unwrap());
-        let (y0, y1) = (p.y[0], *p.y.last().unwrap());
+            .flatten()
+            .cloned()
+            .filter(|v| *v > 0.0)
+            .collect();
+        let lo = flat
+            .iter()
+            .cloned()
+            .fold(f64::INFINITY, f64::min)
+            .max(1e-12);
+        let hi = flat
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(lo * 1.0001);
+        let (main, bar) = root.split_horizontally(root.dim_in_pixel().0 as i32 - 110);
         let mut chart = ChartBuilder::on(&main)
-            .caption(caption, style.caption())
-            .margin(style.margin())
-            .x_label_area_size(style.x_label_area())
-            .y_label_area_size(style.y_label_area())
-            .build_cartesian_2d(x0..x1, y0..y1)?;
+            .caption(&self.title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        // Filled level bands on a fine grid, and their edges as contour lines.
+        let (nx, ny) = (160usize, 120usize);
+        let cx = |i: usize| x0 + (x1 - x0) * i as f64 / nx as f64;
+        let cy = |j: usize| y0 + (y1 - y0) * j as f64 / ny as f64;
+        let bands: Vec<Vec<usize>> = (0..ny)
+            .map(|j| {
+                (0..nx)
+                    .map(|i| {
+                        self.band(
+                            self.at(cx(i) + 0.5 * (cx(1) - cx(0)), cy(j) + 0.5 * (cy(1) - cy(0))),
+                            lo,
+                            hi,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let denom = (self.levels - 1).max(1) as f64;
+        chart
+            .draw_series((0..ny).flat_map(|j| {
+                let bands = &bands;
+                (0..nx).map(move |i| {
+                    let c = lerp_color(bands[j][i] as f64 / denom);
+                    Rectangle::new([(cx(i), cy(j)), (cx(i + 1), cy(j + 1))], c.filled())
+                })
+            }))
+            .map_err(err)?;
+        let edge = ShapeStyle::from(&BLACK.mix(0.35)).stroke_width(1);
+        let mut segs = Vec::new();
+        for j in 0..ny {
+            for i in 0..nx {
+                if i + 1 < nx && bands[j][i] != bands[j][i + 1] {
+                    segs.push(vec![(cx(i + 1), cy(j)), (cx(i + 1), cy(j + 1))]);
+                }
+                if j + 1 < ny && bands[j][i] != bands[j + 1][i] {
+                    segs.push(vec![(cx(i), cy(j + 1)), (cx(i + 1), cy(j + 1))]);
+                }
+            }
+        }
+        chart
+            .draw_series(segs.into_iter().map(|s| PathElement::new(s, edge)))
+            .map_err(err)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("along w₂ − w₁")
-            .y_desc("towards the bend θ")
-            .axis_desc_style(style.label())
-            .label_style(style.tick())
-            .x_labels(5)
-            .y_labels(5)
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .draw()?;
-
-        // Filled bands. Polygons that collapse to nothing on the pixel grid are skipped; on
-        // rasters each is also stroked in its own colour to hide seams.
-        let polys = band_polygons(&fine, &ln_levels);
-        let coord = chart.as_coord_spec().clone();
-        let visible = |poly: &Vec<(f64, f64)>| {
-            let px: Vec<(f64, f64)> = poly
-                .iter()
-                .map(|p| {
-                    let (x, y) = coord.translate(p);
-                    (x as f64, y as f64)
-                })
-                .collect();
-            poly_area(&px) >= 0.5
-        };
-        let polys: Vec<_> = polys.into_iter().filter(|(_, p)| visible(p)).collect();
-        chart.draw_series(
-            polys
-                .iter()
-                .map(|(b, poly)| Polygon::new(poly.clone(), band_color(*b).filled())),
-        )?;
-        if !style.vector {
-            chart.draw_series(polys.iter().map(|(b, poly)| {
-                let mut ring = poly.clone();
-                ring.push(poly[0]);
-                PathElement::new(ring, band_color(*b).stroke_width(1))
-            }))?;
+            .x_desc("u (along w1 → w2)")
+            .y_desc("v (towards the bend)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .x_label_formatter(&|v| super::tick(*v))
+            .y_label_formatter(&|v| super::tick(*v))
+            .draw()
+            .map_err(err)?;
+        let ends: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .filter(|(n, _)| n != "bend")
+            .map(|p| p.1)
+            .collect();
+        if ends.len() == 2 {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    ends.clone(),
+                    10,
+                    6,
+                    ShapeStyle::from(&WHITE).stroke_width(2),
+                ))
+                .map_err(err)?
+                .label("chord (line)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], WHITE.stroke_width(3))
+                });
         }
-        // Contour lines at the interior levels.
-        let line_style = RGBColor(20, 20, 20).mix(0.35).stroke_width(1);
-        for l in &ln_levels[1..BANDS] {
-            chart.draw_series(
-                chain_segments(&contour_segments(&fine, *l))
-                    .into_iter()
-                    .map(|line| PathElement::new(line, line_style)),
-            )?;
+        if !self.curve.is_empty() {
+            let c = color(1);
+            chart
+                .draw_series(LineSeries::new(self.curve.clone(), c.stroke_width(3)))
+                .map_err(err)?
+                .label("curve")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))
+                });
         }
-
-        // Chord (dashed), projected curve, endpoints and bend.
-        let lw = style.line_width();
-        let white = WHITE.stroke_width(lw);
-        chart.draw_series(DashedLineSeries::new(
-            vec![(p.a[0], p.a[1]), (p.b[0], p.b[1])],
-            style.dash(),
-            style.dash() / 2 + 2,
-            white,
-        ))?;
-        chart.draw_series(LineSeries::new(p.curve.iter().map(|c| (c[0], c[1])), white))?;
-        let r = style.marker() + 1;
-        let text = style.legend().color(&WHITE);
-        let label_at = |pt: [f64; 2], name: &str, dy: i32| {
-            EmptyElement::at((pt[0], pt[1]))
-                + Circle::new((0, 0), r, BLACK.filled())
-                + Circle::new((0, 0), r, WHITE.stroke_width(2))
-                + Text::new(name.to_string(), (r + 3, dy), text.clone())
-        };
-        let off = -(2 * r + 6);
-        chart.draw_series([label_at(p.a, "w₁", off), label_at(p.b, "w₂", off)])?;
-        chart.draw_series([EmptyElement::at((p.bend[0], p.bend[1]))
-            + TriangleMarker::new((0, 0), r + 2, WHITE.filled())
-            + Text::new("θ (bend)".to_string(), (r + 4, -(r + 2)), text.clone())])?;
-
-        // Colour bar: one box per band, its edges labelled (log-spaced values).
-        let (cw, _) = cbar.dim_in_pixel();
-        let mut bar = ChartBuilder::on(&cbar)
-            .margin_top(style.margin() + (style.px(23.0) * 1.6) as u32)
-            .margin_bottom(style.margin() + style.x_label_area())
-            .margin_left((cw as f64 * 0.08) as u32)
-            .build_cartesian_2d(0f64..1f64, ln_levels[0]..ln_levels[BANDS])?;
-        let bar_w = 0.28;
-        bar.draw_series((0..BANDS).map(|b| {
-            Rectangle::new(
-                [(0.0, ln_levels[b]), (bar_w, ln_levels[b + 1])],
-                band_color(b).filled(),
-            )
-        }))?;
-        bar.draw_series([Rectangle::new(
-            [(0.0, ln_levels[0]), (bar_w, ln_levels[BANDS])],
-            RGBColor(60, 60, 60).stroke_width(1),
-        )])?;
-        let tick = style.tick().pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Left,
-            plotters::style::text_anchor::VPos::Center,
-        ));
-        let step = if BANDS > 8 { 2 } else { 1 };
-        bar.draw_series((0..=BANDS).step_by(step).map(|k| {
-            EmptyElement::at((bar_w, ln_levels[k]))
-                + PathElement::new(vec![(0, 0), (5, 0)], RGBColor(60, 60, 60).stroke_width(1))
-                + Text::new(sig2(levels[k]), (8, 0), tick.clone())
-        }))?;
+        for (name, p) in &self.points {
+            let fill = if name == "bend" { color(3) } else { WHITE };
+            chart
+                .draw_series(std::iter::once(Circle::new(*p, 7, fill.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Circle::new(*p, 7, BLACK.stroke_width(2))))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    name.clone(),
+                    (p.0 + 0.02 * (x1 - x0), p.1 + 0.03 * (y1 - y0)),
+                    (FONT, 18).into_font().color(&WHITE),
+                )))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(BLACK.mix(0.35))
+            .label_font((FONT, 14).into_font().color(&WHITE))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        // Colour bar with log-spaced level values.
+        let bar = bar.margin(70, 50, 10, 40);
+        let (_, h) = bar.dim_in_pixel();
+        let n = self.levels;
+        for k in 0..n {
+            let top = h as i32 - ((k + 1) as f64 / n as f64 * h as f64) as i32;
+            let bottom = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+            bar.draw(&Rectangle::new(
+                [(0, top), (22, bottom)],
+                lerp_color(k as f64 / denom).filled(),
+            ))
+            .map_err(err)?;
+        }
+        for k in 0..=n {
+            if k % 2 == 1 && k != n {
+                continue;
+            }
+            let v = (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / n as f64).exp();
+            let y = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+            bar.draw(&Text::new(super::tick(v), (26, y - 7), (FONT, 13)))
+                .map_err(err)?;
+        }
+        let w = root.dim_in_pixel().0 as i32;
+        root.draw(&Text::new(self.label.clone(), (w - 108, 40), (FONT, 14)))
+            .map_err(err)?;
         Ok(())
     }
-}
-
-/// Two significant digits (`0.12`, `4.7`, `130`).
-pub fn sig2(v: f64) -> String {
-    if !(v.is_finite()) || v == 0.0 {
-        return fmt_tick(v);
-    }
-    let e = v.abs().log10().floor() as i32;
-    let decimals = (1 - e).max(0) as usize;
-    if e >= 5 || e <= -4 {
-        return format!("{v:.1e}");
-    }
-    format!("{v:.decimals$}")
 }

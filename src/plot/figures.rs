@@ -1,0 +1,326 @@
+//! Figures built from result files: `path.csv` (loss/error along paths), `plane.json` (the
+//! plane), vtrain's `metrics.jsonl` and `variational.safetensors` (accuracy, sparsity, log α),
+//! and the KL approximation against its exact value (computed, REFERENCE §3).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::plane::PlaneFigure;
+use super::{Panel, PanelKind, Panels, SIZE, Series, save};
+use crate::error::{Error, Result};
+use crate::variational::kl::{kl_exact, kl_log_uniform};
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Loss and error along every path of a `path.csv`; writes `<out>/path.{png,svg}`.
+pub fn path_figure(csv: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let text = read(csv)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| {
+            Error::data(csv, format!("no `{name}` column (not a modeconn path.csv)"))
+        })
+    };
+    let (ip, it) = (col("path")?, col("t")?);
+    let metrics = ["test_loss", "test_err", "train_loss"];
+    let idx: Vec<usize> = metrics.iter().map(|m| col(m)).collect::<Result<_>>()?;
+    let mut paths: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| -> Result<f64> {
+            f.get(i)
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
+        };
+        let name = f.get(ip).unwrap_or(&"").to_string();
+        if !order.contains(&name) {
+            order.push(name.clone());
+        }
+        let mut row = vec![num(it)?];
+        for &i in &idx {
+            row.push(num(i)?);
+        }
+        paths.entry(name).or_default().push(row);
+    }
+    let titles = ["Test loss (NLL)", "Test error (%)", "Train loss (NLL)"];
+    let panels = (0..3)
+        .map(|m| {
+            let scale = if m == 1 { 100.0 } else { 1.0 };
+            let mut series: Vec<Series> = order
+                .iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let pts = paths[name]
+                        .iter()
+                        .map(|r| (r[0], r[m + 1] * scale))
+                        .collect();
+                    let mut s = Series::new(name.clone(), pts, k);
+                    s.dashed = name == "line";
+                    s
+                })
+                .collect();
+            if let Some(first) = order.first() {
+                let rows = &paths[first];
+                let (a, b) = (&rows[0], &rows[rows.len() - 1]);
+                let mut ends = Series::new(
+                    "endpoints",
+                    vec![(a[0], a[m + 1] * scale), (b[0], b[m + 1] * scale)],
+                    7,
+                );
+                ends.markers = true;
+                ends.dashed = true;
+                series.push(ends);
+            }
+            let mut p = Panel::lines(titles[m], "t", titles[m], series);
+            p.log_y = m != 1;
+            p
+        })
+        .collect();
+    let fig = Panels {
+        title: "Along the straight line and the fitted curves".into(),
+        panels,
+    };
+    save(&fig, &out.join("path"), (1350, 430))
+}
+
+/// The plane of `plane.json`: train loss and test error; writes `<out>/plane_train_loss` and
+/// `<out>/plane_test_err` (PNG and SVG).
+pub fn plane_figures(json: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let v: Value = serde_json::from_str(&read(json)?)
+        .map_err(|e| Error::data(json, format!("invalid JSON: {e}")))?;
+    let bad = |k: &str| {
+        Error::data(
+            json,
+            format!("missing or invalid `{k}` (not a modeconn plane.json)"),
+        )
+    };
+    let vec1 = |k: &str| -> Result<Vec<f64>> {
+        v[k].as_array()
+            .ok_or_else(|| bad(k))?
+            .iter()
+            .map(|x| x.as_f64().ok_or_else(|| bad(k)))
+            .collect()
+    };
+    let vec2 = |k: &str| -> Result<Vec<Vec<f64>>> {
+        v[k].as_array()
+            .ok_or_else(|| bad(k))?
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .ok_or_else(|| bad(k))?
+                    .iter()
+                    .map(|x| x.as_f64().ok_or_else(|| bad(k)))
+                    .collect()
+            })
+            .collect()
+    };
+    let pt = |k: &str| -> Result<(f64, f64)> {
+        let a = vec1(k)?;
+        (a.len() == 2).then(|| (a[0], a[1])).ok_or_else(|| bad(k))
+    };
+    let (xs, ys) = (vec1("x")?, vec1("y")?);
+    let curve: Vec<(f64, f64)> = vec2("curve")?.into_iter().map(|p| (p[0], p[1])).collect();
+    let points = vec![
+        ("w1".to_string(), pt("w1")?),
+        ("w2".to_string(), pt("w2")?),
+        ("bend".to_string(), pt("bend")?),
+    ];
+    let mut files = Vec::new();
+    for (key, title, label, scale) in [
+        (
+            "train_loss",
+            "Train loss in the plane of w1, bend, w2",
+            "train loss",
+            1.0,
+        ),
+        (
+            "test_err",
+            "Test error (%) in the plane of w1, bend, w2",
+            "test error %",
+            100.0,
+        ),
+    ] {
+        let z: Vec<Vec<f64>> = vec2(key)?
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| (x * scale).max(1e-3)).collect())
+            .collect();
+        if z.len() != ys.len()
+            || z.iter().any(|r| r.len() != xs.len())
+            || xs.len() < 2
+            || ys.len() < 2
+        {
+            return Err(bad(key));
+        }
+        let fig = PlaneFigure {
+            title: title.into(),
+            label: label.into(),
+            xs: xs.clone(),
+            ys: ys.clone(),
+            z,
+            points: points.clone(),
+            curve: curve.clone(),
+            levels: 14,
+        };
+        files.extend(save(&fig, &out.join(format!("plane_{key}")), (820, 640))?);
+    }
+    Ok(files)
+}
+
+/// −KL of the log-uniform prior: exact series vs Molchanov's approximation over
+/// log α ∈ [−10, 10], and the residual; writes `<out>/kl.{png,svg}`.
+pub fn kl_figure(out: &Path) -> Result<Vec<PathBuf>> {
+    let grid: Vec<f64> = (0..=400).map(|i| -10.0 + 20.0 * i as f64 / 400.0).collect();
+    let exact: Vec<(f64, f64)> = grid.iter().map(|&a| (a, -kl_exact(a))).collect();
+    let approx: Vec<(f64, f64)> = grid.iter().map(|&a| (a, -kl_log_uniform(a))).collect();
+    let resid: Vec<(f64, f64)> = grid
+        .iter()
+        .map(|&a| (a, kl_log_uniform(a) - kl_exact(a)))
+        .collect();
+    let mut approx_s = Series::new("approximation (Molchanov et al. 2017)", approx, 1);
+    approx_s.dashed = true;
+    let fig = Panels {
+        title: "KL of the log-uniform prior".into(),
+        panels: vec![
+            Panel::lines(
+                "−KL(q ‖ p) against log α",
+                "log α",
+                "−KL",
+                vec![Series::new("exact (series)", exact, 0), approx_s],
+            ),
+            Panel::lines(
+                "Residual: approximation − exact (KL)",
+                "log α",
+                "KL difference",
+                vec![Series::new("approx − exact", resid, 2)],
+            ),
+        ],
+    };
+    save(&fig, &out.join("kl"), SIZE)
+}
+
+fn jsonl(path: &Path) -> Result<Vec<Value>> {
+    read(path)?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::data(path, format!("line {}: invalid JSON: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Per-key series of an object-valued metric (e.g. `sparsity` keyed by layer).
+fn keyed(records: &[Value], key: &str, scale: f64) -> Vec<Series> {
+    let mut names: Vec<String> = Vec::new();
+    for r in records {
+        if let Some(m) = r[key].as_object() {
+            for k in m.keys() {
+                if !names.contains(k) {
+                    names.push(k.clone());
+                }
+            }
+        }
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let pts = records
+                .iter()
+                .filter_map(|r| Some((r["epoch"].as_f64()?, r[key][n].as_f64()? * scale)))
+                .collect();
+            Series::new(n.clone(), pts, i)
+        })
+        .collect()
+}
+
+/// vtrain diagnostics from `metrics.jsonl`: test accuracy of the mode, one sample and the
+/// ensembles; per-layer sparsity; per-layer mean log α. Writes `<out>/vtrain.{png,svg}`.
+pub fn vtrain_figure(metrics: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let recs = jsonl(metrics)?;
+    let scalar = |k: &str| -> Vec<(f64, f64)> {
+        recs.iter()
+            .filter_map(|r| Some((r["epoch"].as_f64()?, r[k].as_f64()? * 100.0)))
+            .collect()
+    };
+    let mut acc = vec![
+        Series::new("mode", scalar("test_mode_acc"), 0),
+        Series::new("one sample", scalar("test_sample_acc"), 1),
+    ];
+    for (i, mut s) in keyed(&recs, "test_ensemble_acc", 100.0)
+        .into_iter()
+        .enumerate()
+    {
+        s.label = format!("ensemble of {}", s.label);
+        s.color = 2 + i;
+        acc.push(s);
+    }
+    acc.retain(|s| !s.points.is_empty());
+    for s in acc.iter_mut() {
+        s.markers = s.points.len() <= 30;
+    }
+    let fig = Panels {
+        title: format!("Variational training ({})", metrics.display()),
+        panels: vec![
+            Panel::lines("Test accuracy", "epoch", "accuracy (%)", acc),
+            Panel::lines(
+                "Sparsity (log α > 3)",
+                "epoch",
+                "fraction pruned (%)",
+                keyed(&recs, "sparsity", 100.0),
+            ),
+            Panel::lines(
+                "Mean log α per layer",
+                "epoch",
+                "log α",
+                keyed(&recs, "log_alpha_mean", 1.0),
+            ),
+        ],
+    };
+    save(&fig, &out.join("vtrain"), (1400, 430))
+}
+
+/// Histograms of log α per layer, `(layer, values)`; writes `<out>/log_alpha_hist`.
+pub fn log_alpha_histograms(layers: &[(String, Vec<f32>)], out: &Path) -> Result<Vec<PathBuf>> {
+    let panels = layers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, v))| {
+            let bins = 40;
+            let (lo, hi) = (-10.0f64, 10.0f64);
+            let mut counts = vec![0f64; bins];
+            for &x in v {
+                let k = (((x as f64 - lo) / (hi - lo)) * bins as f64).floor();
+                counts[(k.max(0.0) as usize).min(bins - 1)] += 1.0;
+            }
+            let pts = counts
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| (lo + (k as f64 + 0.5) * (hi - lo) / bins as f64, c))
+                .collect();
+            Panel {
+                title: format!("{name}: {} weights", v.len()),
+                xlabel: "log α (pruned above 3)".into(),
+                ylabel: "count".into(),
+                series: vec![Series::new("", pts, i)],
+                log_y: false,
+                kind: PanelKind::Bars,
+            }
+        })
+        .collect();
+    let fig = Panels {
+        title: "log α per layer".into(),
+        panels,
+    };
+    save(
+        &fig,
+        &out.join("log_alpha_hist"),
+        (420 * layers.len().max(1) as u32, 400),
+    )
+}
