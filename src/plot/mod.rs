@@ -3,6 +3,7 @@
 //! histograms. Every figure is written as PNG and SVG (atomically) with DejaVu Sans embedded, so
 //! text renders without system fonts.
 
+pub mod contour;
 pub mod figures;
 pub mod plane;
 
