@@ -62,7 +62,7 @@ pub enum Command {
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run), or `kl` for the KL approximation figure.
     Plot(PlotArgs),
-    /// The main job on the embedded digits data (about a minute): two MLPs, the line, a chain
+    /// The main job on the embedded digits data (seconds on 2 cores): two MLPs, the line, a chain
     /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
     /// variance layer, the plane, and all figures; prints a summary table.
     Demo(DemoArgs),

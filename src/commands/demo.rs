@@ -1,5 +1,5 @@
-//! `modeconn demo`: the main job on the embedded digits data, end to end in about a minute on
-//! two cores. Every step is an ordinary subcommand run in-process with the same flags a user
+//! `modeconn demo`: the main job on the embedded digits data, end to end in seconds on two
+//! cores (after the build). Every step is an ordinary subcommand run in-process with the same flags a user
 //! would type, so the demo's outputs are those commands' outputs.
 
 use std::path::{Path, PathBuf};
