@@ -311,6 +311,7 @@ pub fn log_alpha_histograms(layers: &[(String, Vec<f32>)], out: &Path) -> Result
                 series: vec![Series::new("", pts, i)],
                 log_y: false,
                 kind: PanelKind::Bars,
+                legend: false,
             }
         })
         .collect();
