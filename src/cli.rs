@@ -799,7 +799,7 @@ pub struct DemoArgs {
 pub struct RunArgs {
     /// The analysis spec (TOML).
     pub spec: PathBuf,
-    /// Output directory [default: runs/<spec name>].
+    /// Output directory [default: runs/NAME, NAME the spec file name without .toml].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
