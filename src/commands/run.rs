@@ -20,7 +20,7 @@ use crate::spec::{Analysis, fnv1a, placeholders};
 pub struct RunOptions {
     /// The spec file.
     pub spec: PathBuf,
-    /// Output directory [default: `runs/<spec file stem>`].
+    /// Output directory (default: `runs/<spec file stem>`).
     pub out: Option<PathBuf>,
 }
 
