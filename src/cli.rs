@@ -707,6 +707,10 @@ pub struct PlotArgs {
     /// Output directory for the figures [default: next to the input].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Size of every figure in pixels, WIDTHxHEIGHT (PNG pixels, SVG units) [default: per
+    /// figure].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
 }
 
 /// Runs a parsed command; returns its result as JSON and the text to print on stdout.
@@ -732,6 +736,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
         Command::Plot(a) => {
             let opts = commands::plot::PlotOptions {
+                size: a
+                    .size
+                    .as_deref()
+                    .map(|s| commands::plot::parse_size(s, "--size"))
+                    .transpose()?,
                 input: a.input,
                 out: a.out,
             };
@@ -790,7 +799,7 @@ pub struct DemoArgs {
 pub struct RunArgs {
     /// The analysis spec (TOML).
     pub spec: PathBuf,
-    /// Output directory [default: runs/<spec name>].
+    /// Output directory [default: runs/NAME, NAME the spec file name without .toml].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

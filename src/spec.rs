@@ -55,7 +55,8 @@ pub struct Analysis {
     pub steps: Vec<Step>,
 }
 
-fn placeholders(arg: &str) -> Vec<&str> {
+/// The `{name}` placeholders of an argument, in order.
+pub fn placeholders(arg: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = arg;
     while let Some(i) = rest.find('{') {

@@ -48,14 +48,28 @@ fn analysis_runs_once_then_is_cached() {
     let second = run();
     assert_eq!(second.matches("\"cached\"").count(), 4, "{second}");
     assert_eq!(std::fs::metadata(&model).unwrap().modified().unwrap(), t1);
-    // Changing one step's flags reruns that step only.
     std::fs::write(
         &spec,
         SPEC.replace("\"--points\", \"5\"", "\"--points\", \"7\""),
     )
     .unwrap();
+    // Changing one step's flags reruns that step and the figure drawn from it.
     let third = run();
-    assert_eq!(third.matches("\"ran\"").count(), 1, "{third}");
+    assert_eq!(third.matches("\"ran\"").count(), 2, "{third}");
+    // Changing an upstream step reruns it and everything that reads it, not its siblings.
+    std::fs::write(
+        &spec,
+        SPEC.replace("\"--points\", \"5\"", "\"--points\", \"7\"")
+            .replace(
+                "\"--epochs\", \"2\", \"--seed\", \"1\"",
+                "\"--epochs\", \"3\", \"--seed\", \"1\"",
+            ),
+    )
+    .unwrap();
+    let fourth = run();
+    assert_eq!(fourth.matches("\"ran\"").count(), 3, "{fourth}");
+    assert_eq!(fourth.matches("\"cached\"").count(), 1, "{fourth}");
+    assert_ne!(std::fs::metadata(&model).unwrap().modified().unwrap(), t1);
 }
 
 #[test]

@@ -53,7 +53,10 @@ fn every_plot_kind_renders() {
         }
     }
     std::fs::write(d.join("path.csv"), csv).unwrap();
-    check(&path_figure(&d.join("path.csv"), d).unwrap(), (1350, 430));
+    check(
+        &path_figure(&d.join("path.csv"), d, None).unwrap(),
+        (1350, 430),
+    );
 
     let g = 5;
     let xs: Vec<f64> = (0..g).map(|i| i as f64).collect();
@@ -68,11 +71,11 @@ fn every_plot_kind_renders() {
         "w1": [1.0, 1.0], "w2": [3.0, 1.0], "bend": [2.0, 3.0],
         "curve": [[1.0, 1.0], [2.0, 2.0], [3.0, 1.0]]});
     std::fs::write(d.join("plane.json"), plane.to_string()).unwrap();
-    let files = plane_figures(&d.join("plane.json"), d).unwrap();
+    let files = plane_figures(&d.join("plane.json"), d, None).unwrap();
     check(&files[..2], (820, 640));
     check(&files[2..], (820, 640));
 
-    check(&kl_figure(d).unwrap(), modeconn::plot::SIZE);
+    check(&kl_figure(d, None).unwrap(), modeconn::plot::SIZE);
 
     let mut log = String::new();
     for e in 1..=4 {
@@ -86,7 +89,7 @@ fn every_plot_kind_renders() {
     }
     std::fs::write(d.join("metrics.jsonl"), log).unwrap();
     check(
-        &vtrain_figure(&d.join("metrics.jsonl"), d).unwrap(),
+        &vtrain_figure(&d.join("metrics.jsonl"), d, None).unwrap(),
         (1400, 430),
     );
     let layers = vec![
@@ -96,11 +99,11 @@ fn every_plot_kind_renders() {
         ),
         ("fc2".to_string(), (0..50).map(|i| (i % 5) as f32).collect()),
     ];
-    check(&log_alpha_histograms(&layers, d).unwrap(), (840, 400));
+    check(&log_alpha_histograms(&layers, d, None).unwrap(), (840, 400));
 
     // Bad input names the file.
     std::fs::write(d.join("bad.json"), "{\"x\": 1}").unwrap();
-    let e = plane_figures(&d.join("bad.json"), d)
+    let e = plane_figures(&d.join("bad.json"), d, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("bad.json"), "{e}");
@@ -175,6 +178,27 @@ fn plane_and_plot_on_digits() {
     run(&["plot", &s(&d.join("pl"))]);
     assert!(d.join("pl/plane_train_loss.png").exists());
     assert!(d.join("pl/plane_test_err.svg").exists());
+    // A requested size applies to every figure, PNG and SVG.
+    run(&[
+        "plot",
+        &s(&d.join("pl")),
+        "--size",
+        "640x480",
+        "--out",
+        &s(&d.join("small")),
+    ]);
+    let small = [
+        d.join("small/plane_train_loss.png"),
+        d.join("small/plane_train_loss.svg"),
+    ];
+    check(&small, (640, 480));
+    Command::cargo_bin("modeconn")
+        .unwrap()
+        .args(["plot", &s(&d.join("pl")), "--size", "64x48"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicates::str::contains("--size `64x48`"));
     Command::cargo_bin("modeconn")
         .unwrap()
         .args(["plot", &s(&d.join("m1"))])

@@ -21,6 +21,24 @@ pub struct PlotOptions {
     pub input: PathBuf,
     /// Output directory [default: the input's directory].
     pub out: Option<PathBuf>,
+    /// Size of every figure in pixels [default: per figure].
+    pub size: Option<(u32, u32)>,
+}
+
+/// Parses `WIDTHxHEIGHT` (each side 200 to 8000 pixels); `flag` names the option in errors.
+pub fn parse_size(s: &str, flag: &str) -> Result<(u32, u32)> {
+    let bad = || {
+        Error::Config(format!(
+            "{flag} `{s}`: expected WIDTHxHEIGHT with sides of 200 to 8000 pixels, e.g. 1200x800"
+        ))
+    };
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(200..=8000).contains(&w) || !(200..=8000).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
 }
 
 fn is_vtrain(metrics: &Path) -> bool {
@@ -35,7 +53,7 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     let input = &opts.input;
     if input.as_os_str() == "kl" {
         let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("."));
-        return Ok(json!(kl_figure(&out)?));
+        return Ok(json!(kl_figure(&out, opts.size)?));
     }
     if !input.exists() {
         return Err(Error::io(
@@ -55,13 +73,13 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     let wants = |name: &str| file.as_deref().is_none_or(|f| f == name) && dir.join(name).exists();
     let mut files = Vec::new();
     if wants("path.csv") {
-        files.extend(path_figure(&dir.join("path.csv"), &out)?);
+        files.extend(path_figure(&dir.join("path.csv"), &out, opts.size)?);
     }
     if wants("plane.json") {
-        files.extend(plane_figures(&dir.join("plane.json"), &out)?);
+        files.extend(plane_figures(&dir.join("plane.json"), &out, opts.size)?);
     }
     if wants("metrics.jsonl") && is_vtrain(&dir.join("metrics.jsonl")) {
-        files.extend(vtrain_figure(&dir.join("metrics.jsonl"), &out)?);
+        files.extend(vtrain_figure(&dir.join("metrics.jsonl"), &out, opts.size)?);
         let vm = dir.join("variational.safetensors");
         if vm.exists() {
             let (model, params, _) = load_vmodel(&vm, &eval_device())?;
@@ -71,7 +89,7 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
                 .filter_map(|(n, v)| v.map(|v| (n, v)))
                 .collect();
             if !layers.is_empty() {
-                files.extend(log_alpha_histograms(&layers, &out)?);
+                files.extend(log_alpha_histograms(&layers, &out, opts.size)?);
             }
         }
     }

@@ -16,8 +16,9 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
-/// Loss and error along every path of a `path.csv`; writes `<out>/path.{png,svg}`.
-pub fn path_figure(csv: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+/// Loss and error along every path of a `path.csv`; writes `<out>/path.{png,svg}`. Every
+/// figure function takes an optional size in pixels (default: per figure).
+pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
     let text = read(csv)?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
@@ -86,12 +87,12 @@ pub fn path_figure(csv: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         title: "Along the straight line and the fitted curves".into(),
         panels,
     };
-    save(&fig, &out.join("path"), (1350, 430))
+    save(&fig, &out.join("path"), size.unwrap_or((1350, 430)))
 }
 
 /// The plane of `plane.json`: train loss and test error; writes `<out>/plane_train_loss` and
 /// `<out>/plane_test_err` (PNG and SVG).
-pub fn plane_figures(json: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+pub fn plane_figures(json: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
     let v: Value = serde_json::from_str(&read(json)?)
         .map_err(|e| Error::data(json, format!("invalid JSON: {e}")))?;
     let bad = |k: &str| {
@@ -167,14 +168,18 @@ pub fn plane_figures(json: &Path, out: &Path) -> Result<Vec<PathBuf>> {
             curve: curve.clone(),
             levels: 14,
         };
-        files.extend(save(&fig, &out.join(format!("plane_{key}")), (820, 640))?);
+        files.extend(save(
+            &fig,
+            &out.join(format!("plane_{key}")),
+            size.unwrap_or((820, 640)),
+        )?);
     }
     Ok(files)
 }
 
 /// −KL of the log-uniform prior: exact series vs Molchanov's approximation over
 /// log α ∈ [−10, 10], and the residual; writes `<out>/kl.{png,svg}`.
-pub fn kl_figure(out: &Path) -> Result<Vec<PathBuf>> {
+pub fn kl_figure(out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
     let grid: Vec<f64> = (0..=400).map(|i| -10.0 + 20.0 * i as f64 / 400.0).collect();
     let exact: Vec<(f64, f64)> = grid.iter().map(|&a| (a, -kl_exact(a))).collect();
     let approx: Vec<(f64, f64)> = grid.iter().map(|&a| (a, -kl_log_uniform(a))).collect();
@@ -201,7 +206,7 @@ pub fn kl_figure(out: &Path) -> Result<Vec<PathBuf>> {
             ),
         ],
     };
-    save(&fig, &out.join("kl"), SIZE)
+    save(&fig, &out.join("kl"), size.unwrap_or(SIZE))
 }
 
 fn jsonl(path: &Path) -> Result<Vec<Value>> {
@@ -242,7 +247,7 @@ fn keyed(records: &[Value], key: &str, scale: f64) -> Vec<Series> {
 
 /// vtrain diagnostics from `metrics.jsonl`: test accuracy of the mode, one sample and the
 /// ensembles; per-layer sparsity; per-layer mean log α. Writes `<out>/vtrain.{png,svg}`.
-pub fn vtrain_figure(metrics: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+pub fn vtrain_figure(metrics: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
     let recs = jsonl(metrics)?;
     let scalar = |k: &str| -> Vec<(f64, f64)> {
         recs.iter()
@@ -283,11 +288,15 @@ pub fn vtrain_figure(metrics: &Path, out: &Path) -> Result<Vec<PathBuf>> {
             ),
         ],
     };
-    save(&fig, &out.join("vtrain"), (1400, 430))
+    save(&fig, &out.join("vtrain"), size.unwrap_or((1400, 430)))
 }
 
 /// Histograms of log α per layer, `(layer, values)`; writes `<out>/log_alpha_hist`.
-pub fn log_alpha_histograms(layers: &[(String, Vec<f32>)], out: &Path) -> Result<Vec<PathBuf>> {
+pub fn log_alpha_histograms(
+    layers: &[(String, Vec<f32>)],
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
     let panels = layers
         .iter()
         .enumerate()
@@ -311,6 +320,7 @@ pub fn log_alpha_histograms(layers: &[(String, Vec<f32>)], out: &Path) -> Result
                 series: vec![Series::new("", pts, i)],
                 log_y: false,
                 kind: PanelKind::Bars,
+                legend: false,
             }
         })
         .collect();
@@ -321,6 +331,6 @@ pub fn log_alpha_histograms(layers: &[(String, Vec<f32>)], out: &Path) -> Result
     save(
         &fig,
         &out.join("log_alpha_hist"),
-        (420 * layers.len().max(1) as u32, 400),
+        size.unwrap_or((420 * layers.len().max(1) as u32, 400)),
     )
 }

@@ -3,6 +3,7 @@
 //! histograms. Every figure is written as PNG and SVG (atomically) with DejaVu Sans embedded, so
 //! text renders without system fonts.
 
+pub mod contour;
 pub mod figures;
 pub mod plane;
 
@@ -10,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters_backend::DrawingErrorKind;
 
 use crate::error::{Error, Result};
 use crate::params::io::write_atomic;
@@ -108,6 +111,8 @@ pub struct Panel {
     pub log_y: bool,
     /// Lines or bars.
     pub kind: PanelKind,
+    /// Draw the legend (placed in the corner that hides the least data).
+    pub legend: bool,
 }
 
 impl Panel {
@@ -120,6 +125,7 @@ impl Panel {
             series,
             log_y: false,
             kind: PanelKind::Lines,
+            legend: true,
         }
     }
 }
@@ -204,6 +210,122 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A legend swatch: a short horizontal line, solid or dashed, starting at its anchor.
+#[derive(Debug, Clone, Copy)]
+pub struct LegendLine {
+    at: (i32, i32),
+    color: RGBColor,
+    dashed: bool,
+}
+
+impl<'a> PointCollection<'a, (i32, i32)> for &'a LegendLine {
+    type Point = &'a (i32, i32);
+    type IntoIter = std::iter::Once<&'a (i32, i32)>;
+    fn point_iter(self) -> std::iter::Once<&'a (i32, i32)> {
+        std::iter::once(&self.at)
+    }
+}
+
+impl<DB: DrawingBackend> Drawable<DB> for LegendLine {
+    fn draw<I: Iterator<Item = (i32, i32)>>(
+        &self,
+        mut pos: I,
+        backend: &mut DB,
+        _: (u32, u32),
+    ) -> std::result::Result<(), DrawingErrorKind<DB::ErrorType>> {
+        let Some((x, y)) = pos.next() else {
+            return Ok(());
+        };
+        let style = ShapeStyle::from(&self.color).stroke_width(3);
+        if self.dashed {
+            backend.draw_line((x, y), (x + 8, y), &style)?;
+            backend.draw_line((x + 14, y), (x + 22, y), &style)
+        } else {
+            backend.draw_line((x, y), (x + 22, y), &style)
+        }
+    }
+}
+
+/// The legend corner of a panel that covers the fewest data: each series is sampled densely
+/// along its segments in axis-normalised coordinates (log y when `log`), and the corner boxes
+/// (the legend's estimated size within a plotting area of `plot_px` pixels) are scored by the samples
+/// they contain; ties prefer upper right, upper left, lower right, lower left, then the middle
+/// of the right and left edges.
+pub fn legend_corner(
+    series: &[Series],
+    x: (f64, f64),
+    y: (f64, f64),
+    log: bool,
+    plot_px: (u32, u32),
+) -> SeriesLabelPosition {
+    let labelled: Vec<&Series> = series.iter().filter(|s| !s.label.is_empty()).collect();
+    let chars = labelled
+        .iter()
+        .map(|s| s.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    // The legend box in pixels (14 px font: ~7.5 px per character, 18 px per entry) as a
+    // fraction of the plotting area.
+    let (pw, ph) = (plot_px.0.max(1) as f64, plot_px.1.max(1) as f64);
+    let w = ((60.0 + 7.5 * chars as f64) / pw).clamp(0.1, 0.95);
+    let h = ((18.0 * labelled.len() as f64 + 24.0) / ph).clamp(0.05, 0.95);
+    let ty = |v: f64| if log { v.max(1e-300).ln() } else { v };
+    let (ya, yb) = (ty(y.0), ty(y.1));
+    let norm = |(px, py): (f64, f64)| {
+        (
+            (px - x.0) / (x.1 - x.0).max(1e-300),
+            (ty(py) - ya) / (yb - ya).max(1e-300),
+        )
+    };
+    let mut samples = Vec::new();
+    for s in series {
+        let pts: Vec<(f64, f64)> = s.points.iter().map(|&p| norm(p)).collect();
+        if let [p] = pts[..] {
+            samples.push(p);
+        }
+        for seg in pts.windows(2) {
+            for k in 0..=16 {
+                let f = k as f64 / 16.0;
+                samples.push((
+                    seg[0].0 + f * (seg[1].0 - seg[0].0),
+                    seg[0].1 + f * (seg[1].1 - seg[0].1),
+                ));
+            }
+        }
+    }
+    let corners = [
+        (
+            SeriesLabelPosition::UpperRight,
+            (1.0 - w, 1.0),
+            (1.0 - h, 1.0),
+        ),
+        (SeriesLabelPosition::UpperLeft, (0.0, w), (1.0 - h, 1.0)),
+        (SeriesLabelPosition::LowerRight, (1.0 - w, 1.0), (0.0, h)),
+        (SeriesLabelPosition::LowerLeft, (0.0, w), (0.0, h)),
+        (
+            SeriesLabelPosition::MiddleRight,
+            (1.0 - w, 1.0),
+            (0.5 - h / 2.0, 0.5 + h / 2.0),
+        ),
+        (
+            SeriesLabelPosition::MiddleLeft,
+            (0.0, w),
+            (0.5 - h / 2.0, 0.5 + h / 2.0),
+        ),
+    ];
+    let score = |(xr, yr): ((f64, f64), (f64, f64))| {
+        samples
+            .iter()
+            .filter(|(px, py)| (xr.0..=xr.1).contains(px) && (yr.0..=yr.1).contains(py))
+            .count()
+    };
+    corners
+        .iter()
+        .min_by_key(|(_, xr, yr)| score((*xr, *yr)))
+        .map(|c| c.0.clone())
+        .unwrap_or(SeriesLabelPosition::UpperRight)
+}
+
 /// A row of panels under a title.
 pub struct Panels {
     /// Figure title.
@@ -221,9 +343,18 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
     let (x0, x1) = range(xs, false);
     let ys = p.series.iter().flat_map(|s| s.points.iter().map(|q| q.1));
     let (mut y0, y1) = range(ys, p.log_y);
-    if p.kind == PanelKind::Bars {
+    let nonnegative = p
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .all(|q| q.1 >= 0.0);
+    if p.kind == PanelKind::Bars || (nonnegative && y0 < 0.0) {
+        // Counts, errors, sparsities: no negative axis below data that cannot be negative.
         y0 = 0.0;
     }
+    let (aw, ah) = area.dim_in_pixel();
+    let plot_px = (aw.saturating_sub(64 + 24), ah.saturating_sub(42 + 60));
+    let corner = legend_corner(&p.series, (x0, x1), (y0, y1), p.log_y, plot_px);
     let mut b = ChartBuilder::on(area);
     b.caption(&p.title, (FONT, 20))
         .margin(12)
@@ -238,7 +369,8 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                 .y_desc(p.ylabel.as_str())
                 .label_style((FONT, 14))
                 .axis_desc_style((FONT, 16))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(RGBColor(244, 244, 244))
+                .bold_line_style(RGBColor(215, 215, 215))
                 .x_label_formatter(&|v| tick(*v))
                 .y_label_formatter(&|v| tick(*v))
                 .draw()
@@ -266,11 +398,11 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                         .draw_series(LineSeries::new(s.points.iter().cloned(), style))
                         .map_err(err)?,
                 };
-                drawn.label(s.label.as_str()).legend(move |(x, y)| {
-                    PathElement::new(
-                        vec![(x, y), (x + 22, y)],
-                        ShapeStyle::from(&c).stroke_width(3),
-                    )
+                let dashed = s.dashed;
+                drawn.label(s.label.as_str()).legend(move |at| LegendLine {
+                    at,
+                    color: c,
+                    dashed,
                 });
                 if s.markers {
                     chart
@@ -278,13 +410,14 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                         .map_err(err)?;
                 }
             }
-            if p.series.iter().any(|s| !s.label.is_empty()) {
+            if p.legend && p.series.iter().any(|s| !s.label.is_empty()) {
                 chart
                     .configure_series_labels()
+                    .legend_area_size(30)
                     .background_style(WHITE.mix(0.85))
                     .border_style(RGBColor(180, 180, 180))
                     .label_font((FONT, 14))
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(corner.clone())
                     .draw()
                     .map_err(err)?;
             }
@@ -308,10 +441,98 @@ impl Figure for Panels {
             msg: format!("{e:?}"),
         };
         let area = root.titled(&self.title, (FONT, 24)).map_err(err)?;
+        // Several panels with the same legend entries share one legend, in a strip on the right.
+        let labels = |p: &Panel| -> Vec<(String, usize, bool)> {
+            p.series
+                .iter()
+                .filter(|s| !s.label.is_empty())
+                .map(|s| (s.label.clone(), s.color, s.dashed))
+                .collect()
+        };
+        let first = self.panels.first().map(labels).unwrap_or_default();
+        let shared = self.panels.len() > 1
+            && !first.is_empty()
+            && self.panels.iter().all(|p| p.legend && labels(p) == first);
+        let area = if shared {
+            let longest = first.iter().map(|l| l.0.chars().count()).max().unwrap_or(0);
+            let strip = (longest as u32 * 9 + 60).clamp(120, 320);
+            let (w, _) = area.dim_in_pixel();
+            let (panels, legend) = area.split_horizontally(w.saturating_sub(strip));
+            let row = 24;
+            let top = 48;
+            legend
+                .draw(&Rectangle::new(
+                    [
+                        (4, top - 10),
+                        (strip as i32 - 10, top + row * first.len() as i32),
+                    ],
+                    RGBColor(180, 180, 180).stroke_width(1),
+                ))
+                .map_err(err)?;
+            for (k, (label, c, dashed)) in first.iter().enumerate() {
+                let y = top + row * k as i32 + 4;
+                legend
+                    .draw(&LegendLine {
+                        at: (12, y),
+                        color: color(*c),
+                        dashed: *dashed,
+                    })
+                    .map_err(err)?;
+                legend
+                    .draw(&Text::new(
+                        label.clone(),
+                        (42, y),
+                        TextStyle::from((FONT, 14).into_font()).pos(
+                            plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Left,
+                                plotters::style::text_anchor::VPos::Center,
+                            ),
+                        ),
+                    ))
+                    .map_err(err)?;
+            }
+            panels
+        } else {
+            area
+        };
         let cells = area.split_evenly((1, self.panels.len().max(1)));
         for (cell, p) in cells.iter().zip(&self.panels) {
-            draw_panel(cell, p)?;
+            if shared {
+                let mut p = p.clone();
+                p.legend = false;
+                draw_panel(cell, &p)?;
+            } else {
+                draw_panel(cell, p)?;
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legend_goes_where_the_data_is_not() {
+        let rising = vec![Series::new("a", vec![(0.0, 0.0), (1.0, 1.0)], 0)];
+        let pos = legend_corner(&rising, (0.0, 1.0), (0.0, 1.0), false, (400, 300));
+        assert!(matches!(pos, SeriesLabelPosition::UpperLeft), "{pos:?}");
+        let high = vec![Series::new("a", vec![(0.0, 0.9), (1.0, 0.95)], 0)];
+        let pos = legend_corner(&high, (0.0, 1.0), (0.0, 1.0), false, (400, 300));
+        assert!(matches!(pos, SeriesLabelPosition::LowerRight), "{pos:?}");
+        // 0.6 of [0.01, 1] is near the top of a log axis, in the middle of a linear one.
+        let mid = vec![Series::new("a", vec![(0.0, 0.6), (1.0, 0.6)], 0)];
+        let pos = legend_corner(&mid, (0.0, 1.0), (0.01, 1.0), true, (400, 300));
+        assert!(matches!(pos, SeriesLabelPosition::LowerRight), "{pos:?}");
+        let pos = legend_corner(&mid, (0.0, 1.0), (0.01, 1.0), false, (400, 300));
+        assert!(matches!(pos, SeriesLabelPosition::UpperRight), "{pos:?}");
+        // Lines along the top and the bottom leave the middle of the right edge.
+        let both = vec![
+            Series::new("a", vec![(0.0, 0.02), (1.0, 0.02)], 0),
+            Series::new("b", vec![(0.0, 0.97), (1.0, 0.97)], 1),
+        ];
+        let pos = legend_corner(&both, (0.0, 1.0), (0.0, 1.0), false, (400, 300));
+        assert!(matches!(pos, SeriesLabelPosition::MiddleRight), "{pos:?}");
     }
 }

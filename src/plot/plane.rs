@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::contour::{Grid, area, band_polygons, chain_segments, contour_segments};
 use super::{FONT, Figure, color};
 use crate::error::{Error, Result};
 
@@ -31,6 +32,9 @@ pub struct PlaneFigure {
     pub levels: usize,
 }
 
+/// Grid refinement (per axis) before the bands are cut.
+pub const UPSAMPLE: usize = 3;
+
 fn lerp_color(t: f64) -> RGBColor {
     // A perceptually ordered ramp (dark blue → teal → yellow).
     const S: [(f64, f64, f64); 5] = [
@@ -49,29 +53,6 @@ fn lerp_color(t: f64) -> RGBColor {
         c(S[i].1, S[i + 1].1),
         c(S[i].2, S[i + 1].2),
     )
-}
-
-impl PlaneFigure {
-    /// Bilinear interpolation of the grid at `(x, y)`.
-    fn at(&self, x: f64, y: f64) -> f64 {
-        let idx = |v: &[f64], q: f64| {
-            let i = v.partition_point(|&a| a <= q).clamp(1, v.len() - 1) - 1;
-            let f = ((q - v[i]) / (v[i + 1] - v[i])).clamp(0.0, 1.0);
-            (i, f)
-        };
-        let (i, fx) = idx(&self.xs, x);
-        let (j, fy) = idx(&self.ys, y);
-        let z = &self.z;
-        let a = z[j][i] * (1.0 - fx) + z[j][i + 1] * fx;
-        let b = z[j + 1][i] * (1.0 - fx) + z[j + 1][i + 1] * fx;
-        a * (1.0 - fy) + b * fy
-    }
-
-    /// Log-spaced level index of a value.
-    fn band(&self, v: f64, lo: f64, hi: f64) -> usize {
-        let t = ((v.max(lo)).ln() - lo.ln()) / (hi.ln() - lo.ln()).max(1e-12);
-        ((t * self.levels as f64) as usize).min(self.levels - 1)
-    }
 }
 
 impl Figure for PlaneFigure {
@@ -107,48 +88,57 @@ impl Figure for PlaneFigure {
             .y_label_area_size(56)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(err)?;
-        // Filled level bands on a fine grid, and their edges as contour lines.
-        let (nx, ny) = (160usize, 120usize);
-        let cx = |i: usize| x0 + (x1 - x0) * i as f64 / nx as f64;
-        let cy = |j: usize| y0 + (y1 - y0) * j as f64 / ny as f64;
-        let bands: Vec<Vec<usize>> = (0..ny)
-            .map(|j| {
-                (0..nx)
-                    .map(|i| {
-                        self.band(
-                            self.at(cx(i) + 0.5 * (cx(1) - cx(0)), cy(j) + 0.5 * (cy(1) - cy(0))),
-                            lo,
-                            hi,
-                        )
-                    })
-                    .collect()
-            })
+        // Filled level bands: the grid of ln z, refined bilinearly, cut into bands between
+        // log-spaced levels (exact polygons, see `contour`); their edges are the contour lines
+        // (marching squares), chained into polylines. Polygons that vanish on the pixel grid are
+        // skipped, which keeps the SVG small.
+        let ln = Grid::new(
+            self.xs.clone(),
+            self.ys.clone(),
+            self.z.iter().flatten().map(|v| v.max(lo).ln()).collect(),
+        )
+        .ok_or_else(|| Error::Plot {
+            path: PathBuf::from(&self.title),
+            msg: "the grid does not match its axes".into(),
+        })?
+        .upsample(UPSAMPLE);
+        let n = self.levels.max(1);
+        let levels: Vec<f64> = (0..=n)
+            .map(|k| lo.ln() + (hi.ln() - lo.ln()) * k as f64 / n as f64)
             .collect();
-        let denom = (self.levels - 1).max(1) as f64;
-        chart
-            .draw_series((0..ny).flat_map(|j| {
-                let bands = &bands;
-                (0..nx).map(move |i| {
-                    let c = lerp_color(bands[j][i] as f64 / denom);
-                    Rectangle::new([(cx(i), cy(j)), (cx(i + 1), cy(j + 1))], c.filled())
+        let denom = (n - 1).max(1) as f64;
+        let coord = chart.as_coord_spec().clone();
+        let visible = |poly: &[(f64, f64)]| {
+            let px: Vec<(f64, f64)> = poly
+                .iter()
+                .map(|p| {
+                    let (x, y) = coord.translate(p);
+                    (x as f64, y as f64)
                 })
-            }))
+                .collect();
+            area(&px) >= 0.5
+        };
+        let polys: Vec<(usize, Vec<(f64, f64)>)> = band_polygons(&ln, &levels)
+            .into_iter()
+            .filter(|(_, p)| visible(p))
+            .collect();
+        chart
+            .draw_series(
+                polys
+                    .iter()
+                    .map(|(b, p)| Polygon::new(p.clone(), lerp_color(*b as f64 / denom).filled())),
+            )
             .map_err(err)?;
         let edge = ShapeStyle::from(&BLACK.mix(0.35)).stroke_width(1);
-        let mut segs = Vec::new();
-        for j in 0..ny {
-            for i in 0..nx {
-                if i + 1 < nx && bands[j][i] != bands[j][i + 1] {
-                    segs.push(vec![(cx(i + 1), cy(j)), (cx(i + 1), cy(j + 1))]);
-                }
-                if j + 1 < ny && bands[j][i] != bands[j + 1][i] {
-                    segs.push(vec![(cx(i), cy(j + 1)), (cx(i + 1), cy(j + 1))]);
-                }
-            }
+        for level in &levels[1..n] {
+            chart
+                .draw_series(
+                    chain_segments(&contour_segments(&ln, *level))
+                        .into_iter()
+                        .map(|line| PathElement::new(line, edge)),
+                )
+                .map_err(err)?;
         }
-        chart
-            .draw_series(segs.into_iter().map(|s| PathElement::new(s, edge)))
-            .map_err(err)?;
         chart
             .configure_mesh()
             .disable_mesh()
