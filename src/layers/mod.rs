@@ -6,7 +6,7 @@
 //! never see which one they are talking to.
 
 use burn::tensor::Tensor;
-use burn::tensor::module::{conv2d as burn_conv2d, linear};
+use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use crate::params::ParamSet;
@@ -20,8 +20,16 @@ pub trait Weights {
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
+///
+/// Computed as `(W·xᵀ)ᵀ`: the backward pass then produces `∂L/∂W = gᵀ·x` directly in `W`'s own
+/// `[out, in]` layout, whereas `x·(Wᵀ)` yields a transposed gradient that costs a full copy of
+/// the weight matrix to flatten (measured: ~12% of an MLP train step on burn flex).
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
-    linear(x, w.transpose(), b)
+    let y = w.matmul(x.transpose()).transpose();
+    match b {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    }
 }
 
 /// Convolution with `W: [out, in, kh, kw]`, `b: [out]`.
