@@ -162,6 +162,45 @@ impl Arch {
         .expect("architecture permutation specs fit their layouts")
     }
 
+    /// The first layer when it is dense (its output is linear in its weights and in the
+    /// input, which [`crate::eval::family`] exploits), `None` for a convolutional first layer.
+    pub fn first_dense_layer(&self) -> Option<&'static str> {
+        match self {
+            Arch::Mlp { .. } => Some("fc1"),
+            Arch::LeNet5 { .. } => None,
+        }
+    }
+
+    /// Output units of the first layer (channels × positions for a convolution).
+    pub fn first_layer_units(&self) -> usize {
+        match self {
+            Arch::Mlp { widths } => widths[1],
+            Arch::LeNet5 { input } => 20 * (input[1] - 4) * (input[2] - 4),
+        }
+    }
+
+    /// Multiply-adds of the first layer for one sample.
+    pub fn first_layer_macs(&self) -> usize {
+        match self {
+            Arch::Mlp { widths } => widths[0] * widths[1],
+            Arch::LeNet5 { input } => self.first_layer_units() * input[0] * 25,
+        }
+    }
+
+    /// Multiply-adds of one forward pass for one sample (dense and convolution layers; the
+    /// elementwise work is not counted). `2 ×` this is the usual FLOP count.
+    pub fn macs_per_sample(&self) -> usize {
+        match self {
+            Arch::Mlp { widths } => widths.windows(2).map(|w| w[0] * w[1]).sum(),
+            Arch::LeNet5 { input } => {
+                let (h1, w1) = (input[1] - 4, input[2] - 4);
+                let (h2, w2) = (h1 / 2 - 4, w1 / 2 - 4);
+                let fc1 = lenet::fc1_inputs(*input);
+                self.first_layer_macs() + 50 * h2 * w2 * 20 * 25 + fc1 * 500 + 500 * self.classes()
+            }
+        }
+    }
+
     /// Names of the hidden layers whose units can be permuted, in forward order.
     pub fn hidden_layers(&self) -> Vec<String> {
         match self {

@@ -15,7 +15,8 @@ use super::{eval_device, load_data};
 use crate::curve::Curve;
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
-use crate::eval::path::{grid, point_metrics};
+use crate::eval::family::Family;
+use crate::eval::path::grid;
 use crate::model::load_model;
 use crate::params::ParamSet;
 use crate::params::io::write_atomic;
@@ -107,19 +108,22 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
             .collect()
     };
     let (xs, ys) = (axis(len), axis(height));
-    let layout = arch.layout();
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let family = Family::new(
+        &arch,
+        arch.layout(),
+        vec![to32(&wa), to32(&u), to32(&v)],
+        &[&train, &split.test],
+        &device,
+    );
     let cells: Vec<(usize, usize)> = (0..ys.len())
         .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
         .collect();
     let values: Vec<(f64, f64)> = cells
         .par_iter()
         .map(|&(j, i)| {
-            let p: Vec<f32> = (0..wa.len())
-                .map(|k| (wa[k] + xs[i] * u[k] + ys[j] * v[k]) as f32)
-                .collect();
-            let w = ParamSet::from_flat(layout.clone(), &p, &device).expect("layout-sized point");
-            let (tr, te) = point_metrics(&arch, &w, &train, &split.test, &device);
-            (tr.loss, te.err())
+            let m = family.metrics(&[1.0, xs[i], ys[j]]);
+            (m[0].loss, m[1].err())
         })
         .collect();
     let g = opts.grid;

@@ -1,6 +1,7 @@
 //! Evaluation: `evaluate(arch, weights, data) → Metrics` (mean NLL and accuracy), batched and
 //! without autodiff. Path profiles, planes and ensembles are built on it.
 
+pub mod family;
 pub mod path;
 
 use burn::tensor::activation::log_softmax;

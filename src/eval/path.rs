@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::Arch;
 use crate::curve::CurveKind;
 use crate::data::Dataset;
+use crate::eval::family::Family;
 use crate::eval::{EVAL_BATCH, Metrics, evaluate};
 use crate::params::{Layout, ParamSet};
 
@@ -141,19 +142,6 @@ pub fn grid(n: usize) -> Vec<f64> {
     }
 }
 
-/// `Σ_j c_j · p_j` on host vectors.
-fn combine(points: &[Vec<f32>], c: &[f64]) -> Vec<f32> {
-    let mut out = vec![0.0f32; points[0].len()];
-    for (p, &c) in points.iter().zip(c) {
-        if c == 0.0 {
-            continue;
-        }
-        let c = c as f32;
-        out.iter_mut().zip(p).for_each(|(o, x)| *o += c * x);
-    }
-    out
-}
-
 /// Train and test metrics of one point (the place where a BatchNorm statistics pass would go).
 pub fn point_metrics(
     arch: &Arch,
@@ -179,7 +167,9 @@ pub struct PathSpec<'a> {
     pub points: Vec<Vec<f32>>,
 }
 
-/// Evaluates `spec` at every `t` (in parallel) and returns the rows in `t` order.
+/// Evaluates `spec` at every `t` (in parallel over `t`) and returns the rows in `t` order.
+/// The control points form a [`Family`]: inputs are batched once and an MLP's first layer is
+/// combined from products cached per control point.
 pub fn profile(
     arch: &Arch,
     layout: &Arc<Layout>,
@@ -190,23 +180,30 @@ pub fn profile(
     device: &Device,
 ) -> Vec<PathRow> {
     let n = spec.points.len();
-    let at = |t: f64| combine(&spec.points, &spec.kind.coeffs(n, t));
+    let family = Family::new(
+        arch,
+        layout.clone(),
+        spec.points.clone(),
+        &[train, test],
+        device,
+    );
+    let coeffs = |t: f64| spec.kind.coeffs(n, t);
     (0..ts.len())
         .into_par_iter()
         .map(|i| {
-            let w = at(ts[i]);
+            let c = coeffs(ts[i]);
             let dl = if i == 0 {
                 0.0
             } else {
-                let prev = at(ts[i - 1]);
+                let (w, prev) = (family.member(&c), family.member(&coeffs(ts[i - 1])));
                 w.iter()
                     .zip(&prev)
                     .map(|(a, b)| ((a - b) as f64).powi(2))
                     .sum::<f64>()
                     .sqrt()
             };
-            let ps = ParamSet::from_flat(layout.clone(), &w, device).expect("layout-sized point");
-            let (tr, te) = point_metrics(arch, &ps, train, test, device);
+            let m = family.metrics(&c);
+            let (tr, te) = (m[0], m[1]);
             PathRow {
                 path: spec.name.to_string(),
                 t: ts[i],

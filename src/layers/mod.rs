@@ -21,11 +21,17 @@ pub trait Weights {
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
 ///
-/// Computed as `(W·xᵀ)ᵀ`: the backward pass then produces `∂L/∂W = gᵀ·x` directly in `W`'s own
-/// `[out, in]` layout, whereas `x·(Wᵀ)` yields a transposed gradient that costs a full copy of
-/// the weight matrix to flatten (measured: ~12% of an MLP train step on burn flex).
+/// When `W` is tracked by autodiff it is computed as `(W·xᵀ)ᵀ`: the backward pass then produces
+/// `∂L/∂W = gᵀ·x` directly in `W`'s own `[out, in]` layout, whereas `x·(Wᵀ)` yields a transposed
+/// gradient that costs a full copy of the weight matrix to flatten (measured: ~12% of an MLP
+/// train step on burn flex). Otherwise `x·Wᵀ`, whose output is contiguous (elementwise ops on
+/// a transposed activation take flex's slow strided path).
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
-    let y = w.matmul(x.transpose()).transpose();
+    let y = if w.is_tracked() {
+        w.matmul(x.transpose()).transpose()
+    } else {
+        x.matmul(w.transpose())
+    };
     match b {
         Some(b) => y + b.unsqueeze::<2>(),
         None => y,
