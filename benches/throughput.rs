@@ -1,21 +1,42 @@
-//! Throughput benchmark: train steps/s and eval samples/s for MLP 784-300-100-10 and LeNet-5 on
-//! synthetic 28×28 data, through the same `train_step` and `evaluate` code the CLI uses. The loop
-//! mirrors `scripts/torch_reference.py` (SGD momentum 0.9, lr 0.01, batch 128; eval batch 1000).
+//! Throughput benchmark through the same code the CLI uses (`train_step`, `evaluate`,
+//! [`Family`]) on synthetic 28×28 data. Train cases mirror `scripts/torch_reference.py` (SGD
+//! momentum 0.9, lr 0.01, batch 128); eval at batch 1000.
 //!
-//! `cargo bench --bench throughput -- [--only NAME] [--seconds S] [--repeats R] [--json PATH]`
-//! with NAME one of `mlp_train`, `mlp_eval`, `lenet5_train`, `lenet5_eval`.
+//! - `mlp_train`, `lenet5_train`: plain train step (steps/s, samples/s);
+//! - `mlp_curve_train`: one-bend PolyChain step on the MLP (point sampled per step);
+//! - `mlp_vd_train`: sparse variational dropout (local reparameterisation) step on the MLP;
+//! - `mlp_eval`, `lenet5_eval`: forward at batch 1000 (samples/s);
+//! - `mlp_path`: a 61-point path through 3 control points on 10k + 10k samples;
+//! - `mlp_plane`: a 21×21 plane on 5k + 10k samples;
+//!   both report seconds and GFLOP/s, executed and full-forward equivalent, against
+//!   [`PEAK_GFLOPS`].
+//!
+//! `cargo bench --bench throughput -- [--only NAME[,NAME]] [--seconds S] [--repeats R] [--json PATH]`
 
 use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use modeconn::arch::Arch;
 use modeconn::backend;
+use modeconn::curve::{Curve, CurveKind, CurveObjective};
 use modeconn::data::Dataset;
 use modeconn::eval::evaluate;
-use modeconn::train::{Classification, OptimConfig, OptimKind, Optimizer, StepCtx, train_step};
+use modeconn::eval::family::Family;
+use modeconn::params::ParamSet;
+use modeconn::train::{
+    Classification, Objective, OptimConfig, OptimKind, Optimizer, StepCtx, train_step,
+};
+use modeconn::variational::objective::{Elbo, EvalConfig, Warmup};
+use modeconn::variational::{Method, VConfig, VModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde_json::json;
+
+/// mimalloc: burn allocates and frees activation- and weight-sized buffers on every op; with
+/// glibc's allocator those come from fresh `mmap`s and page faults (≈ 8–10% of a train step).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Opts {
     only: Option<String>,
@@ -50,38 +71,92 @@ fn synthetic(n: usize, seed: u64) -> Dataset {
     }
 }
 
+/// fp32 peak of the reference CPU (2 Zen3 cores), GFLOP/s.
+const PEAK_GFLOPS: f64 = 157.0;
+
+/// What a train case optimises.
+#[derive(Clone, Copy)]
+enum Step {
+    Plain,
+    Curve,
+    Vd,
+}
+
 /// Train steps/s at batch 128 on one fixed batch.
-fn bench_train(arch: &Arch, seconds: f64) -> f64 {
+fn bench_train(arch: &Arch, step: Step, seconds: f64) -> f64 {
     let device = backend::device();
     let ad = backend::train_device();
     let data = synthetic(128, 1);
-    let mut params = arch.init(0, &device);
+    let (mut params, mut obj): (ParamSet, Box<dyn Objective + '_>) = match step {
+        Step::Plain => (
+            arch.init(0, &device),
+            Box::new(Classification {
+                arch: arch.clone(),
+                test: &data,
+                device: device.clone(),
+            }),
+        ),
+        Step::Curve => {
+            let (a, b) = (arch.init(1, &device), arch.init(2, &device));
+            let curve = Curve::init_linear(CurveKind::Polychain, 1, arch.clone(), &a, &b)
+                .expect("same layout");
+            let idx = curve.trainable(false);
+            (
+                curve.pack(&idx),
+                Box::new(CurveObjective {
+                    curve,
+                    trainable: idx,
+                    wd: 0.0,
+                    test: &data,
+                    device: device.clone(),
+                }),
+            )
+        }
+        Step::Vd => {
+            let model = VModel::new(arch.clone(), VConfig::new(Method::SparseVd)).expect("mlp");
+            (
+                model.init(0, &device),
+                Box::new(Elbo {
+                    model,
+                    warmup: Warmup::None,
+                    test: &data,
+                    eval: EvalConfig {
+                        ensembles: vec![],
+                        seed: 0,
+                        every: 1,
+                    },
+                    epochs: 1,
+                    device: device.clone(),
+                }),
+            )
+        }
+    };
     let mut opt = Optimizer::new(OptimConfig::new(OptimKind::Sgd, 0.9, 0.0), &params);
-    let mut obj = Classification {
-        arch: arch.clone(),
-        test: &data,
-        device: device.clone(),
+    // The ELBO is N·CE + KL (N = 60,000): its step size is scaled to match.
+    let lr = match step {
+        Step::Vd => 0.01 / 60_000.0,
+        _ => 0.01,
     };
     let (xv, yv) = data.gather(&(0..128).collect::<Vec<_>>());
     let x = Tensor::<2>::from_data(TensorData::new(xv, [128, 784]), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [128]), &ad);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut run = |steps: usize, params: &mut modeconn::params::ParamSet| {
+    let mut run = |steps: usize, params: &mut ParamSet| {
         for step in 0..steps {
             let mut ctx = StepCtx {
                 epoch: 0,
                 step,
                 rng: &mut rng,
-                n_train: 128,
+                n_train: 60_000,
             };
             let (p, _, _) = train_step(
                 params,
                 &mut opt,
-                &mut obj,
+                obj.as_mut(),
                 x.clone(),
                 y.clone(),
                 &mut ctx,
-                0.01,
+                lr,
             )
             .expect("finite loss");
             *params = p;
@@ -95,6 +170,43 @@ fn bench_train(arch: &Arch, seconds: f64) -> f64 {
         steps += 5;
     }
     steps as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// One evaluation sweep of a [`Family`]: `(seconds, executed GFLOP, full-forward GFLOP)`.
+fn bench_family(arch: &Arch, plane: bool) -> (f64, f64, f64) {
+    let device = backend::device();
+    let (train, test) = if plane {
+        (synthetic(5_000, 3), synthetic(10_000, 4))
+    } else {
+        (synthetic(10_000, 3), synthetic(10_000, 4))
+    };
+    let basis: Vec<Vec<f32>> = (0..3).map(|s| arch.init(s, &device).to_flat()).collect();
+    let t0 = Instant::now();
+    let fam = Family::new(arch, arch.layout(), basis, &[&train, &test], &device);
+    let coeffs: Vec<Vec<f64>> = if plane {
+        let ax: Vec<f64> = (0..21).map(|i| -0.2 + 1.4 * i as f64 / 20.0).collect();
+        ax.iter()
+            .flat_map(|&y| ax.iter().map(move |&x| vec![1.0, x, y]))
+            .collect()
+    } else {
+        (0..61)
+            .map(|i| CurveKind::Polychain.coeffs(3, i as f64 / 60.0))
+            .collect()
+    };
+    let _: Vec<_> = coeffs.par_iter().map(|c| fam.metrics(c)).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let (mut exec, mut full) = (0.0, 0.0);
+    for c in &coeffs {
+        let (e, f) = fam.flops_per_member(c.iter().filter(|c| **c != 0.0).count());
+        exec += e;
+        full += f;
+    }
+    // The cached products themselves: one first-layer pass per basis vector.
+    let rows = (train.len() + test.len()) as f64;
+    if fam.cached() {
+        exec += 3.0 * 2.0 * arch.first_layer_macs() as f64 * rows;
+    }
+    (secs, exec / 1e9, full / 1e9)
 }
 
 /// Eval samples/s at batch 1000 over 5,000 samples.
@@ -121,35 +233,81 @@ fn main() {
     let o = opts();
     let mlp: Arch = "mlp:784-300-100-10".parse().unwrap();
     let lenet: Arch = "lenet5".parse().unwrap();
-    let cases: Vec<(&str, &Arch, bool)> = vec![
-        ("mlp_train", &mlp, true),
-        ("mlp_eval", &mlp, false),
-        ("lenet5_train", &lenet, true),
-        ("lenet5_eval", &lenet, false),
-    ];
+    let wanted = |name: &str| {
+        o.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|x| x == name))
+    };
     let mut results = Vec::new();
-    println!("{:<14} {:>12} {:>14}", "name", "steps/s", "samples/s");
-    for (name, arch, train) in cases {
-        if o.only.as_deref().is_some_and(|x| x != name) {
+    println!("{:<16} {:>10} {:>12}", "name", "steps/s", "samples/s");
+    let train_cases = [
+        ("mlp_train", &mlp, Step::Plain),
+        ("mlp_curve_train", &mlp, Step::Curve),
+        ("mlp_vd_train", &mlp, Step::Vd),
+        ("lenet5_train", &lenet, Step::Plain),
+    ];
+    for (name, arch, step) in train_cases {
+        if !wanted(name) {
             continue;
         }
-        let runs: Vec<f64> = (0..o.repeats.max(1))
-            .map(|_| {
-                if train {
-                    bench_train(arch, o.seconds)
-                } else {
-                    bench_eval(arch, o.seconds)
-                }
-            })
-            .collect();
-        let r = median(runs);
-        if train {
-            println!("{name:<14} {r:>12.1} {:>14.0}", r * 128.0);
-            results.push(json!({"name": name, "steps_per_s": r, "samples_per_s": r * 128.0}));
-        } else {
-            println!("{name:<14} {:>12} {r:>14.0}", "-");
-            results.push(json!({"name": name, "samples_per_s": r}));
+        let r = median(
+            (0..o.repeats.max(1))
+                .map(|_| bench_train(arch, step, o.seconds))
+                .collect(),
+        );
+        println!("{name:<16} {r:>10.1} {:>12.0}", r * 128.0);
+        results.push(json!({"name": name, "steps_per_s": r, "samples_per_s": r * 128.0}));
+    }
+    for (name, arch) in [("mlp_eval", &mlp), ("lenet5_eval", &lenet)] {
+        if !wanted(name) {
+            continue;
         }
+        let r = median(
+            (0..o.repeats.max(1))
+                .map(|_| bench_eval(arch, o.seconds))
+                .collect(),
+        );
+        println!("{name:<16} {:>10} {r:>12.0}", "-");
+        results.push(json!({"name": name, "samples_per_s": r}));
+    }
+    for (name, plane) in [("mlp_path", false), ("mlp_plane", true)] {
+        if !wanted(name) {
+            continue;
+        }
+        let runs: Vec<(f64, f64, f64)> = (0..o.repeats.max(1))
+            .map(|_| bench_family(&mlp, plane))
+            .collect();
+        let secs = median(runs.iter().map(|r| r.0).collect());
+        let (exec, full) = (runs[0].1, runs[0].2);
+        println!(
+            "{name:<16} {secs:>9.2}s   executed {:.0} GFLOP/s ({:.0}% of {PEAK_GFLOPS:.0}), \
+             full-forward equivalent {:.0} GFLOP/s",
+            exec / secs,
+            100.0 * exec / secs / PEAK_GFLOPS,
+            full / secs
+        );
+        results.push(json!({
+            "name": name, "seconds": secs, "gflop_executed": exec, "gflop_full": full,
+            "gflops_executed": exec / secs, "gflops_full": full / secs,
+            "peak_fraction": exec / secs / PEAK_GFLOPS,
+        }));
+    }
+    let steps = |n: &str| {
+        results
+            .iter()
+            .find(|r| r["name"] == n)
+            .and_then(|r| r["steps_per_s"].as_f64())
+    };
+    let ratios: Vec<(&str, &str, &str, f64)> = [
+        ("mlp_curve_train", "mlp_train", "curve_step_cost"),
+        ("mlp_vd_train", "mlp_train", "vd_step_cost"),
+    ]
+    .into_iter()
+    .filter_map(|(case, base, what)| Some((case, base, what, steps(base)? / steps(case)?)))
+    .collect();
+    for (case, base, what, r) in ratios {
+        println!("{what} ratio={r:.2}   ({case} step time / {base} step time)");
+        results.push(json!({"name": what, "cost_ratio": r}));
     }
     if let Some(p) = o.json {
         let v = json!({"impl": "modeconn (burn flex)", "results": results});

@@ -20,6 +20,7 @@
 //! `θ ⊙ 1[log α < 3]`: the pruned plain network of [`VModel::mode`].
 
 pub mod eval;
+pub mod fused;
 pub mod kl;
 pub mod objective;
 pub mod weights;

@@ -143,7 +143,7 @@ impl Objective for Elbo<'_> {
         let noise = ChaCha8Rng::seed_from_u64(ctx.rng.next_u64());
         let w = VarWeights::new(&self.model, params, noise);
         let nll = cross_entropy(self.model.arch.forward(&w, x), y);
-        let kl = self.model.kl_given(params, w.log_alphas());
+        let kl = w.kl();
         let rw = self.warmup.rw(ctx.epoch);
         let nll_v = nll.clone().into_scalar::<f32>() as f64;
         let kl_v = kl.clone().into_scalar::<f32>() as f64;

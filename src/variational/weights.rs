@@ -20,7 +20,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::{LayerInfo, Posterior, VModel, log_sigma2_name, mu_name};
+use super::fused::{self, KlKind};
+use super::{LayerInfo, Method, Posterior, VModel, log_sigma2_name, mu_name};
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::ParamSet;
 
@@ -43,35 +44,89 @@ struct WeightMoments<const D: usize> {
 pub struct VarWeights<'a> {
     model: &'a VModel,
     params: &'a ParamSet,
+    /// Clipped log α per layer as a tensor expression; `None` for point layers and for
+    /// layers computed by the fused pass.
     log_alphas: Vec<Option<Tensor<1>>>,
+    /// Weight variance and KL per layer from [`fused`] (per-weight `sparse-vd` / `ard`).
+    fused: Vec<Option<(Tensor<1>, Tensor<1>)>>,
     noise: RefCell<ChaCha8Rng>,
 }
 
 impl<'a> VarWeights<'a> {
-    /// A source over `params` (the model's layout) drawing ξ from `rng`; computes every
-    /// layer's clipped log α once ([`VModel::log_alphas_t`]).
+    /// A source over `params` (the model's layout) drawing ξ from `rng`. Computes every
+    /// layer's clipped log α once ([`VModel::log_alphas_t`]), or, for the per-weight additive
+    /// posteriors of `sparse-vd` and `ard`, the weight variances and KL in one fused host pass
+    /// ([`fused`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
+        let kind = match model.config.method {
+            Method::SparseVd => Some(KlKind::LogUniform),
+            Method::Ard => Some(KlKind::Ard),
+            _ => None,
+        };
+        let mut log_alphas = Vec::with_capacity(model.layers().len());
+        let mut fused_terms = Vec::with_capacity(model.layers().len());
+        for layer in model.layers() {
+            match (layer.q, kind) {
+                (Posterior::Additive, Some(kind)) => {
+                    let theta = params
+                        .flat(&mu_name(&weight_name(&layer.name)))
+                        .expect("variational layout")
+                        .clone();
+                    let ls2 = params
+                        .flat(&log_sigma2_name(&layer.name))
+                        .expect("variational layout")
+                        .clone();
+                    let host = |t: &Tensor<1>| {
+                        t.to_data()
+                            .convert::<f32>()
+                            .try_into_vec::<f32>()
+                            .expect("f32 parameters")
+                    };
+                    let t = fused::terms(&host(&theta), &host(&ls2), kind);
+                    let n = t.var.len();
+                    let var = Tensor::<1>::from_data(TensorData::new(t.var, [n]), &theta.device());
+                    let var = fused::splice(var, &theta, &ls2, &t.var_dtheta, &t.var_dls2);
+                    let kl = fused::splice_sum(t.kl, &theta, &ls2, &t.kl_dtheta, &t.kl_dls2);
+                    log_alphas.push(None);
+                    fused_terms.push(Some((var, kl)));
+                }
+                _ => {
+                    log_alphas.push(model.log_alpha_t(params, layer));
+                    fused_terms.push(None);
+                }
+            }
+        }
         Self {
             model,
             params,
-            log_alphas: model.log_alphas_t(params),
+            log_alphas,
+            fused: fused_terms,
             noise: RefCell::new(rng),
         }
     }
 
-    /// The layers' clipped log α (differentiable), in layer order, for [`VModel::kl_given`].
-    pub fn log_alphas(&self) -> &[Option<Tensor<1>>] {
-        &self.log_alphas
+    /// The KL term of the ELBO for these parameters ([`VModel::kl`], with the fused layers'
+    /// KL from the fused pass).
+    pub fn kl(&self) -> Tensor<1> {
+        let mut total = self.model.kl_given(self.params, &self.log_alphas);
+        for (_, kl) in self.fused.iter().flatten() {
+            total = total + kl.clone();
+        }
+        total
     }
 
-    fn layer_log_alpha(&self, layer: &LayerInfo) -> Tensor<1> {
-        let i = self
-            .model
+    fn layer_index(&self, layer: &LayerInfo) -> usize {
+        self.model
             .layers()
             .iter()
             .position(|l| l.name == layer.name)
-            .expect("a layer of the model");
-        self.log_alphas[i].clone().expect("a stochastic layer")
+            .expect("a layer of the model")
+    }
+
+    fn layer_log_alpha(&self, layer: &LayerInfo) -> Tensor<1> {
+        self.log_alphas[self.layer_index(layer)]
+            .clone()
+            .expect("a stochastic layer")
     }
 
     fn moments<const D: usize>(&self, layer: &LayerInfo) -> WeightMoments<D> {
@@ -86,9 +141,15 @@ impl<'a> VarWeights<'a> {
                 (None, Some(s2))
             }
             Posterior::Additive => {
-                let la = self.layer_log_alpha(layer).reshape(shape);
-                let t = theta();
-                (Some(t.clone()), Some(la.exp() * t.powi_scalar(2)))
+                let i = self.layer_index(layer);
+                let var = match &self.fused[i] {
+                    Some((var, _)) => var.clone().reshape(shape),
+                    None => {
+                        let la = self.layer_log_alpha(layer).reshape(shape);
+                        la.exp() * theta().powi_scalar(2)
+                    }
+                };
+                (Some(theta()), Some(var))
             }
             Posterior::Shared { .. } | Posterior::Fixed { .. } => {
                 let a = self.layer_log_alpha(layer).exp().reshape([1; D]);
