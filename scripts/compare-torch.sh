@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Side-by-side throughput of modeconn (burn flex) and PyTorch CPU on the same loops (MLP
-# 784-300-100-10 and LeNet-5; train step at batch 128, eval at batch 1000; 2 threads). The two are
-# run alternately ROUNDS times and the medians compared; ends with one line per case:
-#   mlp_train ratio=1.62        (ours / PyTorch throughput)
-#   bash scripts/compare-torch.sh [ROUNDS=5] [SECONDS=3]
+# Side-by-side speed of modeconn (burn flex) and PyTorch CPU on the same loops, 2 threads each,
+# run alternately ROUNDS times and compared by medians:
+#   - train steps at batch 128 (MLP 784-300-100-10, LeNet-5) and eval at batch 1000;
+#   - our variational and curve train steps against our plain step (cost ratios);
+#   - our 61-point path and 21x21 plane evaluation (seconds, GFLOP/s against the CPU's peak);
+#   - with `e2e` as third argument: the end-to-end MNIST connectivity experiment,
+#     scripts/e2e-connect.sh against scripts/torch_connect_e2e.py (once each, several minutes).
+# Ends with one line per target, `name ratio=R`: ours/PyTorch throughput for the *_train/*_eval
+# lines and e2e_connect (PyTorch time / our time), our step-time ratios for the *_cost lines.
+#   bash scripts/compare-torch.sh [ROUNDS=5] [SECONDS=3] [e2e]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"
 SECS="${2:-3}"
+E2E="${3:-}"
 bash scripts/setup-torch.sh >/dev/null
 cargo build --release --benches -q
 BENCH=$(ls -t target/release/deps/throughput-* | grep -v '\.d$' | head -1)
@@ -19,22 +25,49 @@ for r in $(seq 1 "$ROUNDS"); do
   .venv-torch/bin/python scripts/torch_reference.py --threads 2 --min-time "$SECS" \
     --json "$TMP/torch-$r.json" >/dev/null
 done
+if [ "$E2E" = "e2e" ]; then
+  echo "end-to-end: modeconn" >&2
+  RAYON_NUM_THREADS=2 bash scripts/e2e-connect.sh "$TMP/e2e" | tee "$TMP/e2e-ours.txt" >&2
+  echo "end-to-end: PyTorch" >&2
+  .venv-torch/bin/python scripts/torch_connect_e2e.py --threads 2 --json "$TMP/e2e-torch.json" >&2
+fi
 python3 - "$TMP" "$ROUNDS" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 tmp, rounds = sys.argv[1], int(sys.argv[2])
 def load(kind):
     out = {}
     for r in range(1, rounds + 1):
         for res in json.load(open(f"{tmp}/{kind}-{r}.json"))["results"]:
-            out.setdefault(res["name"], []).append(res["samples_per_s"])
-    return {k: statistics.median(v) for k, v in out.items()}
+            out.setdefault(res["name"], []).append(res)
+    return out
 ours, torch = load("ours"), load("torch")
-print(f"{'case':<14} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>7}   (median of {rounds})")
+med = lambda rs, k: statistics.median(r[k] for r in rs)
 lines = []
+print(f"{'case':<16} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>7}   (median of {rounds})")
 for name in ["mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval"]:
     if name in ours and name in torch:
-        ratio = ours[name] / torch[name]
-        print(f"{name:<14} {ours[name]:>15.0f} {torch[name]:>16.0f} {ratio:>7.2f}")
-        lines.append(f"{name} ratio={ratio:.2f}")
+        o, t = med(ours[name], "samples_per_s"), med(torch[name], "samples_per_s")
+        print(f"{name:<16} {o:>15.0f} {t:>16.0f} {o / t:>7.2f}")
+        lines.append(f"{name} ratio={o / t:.2f}")
+for name in ["mlp_curve_train", "mlp_vd_train"]:
+    if name in ours:
+        print(f"{name:<16} {med(ours[name], 'samples_per_s'):>15.0f} {'-':>16}")
+for name in ["curve_step_cost", "vd_step_cost"]:
+    if name in ours:
+        r = med(ours[name], "cost_ratio")
+        print(f"{name:<16} ours: step time / plain MLP step time = {r:.2f}")
+        lines.append(f"{name} ratio={r:.2f}")
+for name in ["mlp_path", "mlp_plane"]:
+    if name in ours:
+        s = med(ours[name], "seconds")
+        ex, full = ours[name][0]["gflop_executed"], ours[name][0]["gflop_full"]
+        print(f"{name:<16} {s:.2f} s, executed {ex / s:.0f} GFLOP/s ({100 * ex / s / 157:.0f}% of 157),"
+              f" full-forward equivalent {full / s:.0f} GFLOP/s")
+        lines.append(f"{name} seconds={s:.2f} gflops={ex / s:.0f} peak_fraction={ex / s / 157:.2f}")
+if os.path.exists(f"{tmp}/e2e-torch.json"):
+    t = json.load(open(f"{tmp}/e2e-torch.json"))["total"]
+    o = float([l for l in open(f"{tmp}/e2e-ours.txt") if l.startswith("total")][0].split()[1])
+    print(f"{'e2e_connect':<16} ours {o:.1f} s, PyTorch {t:.1f} s")
+    lines.append(f"e2e_connect ratio={t / o:.2f}")
 print("\n".join(lines))
 PY

@@ -7,7 +7,8 @@
 # (libcudart.so.13 / libcublasLt.so.* not found). What this script does instead:
 #
 #   1. pip install --no-deps the pinned torch wheel (539 MB download, ~1.3 GB installed) plus the
-#      small pure-Python packages torch imports (and numpy, so torch does not warn at import);
+#      small pure-Python packages torch imports (and numpy, so torch does not warn at import;
+#      scipy for the linear assignments of scripts/torch_connect_e2e.py);
 #   2. generate tiny stub .so files (a few KB each) for the CUDA libraries the wheel links against
 #      and that are missing here (libcudart, libcublas, libcudnn, libnccl, ...). They export exactly
 #      the symbols torch references (same sonames and symbol versions), and every stub function
@@ -28,11 +29,12 @@ PYTHON="${PYTHON:-python3}"
 TORCH_PIN="torch==2.15.0"
 DEPS_PINS=(
     filelock==4.2.12 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1
-    jinja2==3.1.6 MarkupSafe==3.0.4 fsspec==2026.9.0 numpy==2.4.6
+    jinja2==3.1.6 MarkupSafe==3.0.4 fsspec==2026.9.0 numpy==2.4.6 scipy==1.17.1
 )
 
 smoke_test() {
     "$VENV/bin/python" - <<'EOF'
+import scipy.optimize  # weight matching in scripts/torch_connect_e2e.py
 import torch
 import torch.nn.functional as F
 assert torch.randn(3) @ torch.randn(3) is not None

@@ -247,7 +247,7 @@ impl ParamSet {
     pub fn sq_norm_tensor(&self) -> Tensor<1> {
         self.tensors
             .iter()
-            .map(|t| t.clone().powi_scalar(2).sum())
+            .map(|t| (t.clone() * t.clone()).sum())
             .reduce(|a, b| a + b)
             .expect("non-empty layout")
     }

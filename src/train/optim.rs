@@ -158,7 +158,7 @@ impl Optimizer {
                 let m =
                     self.state[0].zip_map(&d, |m, d| m.clone() * b1 + d.clone() * (1.0 - b1))?;
                 let v = self.state[1].zip_map(&d, |v, d| {
-                    v.clone() * b2 + d.clone().powi_scalar(2) * (1.0 - b2)
+                    v.clone() * b2 + d.clone() * d.clone() * (1.0 - b2)
                 })?;
                 let t = self.steps as i32;
                 let c1 = 1.0 - beta1.powi(t);

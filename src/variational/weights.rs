@@ -165,7 +165,7 @@ impl<'a> VarWeights<'a> {
         let info = self.model.layer(layer);
         let m = self.moments::<2>(info);
         let [b, _] = x.dims();
-        let var = m.var.map(|v| dense(x.clone().powi_scalar(2), v, None));
+        let var = m.var.map(|v| dense(x.clone() * x.clone(), v, None));
         let mean = match m.mean {
             Some(w) => dense(x, w, Some(m.bias)),
             None => m.bias.reshape([1, info.units()]).expand([b, info.units()]),
@@ -184,7 +184,7 @@ impl<'a> VarWeights<'a> {
         let m = self.moments::<4>(info);
         let var = m
             .var
-            .map(|v| conv2d(x.clone().powi_scalar(2), v, None, options.clone()));
+            .map(|v| conv2d(x.clone() * x.clone(), v, None, options.clone()));
         let mean = match m.mean {
             Some(w) => conv2d(x, w, Some(m.bias), options),
             None => {
