@@ -4,8 +4,9 @@
 # connectivity (~5 min on 2 cores): scripts/repro-mnist-connect.sh (two LeNet-300-100, chain,
 #   Bezier, 61-point paths), weight matching of w2 to w1 and a random permutation of w1 with
 #   their lines, the plane through w1, the chain's bend and w2 (21×21, 5k train subset).
-# variational (~25 min): sparse VD (deepbayes recipe, 20 epochs), a variance layer (fc1,
-#   10 epochs) and layer-wise α (40 epochs) on LeNet-300-100, and the KL figure.
+# variational (~10 min): `modeconn run analyses/mnist-variational.toml` (sparse VD with the
+#   deepbayes recipe, 20 epochs; a variance layer on fc1, 10 epochs; layer-wise α, 40 epochs;
+#   the KL figure), copied into figures/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -30,14 +31,10 @@ if [[ "$WHAT" == all || "$WHAT" == connectivity ]]; then
   $M plot $R/plane --out figures/plane
 fi
 if [[ "$WHAT" == all || "$WHAT" == variational ]]; then
-  V=runs/mnist-vd
-  RECIPE="--arch mlp:784-300-100-10 --data mnist --batch-size 100 --lr 1e-3 --optimizer adam --schedule multistep:50,60,70,80:0.2 --kl-warmup pytorch --init-std 0.02 --init-log-sigma2 -10"
-  [[ -f $V/svd20/summary.json ]] || $M vtrain --method sparse-vd $RECIPE --epochs 20 --seed 0 --out $V/svd20 -q
-  [[ -f $V/var-fc1/summary.json ]] || $M vtrain --method variance --variance-layers fc1 --arch mlp:784-300-100-10 --data mnist --batch-size 100 --lr 1e-2 --epochs 10 --seed 0 --out $V/var-fc1 -q
-  [[ -f $V/lwa40/summary.json ]] || $M vtrain --method layerwise-alpha --arch mlp:784-300-100-10 --data mnist --batch-size 100 --lr 1e-3 --kl-warmup theano --init-std 0.02 --init-log-alpha -10 --epochs 40 --seed 0 --out $V/lwa40 -q
-  $M plot $V/svd20 --out figures/sparse_vd
-  $M plot $V/var-fc1 --out figures/variance
-  $M plot $V/lwa40 --out figures/layerwise_alpha
-  $M plot kl --out figures/kl
+  # The analysis spec runs (and caches) the three trainings and renders the four figures.
+  $M run analyses/mnist-variational.toml
+  for f in sparse_vd variance layerwise_alpha kl; do
+    rm -rf "figures/$f" && cp -r "runs/mnist-variational/figures/$f" "figures/$f"
+  done
 fi
 ls figures/*/

@@ -119,6 +119,10 @@ pub fn terms(theta: &[f32], ls2: &[f32], kind: KlKind) -> Terms {
         .zip(t.kl_dls2.par_chunks_mut(CHUNK))
         .zip(theta.par_chunks(CHUNK).zip(ls2.par_chunks(CHUNK)))
         .map(|(((((v, vt), vs), kt), ks), (th, s))| chunk(th, s, v, vt, vs, kt, ks, kind))
+        // Chunk sums collected in order and added sequentially: the total does not depend on
+        // how rayon split the work (a parallel `sum` would, in the last bits).
+        .collect::<Vec<f64>>()
+        .into_iter()
         .sum();
     t.kl = kl;
     t
