@@ -309,8 +309,9 @@ pub struct VtrainArgs {
     /// Seed for initialisation, data order and all sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// KL weight warm-up: pytorch (= slope:0.02, rw = min(0.02·(epoch+1), 1)), theano
-    /// (= linear:5:20), none, linear:START:END, slope:RATE.
+    /// KL weight warm-up: pytorch (= ramp:0.04:0.02, the deepbayes notebook: 0.04 in the first
+    /// epoch, +0.02 per epoch, at most 1), theano (= linear:5:20), none, linear:START:END,
+    /// slope:RATE (RATE·epoch, 1-based), ramp:FIRST:RATE.
     #[arg(long, default_value = "pytorch", value_name = "SCHEDULE")]
     pub kl_warmup: String,
     /// Initial θ ~ N(0, S²) with zero biases [default: the architecture's PyTorch init].

@@ -6,7 +6,8 @@
 //! reproducible and `--resume` exact. Warm-up of `rw` per epoch `e` (0-based):
 //!
 //! - `linear:S:E` (`theano`: S = 5, E = 20): `rw = clamp((e − S)/(E − S), 0, 1)`;
-//! - `slope:R` (`pytorch`: R = 0.02): `rw = min(R·(e + 1), 1)`;
+//! - `slope:R`: `rw = min(R·(e + 1), 1)`;
+//! - `ramp:F:R` (`pytorch` = `ramp:0.04:0.02`, the deepbayes notebook): `rw = min(F + R·e, 1)`;
 //! - `none`: `rw = 1`.
 
 use std::fmt;
@@ -43,6 +44,13 @@ pub enum Warmup {
         /// Increase per epoch.
         rate: f64,
     },
+    /// `min(first + rate·epoch, 1)` (0-based epochs).
+    Ramp {
+        /// Weight of the first epoch.
+        first: f64,
+        /// Increase per epoch.
+        rate: f64,
+    },
     /// Always 1.
     None,
 }
@@ -61,6 +69,7 @@ impl Warmup {
                 }
             }
             Warmup::Slope { rate } => (rate * (epoch + 1) as f64).min(1.0),
+            Warmup::Ramp { first, rate } => (first + rate * epoch as f64).min(1.0),
             Warmup::None => 1.0,
         }
     }
@@ -71,13 +80,18 @@ impl FromStr for Warmup {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Config(format!(
-                "--kl-warmup `{s}`: expected theano (= linear:5:20), pytorch (= slope:0.02), none, linear:START:END or slope:RATE"
+                "--kl-warmup `{s}`: expected theano (= linear:5:20), pytorch (= ramp:0.04:0.02), none, linear:START:END, slope:RATE or ramp:FIRST:RATE"
             ))
         };
         let parts: Vec<&str> = s.split(':').collect();
         Ok(match parts.as_slice() {
             ["theano"] => Warmup::Linear { start: 5, end: 20 },
-            ["pytorch"] => Warmup::Slope { rate: 0.02 },
+            // The deepbayes notebook starts at 0.02 and adds 0.02 before every epoch, the
+            // first included: 0.04, 0.06, … (REFERENCE's `0.02·(epoch+1)` with 1-based epochs).
+            ["pytorch"] => Warmup::Ramp {
+                first: 0.04,
+                rate: 0.02,
+            },
             ["none"] => Warmup::None,
             ["linear", a, b] => Warmup::Linear {
                 start: a.parse().map_err(|_| bad())?,
@@ -90,6 +104,14 @@ impl FromStr for Warmup {
                 }
                 Warmup::Slope { rate }
             }
+            ["ramp", a, r] => {
+                let first: f64 = a.parse().map_err(|_| bad())?;
+                let rate: f64 = r.parse().map_err(|_| bad())?;
+                if !(first.is_finite() && first >= 0.0 && rate.is_finite() && rate > 0.0) {
+                    return Err(bad());
+                }
+                Warmup::Ramp { first, rate }
+            }
             _ => return Err(bad()),
         })
     }
@@ -100,6 +122,7 @@ impl fmt::Display for Warmup {
         match self {
             Warmup::Linear { start, end } => write!(f, "linear:{start}:{end}"),
             Warmup::Slope { rate } => write!(f, "slope:{rate}"),
+            Warmup::Ramp { first, rate } => write!(f, "ramp:{first}:{rate}"),
             Warmup::None => write!(f, "none"),
         }
     }
@@ -185,12 +208,15 @@ mod tests {
         assert_eq!(t.rw(20), 1.0);
         assert_eq!(t.rw(99), 1.0);
         let p: Warmup = "pytorch".parse().unwrap();
-        assert_eq!(p.to_string(), "slope:0.02");
-        assert!((p.rw(0) - 0.02).abs() < 1e-12);
-        assert!((p.rw(9) - 0.2).abs() < 1e-12);
+        assert_eq!(p.to_string(), "ramp:0.04:0.02");
+        assert!((p.rw(0) - 0.04).abs() < 1e-12);
+        assert!((p.rw(9) - 0.22).abs() < 1e-12); // the deepbayes log's "kl" column at epoch 10
         assert_eq!(p.rw(60), 1.0);
+        let s: Warmup = "slope:0.02".parse().unwrap();
+        assert!((s.rw(0) - 0.02).abs() < 1e-12);
+        assert!((s.rw(9) - 0.2).abs() < 1e-12);
         assert_eq!("none".parse::<Warmup>().unwrap().rw(0), 1.0);
-        for bad in ["slope:-1", "linear:5", "ramp"] {
+        for bad in ["slope:-1", "linear:5", "ramp", "ramp:0.1:0", "ramp:-1:0.1"] {
             assert!(bad.parse::<Warmup>().is_err(), "{bad}");
         }
     }
