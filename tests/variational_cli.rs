@@ -92,8 +92,8 @@ fn sparse_vd_sparsifies_and_eval_reproduces_the_summary() {
     assert!(f(&s["sparsity"]["fc1"]) > 0.5, "{s}");
     assert!(f(&s["compression"]) > 2.0, "{s}");
     assert!(f(&s["log_alpha_mean"]["fc1"]) > 0.0, "{s}");
-    // rw follows the default warm-up: min(0.02·epoch, 1) for 1-based epoch 20.
-    assert!((f(&last_epoch(&out)["rw"]) - 0.4).abs() < 1e-9);
+    // rw follows the default warm-up: 0.04 + 0.02·19 at epoch 20 (the deepbayes log's 0.42).
+    assert!((f(&last_epoch(&out)["rw"]) - 0.42).abs() < 1e-9);
 
     // `eval` on the saved model and on the training checkpoint: same numbers (same seed).
     for file in ["variational.safetensors", "checkpoint.safetensors"] {
