@@ -118,7 +118,21 @@ pub fn terms(theta: &[f32], ls2: &[f32], kind: KlKind) -> Terms {
         .zip(t.kl_dtheta.par_chunks_mut(CHUNK))
         .zip(t.kl_dls2.par_chunks_mut(CHUNK))
         .zip(theta.par_chunks(CHUNK).zip(ls2.par_chunks(CHUNK)))
-        .map(|(((((v, vt), vs), kt), ks), (th, s))| chunk(th, s, v, vt, vs, kt, ks, kind))
+        .map(
+            |(((((var, var_dt), var_ds), kl_dt), kl_ds), (theta, ls2))| {
+                let mut kl = vec![0.0f32; theta.len()];
+                let out = Out {
+                    var,
+                    var_dt,
+                    var_ds,
+                    kl: &mut kl,
+                    kl_dt,
+                    kl_ds,
+                };
+                chunk(theta, ls2, out, kind);
+                kl.iter().map(|&k| f64::from(k)).sum::<f64>()
+            },
+        )
         // Chunk sums collected in order and added sequentially: the total does not depend on
         // how rayon split the work (a parallel `sum` would, in the last bits).
         .collect::<Vec<f64>>()
@@ -128,65 +142,47 @@ pub fn terms(theta: &[f32], ls2: &[f32], kind: KlKind) -> Terms {
     t
 }
 
-/// One chunk: fills the outputs, returns Σ KL. Dispatches to an AVX2 build of the same code
-/// where the CPU has it (no FMA contraction, so both builds give identical bits).
-#[allow(clippy::too_many_arguments)]
-fn chunk(
-    theta: &[f32],
-    ls2: &[f32],
-    var: &mut [f32],
-    var_dt: &mut [f32],
-    var_ds: &mut [f32],
-    kl_dt: &mut [f32],
-    kl_ds: &mut [f32],
-    kind: KlKind,
-) -> f64 {
-    let mut kl = vec![0.0f32; theta.len()];
+/// One chunk's output slices (all as long as its `θ`).
+struct Out<'a> {
+    var: &'a mut [f32],
+    var_dt: &'a mut [f32],
+    var_ds: &'a mut [f32],
+    kl: &'a mut [f32],
+    kl_dt: &'a mut [f32],
+    kl_ds: &'a mut [f32],
+}
+
+/// One chunk, through an AVX2 build of the same code where the CPU has it (no FMA
+/// contraction, so both builds give identical bits).
+fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { chunk_avx2(theta, ls2, var, var_dt, var_ds, &mut kl, kl_dt, kl_ds, kind) };
-            return kl.iter().map(|&k| f64::from(k)).sum();
+            unsafe { chunk_avx2(theta, ls2, out, kind) };
+            return;
         }
     }
-    chunk_body(theta, ls2, var, var_dt, var_ds, &mut kl, kl_dt, kl_ds, kind);
-    kl.iter().map(|&k| f64::from(k)).sum()
+    chunk_body(theta, ls2, out, kind);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn chunk_avx2(
-    theta: &[f32],
-    ls2: &[f32],
-    var: &mut [f32],
-    var_dt: &mut [f32],
-    var_ds: &mut [f32],
-    kl: &mut [f32],
-    kl_dt: &mut [f32],
-    kl_ds: &mut [f32],
-    kind: KlKind,
-) {
-    chunk_body(theta, ls2, var, var_dt, var_ds, kl, kl_dt, kl_ds, kind)
+unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
+    chunk_body(theta, ls2, out, kind)
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn chunk_body(
-    theta: &[f32],
-    ls2: &[f32],
-    var: &mut [f32],
-    var_dt: &mut [f32],
-    var_ds: &mut [f32],
-    kl: &mut [f32],
-    kl_dt: &mut [f32],
-    kl_ds: &mut [f32],
-    kind: KlKind,
-) {
+fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
     let n = theta.len();
-    let (ls2, var, var_dt, var_ds) = (&ls2[..n], &mut var[..n], &mut var_dt[..n], &mut var_ds[..n]);
-    let (kl, kl_dt, kl_ds) = (&mut kl[..n], &mut kl_dt[..n], &mut kl_ds[..n]);
+    // Slices re-cut to one length, so that the loop runs without bounds checks (and vectorises).
+    let ls2 = &ls2[..n];
+    let (var, var_dt, var_ds) = (
+        &mut out.var[..n],
+        &mut out.var_dt[..n],
+        &mut out.var_ds[..n],
+    );
+    let (kl, kl_dt, kl_ds) = (&mut out.kl[..n], &mut out.kl_dt[..n], &mut out.kl_ds[..n]);
     let (c, k1, k2, k3) = (LOG_ALPHA_CLIP, K1 as f32, K2 as f32, K3 as f32);
     let sig = if kind == KlKind::LogUniform {
         1.0f32
@@ -221,8 +217,17 @@ fn chunk_body(
     }
 }
 
+/// `J_θ⊙θ + J_s⊙s` in the graph, the Jacobians as constants.
+fn linear_term(theta: &Tensor<1>, ls2: &Tensor<1>, j_theta: &[f32], j_ls2: &[f32]) -> Tensor<1> {
+    let device = theta.device();
+    let n = j_theta.len();
+    let jt = Tensor::<1>::from_data(TensorData::new(j_theta.to_vec(), [n]), &device);
+    let js = Tensor::<1>::from_data(TensorData::new(j_ls2.to_vec(), [n]), &device);
+    theta.clone() * jt + ls2.clone() * js
+}
+
 /// `f + (J_θ⊙θ + J_s⊙s) − [same, constant]`: value `f`, gradient `J` (see the module docs).
-/// With untracked `θ` (evaluation) it is just `f`.
+/// With untracked `θ` and `log σ²` (evaluation) it is just `f`.
 pub fn splice(
     value: Tensor<1>,
     theta: &Tensor<1>,
@@ -233,11 +238,7 @@ pub fn splice(
     if !theta.is_tracked() && !ls2.is_tracked() {
         return value;
     }
-    let device = theta.device();
-    let n = j_theta.len();
-    let jt = Tensor::<1>::from_data(TensorData::new(j_theta.to_vec(), [n]), &device);
-    let js = Tensor::<1>::from_data(TensorData::new(j_ls2.to_vec(), [n]), &device);
-    let lin = theta.clone() * jt + ls2.clone() * js;
+    let lin = linear_term(theta, ls2, j_theta, j_ls2);
     let constant = lin.clone().without_autodiff();
     value + (lin - constant)
 }
@@ -250,15 +251,11 @@ pub fn splice_sum(
     j_theta: &[f32],
     j_ls2: &[f32],
 ) -> Tensor<1> {
-    let device = theta.device();
-    let f = Tensor::<1>::from_data(TensorData::new(vec![value as f32], [1]), &device);
+    let f = Tensor::<1>::from_data(TensorData::new(vec![value as f32], [1]), &theta.device());
     if !theta.is_tracked() && !ls2.is_tracked() {
         return f;
     }
-    let n = j_theta.len();
-    let jt = Tensor::<1>::from_data(TensorData::new(j_theta.to_vec(), [n]), &device);
-    let js = Tensor::<1>::from_data(TensorData::new(j_ls2.to_vec(), [n]), &device);
-    let lin = (theta.clone() * jt + ls2.clone() * js).sum();
+    let lin = linear_term(theta, ls2, j_theta, j_ls2).sum();
     let constant = lin.clone().without_autodiff();
     f + (lin - constant)
 }
