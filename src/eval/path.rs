@@ -4,10 +4,11 @@
 //! `B_max = max_t v(t) − ½(v(0) + v(1))` (Ainsworth et al. 2022) and
 //! `B_lin = max_t [v(t) − ((1−t)v(0) + t·v(1))]` (Frankle et al. 2020).
 //!
-//! Points are evaluated in parallel (rayon); each point's weights are formed on the host from the
-//! control points and dropped after use, so memory stays flat in the number of points. A network
-//! with BatchNorm would recompute its statistics inside [`point_metrics`] (REFERENCE §1); the
-//! interface does not change.
+//! Points are evaluated in parallel (rayon) through a [`Family`] of the control points; each
+//! point's weights are formed on the host and dropped after use, so memory stays flat in the
+//! number of points. A network with BatchNorm would recompute its statistics inside
+//! [`Family::metrics`] (REFERENCE §1), without the first-layer cache; the interface does not
+//! change.
 
 use std::sync::Arc;
 
@@ -19,8 +20,7 @@ use crate::arch::Arch;
 use crate::curve::CurveKind;
 use crate::data::Dataset;
 use crate::eval::family::Family;
-use crate::eval::{EVAL_BATCH, Metrics, evaluate};
-use crate::params::{Layout, ParamSet};
+use crate::params::Layout;
 
 /// One evaluated point of a path (a row of `path.csv`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,20 +140,6 @@ pub fn grid(n: usize) -> Vec<f64> {
         1 => vec![0.0],
         _ => (0..n).map(|i| i as f64 / (n - 1) as f64).collect(),
     }
-}
-
-/// Train and test metrics of one point (the place where a BatchNorm statistics pass would go).
-pub fn point_metrics(
-    arch: &Arch,
-    w: &ParamSet,
-    train: &Dataset,
-    test: &Dataset,
-    device: &Device,
-) -> (Metrics, Metrics) {
-    (
-        evaluate(arch, w, train, EVAL_BATCH, device),
-        evaluate(arch, w, test, EVAL_BATCH, device),
-    )
 }
 
 /// A path through control points (host flats on one layout) with a curve kind; the straight
