@@ -2,7 +2,8 @@
 # Sparse VD on MNIST LeNet-300-100 with the deepbayes recipe (Adam 1e-3, batch 100,
 # θ ~ N(0, 0.02²), log σ² = −10, rw = 0.04, 0.06, … (`--kl-warmup pytorch`, the notebook's loop),
 # inputs standardised with the training set's mean/std as the notebook's torchvision
-# Normalize((0.1307,), (0.3081,))) for SEEDS, EPOCHS epochs each; prints test accuracy (mode), per-layer sparsity and compression of the last epoch.
+# Normalize((0.1307,), (0.3081,))) for SEEDS, EPOCHS epochs each; prints test accuracy (mode),
+# per-layer sparsity and compression of the last epoch.
 #   bash scripts/repro-sparse-vd.sh [OUT_DIR=runs/sparse-vd] [EPOCHS=10] [SEEDS="0 1 2"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
