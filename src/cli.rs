@@ -761,6 +761,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             let v = commands::run::run(&commands::run::RunOptions {
                 spec: a.spec,
                 out: a.out,
+                rerun: a.rerun,
             })?;
             let t: String = v["steps"]
                 .as_array()
@@ -803,4 +804,8 @@ pub struct RunArgs {
     /// Output directory [default: runs/NAME, NAME the spec file name without .toml].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Run every step afresh. Steps are cached by their resolved command line and the crate
+    /// version, not by the code: use this after changing the code or a default.
+    #[arg(long)]
+    pub rerun: bool,
 }

@@ -70,6 +70,18 @@ fn analysis_runs_once_then_is_cached() {
     assert_eq!(fourth.matches("\"ran\"").count(), 3, "{fourth}");
     assert_eq!(fourth.matches("\"cached\"").count(), 1, "{fourth}");
     assert_ne!(std::fs::metadata(&model).unwrap().modified().unwrap(), t1);
+    // --rerun ignores the cache: every step runs again.
+    let a = Command::cargo_bin("modeconn")
+        .unwrap()
+        .arg("run")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .arg("--rerun")
+        .assert()
+        .success();
+    let fifth = String::from_utf8_lossy(&a.get_output().stdout).to_string();
+    assert_eq!(fifth.matches("\"ran\"").count(), 4, "{fifth}");
 }
 
 #[test]

@@ -22,6 +22,10 @@ pub struct RunOptions {
     pub spec: PathBuf,
     /// Output directory (default: `runs/<spec file stem>`).
     pub out: Option<PathBuf>,
+    /// Run every step afresh, ignoring cached results and checkpoints (the cache key is the
+    /// resolved command line and the crate version, not the code: after a change of the code
+    /// or of a default, cached steps are stale).
+    pub rerun: bool,
 }
 
 fn resolve(arg: &str, dir: &Path) -> String {
@@ -79,7 +83,7 @@ pub fn run(opts: &RunOptions) -> Result<Value> {
         let done = prev
             .as_ref()
             .is_some_and(|v| v["status"].as_str().unwrap_or("done") == "done");
-        if same && done {
+        if same && done && !opts.rerun {
             eprintln!("run: {} cached ({})", step.id, hash);
             report.push(json!({"id": step.id, "status": "cached", "hash": hash}));
             continue;
@@ -87,7 +91,7 @@ pub fn run(opts: &RunOptions) -> Result<Value> {
         let resumable = ["train", "connect", "vtrain"].contains(&step.command.as_str());
         // Resume only a run of this very configuration that was interrupted; a checkpoint
         // left by other flags is overwritten by a fresh run.
-        if resumable && same && sdir.join(crate::train::CHECKPOINT).exists() {
+        if resumable && same && !opts.rerun && sdir.join(crate::train::CHECKPOINT).exists() {
             args.push("--resume".into());
         }
         eprintln!("run: {}: modeconn {}", step.id, args.join(" "));
