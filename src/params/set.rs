@@ -13,6 +13,14 @@ use ndarray::Array1;
 use super::layout::Layout;
 use crate::error::{Error, Result};
 
+/// A tensor's values on the host as `f32`, row-major.
+pub fn host_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
 /// An ordered set of named tensors described by a [`Layout`].
 #[derive(Debug, Clone)]
 pub struct ParamSet {
@@ -271,15 +279,7 @@ impl ParamSet {
 
     /// Per-tensor values in layout order.
     pub fn to_vecs(&self) -> Vec<Vec<f32>> {
-        self.tensors
-            .iter()
-            .map(|t| {
-                t.to_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32 tensor data")
-            })
-            .collect()
+        self.tensors.iter().map(host_vec).collect()
     }
 
     /// All values as one flat vector (layout order).

@@ -42,7 +42,7 @@ use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::layers::weight_name;
 use crate::params::io::{FileMeta, Loaded, save};
-use crate::params::{Entry, Layout, ParamSet, Role};
+use crate::params::{Entry, Layout, ParamSet, Role, host_vec};
 
 /// Prefix of the means θ.
 pub const MU: &str = "mu/";
@@ -530,11 +530,7 @@ impl VModel {
             .iter()
             .map(|l| {
                 let v = self.log_alpha_t(params, l).map(|t| {
-                    let v = t
-                        .into_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .expect("f32");
+                    let v = host_vec(&t);
                     if v.len() == 1 && l.numel() > 1 {
                         vec![v[0]; l.numel()]
                     } else {
@@ -561,13 +557,8 @@ impl VModel {
                     (_, Some(la)) => {
                         let mut m: Vec<bool> = la.iter().map(|&a| a < PRUNE_LOG_ALPHA).collect();
                         if self.config.method == Method::GroupArd {
-                            let theta = params
-                                .flat(&mu_name(&weight_name(&l.name)))
-                                .expect("mu")
-                                .to_data()
-                                .convert::<f32>()
-                                .try_into_vec::<f32>()
-                                .expect("f32");
+                            let theta =
+                                host_vec(params.flat(&mu_name(&weight_name(&l.name))).expect("mu"));
                             let k = l.fan_in();
                             for g in 0..l.units() {
                                 let r = g * k..(g + 1) * k;
@@ -600,12 +591,7 @@ impl VModel {
             .entries()
             .iter()
             .map(|e| {
-                let mu = params.flat(&mu_name(&e.name)).ok().map(|t| {
-                    t.to_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .expect("f32")
-                });
+                let mu = params.flat(&mu_name(&e.name)).ok().map(host_vec);
                 if e.role == Role::Bias {
                     return mu.expect("biases always have means");
                 }

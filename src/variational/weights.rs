@@ -23,7 +23,7 @@ use rand_distr::StandardNormal;
 use super::fused::{self, KlKind};
 use super::{LayerInfo, Method, Posterior, VModel, log_sigma2_name, mu_name};
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
-use crate::params::ParamSet;
+use crate::params::{ParamSet, host_vec};
 
 /// `ε` added to the LRT variance before the square root.
 pub const LRT_EPS: f32 = 1e-8;
@@ -76,13 +76,7 @@ impl<'a> VarWeights<'a> {
                         .flat(&log_sigma2_name(&layer.name))
                         .expect("variational layout")
                         .clone();
-                    let host = |t: &Tensor<1>| {
-                        t.to_data()
-                            .convert::<f32>()
-                            .try_into_vec::<f32>()
-                            .expect("f32 parameters")
-                    };
-                    let t = fused::terms(&host(&theta), &host(&ls2), kind);
+                    let t = fused::terms(&host_vec(&theta), &host_vec(&ls2), kind);
                     let n = t.var.len();
                     let var = Tensor::<1>::from_data(TensorData::new(t.var, [n]), &theta.device());
                     let var = fused::splice(var, &theta, &ls2, &t.var_dtheta, &t.var_dls2);
