@@ -148,8 +148,13 @@ impl Family {
     /// Metrics of the member with coefficients `c` on every dataset, in the order given to
     /// [`Family::new`].
     pub fn metrics(&self, c: &[f64]) -> Vec<Metrics> {
-        let params = ParamSet::from_flat(self.layout.clone(), &self.member(c), &self.device)
-            .expect("layout-sized member");
+        self.metrics_of(c, &self.member(c))
+    }
+
+    /// [`Family::metrics`] given the member's weights `w = self.member(c)` already formed.
+    pub fn metrics_of(&self, c: &[f64], w: &[f32]) -> Vec<Metrics> {
+        let params =
+            ParamSet::from_flat(self.layout.clone(), w, &self.device).expect("layout-sized member");
         self.data
             .iter()
             .map(|(n, batches)| {

@@ -178,17 +178,18 @@ pub fn profile(
         .into_par_iter()
         .map(|i| {
             let c = coeffs(ts[i]);
+            let w = family.member(&c);
             let dl = if i == 0 {
                 0.0
             } else {
-                let (w, prev) = (family.member(&c), family.member(&coeffs(ts[i - 1])));
+                let prev = family.member(&coeffs(ts[i - 1]));
                 w.iter()
                     .zip(&prev)
                     .map(|(a, b)| ((a - b) as f64).powi(2))
                     .sum::<f64>()
                     .sqrt()
             };
-            let m = family.metrics(&c);
+            let m = family.metrics_of(&c, &w);
             let (tr, te) = (m[0], m[1]);
             PathRow {
                 path: spec.name.to_string(),
