@@ -2,7 +2,9 @@
 # Sparse VD on MNIST LeNet-300-100 with the deepbayes recipe (Adam 1e-3, batch 100,
 # θ ~ N(0, 0.02²), log σ² = −10, rw = 0.04, 0.06, … (`--kl-warmup pytorch`, the notebook's loop),
 # inputs standardised with the training set's mean/std as the notebook's torchvision
-# Normalize((0.1307,), (0.3081,))) for SEEDS, EPOCHS epochs each; prints test accuracy (mode),
+# Normalize((0.1307,), (0.3081,)), and the notebook's LinearSVDO: log α clipped to ±10 and the
+# LRT variance σ² itself (`--log-alpha-clip 10 --lrt-variance sigma2`; REFERENCE's own choice is
+# ±8 and α·θ²) for SEEDS, EPOCHS epochs each; prints test accuracy (mode),
 # per-layer sparsity and compression of the last epoch.
 #   bash scripts/repro-sparse-vd.sh [OUT_DIR=runs/sparse-vd] [EPOCHS=10] [SEEDS="0 1 2"]
 set -euo pipefail
@@ -16,7 +18,7 @@ for s in $SEEDS; do
   ./target/release/modeconn vtrain --method sparse-vd --arch mlp:784-300-100-10 --data mnist \
     --pixels standard --batch-size 100 --lr 1e-3 --optimizer adam \
     --schedule multistep:50,60,70,80:0.2 --kl-warmup pytorch --init-std 0.02 \
-    --init-log-sigma2 -10 --epochs "$EPOCHS" --seed "$s" -q --out "$OUT/seed$s" >/dev/null
+    --init-log-sigma2 -10 --log-alpha-clip 10 --lrt-variance sigma2 --epochs "$EPOCHS" --seed "$s" -q --out "$OUT/seed$s" >/dev/null
 done
 python3 - "$OUT" "$SEEDS" <<'PY'
 import json, sys

@@ -323,6 +323,15 @@ pub struct VtrainArgs {
     /// Initial per-layer log α (layerwise-alpha).
     #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
     pub init_log_alpha: f64,
+    /// Per-weight log α is clipped to [−C, C] (sparse-vd, ard, group-ard, variance). REFERENCE
+    /// §3: 8; the PyTorch ports (deepbayes notebook): 10. Must exceed the pruning threshold 3.
+    #[arg(long, default_value_t = 8.0, value_name = "C")]
+    pub log_alpha_clip: f64,
+    /// Weight variance of the local reparameterisation (sparse-vd, ard, group-ard):
+    /// alpha-theta2 (α·θ² with the clipped α, REFERENCE §3) or sigma2 (σ² itself, clipped only
+    /// in the KL and pruning: the deepbayes notebook's LinearSVDO).
+    #[arg(long, default_value = "alpha-theta2", value_name = "FORM")]
+    pub lrt_variance: String,
     /// gaussian: dropout rate p, α = p/(1−p) (initial value with --learn-alpha).
     #[arg(long, default_value_t = 0.5)]
     pub dropout_rate: f64,
@@ -393,6 +402,8 @@ impl VtrainArgs {
                     log_sigma2: self.init_log_sigma2,
                     log_alpha: self.init_log_alpha,
                 },
+                log_alpha_clip: self.log_alpha_clip,
+                lrt_variance: self.lrt_variance.parse()?,
             },
             warmup: self.kl_warmup.parse::<Warmup>()?,
             eval: EvalConfig {

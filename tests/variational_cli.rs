@@ -136,6 +136,44 @@ fn sparse_vd_sparsifies_and_eval_reproduces_the_summary() {
     assert_eq!(e["test_acc"], s["mode_acc"]);
 }
 
+/// The deepbayes port's options are stored with the model: `eval` on the saved file draws the
+/// same samples (σ²-direct variance, ±10 clip) as training's final evaluation did.
+#[test]
+fn port_options_are_stored_and_eval_reproduces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("port");
+    let port = ["--log-alpha-clip", "10", "--lrt-variance", "sigma2"];
+    let mut args = vec!["--epochs", "8", "--lr", "3e-3"];
+    args.extend(port);
+    vtrain(&out, "sparse-vd", &args).success();
+    let s = check_summary(&out, &["fc1", "fc2"]);
+    assert!(f(&s["mode_acc"]) > 0.85, "{s}");
+    let file = out.join("variational.safetensors");
+    let header = std::fs::read(&file).unwrap();
+    let n = u64::from_le_bytes(header[..8].try_into().unwrap()) as usize;
+    let meta = String::from_utf8_lossy(&header[8..8 + n]).to_string();
+    assert!(
+        meta.contains("sigma2") && meta.contains("log_alpha_clip"),
+        "{meta}"
+    );
+    let o = modeconn()
+        .args(["eval", "--data", "digits", "--model"])
+        .arg(&file)
+        .assert()
+        .success();
+    let e: Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+    for k in ["mode_acc", "sample_acc", "ensemble_acc", "sparsity"] {
+        assert_eq!(e[k], s[k], "{k}");
+    }
+    // The same run with REFERENCE's choices is a different model.
+    let other = dir.path().join("reference");
+    vtrain(&other, "sparse-vd", &["--epochs", "8", "--lr", "3e-3"]).success();
+    assert_ne!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(other.join("variational.safetensors")).unwrap()
+    );
+}
+
 #[test]
 fn ard_and_group_ard_train_and_report_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,7 +325,7 @@ fn same_command_gives_identical_bytes_and_resume_is_exact() {
 fn bad_input_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--method", "dropconnect"], "--method"),
         (&["--method", "variance", "--variance-layers", "fc9"], "fc9"),
         (
@@ -301,6 +339,14 @@ fn bad_input_is_a_one_line_error() {
         ),
         (&["--method", "ard", "--kl-warmup", "ramp"], "--kl-warmup"),
         (&["--method", "ard", "--ensemble", "10,0"], "--ensemble"),
+        (
+            &["--method", "sparse-vd", "--log-alpha-clip", "2"],
+            "--log-alpha-clip",
+        ),
+        (
+            &["--method", "sparse-vd", "--lrt-variance", "sigma"],
+            "--lrt-variance",
+        ),
     ];
     for (args, needle) in cases {
         let o = modeconn()

@@ -3,8 +3,9 @@
 //!
 //! For each weight with mean θ and log σ²:
 //!
-//! - `log α = clip(log σ² − log(θ² + ε), ±8)`, `α = e^{log α}`;
-//! - the LRT weight variance `v = α·θ²`;
+//! - `log α = clip(log σ² − log(θ² + ε), ±c)` (c = 8 by default), `α = e^{log α}`;
+//! - the LRT weight variance `v = α·θ²` ([`LrtVariance::AlphaTheta2`]) or `v = σ²`
+//!   ([`LrtVariance::Sigma2`]);
 //! - the KL: log-uniform (Molchanov et al. 2017, eq. 14, stable form)
 //!   `½·log(1 + 1/α) + k1·σ(−k2 − k3·log α)`, or ARD `½·log(1 + 1/α)`;
 //!
@@ -20,8 +21,9 @@
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::LrtVariance;
+use super::THETA2_EPS;
 use super::kl::{K1, K2, K3};
-use super::{LOG_ALPHA_CLIP, THETA2_EPS};
 
 /// Which KL the pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +34,21 @@ pub enum KlKind {
     Ard,
 }
 
+/// What the pass computes: the KL, the log α clip and the form of the weight variance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    /// The KL.
+    pub kl: KlKind,
+    /// `log α` is clipped to `[−clip, clip]`.
+    pub clip: f32,
+    /// The weight variance of the local reparameterisation.
+    pub variance: LrtVariance,
+}
+
 /// Host results of the fused pass for one layer.
 #[derive(Debug, Clone, Default)]
 pub struct Terms {
-    /// Weight variance `α·θ²`.
+    /// Weight variance (`α·θ²` or `σ²`).
     pub var: Vec<f32>,
     /// `∂v/∂θ`.
     pub var_dtheta: Vec<f32>,
@@ -98,7 +111,7 @@ pub fn ln_f32(x: f32) -> f32 {
 }
 
 /// The fused pass over one layer's `θ` and `log σ²`.
-pub fn terms(theta: &[f32], ls2: &[f32], kind: KlKind) -> Terms {
+pub fn terms(theta: &[f32], ls2: &[f32], pass: Pass) -> Terms {
     assert_eq!(theta.len(), ls2.len(), "θ and log σ² of one layer");
     let n = theta.len();
     let mut t = Terms {
@@ -129,7 +142,7 @@ pub fn terms(theta: &[f32], ls2: &[f32], kind: KlKind) -> Terms {
                     kl_dt,
                     kl_ds,
                 };
-                chunk(theta, ls2, out, kind);
+                chunk(theta, ls2, out, pass);
                 kl.iter().map(|&k| f64::from(k)).sum::<f64>()
             },
         )
@@ -154,26 +167,26 @@ struct Out<'a> {
 
 /// One chunk, through an AVX2 build of the same code where the CPU has it (no FMA
 /// contraction, so both builds give identical bits).
-fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
+fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { chunk_avx2(theta, ls2, out, kind) };
+            unsafe { chunk_avx2(theta, ls2, out, pass) };
             return;
         }
     }
-    chunk_body(theta, ls2, out, kind);
+    chunk_body(theta, ls2, out, pass);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
-    chunk_body(theta, ls2, out, kind)
+unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
+    chunk_body(theta, ls2, out, pass)
 }
 
 #[inline(always)]
-fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
+fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
     let n = theta.len();
     // Slices re-cut to one length, so that the loop runs without bounds checks (and vectorises).
     let ls2 = &ls2[..n];
@@ -183,8 +196,9 @@ fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
         &mut out.var_ds[..n],
     );
     let (kl, kl_dt, kl_ds) = (&mut out.kl[..n], &mut out.kl_dt[..n], &mut out.kl_ds[..n]);
-    let (c, k1, k2, k3) = (LOG_ALPHA_CLIP, K1 as f32, K2 as f32, K3 as f32);
-    let sig = if kind == KlKind::LogUniform {
+    let (c, k1, k2, k3) = (pass.clip, K1 as f32, K2 as f32, K3 as f32);
+    let direct = pass.variance == LrtVariance::Sigma2;
+    let sig = if pass.kl == KlKind::LogUniform {
         1.0f32
     } else {
         0.0
@@ -200,12 +214,20 @@ fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, kind: KlKind) {
         let dla_dt = inside * (-2.0 * th / t2e);
         let dla_ds = inside;
         let alpha = exp_f32(la);
-        var[i] = alpha * t2;
-        // ∂(α·θ²)/∂θ = 2αθ + αθ²·∂log α/∂θ = 2αθ·ε/(θ² + ε) inside the clip (written so,
-        // the two terms do not cancel in f32), 2αθ under it.
-        let keep = inside * (THETA2_EPS / t2e) + (1.0 - inside);
-        var_dt[i] = 2.0 * alpha * th * keep;
-        var_ds[i] = alpha * t2 * dla_ds;
+        if direct {
+            // v = σ² = e^{log σ²}: ∂v/∂θ = 0, ∂v/∂log σ² = v.
+            let s2 = exp_f32(ls2[i]);
+            var[i] = s2;
+            var_dt[i] = 0.0;
+            var_ds[i] = s2;
+        } else {
+            var[i] = alpha * t2;
+            // ∂(α·θ²)/∂θ = 2αθ + αθ²·∂log α/∂θ = 2αθ·ε/(θ² + ε) inside the clip (written so,
+            // the two terms do not cancel in f32), 2αθ under it.
+            let keep = inside * (THETA2_EPS / t2e) + (1.0 - inside);
+            var_dt[i] = 2.0 * alpha * th * keep;
+            var_ds[i] = alpha * t2 * dla_ds;
+        }
         // ½·log(1 + 1/α), derivative −½/(1 + α); log-uniform adds k1·σ(−k2 − k3·log α),
         // σ' = σ(1 − σ).
         let s = 1.0 / (1.0 + exp_f32(k2 + k3 * la));
@@ -264,6 +286,7 @@ pub fn splice_sum(
 mod tests {
     use super::*;
     use crate::backend;
+    use crate::variational::LOG_ALPHA_CLIP;
     use crate::variational::kl::{kl_ard_t, kl_log_uniform_t};
 
     #[test]
@@ -285,29 +308,42 @@ mod tests {
     }
 
     /// The fused values and derivatives equal the tensor formulas (values) and central
-    /// differences of them (derivatives), inside and under the clip.
+    /// differences of them (derivatives), inside and under the clip, for both KLs, both clips
+    /// (±8, the ports' ±10) and both variance forms.
     #[test]
     fn terms_match_tensor_formulas_and_finite_differences() {
         let device = backend::device();
         let theta: Vec<f32> = (0..400).map(|i| ((i as f32 * 0.37).sin()) * 0.3).collect();
         let ls2: Vec<f32> = (0..400).map(|i| -14.0 + (i as f32 * 0.11) % 16.0).collect();
-        let reference = |th: &[f32], s: &[f32], kind: KlKind| -> (Vec<f32>, Vec<f32>) {
+        let reference = |th: &[f32], s: &[f32], pass: Pass| -> (Vec<f32>, Vec<f32>) {
             let n = th.len();
             let t = Tensor::<1>::from_data(TensorData::new(th.to_vec(), [n]), &device);
             let s = Tensor::<1>::from_data(TensorData::new(s.to_vec(), [n]), &device);
-            let la = (s - (t.clone().powi_scalar(2) + THETA2_EPS).log())
-                .clamp(-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP);
-            let var = la.clone().exp() * t.powi_scalar(2);
-            let kl = match kind {
+            let la = (s.clone() - (t.clone().powi_scalar(2) + THETA2_EPS).log())
+                .clamp(-pass.clip, pass.clip);
+            let var = match pass.variance {
+                LrtVariance::AlphaTheta2 => la.clone().exp() * t.powi_scalar(2),
+                LrtVariance::Sigma2 => s.exp(),
+            };
+            let kl = match pass.kl {
                 KlKind::LogUniform => kl_log_uniform_t(la),
                 KlKind::Ard => kl_ard_t(la),
             };
             let v = |x: Tensor<1>| x.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             (v(var), v(kl))
         };
-        for kind in [KlKind::LogUniform, KlKind::Ard] {
-            let t = terms(&theta, &ls2, kind);
-            let (var, kl) = reference(&theta, &ls2, kind);
+        let mut passes = Vec::new();
+        for kl in [KlKind::LogUniform, KlKind::Ard] {
+            for clip in [LOG_ALPHA_CLIP, 10.0] {
+                for variance in [LrtVariance::AlphaTheta2, LrtVariance::Sigma2] {
+                    passes.push(Pass { kl, clip, variance });
+                }
+            }
+        }
+        for pass in passes {
+            let (kind, clip) = (pass.kl, f64::from(pass.clip));
+            let t = terms(&theta, &ls2, pass);
+            let (var, kl) = reference(&theta, &ls2, pass);
             let kl_sum: f64 = kl.iter().map(|&k| f64::from(k)).sum();
             assert!((t.kl - kl_sum).abs() < 1e-4 * kl_sum.abs().max(1.0));
             for i in 0..theta.len() {
@@ -317,14 +353,17 @@ mod tests {
                 );
                 // Derivatives by central differences in f64 of the exact formulas.
                 let f = |th: f64, s: f64| -> (f64, f64) {
-                    let c = f64::from(LOG_ALPHA_CLIP);
-                    let la = (s - (th * th + f64::from(THETA2_EPS)).ln()).clamp(-c, c);
+                    let la = (s - (th * th + f64::from(THETA2_EPS)).ln()).clamp(-clip, clip);
                     let a = la.exp();
                     let mut kl = 0.5 * (1.0 + 1.0 / a).ln();
                     if kind == KlKind::LogUniform {
                         kl += K1 / (1.0 + (K2 + K3 * la).exp());
                     }
-                    (a * th * th, kl)
+                    let v = match pass.variance {
+                        LrtVariance::AlphaTheta2 => a * th * th,
+                        LrtVariance::Sigma2 => s.exp(),
+                    };
+                    (v, kl)
                 };
                 let (th, s) = (f64::from(theta[i]), f64::from(ls2[i]));
                 let (h, hs) = (1e-6 * th.abs().max(1e-3), 1e-5);
@@ -337,7 +376,7 @@ mod tests {
                     ([a.0, a.1][k] - [b.0, b.1][k]) / (2.0 * hs)
                 };
                 let raw = s - (th * th + f64::from(THETA2_EPS)).ln();
-                if (raw.abs() - f64::from(LOG_ALPHA_CLIP)).abs() < 1e-3 {
+                if (raw.abs() - clip).abs() < 1e-3 {
                     continue; // at the kink of the clip
                 }
                 let close =

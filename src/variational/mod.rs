@@ -14,7 +14,8 @@
 //!   `gaussian` with `--learn-alpha`).
 //!
 //! Per weight, `q(w) = N(θ, α θ²)` with `log α = log σ² − log(θ² + 1e−8)` clipped to `[−8, 8]`
-//! (additive form), or `q(w) = N(θ, α θ²)` with one α per layer (multiplicative form), or
+//! (additive form; `[−10, 10]` and sampling with σ² itself as the PyTorch ports do are
+//! [`VConfig`] options), or `q(w) = N(θ, α θ²)` with one α per layer (multiplicative form), or
 //! `q(w) = N(0, σ²)` (variance layers). Layers are the architecture's own functions computed by
 //! [`weights::VarWeights`] with the local reparameterisation trick. Test time ("mode") uses
 //! `θ ⊙ 1[log α < 3]`: the pruned plain network of [`VModel::mode`].
@@ -147,6 +148,46 @@ impl Default for InitConfig {
     }
 }
 
+/// The weight variance that the local reparameterisation of an additive layer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrtVariance {
+    /// `α·θ²` with the clipped α (REFERENCE §3: the clip applies in the forward pass and the KL).
+    #[default]
+    AlphaTheta2,
+    /// `σ²` itself, unclipped; the clip acts only in the KL and in pruning (the deepbayes
+    /// notebook's `LinearSVDO`).
+    Sigma2,
+}
+
+impl LrtVariance {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LrtVariance::AlphaTheta2 => "alpha-theta2",
+            LrtVariance::Sigma2 => "sigma2",
+        }
+    }
+}
+
+impl FromStr for LrtVariance {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [LrtVariance::AlphaTheta2, LrtVariance::Sigma2]
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--lrt-variance `{s}`: expected `alpha-theta2` or `sigma2`"
+                ))
+            })
+    }
+}
+
+fn default_log_alpha_clip() -> f64 {
+    f64::from(LOG_ALPHA_CLIP)
+}
+
 /// Everything that decides a variational model's layout and meaning (stored in its files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VConfig {
@@ -160,6 +201,13 @@ pub struct VConfig {
     pub learn_alpha: bool,
     /// Initialisation.
     pub init: InitConfig,
+    /// Per-weight log α (additive and variance layers) is clipped to `[−c, c]` (REFERENCE: 8;
+    /// the PyTorch ports: 10).
+    #[serde(default = "default_log_alpha_clip")]
+    pub log_alpha_clip: f64,
+    /// The weight variance of additive layers in the local reparameterisation.
+    #[serde(default)]
+    pub lrt_variance: LrtVariance,
 }
 
 impl VConfig {
@@ -171,6 +219,8 @@ impl VConfig {
             dropout_rate: 0.5,
             learn_alpha: false,
             init: InitConfig::default(),
+            log_alpha_clip: default_log_alpha_clip(),
+            lrt_variance: LrtVariance::AlphaTheta2,
         }
     }
 }
@@ -290,6 +340,12 @@ impl VModel {
             return Err(Error::Config(
                 "--learn-alpha applies only to --method gaussian".into(),
             ));
+        }
+        let c = config.log_alpha_clip;
+        if !(c.is_finite() && c > f64::from(PRUNE_LOG_ALPHA)) {
+            return Err(Error::Config(format!(
+                "--log-alpha-clip must be a number above the pruning threshold {PRUNE_LOG_ALPHA}, got {c}"
+            )));
         }
         if let Some(s) = config.init.std
             && !(s.is_finite() && s > 0.0)
@@ -459,7 +515,7 @@ impl VModel {
     /// Differentiable per-weight (or per-layer, shape `[1]`) clipped log α of a layer, flat;
     /// `None` for point layers. Variance layers use θ = 0.
     pub fn log_alpha_t(&self, params: &ParamSet, layer: &LayerInfo) -> Option<Tensor<1>> {
-        let c = LOG_ALPHA_CLIP;
+        let c = self.config.log_alpha_clip as f32;
         match layer.q {
             Posterior::Point => None,
             Posterior::Additive => {

@@ -20,8 +20,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::fused::{self, KlKind};
-use super::{LayerInfo, Method, Posterior, VModel, log_sigma2_name, mu_name};
+use super::fused::{self, KlKind, Pass};
+use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::{ParamSet, host_vec};
 
@@ -76,7 +76,12 @@ impl<'a> VarWeights<'a> {
                         .flat(&log_sigma2_name(&layer.name))
                         .expect("variational layout")
                         .clone();
-                    let t = fused::terms(&host_vec(&theta), &host_vec(&ls2), kind);
+                    let pass = Pass {
+                        kl: kind,
+                        clip: model.config.log_alpha_clip as f32,
+                        variance: model.config.lrt_variance,
+                    };
+                    let t = fused::terms(&host_vec(&theta), &host_vec(&ls2), pass);
                     let n = t.var.len();
                     let var = Tensor::<1>::from_data(TensorData::new(t.var, [n]), &theta.device());
                     let var = fused::splice(var, &theta, &ls2, &t.var_dtheta, &t.var_dls2);
@@ -138,10 +143,13 @@ impl<'a> VarWeights<'a> {
                 let i = self.layer_index(layer);
                 let var = match &self.fused[i] {
                     Some((var, _)) => var.clone().reshape(shape),
-                    None => {
-                        let la = self.layer_log_alpha(layer).reshape(shape);
-                        la.exp() * theta().powi_scalar(2)
-                    }
+                    None => match self.model.config.lrt_variance {
+                        LrtVariance::AlphaTheta2 => {
+                            let la = self.layer_log_alpha(layer).reshape(shape);
+                            la.exp() * theta().powi_scalar(2)
+                        }
+                        LrtVariance::Sigma2 => p.get::<D>(&log_sigma2_name(&layer.name)).exp(),
+                    },
                 };
                 (Some(theta()), Some(var))
             }
@@ -316,6 +324,52 @@ mod tests {
         let p = model.init(0, &dev);
         let p = set(&model, &log_alpha_name("fc1"), vec![30.0], &p);
         assert_eq!(model.log_alpha(&p)[0].1.as_ref().unwrap()[0], 20.0);
+    }
+
+    /// The ports' options: with `--log-alpha-clip 10` log α = 9 is not clipped and 15 is clipped
+    /// to 10 (in forward and KL); with `--lrt-variance sigma2` the forward variance is σ² itself
+    /// (no clip) while the KL still sees the clipped log α, for the fused (`sparse-vd`) and the
+    /// tensor (`group-ard`) paths.
+    #[test]
+    fn port_clip_and_sigma2_variance() {
+        let dev = backend::device();
+        let arch: Arch = "mlp:1-1".parse().unwrap();
+        for method in [Method::SparseVd, Method::GroupArd] {
+            for variance in [LrtVariance::AlphaTheta2, LrtVariance::Sigma2] {
+                let mut cfg = VConfig::new(method);
+                cfg.log_alpha_clip = 10.0;
+                cfg.lrt_variance = variance;
+                let model = VModel::new(arch.clone(), cfg).unwrap();
+                let p = model.init(0, &dev);
+                let p = set(&model, "mu/fc1.weight", vec![0.1], &p);
+                for (raw, clipped) in [(9.0f32, 9.0f32), (15.0, 10.0), (-15.0, -10.0)] {
+                    let ls2 = raw + 0.01f32.ln();
+                    let p = set(&model, "log_sigma2/fc1.weight", vec![ls2], &p);
+                    let la = model.log_alpha(&p)[0].1.clone().unwrap()[0];
+                    assert!((la - clipped).abs() < 1e-3, "{method} {raw}: log α {la}");
+                    let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32], [1, 1]), &dev);
+                    let w = VarWeights::new(&model, &p, ChaCha8Rng::seed_from_u64(0));
+                    let var = host(w.dense_moments("fc1", x).1.unwrap())[0];
+                    let want = match variance {
+                        LrtVariance::AlphaTheta2 => clipped.exp() * 0.01,
+                        LrtVariance::Sigma2 => ls2.exp(),
+                    };
+                    assert!(
+                        (var / want - 1.0).abs() < 1e-3,
+                        "{method} {variance:?} {raw}: var {var} vs {want}"
+                    );
+                    if method == Method::SparseVd {
+                        let kl = w.kl().into_scalar::<f32>() as f64;
+                        let want = crate::variational::kl::kl_log_uniform(f64::from(clipped));
+                        assert!((kl - want).abs() < 1e-5, "{raw}: KL {kl} vs {want}");
+                    }
+                }
+            }
+        }
+        let mut cfg = VConfig::new(Method::SparseVd);
+        cfg.log_alpha_clip = 3.0;
+        let err = VModel::new(arch, cfg).unwrap_err().to_string();
+        assert!(err.contains("--log-alpha-clip"), "{err}");
     }
 
     /// Welford accumulation of per-coordinate mean and variance.
