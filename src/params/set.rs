@@ -15,10 +15,7 @@ use crate::error::{Error, Result};
 
 /// A tensor's values on the host as `f32`, row-major.
 pub fn host_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 tensor data")
+    crate::backend::with_host(t, <[f32]>::to_vec)
 }
 
 /// An ordered set of named tensors described by a [`Layout`].

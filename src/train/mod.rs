@@ -301,7 +301,8 @@ fn save_checkpoint(
     });
     let names: Vec<String> = (0..opt.state().len()).map(|i| format!("opt{i}/")).collect();
     let mut sets: Vec<(&str, &ParamSet)> = vec![("params/", params)];
-    for (n, s) in names.iter().zip(opt.state()) {
+    let state = opt.state();
+    for (n, s) in names.iter().zip(&state) {
         sets.push((n.as_str(), s));
     }
     save(path, &m, &sets)

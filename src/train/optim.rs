@@ -8,11 +8,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use burn::tensor::Device;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend;
 use crate::error::{Error, Result};
-use crate::params::ParamSet;
+use crate::params::{Layout, ParamSet};
 
 /// Optimiser settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,41 +96,64 @@ impl OptimConfig {
     }
 }
 
-/// An optimiser and its state (one or two parameter sets shaped like the trained set).
+/// An optimiser and its state (one or two parameter sets shaped like the trained set, kept on
+/// the host between steps: the update is a host pass, and tensors are made only for checkpoints).
 #[derive(Debug, Clone)]
 pub struct Optimizer {
     cfg: OptimConfig,
     /// Number of steps taken.
     pub steps: u64,
-    state: Vec<ParamSet>,
+    layout: Arc<Layout>,
+    device: Device,
+    /// `state[slot][tensor][element]`.
+    state: Vec<Vec<Vec<f32>>>,
 }
 
 impl Optimizer {
     /// Fresh state (zeros) for `params`.
     pub fn new(cfg: OptimConfig, params: &ParamSet) -> Self {
-        let zeros = params.map(|t| t.zeros_like());
+        let zeros: Vec<Vec<f32>> = params
+            .layout()
+            .entries()
+            .iter()
+            .map(|e| vec![0.0; e.numel()])
+            .collect();
         Self {
             state: vec![zeros; cfg.slots()],
             cfg,
             steps: 0,
+            layout: params.layout().clone(),
+            device: params.tensors()[0].device(),
         }
     }
 
     /// Restores state saved by [`Optimizer::state`].
     pub fn with_state(cfg: OptimConfig, steps: u64, state: Vec<ParamSet>) -> Result<Self> {
-        if state.len() != cfg.slots() {
+        if state.len() != cfg.slots() || state.is_empty() {
             return Err(Error::Config(format!(
                 "optimizer state has {} slots, expected {}",
                 state.len(),
                 cfg.slots()
             )));
         }
-        Ok(Self { cfg, steps, state })
+        Ok(Self {
+            cfg,
+            steps,
+            layout: state[0].layout().clone(),
+            device: state[0].tensors()[0].device(),
+            state: state.iter().map(ParamSet::to_vecs).collect(),
+        })
     }
 
     /// The state sets (for checkpoints).
-    pub fn state(&self) -> &[ParamSet] {
-        &self.state
+    pub fn state(&self) -> Vec<ParamSet> {
+        self.state
+            .iter()
+            .map(|v| {
+                ParamSet::from_vecs(self.layout.clone(), v.clone(), &self.device)
+                    .expect("state shaped like the layout")
+            })
+            .collect()
     }
 
     /// Number of state sets this configuration keeps.
@@ -137,25 +164,30 @@ impl Optimizer {
     /// One update: returns the new parameters (no autodiff) given gradients on the same layout.
     pub fn step(&mut self, params: &ParamSet, grads: &ParamSet, lr: f64) -> Result<ParamSet> {
         params.check_same_layout(grads)?;
+        if !(Arc::ptr_eq(params.layout(), &self.layout) || **params.layout() == *self.layout) {
+            return Err(Error::Config(
+                "optimizer state is for another parameter layout".into(),
+            ));
+        }
         self.steps += 1;
         let lr = lr as f32;
         let device = params.tensors()[0].device();
-        let layout = params.layout().clone();
         // One fused host pass per tensor, the same f32 operations in the same order as the
         // formulas above (so the result is bit-identical to composing tensor ops), instead of
-        // 4 (SGD) or 12 (Adam) whole-tensor passes with an allocation each.
+        // 4 (SGD) or 12 (Adam) whole-tensor passes with an allocation each. Gradients are read
+        // in place ([`backend::with_host`]); the state stays on the host.
         let mut p = params.to_vecs();
-        let g = grads.to_vecs();
-        let mut st: Vec<Vec<Vec<f32>>> = self.state.iter().map(ParamSet::to_vecs).collect();
         match self.cfg {
             OptimConfig::Sgd { momentum, wd } => {
                 let (mu, wd) = (momentum as f32, wd as f32);
-                for ((p, g), b) in p.iter_mut().zip(&g).zip(st[0].iter_mut()) {
-                    for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
-                        let d = if wd == 0.0 { g } else { g + *p * wd };
-                        *b = *b * mu + d;
-                        *p -= *b * lr;
-                    }
+                for ((p, g), b) in p.iter_mut().zip(grads.tensors()).zip(&mut self.state[0]) {
+                    backend::with_host(g, |g| {
+                        for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+                            let d = if wd == 0.0 { g } else { g + *p * wd };
+                            *b = *b * mu + d;
+                            *p -= *b * lr;
+                        }
+                    });
                 }
             }
             OptimConfig::Adam {
@@ -169,29 +201,28 @@ impl Optimizer {
                 let c1 = 1.0 - beta1.powi(t);
                 let c2 = (1.0 - beta2.powi(t)) as f32;
                 let step = (lr as f64 / c1) as f32;
-                let (m_all, v_all) = st.split_at_mut(1);
+                let (m_all, v_all) = self.state.split_at_mut(1);
                 for (((p, g), m), v) in p
                     .iter_mut()
-                    .zip(&g)
+                    .zip(grads.tensors())
                     .zip(m_all[0].iter_mut())
                     .zip(v_all[0].iter_mut())
                 {
-                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        let d = if wd == 0.0 { g } else { g + *p * wd };
-                        *m = *m * b1 + d * (1.0 - b1);
-                        *v = *v * b2 + d * d * (1.0 - b2);
-                        let denom = (*v / c2).sqrt() + eps;
-                        *p -= *m / denom * step;
-                    }
+                    backend::with_host(g, |g| {
+                        for (((p, &g), m), v) in
+                            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                        {
+                            let d = if wd == 0.0 { g } else { g + *p * wd };
+                            *m = *m * b1 + d * (1.0 - b1);
+                            *v = *v * b2 + d * d * (1.0 - b2);
+                            let denom = (*v / c2).sqrt() + eps;
+                            *p -= *m / denom * step;
+                        }
+                    });
                 }
             }
         }
-        self.state = st
-            .into_iter()
-            .map(|v| ParamSet::from_vecs(layout.clone(), v, &device))
-            .collect::<Result<_>>()?;
-        ParamSet::from_vecs(layout, p, &device)
+        ParamSet::from_vecs(params.layout().clone(), p, &device)
     }
 }
 
