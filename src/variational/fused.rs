@@ -71,8 +71,12 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // Round to nearest by the 1.5·2^23 trick (vectorises without SSE4.1).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest by the 1.5·2^23 trick (vectorises without SSE4.1): the sum's low
+    // mantissa bits hold n itself, read back without a float→int conversion (a saturating `as`
+    // cast does not vectorise).
+    let shifted = x * LOG2E + 12_582_912.0;
+    let n_int = shifted.to_bits() as i32 - 0x4b40_0000;
+    let n = shifted - 12_582_912.0;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -81,7 +85,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // 5.0000001201e-1 rounds to 0.5 in f32
     let e = p * r * r + r + 1.0;
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * e
+    f32::from_bits(((n_int + 127) << 23) as u32) * e
 }
 
 /// `ln x` in f32 for normal `x > 0` (≈ 1 ulp; written to vectorise): `x = 2^e·m` with
