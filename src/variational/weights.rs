@@ -15,13 +15,14 @@
 use std::cell::RefCell;
 
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::fused::{self, KlKind, Pass};
 use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
+use crate::backend::with_host;
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::{ParamSet, host_vec};
 
@@ -197,12 +198,33 @@ impl<'a> VarWeights<'a> {
         (mean, var)
     }
 
-    /// Standard normal noise of the given shape from the stream.
-    fn normal<const D: usize>(&self, shape: [usize; D], device: &Device) -> Tensor<D> {
-        let n: usize = shape.iter().product();
+    /// The sampled output noise `√(v + ε)·ξ` for an output variance `v`, ξ ~ N(0, 1) from the
+    /// stream. Under autodiff it is the first-order form `v·K + C` with host constants
+    /// `K = ξ / (2√(v + ε))` and `C = √(v + ε)·ξ − v·K`: the same value and the same gradient
+    /// `∂/∂v = K`, in one multiply and one add instead of flex's `sqrt`, whose backward is a
+    /// scalar `powf` per element.
+    fn noise<const D: usize>(&self, v: Tensor<D>, eps: f32) -> Tensor<D> {
+        let shape: [usize; D] = v.dims();
+        let device = v.device();
         let mut rng = self.noise.borrow_mut();
-        let v: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
+        if !v.is_tracked() {
+            let n: usize = shape.iter().product();
+            let xi: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
+            return (v + eps).sqrt() * Tensor::from_data(TensorData::new(xi, shape), &device);
+        }
+        let (k, c): (Vec<f32>, Vec<f32>) = with_host(&v, |vals| {
+            vals.iter()
+                .map(|&v| {
+                    let xi: f32 = rng.sample(StandardNormal);
+                    let sd = (v + eps).sqrt();
+                    let k = xi / (2.0 * sd);
+                    (k, sd * xi - v * k)
+                })
+                .unzip()
+        });
+        let k = Tensor::from_data(TensorData::new(k, shape), &device);
+        let c = Tensor::from_data(TensorData::new(c, shape), &device);
+        v * k + c
     }
 
     fn eps(&self, layer: &str) -> f32 {
@@ -218,10 +240,7 @@ impl Weights for VarWeights<'_> {
         let (mean, var) = self.dense_moments(layer, x);
         match var {
             None => mean,
-            Some(v) => {
-                let xi = self.normal(v.dims(), &v.device());
-                mean + (v + self.eps(layer)).sqrt() * xi
-            }
+            Some(v) => mean + self.noise(v, self.eps(layer)),
         }
     }
 
@@ -229,10 +248,7 @@ impl Weights for VarWeights<'_> {
         let (mean, var) = self.conv2d_moments(layer, x, options);
         match var {
             None => mean,
-            Some(v) => {
-                let xi = self.normal(v.dims(), &v.device());
-                mean + (v + self.eps(layer)).sqrt() * xi
-            }
+            Some(v) => mean + self.noise(v, self.eps(layer)),
         }
     }
 }
@@ -370,6 +386,44 @@ mod tests {
         cfg.log_alpha_clip = 3.0;
         let err = VModel::new(arch, cfg).unwrap_err().to_string();
         assert!(err.contains("--log-alpha-clip"), "{err}");
+    }
+
+    /// The tracked noise `v·K + C` has the value `√(v + ε)·ξ` of the untracked form (same
+    /// stream, same draws) and the gradient `ξ / (2√(v + ε))`.
+    #[test]
+    fn tracked_noise_has_the_sqrt_value_and_gradient() {
+        let arch: Arch = "mlp:3-2".parse().unwrap();
+        let model = VModel::new(arch, VConfig::new(Method::SparseVd)).unwrap();
+        let p = model.init(0, &backend::device());
+        let vals = vec![0.5f32, 2.0, 1e-3, 7.0, 0.0, 3.5];
+        let eps = 1e-8f32;
+        let plain =
+            Tensor::<2>::from_data(TensorData::new(vals.clone(), [2, 3]), &backend::device());
+        let w = VarWeights::new(&model, &p, ChaCha8Rng::seed_from_u64(5));
+        let want = host(w.noise(plain, eps));
+        let v = Tensor::<2>::from_data(
+            TensorData::new(vals.clone(), [2, 3]),
+            &backend::train_device(),
+        )
+        .require_grad();
+        let w = VarWeights::new(&model, &p, ChaCha8Rng::seed_from_u64(5));
+        let out = w.noise(v.clone(), eps);
+        let got = host(out.clone().without_autodiff());
+        let grads = out.sum().backward();
+        let g = host(v.grad(&grads).unwrap());
+        for i in 0..6 {
+            assert!(
+                (got[i] - want[i]).abs() <= 1e-6 * want[i].abs().max(1.0),
+                "value {i}"
+            );
+            let sd = (vals[i] + eps).sqrt();
+            let want_g = want[i] / sd / (2.0 * sd);
+            assert!(
+                (g[i] - want_g).abs() <= 1e-4 * want_g.abs().max(1.0),
+                "grad {i}: {} vs {want_g}",
+                g[i]
+            );
+        }
     }
 
     /// Welford accumulation of per-coordinate mean and variance.
