@@ -103,14 +103,8 @@ fn bench_train(arch: &Arch, step: Step, seconds: f64) -> f64 {
             let idx = curve.trainable(false);
             (
                 curve.pack(&idx),
-                Box::new(CurveObjective {
-                    curve,
-                    trainable: idx,
-                    // As `connect`: ½·wd·‖w(t)‖² in the loss, no decay in the optimiser.
-                    wd: 5e-4,
-                    test: &data,
-                    device: device.clone(),
-                }),
+                // As `connect`: ½·wd·‖w(t)‖² in the loss, no decay in the optimiser.
+                Box::new(CurveObjective::new(curve, idx, 5e-4, &data, device.clone())),
             )
         }
         Step::Vd => {

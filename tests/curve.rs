@@ -12,7 +12,7 @@ use modeconn::data::{DataConfig, Pixels, Source, load};
 use modeconn::eval::cross_entropy;
 use modeconn::eval::path::{PathSpec, grid, profile};
 use modeconn::params::ParamSet;
-use modeconn::train::{Objective, StepCtx};
+use modeconn::train::{StepCtx, loss_and_grad};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -129,14 +129,8 @@ fn gradients_reach_the_bends_only() {
     let curve = Curve::init_linear(CurveKind::Bezier, 2, arch.clone(), &a, &b).unwrap();
     let idx = curve.trainable(false);
     assert_eq!(idx, vec![1, 2]);
-    let leaves = curve.pack(&idx).to_device(&ad).leaves();
-    let mut obj = CurveObjective {
-        curve: curve.clone(),
-        trainable: idx,
-        wd: 1e-3,
-        test: &split.test,
-        device: device.clone(),
-    };
+    let packed = curve.pack(&idx);
+    let mut obj = CurveObjective::new(curve.clone(), idx, 1e-3, &split.test, device.clone());
     let (xv, yv) = split.train.gather(&(0..64).collect::<Vec<_>>());
     let x = Tensor::<2>::from_data(TensorData::new(xv, [64, 64]), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [64]), &ad);
@@ -147,18 +141,20 @@ fn gradients_reach_the_bends_only() {
         rng: &mut rng,
         n_train: 64,
     };
-    let (loss, _) = obj.loss(&leaves, x, y, &mut ctx);
-    let grads = loss.backward();
-    for t in leaves.tensors() {
-        let g = t.grad(&grads).expect("every bend tensor gets a gradient");
-        let norm = g.abs().sum().into_scalar::<f32>();
+    let (loss, g, scalars) = loss_and_grad(&packed, &mut obj, x, y, &mut ctx).unwrap();
+    assert!(loss.is_finite() && scalars[0].0 == "t");
+    // The gradient is on the packed bends (points 1 and 2) only, every tensor of them non-zero;
+    // the endpoints are not trained parameters at all.
+    assert_eq!(g.layout(), packed.layout());
+    assert!(
+        g.layout()
+            .entries()
+            .iter()
+            .all(|e| e.name.starts_with("point1/") || e.name.starts_with("point2/"))
+    );
+    for t in g.tensors() {
+        let norm = t.clone().abs().sum().into_scalar::<f32>();
         assert!(norm > 0.0);
-    }
-    // The endpoints are not leaves of the graph: they receive no gradient.
-    for p in [&obj.curve.points[0], &obj.curve.points[3]] {
-        for t in p.tensors() {
-            assert!(t.grad(&grads).is_none());
-        }
     }
 }
 
@@ -278,14 +274,8 @@ fn bend_gradients_are_the_point_gradient_times_the_coefficient() {
                 .collect();
             assert_eq!(names.len(), idx.len() * arch.layout().len());
             assert_eq!(names[0], format!("point{}/fc1.weight", idx[0]));
-            let leaves = packed.to_device(&ad).leaves();
-            let mut obj = CurveObjective {
-                curve: curve.clone(),
-                trainable: idx.clone(),
-                wd,
-                test: &split.test,
-                device: device.clone(),
-            };
+            let mut obj =
+                CurveObjective::new(curve.clone(), idx.clone(), wd, &split.test, device.clone());
             for seed in 0..3u64 {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 // The objective draws t first from the step's stream.
@@ -298,13 +288,19 @@ fn bend_gradients_are_the_point_gradient_times_the_coefficient() {
                     rng: &mut rng,
                     n_train: 48,
                 };
-                let (loss, _) = obj.loss(&leaves, x.clone(), y.clone(), &mut ctx);
-                let grads = loss.backward();
+                let (loss, g, _) =
+                    loss_and_grad(&packed, &mut obj, x.clone(), y.clone(), &mut ctx).unwrap();
 
                 // Reference: the loss as a function of the point w(t) itself.
                 let w = curve.point(t).to_device(&ad).leaves();
                 let ref_loss =
                     cross_entropy(arch.forward(&w, x), y) + w.sq_norm_tensor() * (0.5 * wd) as f32;
+                // The loss value includes the decay term.
+                let ref_value = ref_loss.clone().into_scalar::<f32>() as f64;
+                assert!(
+                    (loss - ref_value).abs() <= 1e-5 * ref_value.abs(),
+                    "{loss} vs {ref_value}"
+                );
                 let ref_grads = ref_loss.backward();
                 let gw: Vec<Vec<f32>> = w
                     .tensors()
@@ -321,10 +317,11 @@ fn bend_gradients_are_the_point_gradient_times_the_coefficient() {
                 let per_point = arch.layout().len();
                 for (k, &j) in idx.iter().enumerate() {
                     for (i, gwi) in gw.iter().enumerate() {
-                        let g: Vec<f32> = match leaves.tensors()[k * per_point + i].grad(&grads) {
-                            Some(g) => g.into_data().try_to_vec::<f32>().unwrap(),
-                            None => vec![0.0; gwi.len()],
-                        };
+                        let g: Vec<f32> = g.tensors()[k * per_point + i]
+                            .clone()
+                            .into_data()
+                            .try_to_vec::<f32>()
+                            .unwrap();
                         let scale = gwi.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
                         for (gv, rv) in g.iter().zip(gwi) {
                             let expect = c[j] as f32 * rv;

@@ -102,13 +102,13 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     let mut curve = Curve::init_linear(opts.kind, opts.bends, arch.clone(), &a, &b)?;
     let idx = curve.trainable(opts.train_ends);
     let packed = curve.pack(&idx);
-    let mut obj = CurveObjective {
-        curve: curve.clone(),
-        trainable: idx.clone(),
-        wd: opts.wd,
-        test: &split.test,
-        device: device.clone(),
-    };
+    let mut obj = CurveObjective::new(
+        curve.clone(),
+        idx.clone(),
+        opts.wd,
+        &split.test,
+        device.clone(),
+    );
     let meta = FileMeta::new("curve", &arch.to_string());
     let fitted = fit(
         packed,

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 pub use kind::CurveKind;
 
 use crate::arch::Arch;
+use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
@@ -213,6 +214,11 @@ fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet
 
 /// The curve-fitting objective: one `t ~ U(0,1)` per minibatch, loss
 /// `CE(w(t)) + ½·wd·‖w(t)‖²`; frozen points enter as constants.
+///
+/// The point `w(t) = Σ_j c_j(t)·θ_j` is formed on the host ([`Objective::weights`]) and the graph
+/// differentiates the network at `w(t)` only; the chain rule to the trained points is the host
+/// pass `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))` ([`Objective::pull_back`]). Forming `w(t)` and its
+/// decay term in the graph instead cost as much again as the network's own step.
 pub struct CurveObjective<'a> {
     /// The curve (frozen points are read from here).
     pub curve: Curve,
@@ -224,9 +230,40 @@ pub struct CurveObjective<'a> {
     pub test: &'a Dataset,
     /// Evaluation device.
     pub device: Device,
+    sampled: Option<Sampled>,
 }
 
-impl CurveObjective<'_> {
+/// What [`Objective::weights`] drew for the current step.
+struct Sampled {
+    t: f64,
+    /// `c_j(t)` per control point.
+    coeffs: Vec<f32>,
+    /// `‖w(t)‖²`.
+    sq_norm: f64,
+    /// Layout of the packed trained points.
+    packed: Arc<Layout>,
+}
+
+impl<'a> CurveObjective<'a> {
+    /// The objective for training the points `trainable` of `curve` with decay `wd` on the
+    /// sampled point, evaluating the midpoint on `test` after each epoch.
+    pub fn new(
+        curve: Curve,
+        trainable: Vec<usize>,
+        wd: f64,
+        test: &'a Dataset,
+        device: Device,
+    ) -> Self {
+        Self {
+            curve,
+            trainable,
+            wd,
+            test,
+            device,
+            sampled: None,
+        }
+    }
+
     fn assemble(&self, packed: &ParamSet) -> Vec<ParamSet> {
         let trained = split_packed(packed, self.curve.points[0].layout(), self.trainable.len());
         let mut points = self.curve.points.clone();
@@ -238,23 +275,89 @@ impl CurveObjective<'_> {
 }
 
 impl Objective for CurveObjective<'_> {
-    fn loss(
-        &mut self,
-        params: &ParamSet,
-        x: Tensor<2>,
-        y: Tensor<1, Int>,
-        ctx: &mut StepCtx<'_>,
-    ) -> (Tensor<1>, Scalars) {
+    fn weights(&mut self, params: &ParamSet, ctx: &mut StepCtx<'_>) -> Option<ParamSet> {
         let t: f64 = ctx.rng.random();
         let points = self.assemble(params);
-        let w = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), t);
-        let ce = cross_entropy(self.curve.arch.forward(&w, x), y);
+        let coeffs: Vec<f32> = self
+            .curve
+            .kind
+            .coeffs(points.len(), t)
+            .into_iter()
+            .map(|c| c as f32)
+            .collect();
+        let refs: Vec<&ParamSet> = points.iter().collect();
+        let w =
+            ParamSet::combination_vecs(&refs, &coeffs).expect("control points share one layout");
+        let sq_norm = w
+            .iter()
+            .flatten()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        self.sampled = Some(Sampled {
+            t,
+            coeffs,
+            sq_norm,
+            packed: params.layout().clone(),
+        });
+        let device = params.tensors()[0].device();
+        Some(
+            ParamSet::from_vecs(points[0].layout().clone(), w, &device)
+                .expect("shaped like the points"),
+        )
+    }
+
+    /// `weights` are the leaves of `w(t)` drawn by [`Objective::weights`] for this step.
+    fn loss(
+        &mut self,
+        weights: &ParamSet,
+        x: Tensor<2>,
+        y: Tensor<1, Int>,
+        _ctx: &mut StepCtx<'_>,
+    ) -> (Tensor<1>, Scalars) {
+        let s = self
+            .sampled
+            .as_ref()
+            .expect("CurveObjective::weights runs before loss");
+        let ce = cross_entropy(self.curve.arch.forward(weights, x), y);
+        // The decay's value only: its gradient enters in `pull_back`.
         let loss = if self.wd > 0.0 {
-            ce + w.sq_norm_tensor() * (0.5 * self.wd) as f32
+            ce + (0.5 * self.wd * s.sq_norm) as f32
         } else {
             ce
         };
-        (loss, vec![("t", t)])
+        (loss, vec![("t", s.t)])
+    }
+
+    fn pull_back(&mut self, weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
+        let s = self
+            .sampled
+            .take()
+            .expect("CurveObjective::weights runs before pull_back");
+        let wd = self.wd as f32;
+        // ∂L/∂w(t) including the decay term wd·w(t).
+        let gw: Vec<Vec<f32>> = grad
+            .tensors()
+            .iter()
+            .zip(weights.tensors())
+            .map(|(g, w)| {
+                with_host(g, |g| {
+                    if wd == 0.0 {
+                        g.to_vec()
+                    } else {
+                        with_host(w, |w| g.iter().zip(w).map(|(g, w)| g + wd * w).collect())
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(self.trainable.len() * gw.len());
+        for &j in &self.trainable {
+            let c = s.coeffs[j];
+            out.extend(
+                gw.iter()
+                    .map(|g| g.iter().map(|g| c * g).collect::<Vec<f32>>()),
+            );
+        }
+        ParamSet::from_vecs(s.packed, out, &grad.tensors()[0].device())
     }
 
     fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {

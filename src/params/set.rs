@@ -11,11 +11,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::Array1;
 
 use super::layout::Layout;
+use crate::backend::with_host;
 use crate::error::{Error, Result};
 
 /// A tensor's values on the host as `f32`, row-major.
 pub fn host_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    crate::backend::with_host(t, <[f32]>::to_vec)
+    with_host(t, <[f32]>::to_vec)
 }
 
 /// An ordered set of named tensors described by a [`Layout`].
@@ -246,6 +247,41 @@ impl ParamSet {
             layout: first.layout.clone(),
             tensors,
         })
+    }
+
+    /// [`ParamSet::combination`] computed on the host, as values per tensor: the same f32
+    /// operations in the same order (zero coefficients skipped, unit ones not multiplied), so
+    /// the values are bit-identical; the tensors are read in place where the backend allows.
+    pub fn combination_vecs(sets: &[&ParamSet], coeffs: &[f32]) -> Result<Vec<Vec<f32>>> {
+        assert_eq!(sets.len(), coeffs.len(), "one coefficient per set");
+        let first = sets
+            .first()
+            .ok_or_else(|| Error::InvalidSpec("empty combination".into()))?;
+        for s in &sets[1..] {
+            first.check_same_layout(s)?;
+        }
+        Ok((0..first.tensors.len())
+            .map(|i| {
+                let mut acc: Option<Vec<f32>> = None;
+                for (s, &c) in sets.iter().zip(coeffs) {
+                    if c == 0.0 {
+                        continue;
+                    }
+                    with_host(&s.tensors[i], |v| match acc.as_mut() {
+                        None => {
+                            acc = Some(if c == 1.0 {
+                                v.to_vec()
+                            } else {
+                                v.iter().map(|x| x * c).collect()
+                            })
+                        }
+                        Some(a) if c == 1.0 => a.iter_mut().zip(v).for_each(|(a, x)| *a += x),
+                        Some(a) => a.iter_mut().zip(v).for_each(|(a, x)| *a += x * c),
+                    });
+                }
+                acc.unwrap_or_else(|| vec![0.0; first.layout.entries()[i].numel()])
+            })
+            .collect())
     }
 
     /// `Σ w²` as a differentiable scalar tensor of shape `[1]`.

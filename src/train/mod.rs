@@ -241,19 +241,19 @@ pub fn fit(
     })
 }
 
-/// One optimisation step: loss and gradients of `obj` at `params` on the batch `(x, y)`, then an
-/// optimiser update. Returns the new parameters, the loss value and the objective's scalars;
-/// a non-finite loss is an [`Error::Diverged`].
-pub fn train_step(
+/// Loss value, gradient with respect to `params` (no autodiff) and the objective's scalars for
+/// the batch `(x, y)`; a non-finite loss is an [`Error::Diverged`]. When the objective forms its
+/// network weights outside the graph ([`Objective::weights`]), the graph differentiates with
+/// respect to those weights and [`Objective::pull_back`] maps the gradient to `params`.
+pub fn loss_and_grad(
     params: &ParamSet,
-    opt: &mut Optimizer,
     obj: &mut dyn Objective,
     x: Tensor<2>,
     y: Tensor<1, Int>,
     ctx: &mut StepCtx<'_>,
-    lr: f64,
-) -> Result<(ParamSet, f64, Scalars)> {
-    let leaves = params.leaves();
+) -> Result<(f64, ParamSet, Scalars)> {
+    let weights = obj.weights(params, ctx);
+    let leaves = weights.as_ref().unwrap_or(params).leaves();
     let (loss, scalars) = obj.loss(&leaves, x, y, ctx);
     let value = loss.clone().into_scalar::<f32>() as f64;
     if !value.is_finite() {
@@ -268,6 +268,25 @@ pub fn train_step(
         t.grad(&grads)
             .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
     });
+    let g = match &weights {
+        Some(w) => obj.pull_back(w, &g)?,
+        None => g,
+    };
+    Ok((value, g, scalars))
+}
+
+/// One optimisation step: [`loss_and_grad`] of `obj` at `params` on the batch `(x, y)`, then an
+/// optimiser update. Returns the new parameters, the loss value and the objective's scalars.
+pub fn train_step(
+    params: &ParamSet,
+    opt: &mut Optimizer,
+    obj: &mut dyn Objective,
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+    ctx: &mut StepCtx<'_>,
+    lr: f64,
+) -> Result<(ParamSet, f64, Scalars)> {
+    let (value, g, scalars) = loss_and_grad(params, obj, x, y, ctx)?;
     Ok((opt.step(params, &g, lr)?, value, scalars))
 }
 

@@ -26,6 +26,20 @@ pub trait Objective {
         ctx: &mut StepCtx<'_>,
     ) -> (Tensor<1>, Scalars);
 
+    /// For objectives whose network weights are a function of the trained parameters formed
+    /// outside the graph (a curve's point `w(t) = Σ_j c_j(t)·θ_j`): this step's weights as plain
+    /// values. `loss` then receives them as autodiff leaves, and [`Objective::pull_back`] maps
+    /// `∂L/∂w` to `∂L/∂params`. The default, `None`: `loss` receives `params` themselves.
+    fn weights(&mut self, _params: &ParamSet, _ctx: &mut StepCtx<'_>) -> Option<ParamSet> {
+        None
+    }
+
+    /// `∂L/∂params` from `∂L/∂w` for the weights `w` returned by [`Objective::weights`] (only
+    /// called when it returned some).
+    fn pull_back(&mut self, _weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
+        Ok(grad.clone())
+    }
+
     /// Metrics recorded at the end of epoch `epoch` (0-based); `params` carry no autodiff.
     fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>>;
 }
