@@ -377,3 +377,19 @@ impl Objective for CurveObjective<'_> {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sum_of_squares;
+
+    /// The interleaved sum equals the plain sum (lengths with and without a remainder).
+    #[test]
+    fn sum_of_squares_matches_the_plain_sum() {
+        for n in [0usize, 5, 8, 1003] {
+            let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+            let want: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            let got = sum_of_squares(&v);
+            assert!((got - want).abs() <= 1e-12 * want.max(1.0), "{n}: {got} vs {want}");
+        }
+    }
+}
