@@ -253,7 +253,7 @@ fn main() {
         }
         let r = median(
             (0..o.repeats.max(1))
-                .map(|_| bench_train(arch, step, o.seconds))
+                .map(|_| backend::on_workers(|| bench_train(arch, step, o.seconds)))
                 .collect(),
         );
         println!("{name:<16} {r:>10.1} {:>12.0}", r * 128.0);
@@ -265,7 +265,7 @@ fn main() {
         }
         let r = median(
             (0..o.repeats.max(1))
-                .map(|_| bench_eval(arch, o.seconds))
+                .map(|_| backend::on_workers(|| bench_eval(arch, o.seconds)))
                 .collect(),
         );
         println!("{name:<16} {:>10} {r:>12.0}", "-");
@@ -276,7 +276,7 @@ fn main() {
             continue;
         }
         let runs: Vec<(f64, f64, f64)> = (0..o.repeats.max(1))
-            .map(|_| bench_family(&mlp, plane))
+            .map(|_| backend::on_workers(|| bench_family(&mlp, plane)))
             .collect();
         let secs = median(runs.iter().map(|r| r.0).collect());
         let (exec, full) = (runs[0].1, runs[0].2);

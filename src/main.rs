@@ -34,7 +34,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = run(cli, argv) {
+    if let Err(e) = modeconn::backend::on_workers(|| run(cli, argv)) {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);

@@ -389,7 +389,10 @@ mod tests {
             let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
             let want: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
             let got = sum_of_squares(&v);
-            assert!((got - want).abs() <= 1e-12 * want.max(1.0), "{n}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "{n}: {got} vs {want}"
+            );
         }
     }
 }
