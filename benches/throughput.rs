@@ -111,18 +111,18 @@ fn bench_train(arch: &Arch, step: Step, seconds: f64) -> f64 {
             let model = VModel::new(arch.clone(), VConfig::new(Method::SparseVd)).expect("mlp");
             (
                 model.init(0, &device),
-                Box::new(Elbo {
+                Box::new(Elbo::new(
                     model,
-                    warmup: Warmup::None,
-                    test: &data,
-                    eval: EvalConfig {
+                    Warmup::None,
+                    &data,
+                    EvalConfig {
                         ensembles: vec![],
                         seed: 0,
                         every: 1,
                     },
-                    epochs: 1,
-                    device: device.clone(),
-                }),
+                    1,
+                    device.clone(),
+                )),
             )
         }
     };

@@ -84,14 +84,14 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
     let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
     let device = eval_device();
     let init = model.init(opts.loop_cfg.seed, &device);
-    let mut obj = Elbo {
-        model: model.clone(),
-        warmup: opts.warmup.clone(),
-        test: &split.test,
-        eval: opts.eval.clone(),
-        epochs: opts.loop_cfg.epochs,
-        device: device.clone(),
-    };
+    let mut obj = Elbo::new(
+        model.clone(),
+        opts.warmup.clone(),
+        &split.test,
+        opts.eval.clone(),
+        opts.loop_cfg.epochs,
+        device.clone(),
+    );
     // The evaluation settings travel with the model so that `eval` reproduces the summary.
     let eval_extra = json!({"eval_seed": opts.eval.seed, "ensembles": opts.eval.ensembles});
     let mut meta = model.meta();

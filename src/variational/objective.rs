@@ -13,19 +13,24 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Device, Int, Tensor};
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::VModel;
 use super::eval::{Sampling, evaluate_variational};
-use super::weights::VarWeights;
+use super::fused::{self, Terms};
+use super::weights::{VarWeights, fused_pass};
+use super::{Posterior, VModel, log_sigma2_name, mu_name};
+use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
-use crate::params::ParamSet;
+use crate::layers::weight_name;
+use crate::params::{Entry, Layout, ParamSet, Role};
 use crate::train::{Objective, StepCtx};
 
 /// KL weight schedule (`--kl-warmup`).
@@ -140,6 +145,14 @@ pub struct EvalConfig {
 }
 
 /// The ELBO objective of a variational model.
+///
+/// For the fused methods (`sparse-vd`, `ard`; [`fused_pass`]) a step runs the host pass first
+/// ([`Objective::weights`]): the graph sees each additive layer's weight variance as an autodiff
+/// leaf and the KL as a constant, and [`Objective::pull_back`] applies the chain rule on the host,
+/// `∂L/∂θ += ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ`, `∂L/∂log σ² = ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ²`. The same
+/// loss and gradients as splicing the pass into the graph ([`VarWeights::new`], used when `loss`
+/// is called without `weights`), without four element-wise graph operations per weight tensor
+/// forward and back.
 pub struct Elbo<'a> {
     /// The model.
     pub model: VModel,
@@ -153,9 +166,148 @@ pub struct Elbo<'a> {
     pub epochs: usize,
     /// Device for evaluation.
     pub device: Device,
+    step: Option<HostStep>,
+}
+
+/// One fused layer's host pass for the current step.
+struct FusedLayer {
+    /// Indices of θ, log σ² (parameter layout) and of the variance (extended layout).
+    theta: usize,
+    ls2: usize,
+    var: usize,
+    terms: Terms,
+}
+
+/// What [`Objective::weights`] computed for the current step.
+struct HostStep {
+    layers: Vec<Option<FusedLayer>>,
+    /// Σ KL of the fused layers.
+    kl: f64,
+    /// The parameter layout.
+    params: Arc<Layout>,
+    /// KL weight of the step (set by `loss`).
+    rw: f64,
+}
+
+/// Name of a layer's weight variance in the extended set of [`Objective::weights`].
+fn var_name(layer: &str) -> String {
+    format!("var/{layer}.weight")
+}
+
+impl<'a> Elbo<'a> {
+    /// The objective of `model` with the KL weight schedule `warmup`, evaluating on `test` as
+    /// `eval` says over a run of `epochs` epochs.
+    pub fn new(
+        model: VModel,
+        warmup: Warmup,
+        test: &'a Dataset,
+        eval: EvalConfig,
+        epochs: usize,
+        device: Device,
+    ) -> Self {
+        Self {
+            model,
+            warmup,
+            test,
+            eval,
+            epochs,
+            device,
+            step: None,
+        }
+    }
 }
 
 impl Objective for Elbo<'_> {
+    fn weights(&mut self, params: &ParamSet, _ctx: &mut StepCtx<'_>) -> Option<ParamSet> {
+        let pass = fused_pass(&self.model)?;
+        let layout = params.layout();
+        let mut entries = layout.entries().to_vec();
+        let mut tensors = params.tensors().to_vec();
+        let mut layers = Vec::with_capacity(self.model.layers().len());
+        let mut kl = 0.0;
+        for l in self.model.layers() {
+            if l.q != Posterior::Additive {
+                layers.push(None);
+                continue;
+            }
+            let theta = layout.index_of(&mu_name(&weight_name(&l.name))).ok()?;
+            let ls2 = layout.index_of(&log_sigma2_name(&l.name)).ok()?;
+            let mut terms = with_host(&params.tensors()[theta], |t| {
+                with_host(&params.tensors()[ls2], |s| fused::terms(t, s, pass))
+            });
+            kl += terms.kl;
+            let n = terms.var.len();
+            entries.push(Entry {
+                name: var_name(&l.name),
+                shape: vec![n],
+                role: Role::Weight,
+            });
+            let device = params.tensors()[theta].device();
+            let var = std::mem::take(&mut terms.var);
+            tensors.push(Tensor::from_data(TensorData::new(var, [n]), &device));
+            layers.push(Some(FusedLayer {
+                theta,
+                ls2,
+                var: tensors.len() - 1,
+                terms,
+            }));
+        }
+        let extended = Arc::new(Layout::new(entries).expect("var/ names are new"));
+        self.step = Some(HostStep {
+            layers,
+            kl,
+            params: layout.clone(),
+            rw: 0.0,
+        });
+        Some(ParamSet::from_tensors(extended, tensors).expect("shaped like the entries"))
+    }
+
+    fn pull_back(&mut self, _weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
+        let step = self
+            .step
+            .take()
+            .expect("Elbo::weights runs before pull_back");
+        let rw = step.rw as f32;
+        let n = step.params.len();
+        let mut g: Vec<Option<Vec<f32>>> = vec![None; n];
+        for f in step.layers.iter().flatten() {
+            let t = &f.terms;
+            with_host(&grad.tensors()[f.var], |gv| {
+                with_host(&grad.tensors()[f.theta], |gt| {
+                    g[f.theta] = Some(
+                        gt.iter()
+                            .zip(gv)
+                            .zip(t.var_dtheta.iter().zip(&t.kl_dtheta))
+                            .map(|((gt, gv), (vd, kd))| gt + gv * vd + rw * kd)
+                            .collect(),
+                    );
+                });
+                // log σ² enters the graph only through v.
+                g[f.ls2] = Some(
+                    gv.iter()
+                        .zip(t.var_dls2.iter().zip(&t.kl_dls2))
+                        .map(|(gv, (vd, kd))| gv * vd + rw * kd)
+                        .collect(),
+                );
+            });
+        }
+        let device = grad.tensors()[0].device();
+        let tensors = g
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Some(v) => {
+                    let len = v.len();
+                    Tensor::from_data(TensorData::new(v, [len]), &device)
+                }
+                None => grad.tensors()[i].clone(),
+            })
+            .collect();
+        ParamSet::from_tensors(step.params, tensors)
+    }
+
+    /// With [`Objective::weights`] first, `params` is its extended set (variances as leaves);
+    /// without, the parameters themselves (the pass is spliced into the graph).
     fn loss(
         &mut self,
         params: &ParamSet,
@@ -164,10 +316,32 @@ impl Objective for Elbo<'_> {
         ctx: &mut StepCtx<'_>,
     ) -> (Tensor<1>, Vec<(&'static str, f64)>) {
         let noise = ChaCha8Rng::seed_from_u64(ctx.rng.next_u64());
-        let w = VarWeights::new(&self.model, params, noise);
+        let rw = self.warmup.rw(ctx.epoch);
+        let w = match self.step.as_mut() {
+            Some(step) => {
+                step.rw = rw;
+                let device = params.tensors()[0].device();
+                let mut kl_left = Some(step.kl);
+                let fused = step
+                    .layers
+                    .iter()
+                    .map(|f| {
+                        f.as_ref().map(|f| {
+                            // The KL total rides on the first fused layer, as a constant.
+                            let kl = kl_left.take().unwrap_or(0.0) as f32;
+                            (
+                                params.tensors()[f.var].clone(),
+                                Tensor::<1>::from_data(TensorData::new(vec![kl], [1]), &device),
+                            )
+                        })
+                    })
+                    .collect();
+                VarWeights::with_fused(&self.model, params, fused, noise)
+            }
+            None => VarWeights::new(&self.model, params, noise),
+        };
         let nll = cross_entropy(self.model.arch.forward(&w, x), y);
         let kl = w.kl();
-        let rw = self.warmup.rw(ctx.epoch);
         let nll_v = nll.clone().into_scalar::<f32>() as f64;
         let kl_v = kl.clone().into_scalar::<f32>() as f64;
         let loss = nll * ctx.n_train as f32 + kl * rw as f32;
@@ -197,6 +371,104 @@ impl Objective for Elbo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::Arch;
+    use crate::backend;
+    use crate::train::loss_and_grad;
+    use crate::variational::{LrtVariance, Method, VConfig};
+
+    /// The host chain rule (`weights` → graph at the variances → `pull_back`) gives the loss and
+    /// gradients of the pass spliced into the graph, for both fused KLs and both variance forms.
+    #[test]
+    fn host_chain_rule_matches_the_spliced_graph() {
+        let device = backend::device();
+        let ad = backend::train_device();
+        let arch: Arch = "mlp:6-5-3".parse().unwrap();
+        let (b, d) = (8usize, 6usize);
+        let xv: Vec<f32> = (0..b * d).map(|i| ((i as f32) * 0.71).sin()).collect();
+        let yv: Vec<i64> = (0..b).map(|i| (i % 3) as i64).collect();
+        let data = Dataset {
+            name: "tiny".into(),
+            x: xv.clone(),
+            y: yv.iter().map(|&v| v as u8).collect(),
+            shape: [1, 2, 3],
+            classes: 3,
+        };
+        for (method, variance) in [
+            (Method::SparseVd, LrtVariance::AlphaTheta2),
+            (Method::SparseVd, LrtVariance::Sigma2),
+            (Method::Ard, LrtVariance::AlphaTheta2),
+        ] {
+            let mut cfg = VConfig::new(method);
+            cfg.lrt_variance = variance;
+            let model = VModel::new(arch.clone(), cfg).unwrap();
+            // log σ² spread so that log α covers both sides of the clip.
+            let p = model.init(3, &device);
+            let p = ParamSet::from_vecs(
+                p.layout().clone(),
+                p.to_vecs()
+                    .into_iter()
+                    .zip(p.layout().entries())
+                    .map(|(v, e)| {
+                        if e.name.starts_with("log_sigma2/") {
+                            (0..v.len())
+                                .map(|i| -12.0 + (i as f32 * 1.7) % 14.0)
+                                .collect()
+                        } else {
+                            v
+                        }
+                    })
+                    .collect(),
+                &device,
+            )
+            .unwrap();
+            let eval = EvalConfig {
+                ensembles: vec![],
+                seed: 0,
+                every: 1,
+            };
+            let mut obj = Elbo::new(model, Warmup::None, &data, eval, 1, device.clone());
+            let x = || Tensor::<2>::from_data(TensorData::new(xv.clone(), [b, d]), &ad);
+            let y = || Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [b]), &ad);
+            let run = |obj: &mut Elbo<'_>, host: bool| {
+                let mut rng = ChaCha8Rng::seed_from_u64(11);
+                let mut ctx = StepCtx {
+                    epoch: 0,
+                    step: 0,
+                    rng: &mut rng,
+                    n_train: 100,
+                };
+                if host {
+                    let (v, g, _) = loss_and_grad(&p, obj, x(), y(), &mut ctx).unwrap();
+                    (v, g.to_vecs())
+                } else {
+                    let leaves = p.leaves();
+                    let (loss, _) = obj.loss(&leaves, x(), y(), &mut ctx);
+                    let v = loss.clone().into_scalar::<f32>() as f64;
+                    let grads = loss.backward();
+                    let g = leaves.map(|t| {
+                        t.grad(&grads)
+                            .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
+                    });
+                    (v, g.to_vecs())
+                }
+            };
+            let (v_host, g_host) = run(&mut obj, true);
+            let (v_ref, g_ref) = run(&mut obj, false);
+            assert!(
+                (v_host - v_ref).abs() <= 1e-5 * v_ref.abs(),
+                "{method}: {v_host} vs {v_ref}"
+            );
+            for (i, (a, r)) in g_host.iter().zip(&g_ref).enumerate() {
+                let scale = r.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for (x, y) in a.iter().zip(r) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * scale,
+                        "{method} {variance:?} tensor {i}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn warmup_schedules() {

@@ -40,6 +40,21 @@ struct WeightMoments<const D: usize> {
     bias: Tensor<1>,
 }
 
+/// The fused host pass of `model`'s additive layers: `sparse-vd` and `ard` (log-uniform / ARD KL
+/// with the model's clip and variance form); `None` for the other methods.
+pub fn fused_pass(model: &VModel) -> Option<Pass> {
+    let kl = match model.config.method {
+        Method::SparseVd => KlKind::LogUniform,
+        Method::Ard => KlKind::Ard,
+        _ => return None,
+    };
+    Some(Pass {
+        kl,
+        clip: model.config.log_alpha_clip as f32,
+        variance: model.config.lrt_variance,
+    })
+}
+
 /// A sampling weights source: the model's layers computed with the local reparameterisation
 /// trick from a variational parameter set, with noise from a ChaCha8 stream.
 pub struct VarWeights<'a> {
@@ -59,11 +74,7 @@ impl<'a> VarWeights<'a> {
     /// posteriors of `sparse-vd` and `ard`, the weight variances and KL in one fused host pass
     /// ([`fused`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
-        let kind = match model.config.method {
-            Method::SparseVd => Some(KlKind::LogUniform),
-            Method::Ard => Some(KlKind::Ard),
-            _ => None,
-        };
+        let kind = fused_pass(model).map(|p| p.kl);
         let mut log_alphas = Vec::with_capacity(model.layers().len());
         let mut fused_terms = Vec::with_capacity(model.layers().len());
         for layer in model.layers() {
@@ -79,8 +90,7 @@ impl<'a> VarWeights<'a> {
                         .clone();
                     let pass = Pass {
                         kl: kind,
-                        clip: model.config.log_alpha_clip as f32,
-                        variance: model.config.lrt_variance,
+                        ..fused_pass(model).expect("a fused method")
                     };
                     let t = fused::terms(&host_vec(&theta), &host_vec(&ls2), pass);
                     let n = t.var.len();
@@ -101,6 +111,34 @@ impl<'a> VarWeights<'a> {
             params,
             log_alphas,
             fused: fused_terms,
+            noise: RefCell::new(rng),
+        }
+    }
+
+    /// A source whose fused layers (see [`fused_pass`]) take their weight variance and KL as
+    /// given, `fused[i] = (variance, KL)` for layer `i`, instead of computing them from
+    /// `params`: the training loop's host chain rule passes the variances as autodiff leaves
+    /// and the KL as a constant ([`super::objective::Elbo`]).
+    pub fn with_fused(
+        model: &'a VModel,
+        params: &'a ParamSet,
+        fused: Vec<Option<(Tensor<1>, Tensor<1>)>>,
+        rng: ChaCha8Rng,
+    ) -> Self {
+        let log_alphas = model
+            .layers()
+            .iter()
+            .zip(&fused)
+            .map(|(l, f)| match f {
+                Some(_) => None,
+                None => model.log_alpha_t(params, l),
+            })
+            .collect();
+        Self {
+            model,
+            params,
+            log_alphas,
+            fused,
             noise: RefCell::new(rng),
         }
     }
