@@ -83,4 +83,18 @@ fn weight_space_algebra() {
     assert_eq!(back.to_flat(), pf);
     let sq = p.sq_norm_tensor().into_scalar::<f32>() as f64;
     assert!((sq - p.norm().powi(2)).abs() < 1e-3);
+    // The host combination (curve training) is bit-identical to the tensor one.
+    let r = a.init(3, &device);
+    for c in [
+        [0.3f32, 0.0, 0.7],
+        [1.0, 0.5, 0.0],
+        [0.0, 0.0, 0.0],
+        [-0.25, 1.0, 0.6],
+    ] {
+        let want = ParamSet::combination(&[&p, &q, &r], &c).unwrap().to_vecs();
+        let got = ParamSet::combination_vecs(&[&p, &q, &r], &c).unwrap();
+        assert_eq!(got, want, "{c:?}");
+    }
+    let other = "mlp:64-16-10".parse::<Arch>().unwrap().init(1, &device);
+    assert!(ParamSet::combination_vecs(&[&p, &other], &[0.5, 0.5]).is_err());
 }

@@ -213,9 +213,9 @@ impl ParamSet {
         self.zip_map(other, |a, b| a.clone() * (1.0 - t) + b.clone() * t)
     }
 
-    /// `Σ_j c_j · sets_j` for sets sharing one layout (curve points). Terms with `c_j = 0` are
-    /// skipped, so no gradient reaches control points that do not contribute.
-    pub fn combination(sets: &[&ParamSet], coeffs: &[f32]) -> Result<ParamSet> {
+    /// The first of `sets` after checking that they share one layout and have one coefficient
+    /// each.
+    fn combination_first<'s>(sets: &[&'s ParamSet], coeffs: &[f32]) -> Result<&'s ParamSet> {
         assert_eq!(sets.len(), coeffs.len(), "one coefficient per set");
         let first = sets
             .first()
@@ -223,6 +223,13 @@ impl ParamSet {
         for s in &sets[1..] {
             first.check_same_layout(s)?;
         }
+        Ok(first)
+    }
+
+    /// `Σ_j c_j · sets_j` for sets sharing one layout (curve points). Terms with `c_j = 0` are
+    /// skipped, so no gradient reaches control points that do not contribute.
+    pub fn combination(sets: &[&ParamSet], coeffs: &[f32]) -> Result<ParamSet> {
+        let first = Self::combination_first(sets, coeffs)?;
         let tensors = (0..first.tensors.len())
             .map(|i| {
                 let mut acc: Option<Tensor<1>> = None;
@@ -253,13 +260,7 @@ impl ParamSet {
     /// operations in the same order (zero coefficients skipped, unit ones not multiplied), so
     /// the values are bit-identical; the tensors are read in place where the backend allows.
     pub fn combination_vecs(sets: &[&ParamSet], coeffs: &[f32]) -> Result<Vec<Vec<f32>>> {
-        assert_eq!(sets.len(), coeffs.len(), "one coefficient per set");
-        let first = sets
-            .first()
-            .ok_or_else(|| Error::InvalidSpec("empty combination".into()))?;
-        for s in &sets[1..] {
-            first.check_same_layout(s)?;
-        }
+        let first = Self::combination_first(sets, coeffs)?;
         Ok((0..first.tensors.len())
             .map(|i| {
                 let mut acc: Option<Vec<f32>> = None;
