@@ -4,9 +4,9 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
+use crate::backend;
 use crate::error::{Error, Result};
 use crate::layers::{Weights, bias_name, weight_name};
 use crate::params::{Entry, Layout, Role};
@@ -54,7 +54,7 @@ pub fn forward<W: Weights + ?Sized>(
     input: [usize; 3],
     w: &W,
     x: Tensor<2>,
-    observe: &mut dyn FnMut(&str, Tensor<2>),
+    mut observe: Option<super::Observer<'_>>,
 ) -> Tensor<2> {
     let b = x.dims()[0];
     let conv = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
@@ -63,12 +63,17 @@ pub fn forward<W: Weights + ?Sized>(
     for layer in ["conv1", "conv2"] {
         h = relu(w.conv2d(layer, h, conv.clone()));
         let [_, c, hh, ww] = h.dims();
-        observe(layer, h.clone().swap_dims(1, 3).reshape([b * hh * ww, c]));
-        h = max_pool2d(h, pool.clone());
+        // Only when observed: the channels-last copy costs as much as a pooling layer.
+        if let Some(observe) = observe.as_deref_mut() {
+            observe(layer, h.clone().swap_dims(1, 3).reshape([b * hh * ww, c]));
+        }
+        h = backend::max_pool2d(h, pool.clone());
     }
     let flat: Tensor<2> = h.flatten(1, 3);
     let h = relu(w.dense("fc1", flat));
-    observe("fc1", h.clone());
+    if let Some(observe) = observe {
+        observe("fc1", h.clone());
+    }
     w.dense("fc2", h)
 }
 

@@ -28,12 +28,13 @@ pub fn entries(widths: &[usize]) -> Vec<Entry> {
     out
 }
 
-/// Forward pass; `observe` sees each hidden layer's post-ReLU activations `[batch, units]`.
+/// Forward pass; `observe`, if given, sees each hidden layer's post-ReLU activations
+/// `[batch, units]`.
 pub fn forward<W: Weights + ?Sized>(
     widths: &[usize],
     w: &W,
     x: Tensor<2>,
-    observe: &mut dyn FnMut(&str, Tensor<2>),
+    mut observe: Option<super::Observer<'_>>,
 ) -> Tensor<2> {
     let n = widths.len() - 1;
     let mut h = x;
@@ -42,7 +43,9 @@ pub fn forward<W: Weights + ?Sized>(
         h = w.dense(&layer, h);
         if i < n {
             h = relu(h);
-            observe(&layer, h.clone());
+            if let Some(observe) = observe.as_deref_mut() {
+                observe(&layer, h.clone());
+            }
         }
     }
     h

@@ -20,6 +20,9 @@ use crate::layers::Weights;
 use crate::params::{Layout, ParamSet, Role};
 use crate::permute::PermSpec;
 
+/// Receives a hidden layer's name and its post-activation `[samples, units]`.
+pub type Observer<'a> = &'a mut dyn FnMut(&str, Tensor<2>);
+
 /// A network architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arch {
@@ -238,7 +241,10 @@ impl Arch {
 
     /// Logits `[batch, classes]` for flattened inputs `x: [batch, input_dim]`.
     pub fn forward<W: Weights + ?Sized>(&self, w: &W, x: Tensor<2>) -> Tensor<2> {
-        self.forward_observed(w, x, &mut |_, _| {})
+        match self {
+            Arch::Mlp { widths } => mlp::forward(widths, w, x, None),
+            Arch::LeNet5 { input } => lenet::forward(*input, w, x, None),
+        }
     }
 
     /// Forward pass that also hands each hidden layer's post-activation `[samples, units]` to
@@ -247,11 +253,11 @@ impl Arch {
         &self,
         w: &W,
         x: Tensor<2>,
-        observe: &mut dyn FnMut(&str, Tensor<2>),
+        observe: Observer<'_>,
     ) -> Tensor<2> {
         match self {
-            Arch::Mlp { widths } => mlp::forward(widths, w, x, observe),
-            Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
+            Arch::Mlp { widths } => mlp::forward(widths, w, x, Some(observe)),
+            Arch::LeNet5 { input } => lenet::forward(*input, w, x, Some(observe)),
         }
     }
 }

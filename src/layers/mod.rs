@@ -6,9 +6,9 @@
 //! never see which one they are talking to.
 
 use burn::tensor::Tensor;
-use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 
+use crate::backend;
 use crate::params::ParamSet;
 
 /// A source of layer outputs, keyed by layer name (`fc1`, `conv2`, ...).
@@ -49,7 +49,7 @@ pub fn conv2d(
     // the batch and channel axes of the whole output gradient and copies it to make it
     // contiguous (≈ 15% of a LeNet-5 train step on flex); a broadcast add's gradient is a
     // plain reduction.
-    let y = burn_conv2d(x, w, None, options);
+    let y = backend::conv2d(x, w, options);
     match b {
         Some(b) => {
             let c = b.dims()[0];

@@ -1,7 +1,27 @@
-//! The only file that names the concrete burn backend. The default is burn's `flex` CPU backend;
+//! The only module that names the concrete burn backend. The default is burn's `flex` CPU backend;
 //! `--features wgpu` / `--features cuda` switch to a GPU (unsupported in CI).
 
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod conv;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod pool;
+
+/// 2-d convolution without bias, `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`. On the
+/// CPU backend it is im2col + GEMM per sample with a hand-written backward pass (`conv.rs`);
+/// on GPU backends burn's own.
+pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        conv::conv2d(x, w, options)
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        burn::tensor::module::conv2d(x, w, None, options)
+    }
+}
 
 /// The device for evaluation (no autodiff).
 pub fn device() -> Device {
@@ -22,6 +42,19 @@ pub fn device() -> Device {
 /// The device for training (autodiff on top of [`device`]).
 pub fn train_device() -> Device {
     device().autodiff()
+}
+
+/// 2-d max pooling; on the CPU backend a host kernel with its own backward pass (`pool.rs`), on
+/// GPU backends burn's own.
+pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        pool::max_pool2d(x, options)
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        burn::tensor::module::max_pool2d(x, options)
+    }
 }
 
 /// Seeds burn's global generator (used only for noise drawn by burn itself, e.g. variational

@@ -1,0 +1,622 @@
+//! 2-d convolution as im2col + GEMM per sample on the host, with its own backward pass, plugged
+//! into burn through a backend extension (`GemmConv`) for the flex backend and its autodiff
+//! wrapper. Other backends keep burn's `conv2d`.
+//!
+//! Per sample `b` (Chellapilla et al. 2006, the Caffe scheme), with `X_b = im2col(x_b)` of shape
+//! `[C·KH·KW, OH·OW]` and `W` viewed as `[O, C·KH·KW]`:
+//! - forward: `y_b = W·X_b` (already in `[O, OH, OW]`, i.e. NCHW, layout);
+//! - weight gradient: `∂L/∂W = Σ_b g_b·X_bᵀ`;
+//! - input gradient: `∂L/∂x_b = col2im(Wᵀ·g_b)` (the adjoint of im2col scatters and adds).
+//!
+//! Why: flex computes a convolution's input gradient as a transposed convolution and its weight
+//! gradient through an unfolded copy of the whole batch; on LeNet-5 those two were most of a
+//! train step. Here every product is one GEMM on cache-sized per-sample panels, the batch is cut
+//! into fixed chunks of [`CHUNK`] samples run in parallel, and the weight gradient's partial sums
+//! are added in chunk order, so results do not depend on the number of threads.
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+/// Samples per parallel task (fixed, so that sums do not depend on the thread count).
+const CHUNK: usize = 8;
+
+/// Shapes of one convolution: input `[n, c, h, w]`, weight `[o, c, kh, kw]`, output
+/// `[n, o, oh, ow]`, with stride `s` and zero padding `p` on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    s: [usize; 2],
+    p: [usize; 2],
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    /// The geometry of `x ⋆ w`, or `None` if the kernel does not fit in the padded input.
+    pub fn new(
+        x: [usize; 4],
+        w: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Option<Self> {
+        let [n, c, h, wd] = x;
+        let [o, c2, kh, kw] = w;
+        if c != c2 || stride.contains(&0) || kh == 0 || kw == 0 {
+            return None;
+        }
+        let out = |len: usize, k: usize, s: usize, p: usize| {
+            (len + 2 * p).checked_sub(k).map(|d| d / s + 1)
+        };
+        Some(Self {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            s: stride,
+            p: padding,
+            oh: out(h, kh, stride[0], padding[0])?,
+            ow: out(wd, kw, stride[1], padding[1])?,
+        })
+    }
+
+    /// Rows of a column matrix: `c·kh·kw`.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of a column matrix: `oh·ow`.
+    fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Input values per sample.
+    fn chw(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// A 1×1 convolution with unit stride and no padding: the column matrix is the input.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.s == [1, 1] && self.p == [0, 0]
+    }
+
+    /// Output columns `ow` that read inside the input along the width for kernel column `j`:
+    /// `0 ≤ ow·s + j − p < w`.
+    fn valid_cols(&self, j: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.s[1], self.p[1]);
+        let lo = if p > j { (p - j).div_ceil(s) } else { 0 };
+        let hi = if self.w + p > j {
+            (self.w + p - j).div_ceil(s).min(self.ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// The input row read by output row `oh` for kernel row `i`, if inside the input.
+    fn input_row(&self, oh: usize, i: usize) -> Option<usize> {
+        (oh * self.s[0] + i)
+            .checked_sub(self.p[0])
+            .filter(|&r| r < self.h)
+    }
+}
+
+/// `col[(ci, i, j), (oh, ow)] = x[ci, oh·s + i − p, ow·s + j − p]` (zero outside) for one sample.
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let l = g.l();
+    for ci in 0..g.c {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &mut col[((ci * g.kh + i) * g.kw + j) * l..][..l];
+                let cols = g.valid_cols(j);
+                for oh in 0..g.oh {
+                    let dst = &mut row[oh * g.ow..(oh + 1) * g.ow];
+                    let Some(r) = g.input_row(oh, i) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[r * g.w..(r + 1) * g.w];
+                    dst[..cols.start].fill(0.0);
+                    dst[cols.end..].fill(0.0);
+                    // Input column of output column `ow`: ow·s + j − p.
+                    let first = cols.start * g.s[1] + j - g.p[1];
+                    if g.s[1] == 1 {
+                        dst[cols.clone()].copy_from_slice(&src[first..first + cols.len()]);
+                    } else {
+                        for (k, d) in dst[cols.clone()].iter_mut().enumerate() {
+                            *d = src[first + k * g.s[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[ci, r, q] += col[(ci, i, j), (oh, ow)]` over every position
+/// that read `x[ci, r, q]`. `dx` (one sample) must be zeroed by the caller.
+fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
+    let l = g.l();
+    for ci in 0..g.c {
+        let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &col[((ci * g.kh + i) * g.kw + j) * l..][..l];
+                let cols = g.valid_cols(j);
+                for oh in 0..g.oh {
+                    let Some(r) = g.input_row(oh, i) else {
+                        continue;
+                    };
+                    let src = &row[oh * g.ow..(oh + 1) * g.ow];
+                    let dst = &mut plane[r * g.w..(r + 1) * g.w];
+                    let first = cols.start * g.s[1] + j - g.p[1];
+                    for (k, v) in src[cols.clone()].iter().enumerate() {
+                        dst[first + k * g.s[1]] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn view(rows: usize, cols: usize, v: &[f32]) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), v).expect("buffer sized by its geometry")
+}
+
+fn view_mut(rows: usize, cols: usize, v: &mut [f32]) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((rows, cols), v).expect("buffer sized by its geometry")
+}
+
+/// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`.
+pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, l) = (g.k(), g.l());
+    let wm = view(g.o, k, w);
+    let mut y = vec![0.0f32; g.n * g.o * l];
+    y.par_chunks_mut(CHUNK * g.o * l)
+        .zip(x.par_chunks(CHUNK * g.chw()))
+        .for_each(|(yc, xc)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; k * l]
+            };
+            for (yb, xb) in yc.chunks_mut(g.o * l).zip(xc.chunks(g.chw())) {
+                let cols = if g.is_pointwise() {
+                    xb
+                } else {
+                    im2col(g, xb, &mut col);
+                    &col
+                };
+                general_mat_mul(1.0, &wm, &view(k, l, cols), 0.0, &mut view_mut(g.o, l, yb));
+            }
+        });
+    y
+}
+
+/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for.
+pub fn backward_host(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, l) = (g.k(), g.l());
+    let wm = view(g.o, k, w);
+    let chunks = g.n.div_ceil(CHUNK);
+    // One chunk of samples: writes its input gradients (if asked) and returns its partial
+    // weight gradient (empty if not asked).
+    let work = |ci: usize, dxc: Option<&mut [f32]>| -> Vec<f32> {
+        let samples = ci * CHUNK..((ci + 1) * CHUNK).min(g.n);
+        let mut col = vec![
+            0.0f32;
+            if want_dw && !g.is_pointwise() {
+                k * l
+            } else {
+                0
+            }
+        ];
+        let mut dcol = vec![
+            0.0f32;
+            if want_dx && !g.is_pointwise() {
+                k * l
+            } else {
+                0
+            }
+        ];
+        let mut dw = vec![0.0f32; if want_dw { g.o * k } else { 0 }];
+        let mut dxc = dxc;
+        for (bi, b) in samples.enumerate() {
+            let xb = &x[b * g.chw()..(b + 1) * g.chw()];
+            let gb = view(g.o, l, &gy[b * g.o * l..(b + 1) * g.o * l]);
+            if want_dw {
+                let cols = if g.is_pointwise() {
+                    xb
+                } else {
+                    im2col(g, xb, &mut col);
+                    &col
+                };
+                general_mat_mul(
+                    1.0,
+                    &gb,
+                    &view(k, l, cols).t(),
+                    1.0,
+                    &mut view_mut(g.o, k, &mut dw),
+                );
+            }
+            if let Some(dxc) = dxc.as_deref_mut() {
+                let dxb = &mut dxc[bi * g.chw()..(bi + 1) * g.chw()];
+                if g.is_pointwise() {
+                    general_mat_mul(1.0, &wm.t(), &gb, 0.0, &mut view_mut(k, l, dxb));
+                } else {
+                    general_mat_mul(1.0, &wm.t(), &gb, 0.0, &mut view_mut(k, l, &mut dcol));
+                    col2im_add(g, &dcol, dxb);
+                }
+            }
+        }
+        dw
+    };
+    let (dx, parts): (Option<Vec<f32>>, Vec<Vec<f32>>) = if want_dx {
+        let mut dx = vec![0.0f32; g.n * g.chw()];
+        let parts = dx
+            .par_chunks_mut(CHUNK * g.chw())
+            .enumerate()
+            .map(|(ci, dxc)| work(ci, Some(dxc)))
+            .collect();
+        (Some(dx), parts)
+    } else {
+        let parts = (0..chunks)
+            .into_par_iter()
+            .map(|ci| work(ci, None))
+            .collect();
+        (None, parts)
+    };
+    let dw = want_dw.then(|| {
+        let mut dw = vec![0.0f32; g.o * k];
+        for part in &parts {
+            for (a, b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        dw
+    });
+    (dx, dw)
+}
+
+/// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
+pub(super) fn host(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+fn flex(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let d = t.shape().dims::<4>();
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn geometry(x: &FlexTensor, w: &FlexTensor, stride: [usize; 2], padding: [usize; 2]) -> Geometry {
+    Geometry::new(dims4(x), dims4(w), stride, padding).expect("checked by conv2d before dispatch")
+}
+
+fn forward_flex(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> FlexTensor {
+    let g = geometry(x, w, stride, padding);
+    let y = forward_host(&g, &host(x), &host(w));
+    flex(y, [g.n, g.o, g.oh, g.ow])
+}
+
+/// Convolution through im2col + GEMM (see the module docs). Only the flex backend and its
+/// autodiff wrapper implement it; [`conv2d`] decides when it is used.
+#[backend_extension(Flex, Autodiff)]
+pub trait GemmConv: Backend {
+    /// `x ⋆ w` with the given stride and symmetric zero padding, no dilation, one group.
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+}
+
+impl GemmConv for Flex {
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        forward_flex(&x, &weight, stride, padding)
+    }
+}
+
+/// The backward step: the input, the weight and the geometry are kept from the forward pass.
+#[derive(Debug)]
+struct GemmConvBackward;
+
+impl Backward<Flex, 2> for GemmConvBackward {
+    type State = (FlexTensor, FlexTensor, [usize; 2], [usize; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let gy = grads.consume::<Flex>(&ops.node);
+        let (x, w, stride, padding) = ops.state;
+        let g = geometry(&x, &w, stride, padding);
+        let (dx, dw) = backward_host(
+            &g,
+            &host(&x),
+            &host(&w),
+            &host(&gy),
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex(dx, [g.n, g.c, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, flex(dw, [g.o, g.c, g.kh, g.kw]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GemmConv for Autodiff<Flex, C> {
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let y = forward_flex(x.primitive(), weight.primitive(), stride, padding);
+        match GemmConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (x.into_primitive(), weight.into_primitive(), stride, padding),
+                y,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// `x ⋆ w` (no bias) through [`GemmConv`] when the options are ones it covers (no dilation,
+/// one group, symmetric padding, `f32`); otherwise burn's own `conv2d`.
+pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    let supported = options.dilation == [1, 1]
+        && options.groups == 1
+        && !options.is_asymmetric()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && Geometry::new(x.dims(), w.dims(), options.stride, options.padding_begin()).is_some();
+    if !supported {
+        return burn::tensor::module::conv2d(x, w, None, options);
+    }
+    let y = <Dispatch as GemmConv>::gemm_conv2d(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        options.stride,
+        options.padding_begin(),
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use burn::tensor::{Device, Tensor};
+
+    use super::*;
+    use crate::backend::{device, train_device, with_host};
+
+    /// `(n, c, h, w, o, kh, kw, stride, padding)`.
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+    );
+
+    /// LeNet-like, strided and padded, 1×1, a batch that is not a multiple of the chunk, and a
+    /// kernel as wide as the padded input.
+    const CASES: [Case; 6] = [
+        (3, 1, 12, 12, 4, 5, 5, [1, 1], [0, 0]),
+        (2, 3, 9, 7, 5, 3, 2, [2, 1], [1, 2]),
+        (4, 6, 5, 5, 3, 1, 1, [1, 1], [0, 0]),
+        (17, 2, 6, 6, 3, 3, 3, [1, 1], [1, 1]),
+        (2, 2, 8, 8, 2, 3, 3, [3, 2], [0, 1]),
+        (2, 2, 3, 4, 3, 5, 6, [1, 1], [1, 1]),
+    ];
+
+    fn values(t: &Tensor<4>) -> Vec<f32> {
+        with_host(t, <[f32]>::to_vec)
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Normal values from a seeded local stream (burn's global generator is shared between
+    /// tests running in parallel).
+    pub(crate) fn normal(shape: [usize; 4], seed: u64, dev: &Device) -> Tensor<4> {
+        use rand::SeedableRng;
+        use rand_distr::Distribution as _;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), dev)
+    }
+
+    fn inputs(case: usize, dev: &Device) -> (Tensor<4>, Tensor<4>, ConvOptions<2>) {
+        let (n, c, h, w, o, kh, kw, s, p) = CASES[case];
+        let x = normal([n, c, h, w], 100 + case as u64, dev);
+        let k = normal([o, c, kh, kw], 200 + case as u64, dev);
+        (x, k, ConvOptions::new(s, p, [1, 1], 1))
+    }
+
+    #[test]
+    fn forward_matches_burns_convolution() {
+        let dev = device();
+        for case in 0..CASES.len() {
+            let (x, k, opts) = inputs(case, &dev);
+            let ours = conv2d(x.clone(), k.clone(), opts.clone());
+            let theirs = burn::tensor::module::conv2d(x, k, None, opts);
+            assert_eq!(ours.dims(), theirs.dims(), "case {case}");
+            let d = max_diff(&values(&ours), &values(&theirs));
+            assert!(d < 1e-4, "case {case}: max |ours - burn| = {d}");
+        }
+    }
+
+    /// Gradients of `Σ y ⊙ r` for x and w, through `f`.
+    fn grads(
+        case: usize,
+        f: impl Fn(Tensor<4>, Tensor<4>, ConvOptions<2>) -> Tensor<4>,
+        x_tracked: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        let dev = train_device();
+        let (x, k, opts) = inputs(case, &dev);
+        let x = if x_tracked { x.require_grad() } else { x };
+        let k = k.require_grad();
+        let y = f(x.clone(), k.clone(), opts);
+        let r = normal(y.dims(), 7, &dev);
+        let g = (y * r).sum().backward();
+        let gx = x.grad(&g).map(|t| with_host(&t, <[f32]>::to_vec));
+        (
+            gx,
+            with_host(&k.grad(&g).expect("weight gradient"), <[f32]>::to_vec),
+        )
+    }
+
+    #[test]
+    fn gradients_match_burns_convolution() {
+        for case in 0..CASES.len() {
+            let (ox, ow) = grads(case, conv2d, true);
+            let (bx, bw) = grads(
+                case,
+                |x, k, o| burn::tensor::module::conv2d(x, k, None, o),
+                true,
+            );
+            let dx = max_diff(&ox.expect("x gradient"), &bx.expect("x gradient"));
+            let dw = max_diff(&ow, &bw);
+            assert!(dx < 1e-4 && dw < 1e-3, "case {case}: dx {dx}, dw {dw}");
+        }
+        // An untracked input (a first layer) gets no gradient; the weight's is unchanged.
+        let (ox, ow) = grads(0, conv2d, false);
+        assert!(ox.is_none());
+        assert_eq!(ow, grads(0, conv2d, true).1);
+    }
+
+    /// Central differences of `Σ y ⊙ r` in a few weights and inputs (f64 host arithmetic).
+    #[test]
+    fn gradients_match_finite_differences() {
+        let case = 1;
+        let (n, c, h, w, o, kh, kw, s, p) = CASES[case];
+        let g = Geometry::new([n, c, h, w], [o, c, kh, kw], s, p).unwrap();
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
+        let k: Vec<f32> = (0..o * c * kh * kw).map(|_| next()).collect();
+        let r: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| next()).collect();
+        let loss = |x: &[f32], k: &[f32]| -> f64 {
+            let y = forward_host(&g, x, k);
+            y.iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum()
+        };
+        let (dx, dk) = backward_host(&g, &x, &k, &r, true, true);
+        let (dx, dk) = (dx.unwrap(), dk.unwrap());
+        let e = 1e-2f32;
+        for i in (0..x.len()).step_by(7) {
+            let (mut a, mut b) = (x.clone(), x.clone());
+            a[i] += e;
+            b[i] -= e;
+            let fd = (loss(&a, &k) - loss(&b, &k)) / (2.0 * f64::from(e));
+            assert!(
+                (fd - f64::from(dx[i])).abs() < 2e-3,
+                "x[{i}]: fd {fd}, ours {}",
+                dx[i]
+            );
+        }
+        for i in 0..k.len() {
+            let (mut a, mut b) = (k.clone(), k.clone());
+            a[i] += e;
+            b[i] -= e;
+            let fd = (loss(&x, &a) - loss(&x, &b)) / (2.0 * f64::from(e));
+            assert!(
+                (fd - f64::from(dk[i])).abs() < 2e-3,
+                "w[{i}]: fd {fd}, ours {}",
+                dk[i]
+            );
+        }
+    }
+
+    /// The batch is cut into fixed chunks and partial weight gradients are added in chunk order,
+    /// so one thread and three threads give the same bits.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let case = 3;
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| grads(case, conv2d, true))
+        };
+        let (x1, w1) = run(1);
+        let (x3, w3) = run(3);
+        assert_eq!(x1, x3);
+        assert_eq!(w1, w3);
+    }
+}
