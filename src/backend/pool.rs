@@ -53,23 +53,88 @@ impl Geometry {
 }
 
 /// Pools one plane; `arg` (if given) receives each output's input offset within the plane.
-fn pool_plane(g: &Geometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+fn pool_plane(g: &Geometry, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
+    if g.k == [2, 2] && g.s == [2, 2] {
+        return pool_plane_2x2(g, x, y, arg);
+    }
+    pool_plane_any(g, x, y, arg)
+}
+
+/// All ones if `b` is the first maximum of `a, b` (larger, or a NaN after a number), else zero.
+#[inline(always)]
+fn takes_second(a: f32, b: f32) -> u32 {
+    (u32::from(b > a) | (u32::from(b.is_nan()) & u32::from(!a.is_nan()))).wrapping_neg()
+}
+
+/// `b` where `mask` is all ones, else `a` (bitwise, so that loops over it vectorise).
+#[inline(always)]
+fn pick_f32(mask: u32, a: f32, b: f32) -> f32 {
+    f32::from_bits((b.to_bits() & mask) | (a.to_bits() & !mask))
+}
+
+/// The 2×2, stride-2 case: each row's pair, then the two rows (row 0 first), which picks the
+/// same candidate as the scan in order; bitwise selects over whole rows, so that it vectorises.
+fn pool_plane_2x2(g: &Geometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+    let ow = g.ow;
     for i in 0..g.oh {
-        for j in 0..g.ow {
-            let (mut best, mut at) = (f32::NEG_INFINITY, i * g.s[0] * g.w + j * g.s[1]);
-            let mut first = true;
-            for a in 0..g.k[0] {
-                let row = (i * g.s[0] + a) * g.w + j * g.s[1];
-                for (b, &v) in x[row..row + g.k[1]].iter().enumerate() {
-                    // The first maximum wins; a NaN propagates.
-                    if first || v > best || (v.is_nan() && !best.is_nan()) {
-                        (best, at, first) = (v, row + b, false);
-                    }
+        let r0 = &x[2 * i * g.w..][..2 * ow];
+        let r1 = &x[(2 * i + 1) * g.w..][..2 * ow];
+        let yr = &mut y[i * ow..(i + 1) * ow];
+        let base = (2 * i * g.w) as u32;
+        let w = g.w as u32;
+        match arg.as_deref_mut() {
+            None => {
+                for ((out, p0), p1) in yr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let m0 = pick_f32(takes_second(p0[0], p0[1]), p0[0], p0[1]);
+                    let m1 = pick_f32(takes_second(p1[0], p1[1]), p1[0], p1[1]);
+                    *out = pick_f32(takes_second(m0, m1), m0, m1);
                 }
             }
-            y[i * g.ow + j] = best;
+            Some(arg) => {
+                let ar = &mut arg[i * ow..(i + 1) * ow];
+                for (j, ((out, at), (p0, p1))) in yr
+                    .iter_mut()
+                    .zip(ar.iter_mut())
+                    .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+                    .enumerate()
+                {
+                    let (t0, t1) = (takes_second(p0[0], p0[1]), takes_second(p1[0], p1[1]));
+                    let m0 = pick_f32(t0, p0[0], p0[1]);
+                    let m1 = pick_f32(t1, p1[0], p1[1]);
+                    let t = takes_second(m0, m1);
+                    *out = pick_f32(t, m0, m1);
+                    // Offset: row (0 or w), then column 2j + (0 or 1) of the chosen row.
+                    let col = (t1 & t) | (t0 & !t);
+                    *at = base + 2 * j as u32 + (col & 1) + (w & t);
+                }
+            }
+        }
+    }
+}
+
+/// Any kernel and stride: the window's candidates in order, the running maximum kept by bitwise
+/// selects (a data-dependent branch per comparison, mispredicted half the time, is several
+/// times slower).
+fn pool_plane_any(g: &Geometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+    for i in 0..g.oh {
+        for j in 0..g.ow {
+            let first = i * g.s[0] * g.w + j * g.s[1];
+            let (mut m, mut t) = (x[first], first as u32);
+            for a in 0..g.k[0] {
+                let row = first + a * g.w;
+                for (b, &v) in x[row..row + g.k[1]].iter().enumerate() {
+                    let take = takes_second(m, v);
+                    m = pick_f32(take, m, v);
+                    t = (((row + b) as u32) & take) | (t & !take);
+                }
+            }
+            y[i * g.ow + j] = m;
             if let Some(arg) = arg.as_deref_mut() {
-                arg[i * g.ow + j] = at as u32;
+                arg[i * g.ow + j] = t;
             }
         }
     }
@@ -269,23 +334,35 @@ mod tests {
     /// A tie sends the gradient to the first maximum of the window; a NaN propagates.
     #[test]
     fn ties_go_to_the_first_maximum_and_nan_propagates() {
-        let dev = train_device();
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                vec![1.0f32, 1.0, 0.0, f32::NAN, 0.0, 1.0, 2.0, 3.0],
-                [1, 1, 2, 4],
+        // [[1, 1, 0, NaN], [0, 1, 2, 3]]; 2×2 windows at stride 2 (the special case) and at
+        // stride 1 (the general scan).
+        let values = vec![1.0f32, 1.0, 0.0, f32::NAN, 0.0, 1.0, 2.0, 3.0];
+        for (stride, want_y, want_dx) in [
+            (
+                2,
+                vec![1.0, f32::NAN],
+                vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
             ),
-            &dev,
-        )
-        .require_grad();
-        let y = ours(x.clone(), [2, 2], [2, 2]);
-        let yv = with_host(&y, <[f32]>::to_vec);
-        assert_eq!(yv[0], 1.0);
-        assert!(yv[1].is_nan());
-        let g = y.sum().backward();
-        assert_eq!(
-            with_host(&x.grad(&g).unwrap(), <[f32]>::to_vec),
-            vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
-        );
+            (
+                1,
+                vec![1.0, 2.0, f32::NAN],
+                vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0],
+            ),
+        ] {
+            let dev = train_device();
+            let x = Tensor::<4>::from_data(TensorData::new(values.clone(), [1, 1, 2, 4]), &dev)
+                .require_grad();
+            let y = ours(x.clone(), [2, 2], [stride, stride]);
+            let yv = with_host(&y, <[f32]>::to_vec);
+            assert_eq!(yv.len(), want_y.len());
+            for (a, b) in yv.iter().zip(&want_y) {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "stride {stride}: {yv:?}"
+                );
+            }
+            let g = y.sum().backward();
+            assert_eq!(with_host(&x.grad(&g).unwrap(), <[f32]>::to_vec), want_dx);
+        }
     }
 }
