@@ -9,10 +9,12 @@
 //! - input gradient: `∂L/∂x_b = col2im(Wᵀ·g_b)` (the adjoint of im2col scatters and adds).
 //!
 //! Why: flex computes a convolution's input gradient as a transposed convolution and its weight
-//! gradient through an unfolded copy of the whole batch; on LeNet-5 those two were most of a
-//! train step. Here every product is one GEMM on cache-sized per-sample panels, the batch is cut
-//! into fixed chunks of [`CHUNK`] samples run in parallel, and the weight gradient's partial sums
-//! are added in chunk order, so results do not depend on the number of threads.
+//! gradient through an unfolded copy of the whole batch (profiled on a LeNet-5 train step: its
+//! im2col closures ≈ 33%, the transposed convolution ≈ 10%; with these kernels and the host
+//! pooling the step is 2× as fast). Here every product is one GEMM on cache-sized per-sample
+//! panels, the batch is cut into fixed chunks of [`CHUNK`] samples run in parallel, and the
+//! weight gradient's partial sums are added in chunk order, so results do not depend on the
+//! number of threads.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
