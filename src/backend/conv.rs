@@ -643,28 +643,22 @@ pub(crate) mod tests {
         let (dx, dk) = backward_host(&g, &x, &k, &r, true, true);
         let (dx, dk) = (dx.unwrap(), dk.unwrap());
         let e = 1e-2f32;
-        for i in (0..x.len()).step_by(7) {
-            let (mut a, mut b) = (x.clone(), x.clone());
-            a[i] += e;
-            b[i] -= e;
-            let fd = (loss(&a, &k) - loss(&b, &k)) / (2.0 * f64::from(e));
-            assert!(
-                (fd - f64::from(dx[i])).abs() < 2e-3,
-                "x[{i}]: fd {fd}, ours {}",
-                dx[i]
-            );
-        }
-        for i in 0..k.len() {
-            let (mut a, mut b) = (k.clone(), k.clone());
-            a[i] += e;
-            b[i] -= e;
-            let fd = (loss(&x, &a) - loss(&x, &b)) / (2.0 * f64::from(e));
-            assert!(
-                (fd - f64::from(dk[i])).abs() < 2e-3,
-                "w[{i}]: fd {fd}, ours {}",
-                dk[i]
-            );
-        }
+        let check =
+            |what: &str, base: &[f32], grad: &[f32], step: usize, f: &dyn Fn(&[f32]) -> f64| {
+                for i in (0..base.len()).step_by(step) {
+                    let (mut a, mut b) = (base.to_vec(), base.to_vec());
+                    a[i] += e;
+                    b[i] -= e;
+                    let fd = (f(&a) - f(&b)) / (2.0 * f64::from(e));
+                    let ours = f64::from(grad[i]);
+                    assert!(
+                        (fd - ours).abs() < 2e-3,
+                        "{what}[{i}]: fd {fd}, ours {ours}"
+                    );
+                }
+            };
+        check("x", &x, &dx, 7, &|x| loss(x, &k));
+        check("w", &k, &dk, 1, &|k| loss(&x, k));
     }
 
     /// The batch is cut into fixed chunks and partial weight gradients are added in chunk order,
