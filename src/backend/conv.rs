@@ -14,7 +14,8 @@
 //! pooling the step is 2× as fast). Here every product is one GEMM on cache-sized per-sample
 //! panels, the batch is cut into fixed chunks of [`CHUNK`] samples run in parallel, and the
 //! weight gradient's partial sums are added in chunk order, so results do not depend on the
-//! number of threads.
+//! number of threads. The column matrices are recomputed in the backward pass rather than kept
+//! from the forward pass (`KH·KW` times the input's size, for a few percent of a step).
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -26,6 +27,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
+
+use super::host;
 use rayon::prelude::*;
 
 /// Samples per parallel task (fixed, so that sums do not depend on the thread count).
@@ -367,19 +370,6 @@ pub fn backward_host(
         dw
     });
     (dx, dw)
-}
-
-/// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
-pub(super) fn host(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous f32 tensor")
-                .to_vec(),
-        ),
-    }
 }
 
 fn flex(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {

@@ -9,6 +9,20 @@ mod conv;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod pool;
 
+/// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn host(t: &burn_flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
 /// 2-d convolution without bias, `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`. On the
 /// CPU backend it is im2col + GEMM per sample with a hand-written backward pass (`conv.rs`);
 /// on GPU backends burn's own.
@@ -89,9 +103,9 @@ pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) 
             .clone()
             .without_autodiff()
             .try_into_primitive::<burn_flex::Flex>()
-            && let Some(s) = ft.as_slice::<f32>()
+            && ft.dtype() == burn::tensor::DType::F32
         {
-            return f(s);
+            return f(&host(&ft));
         }
     }
     let data = t.to_data().convert::<f32>();

@@ -21,7 +21,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::conv::host;
+use super::host;
 
 /// Shapes of one pooling: input `[n, c, h, w]`, output `[n, c, oh, ow]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,10 +45,9 @@ pub fn conv2d(
     b: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    // The bias is added here rather than passed to burn's conv2d: burn's bias gradient swaps
-    // the batch and channel axes of the whole output gradient and copies it to make it
-    // contiguous (≈ 15% of a LeNet-5 train step on flex); a broadcast add's gradient is a
-    // plain reduction.
+    // The bias is a broadcast add, whose gradient is a plain reduction (burn's own conv2d bias
+    // gradient swapped the batch and channel axes of the whole output gradient and copied it,
+    // ≈ 15% of a LeNet-5 train step on flex; GPU backends still use burn's conv2d).
     let y = backend::conv2d(x, w, options);
     match b {
         Some(b) => {
