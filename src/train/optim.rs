@@ -174,21 +174,31 @@ impl Optimizer {
         let device = params.tensors()[0].device();
         // One fused host pass per tensor, the same f32 operations in the same order as the
         // formulas above (so the result is bit-identical to composing tensor ops), instead of
-        // 4 (SGD) or 12 (Adam) whole-tensor passes with an allocation each. Gradients are read
-        // in place ([`backend::with_host`]); the state stays on the host.
-        let mut p = params.to_vecs();
-        match self.cfg {
+        // 4 (SGD) or 12 (Adam) whole-tensor passes with an allocation each. Parameters and
+        // gradients are read in place ([`backend::with_host`]) and the new values written once;
+        // the state stays on the host.
+        let pairs = params.tensors().iter().zip(grads.tensors());
+        let p: Vec<Vec<f32>> = match self.cfg {
             OptimConfig::Sgd { momentum, wd } => {
                 let (mu, wd) = (momentum as f32, wd as f32);
-                for ((p, g), b) in p.iter_mut().zip(grads.tensors()).zip(&mut self.state[0]) {
-                    backend::with_host(g, |g| {
-                        for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
-                            let d = if wd == 0.0 { g } else { g + *p * wd };
-                            *b = *b * mu + d;
-                            *p -= *b * lr;
-                        }
-                    });
-                }
+                pairs
+                    .zip(&mut self.state[0])
+                    .map(|((p, g), b)| {
+                        backend::with_host(p, |p| {
+                            backend::with_host(g, |g| {
+                                p.iter()
+                                    .zip(g)
+                                    .zip(b.iter_mut())
+                                    .map(|((&p, &g), b)| {
+                                        let d = if wd == 0.0 { g } else { g + p * wd };
+                                        *b = *b * mu + d;
+                                        p - *b * lr
+                                    })
+                                    .collect()
+                            })
+                        })
+                    })
+                    .collect()
             }
             OptimConfig::Adam {
                 beta1,
@@ -202,26 +212,29 @@ impl Optimizer {
                 let c2 = (1.0 - beta2.powi(t)) as f32;
                 let step = (lr as f64 / c1) as f32;
                 let (m_all, v_all) = self.state.split_at_mut(1);
-                for (((p, g), m), v) in p
-                    .iter_mut()
-                    .zip(grads.tensors())
+                pairs
                     .zip(m_all[0].iter_mut())
                     .zip(v_all[0].iter_mut())
-                {
-                    backend::with_host(g, |g| {
-                        for (((p, &g), m), v) in
-                            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                        {
-                            let d = if wd == 0.0 { g } else { g + *p * wd };
-                            *m = *m * b1 + d * (1.0 - b1);
-                            *v = *v * b2 + d * d * (1.0 - b2);
-                            let denom = (*v / c2).sqrt() + eps;
-                            *p -= *m / denom * step;
-                        }
-                    });
-                }
+                    .map(|(((p, g), m), v)| {
+                        backend::with_host(p, |p| {
+                            backend::with_host(g, |g| {
+                                p.iter()
+                                    .zip(g)
+                                    .zip(m.iter_mut().zip(v.iter_mut()))
+                                    .map(|((&p, &g), (m, v))| {
+                                        let d = if wd == 0.0 { g } else { g + p * wd };
+                                        *m = *m * b1 + d * (1.0 - b1);
+                                        *v = *v * b2 + d * d * (1.0 - b2);
+                                        let denom = (*v / c2).sqrt() + eps;
+                                        p - *m / denom * step
+                                    })
+                                    .collect()
+                            })
+                        })
+                    })
+                    .collect()
             }
-        }
+        };
         ParamSet::from_vecs(params.layout().clone(), p, &device)
     }
 }
