@@ -95,6 +95,14 @@ fn weight_space_algebra() {
         let got = ParamSet::combination_vecs(&[&p, &q, &r], &c).unwrap();
         assert_eq!(got, want, "{c:?}");
     }
+    // Four non-zero terms (a cubic Bezier).
+    let s = a.init(4, &device);
+    let c = [0.1f32, 0.2, -0.3, 1.0];
+    let want = ParamSet::combination(&[&p, &q, &r, &s], &c)
+        .unwrap()
+        .to_vecs();
+    let got = ParamSet::combination_vecs(&[&p, &q, &r, &s], &c).unwrap();
+    assert_eq!(got, want);
     let other = "mlp:64-16-10".parse::<Arch>().unwrap().init(1, &device);
     assert!(ParamSet::combination_vecs(&[&p, &other], &[0.5, 0.5]).is_err());
 }
