@@ -241,10 +241,7 @@ impl Arch {
 
     /// Logits `[batch, classes]` for flattened inputs `x: [batch, input_dim]`.
     pub fn forward<W: Weights + ?Sized>(&self, w: &W, x: Tensor<2>) -> Tensor<2> {
-        match self {
-            Arch::Mlp { widths } => mlp::forward(widths, w, x, None),
-            Arch::LeNet5 { input } => lenet::forward(*input, w, x, None),
-        }
+        self.forward_with(w, x, None)
     }
 
     /// Forward pass that also hands each hidden layer's post-activation `[samples, units]` to
@@ -255,9 +252,18 @@ impl Arch {
         x: Tensor<2>,
         observe: Observer<'_>,
     ) -> Tensor<2> {
+        self.forward_with(w, x, Some(observe))
+    }
+
+    fn forward_with<W: Weights + ?Sized>(
+        &self,
+        w: &W,
+        x: Tensor<2>,
+        observe: Option<Observer<'_>>,
+    ) -> Tensor<2> {
         match self {
-            Arch::Mlp { widths } => mlp::forward(widths, w, x, Some(observe)),
-            Arch::LeNet5 { input } => lenet::forward(*input, w, x, Some(observe)),
+            Arch::Mlp { widths } => mlp::forward(widths, w, x, observe),
+            Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
         }
     }
 }

@@ -376,13 +376,9 @@ fn flex(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let d = t.shape().dims::<4>();
-    [d[0], d[1], d[2], d[3]]
-}
-
 fn geometry(x: &FlexTensor, w: &FlexTensor, stride: [usize; 2], padding: [usize; 2]) -> Geometry {
-    Geometry::new(dims4(x), dims4(w), stride, padding).expect("checked by conv2d before dispatch")
+    Geometry::new(x.shape().dims(), w.shape().dims(), stride, padding)
+        .expect("checked by conv2d before dispatch")
 }
 
 fn forward_flex(
