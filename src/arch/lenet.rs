@@ -70,7 +70,7 @@ pub fn forward<W: Weights + ?Sized>(
         h = backend::max_pool2d(h, pool.clone());
     }
     let flat: Tensor<2> = h.flatten(1, 3);
-    let h = relu(w.dense("fc1", flat));
+    let h = w.dense_relu("fc1", flat);
     if let Some(observe) = observe {
         observe("fc1", h.clone());
     }

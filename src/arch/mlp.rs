@@ -2,7 +2,6 @@
 //! `784-300-100-10`). Layers are named `fc1 … fcL`; weights `[d_i, d_{i−1}]`.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 
 use crate::error::Result;
 use crate::layers::{Weights, bias_name, weight_name};
@@ -40,12 +39,13 @@ pub fn forward<W: Weights + ?Sized>(
     let mut h = x;
     for i in 1..=n {
         let layer = format!("fc{i}");
-        h = w.dense(&layer, h);
         if i < n {
-            h = relu(h);
+            h = w.dense_relu(&layer, h);
             if let Some(observe) = observe.as_deref_mut() {
                 observe(&layer, h.clone());
             }
+        } else {
+            h = w.dense(&layer, h);
         }
     }
     h

@@ -29,6 +29,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
 use super::host;
+use super::matmul::{Mat, gemm_into};
 use rayon::prelude::*;
 
 /// Samples per parallel task (fixed, so that sums do not depend on the thread count).
@@ -179,85 +180,6 @@ fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// A matrix stored in a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    v: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major `rows × cols` (the slice must hold exactly that many values).
-    fn new(v: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(v.len(), rows * cols, "matrix buffer sized by its geometry");
-        Self {
-            v,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose (a view: strides swapped).
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// `dst = a·b` (`accumulate`: `dst += a·b`), `dst` row-major `a.rows × b.cols`, on the calling
-/// thread (the callers parallelise over samples). Through the `gemm` crate, the kernels burn's
-/// flex backend uses for its own matmul (with `matrixmultiply`, via ndarray, the LeNet-5 train
-/// step was 6% and its evaluation 16% slower).
-fn gemm_into(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "inner dimensions");
-    assert_eq!(dst.len(), m * n, "output sized by its geometry");
-    // Every element either view can address lies inside its slice.
-    for x in [a, b] {
-        if x.rows > 0 && x.cols > 0 {
-            assert!((x.rows - 1) * x.rs + (x.cols - 1) * x.cs < x.v.len());
-        }
-    }
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the asserts above bound every index `gemm` reads in `a`, `b` and writes in `dst`
-    // (`dst` row-major m × n); the three slices are distinct borrows.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.v.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.v.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 
@@ -533,7 +455,7 @@ pub(crate) mod tests {
 
     /// Normal values from a seeded local stream (burn's global generator is shared between
     /// tests running in parallel).
-    pub(crate) fn normal(shape: [usize; 4], seed: u64, dev: &Device) -> Tensor<4> {
+    pub(crate) fn normal<const D: usize>(shape: [usize; D], seed: u64, dev: &Device) -> Tensor<D> {
         use rand::SeedableRng;
         use rand_distr::Distribution as _;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

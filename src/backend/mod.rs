@@ -7,6 +7,10 @@ use burn::tensor::{Device, Tensor};
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod conv;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod dense;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod matmul;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod pool;
 
 /// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
@@ -34,6 +38,43 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> 
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
         burn::tensor::module::conv2d(x, w, None, options)
+    }
+}
+
+/// Dense layer `act(x·Wᵀ + b)`, `x: [n, in]`, `w: [out, in]`, `b: [out]`, `act` a ReLU if
+/// `relu`. On the CPU backend one host op with its own backward pass (`dense.rs`); on GPU
+/// backends burn's matmul, add and relu.
+pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -> Tensor<2> {
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        dense::dense(x, w, b, relu)
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        compose_dense(x, w, b, relu)
+    }
+}
+
+/// [`dense`] composed of burn's ops.
+///
+/// When `W` is tracked by autodiff it is computed as `(W·xᵀ)ᵀ`: the backward pass then produces
+/// `∂L/∂W = gᵀ·x` directly in `W`'s own `[out, in]` layout, whereas `x·(Wᵀ)` yields a transposed
+/// gradient that costs a full copy of the weight matrix to flatten. Otherwise `x·Wᵀ`, whose
+/// output is contiguous.
+fn compose_dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -> Tensor<2> {
+    let y = if w.is_tracked() {
+        w.matmul(x.transpose()).transpose()
+    } else {
+        x.matmul(w.transpose())
+    };
+    let y = match b {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    };
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
     }
 }
 

@@ -6,6 +6,7 @@
 //! never see which one they are talking to.
 
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 
 use crate::backend;
@@ -15,27 +16,22 @@ use crate::params::ParamSet;
 pub trait Weights {
     /// Dense layer: `x: [batch, in]` → `[batch, out]`.
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
+    /// `relu` of [`Weights::dense`]; sources that can fuse the two override it.
+    fn dense_relu(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        relu(self.dense(layer, x))
+    }
     /// 2-d convolution: `x: [batch, c_in, h, w]` → `[batch, c_out, h', w']`.
     fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4>;
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
-///
-/// When `W` is tracked by autodiff it is computed as `(W·xᵀ)ᵀ`: the backward pass then produces
-/// `∂L/∂W = gᵀ·x` directly in `W`'s own `[out, in]` layout, whereas `x·(Wᵀ)` yields a transposed
-/// gradient that costs a full copy of the weight matrix to flatten (measured: ~12% of an MLP
-/// train step on burn flex). Otherwise `x·Wᵀ`, whose output is contiguous (elementwise ops on
-/// a transposed activation take flex's slow strided path).
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
-    let y = if w.is_tracked() {
-        w.matmul(x.transpose()).transpose()
-    } else {
-        x.matmul(w.transpose())
-    };
-    match b {
-        Some(b) => y + b.unsqueeze::<2>(),
-        None => y,
-    }
+    backend::dense(x, w, b, false)
+}
+
+/// `relu(x·Wᵀ + b)`, one op on the CPU backend (see [`backend::dense`]).
+pub fn dense_relu(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
+    backend::dense(x, w, b, true)
 }
 
 /// Convolution with `W: [out, in, kh, kw]`, `b: [out]`.
@@ -71,6 +67,14 @@ pub fn bias_name(layer: &str) -> String {
 impl Weights for ParamSet {
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         dense(
+            x,
+            self.get(&weight_name(layer)),
+            Some(self.get(&bias_name(layer))),
+        )
+    }
+
+    fn dense_relu(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        dense_relu(
             x,
             self.get(&weight_name(layer)),
             Some(self.get(&bias_name(layer))),
