@@ -286,6 +286,7 @@ pub fn train_step(
     ctx: &mut StepCtx<'_>,
     lr: f64,
 ) -> Result<(ParamSet, f64, Scalars)> {
+    crate::backend::keep_warm();
     let (value, g, scalars) = loss_and_grad(params, obj, x, y, ctx)?;
     Ok((opt.step(params, &g, lr)?, value, scalars))
 }
