@@ -173,7 +173,7 @@ pub fn keep_warm() {
                             }
                             idle_rounds += 1;
                             // The clock is read only now and then (it was 8% of a helper's time).
-                            if idle_rounds % 64 == 0 && idle_since.elapsed() >= WARM_IDLE {
+                            if idle_rounds.is_multiple_of(64) && idle_since.elapsed() >= WARM_IDLE {
                                 break;
                             }
                             std::hint::spin_loop();
