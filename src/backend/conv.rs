@@ -441,11 +441,20 @@ pub(crate) mod tests {
         (2, 2, 3, 4, 3, 5, 6, [1, 1], [1, 1]),
     ];
 
-    fn values(t: &Tensor<4>) -> Vec<f32> {
+    pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
         with_host(t, <[f32]>::to_vec)
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    /// `f` on a fresh rayon pool of `threads` threads.
+    pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
+    pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
             .zip(b)
@@ -574,13 +583,7 @@ pub(crate) mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let case = 3;
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| grads(case, conv2d, true))
-        };
+        let run = |threads: usize| on_threads(threads, || grads(case, conv2d, true));
         let (x1, w1) = run(1);
         let (x3, w3) = run(3);
         assert_eq!(x1, x3);

@@ -16,7 +16,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -225,6 +225,25 @@ impl Backward<Flex, 2> for DenseNoBiasBackward {
     }
 }
 
+/// Registers the forward output `y` of `x` and `weight` (and the bias, when `nodes` has it) with
+/// the graph through `op`, keeping what the backward step needs.
+fn tracked<C: CheckpointStrategy, O: Backward<Flex, N, State = State>, const N: usize>(
+    op: O,
+    nodes: [NodeGuard; N],
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    y: FlexTensor,
+    relu: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let kept = relu.then(|| y.clone());
+            prep.finish((x.into_primitive(), weight.into_primitive(), kept), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
 impl<C: CheckpointStrategy> GemmDense for Autodiff<Flex, C> {
     fn gemm_dense(
         x: FloatTensor<Self>,
@@ -238,17 +257,8 @@ impl<C: CheckpointStrategy> GemmDense for Autodiff<Flex, C> {
             Some(bias.primitive()),
             relu,
         );
-        let kept = relu.then(|| y.clone());
-        match DenseBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                prep.finish((x.into_primitive(), weight.into_primitive(), kept), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let nodes = [x.node(), weight.node(), bias.node()];
+        tracked::<C, _, 3>(DenseBackward, nodes, x, weight, y, relu)
     }
 
     fn gemm_dense_unbiased(
@@ -257,17 +267,8 @@ impl<C: CheckpointStrategy> GemmDense for Autodiff<Flex, C> {
         relu: bool,
     ) -> FloatTensor<Self> {
         let y = forward_flex(x.primitive(), weight.primitive(), None, relu);
-        let kept = relu.then(|| y.clone());
-        match DenseNoBiasBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                prep.finish((x.into_primitive(), weight.into_primitive(), kept), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let nodes = [x.node(), weight.node()];
+        tracked::<C, _, 2>(DenseNoBiasBackward, nodes, x, weight, y, relu)
     }
 }
 
@@ -293,8 +294,8 @@ mod tests {
     use burn::tensor::Tensor;
 
     use super::*;
-    use crate::backend::conv::tests::normal;
-    use crate::backend::{compose_dense, device, train_device, with_host};
+    use crate::backend::conv::tests::{max_diff, normal, on_threads, values};
+    use crate::backend::{compose_dense, device, train_device};
 
     /// `(n, i, o, bias, relu)`: the MLP's first layer (split by columns), a tall batch (split
     /// by rows), a layer too small to split, and one without a bias.
@@ -305,18 +306,6 @@ mod tests {
         (50, 70, 90, false, true),
         (64, 300, 100, false, false),
     ];
-
-    fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-        with_host(t, <[f32]>::to_vec)
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
 
     type Layer = fn(Tensor<2>, Tensor<2>, Option<Tensor<1>>, bool) -> Tensor<2>;
 
@@ -428,13 +417,7 @@ mod tests {
     /// Products are cut into one block per thread; one thread and three give the same bits.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
-        let at = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| [0, 1].map(|case| run(case, dense, true)))
-        };
+        let at = |threads: usize| on_threads(threads, || [0, 1].map(|case| run(case, dense, true)));
         assert_eq!(at(1), at(3));
     }
 }

@@ -220,6 +220,7 @@ pub fn gemm_par(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::conv::tests::on_threads;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n as u32)
@@ -256,11 +257,7 @@ mod tests {
                 .flat_map(|row| row.iter().zip(&bias).map(|(y, b)| (y + b).max(0.0)))
                 .collect();
             for threads in 1..=5 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let (plain, fused) = pool.install(|| {
+                let (plain, fused) = on_threads(threads, || {
                     let mut plain = vec![0.0f32; m * n];
                     gemm_par(&mut plain, am, bm, Epilogue::default());
                     let mut fused = vec![0.0f32; m * n];
