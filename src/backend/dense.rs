@@ -28,13 +28,14 @@ use super::matmul::{Epilogue, Mat, gemm_par};
 /// Sizes of one dense layer: `n` rows (samples), `i` inputs, `o` outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
-    n: usize,
-    i: usize,
-    o: usize,
+    pub(super) n: usize,
+    pub(super) i: usize,
+    pub(super) o: usize,
 }
 
 impl Dims {
-    fn of(x: &FlexTensor, w: &FlexTensor) -> Self {
+    /// The sizes of `x·wᵀ` (panics unless the inner sides agree).
+    pub(super) fn of(x: &FlexTensor, w: &FlexTensor) -> Self {
         let [n, i] = x.shape().dims();
         let [o, i2] = w.shape().dims();
         assert_eq!(i, i2, "dense: input width {i} against weight width {i2}");

@@ -35,6 +35,11 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
     /// The transpose (a view: strides swapped).
     pub fn t(self) -> Self {
         Self {

@@ -9,6 +9,8 @@ mod conv;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod dense;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod lrt;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod matmul;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod pool;
@@ -71,6 +73,49 @@ fn compose_dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -
         Some(b) => y + b.unsqueeze::<2>(),
         None => y,
     };
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
+/// Dense layer under the local reparameterisation trick,
+/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
+/// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]` (never differentiated); `act` a ReLU
+/// if `relu`. On the CPU backend one host op with its own backward pass (`lrt.rs`); on GPU
+/// backends composed of burn's ops.
+pub fn lrt_dense(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    v: Tensor<2>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        lrt::lrt_dense(x, theta, b, v, xi, eps, relu)
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        compose_lrt_dense(x, theta, b, v, xi, eps, relu)
+    }
+}
+
+/// [`lrt_dense`] composed of burn's ops.
+fn compose_lrt_dense(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    v: Tensor<2>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    let delta = compose_dense(x.clone() * x.clone(), v, None, false);
+    let y = compose_dense(x, theta, Some(b), false) + (delta + eps).sqrt() * xi;
     if relu {
         burn::tensor::activation::relu(y)
     } else {

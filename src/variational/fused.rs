@@ -79,12 +79,12 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = shifted - 12_582_912.0;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // 5.0000001201e-1 rounds to 0.5 in f32
-    let e = p * r * r + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5); // 5.0000001201e-1 rounds to 0.5 in f32
+    let e = (p * r).mul_add(r, r) + 1.0;
     f32::from_bits(((n_int + 127) << 23) as u32) * e
 }
 
@@ -100,14 +100,14 @@ pub fn ln_f32(x: f32) -> f32 {
     e += big as i32;
     let f = m - 1.0;
     let mut p = 7.037_683_6e-2f32;
-    p = p * f - 1.151_461e-1;
-    p = p * f + 1.167_699_9e-1;
-    p = p * f - 1.242_014_1e-1;
-    p = p * f + 1.424_932_3e-1;
-    p = p * f - 1.666_805_8e-1;
-    p = p * f + 2.000_071_4e-1;
-    p = p * f - 2.499_999_4e-1;
-    p = p * f + 0.333_333_3;
+    p = p.mul_add(f, -1.151_461e-1);
+    p = p.mul_add(f, 1.167_699_9e-1);
+    p = p.mul_add(f, -1.242_014_1e-1);
+    p = p.mul_add(f, 1.424_932_3e-1);
+    p = p.mul_add(f, -1.666_805_8e-1);
+    p = p.mul_add(f, 2.000_071_4e-1);
+    p = p.mul_add(f, -2.499_999_4e-1);
+    p = p.mul_add(f, 0.333_333_3);
     let z = f * f;
     let ef = e as f32;
     let y = f * z * p + ef * LN2_LO - 0.5 * z;
@@ -116,17 +116,26 @@ pub fn ln_f32(x: f32) -> f32 {
 
 /// The fused pass over one layer's `θ` and `log σ²`.
 pub fn terms(theta: &[f32], ls2: &[f32], pass: Pass) -> Terms {
+    let mut t = Terms::default();
+    terms_into(theta, ls2, pass, &mut t);
+    t
+}
+
+/// [`terms`] into `t`, reusing its buffers (a training step recycles the previous step's:
+/// fresh megabyte-sized buffers cost a page fault per 4 KiB).
+pub fn terms_into(theta: &[f32], ls2: &[f32], pass: Pass, t: &mut Terms) {
     assert_eq!(theta.len(), ls2.len(), "θ and log σ² of one layer");
     let n = theta.len();
-    let mut t = Terms {
-        var: vec![0.0; n],
-        var_dtheta: vec![0.0; n],
-        var_dls2: vec![0.0; n],
-        kl: 0.0,
-        kl_dtheta: vec![0.0; n],
-        kl_dls2: vec![0.0; n],
-    };
-    const CHUNK: usize = 4096;
+    for v in [
+        &mut t.var,
+        &mut t.var_dtheta,
+        &mut t.var_dls2,
+        &mut t.kl_dtheta,
+        &mut t.kl_dls2,
+    ] {
+        // Every element is overwritten below; resizing only fills new capacity.
+        v.resize(n, 0.0);
+    }
     let kl: f64 = t
         .var
         .par_chunks_mut(CHUNK)
@@ -137,17 +146,14 @@ pub fn terms(theta: &[f32], ls2: &[f32], pass: Pass) -> Terms {
         .zip(theta.par_chunks(CHUNK).zip(ls2.par_chunks(CHUNK)))
         .map(
             |(((((var, var_dt), var_ds), kl_dt), kl_ds), (theta, ls2))| {
-                let mut kl = vec![0.0f32; theta.len()];
                 let out = Out {
                     var,
                     var_dt,
                     var_ds,
-                    kl: &mut kl,
                     kl_dt,
                     kl_ds,
                 };
-                chunk(theta, ls2, out, pass);
-                kl.iter().map(|&k| f64::from(k)).sum::<f64>()
+                chunk(theta, ls2, out, pass)
             },
         )
         // Chunk sums collected in order and added sequentially: the total does not depend on
@@ -156,41 +162,58 @@ pub fn terms(theta: &[f32], ls2: &[f32], pass: Pass) -> Terms {
         .into_iter()
         .sum();
     t.kl = kl;
-    t
 }
+
+/// Weights per parallel task of [`terms`]; chunk boundaries are fixed multiples of it, so the
+/// KL sum has one order whatever the thread count.
+const CHUNK: usize = 4096;
+/// Independent f64 accumulators of a chunk's KL sum (a single running sum is one dependent add
+/// per weight, as slow as the rest of the pass).
+const LANES: usize = 16;
 
 /// One chunk's output slices (all as long as its `θ`).
 struct Out<'a> {
     var: &'a mut [f32],
     var_dt: &'a mut [f32],
     var_ds: &'a mut [f32],
-    kl: &'a mut [f32],
     kl_dt: &'a mut [f32],
     kl_ds: &'a mut [f32],
 }
 
-/// One chunk, through an AVX2 build of the same code where the CPU has it (no FMA
-/// contraction, so both builds give identical bits).
-fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
+/// One chunk (at most [`CHUNK`] weights), returning its KL sum; through an AVX-512 or
+/// AVX2 + FMA build of the same code where the CPU has it. Every build rounds identically:
+/// the code uses only IEEE operations and explicit `mul_add` (fused in every build), never
+/// contracted or reassociated by the compiler.
+fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { chunk_avx2(theta, ls2, out, pass) };
-            return;
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { chunk_avx512(theta, ls2, out, pass) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { chunk_avx2(theta, ls2, out, pass) };
         }
     }
-    chunk_body(theta, ls2, out, pass);
+    chunk_body(theta, ls2, out, pass)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn chunk_avx512(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
+    chunk_body(theta, ls2, out, pass)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
     chunk_body(theta, ls2, out, pass)
 }
 
 #[inline(always)]
-fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
+fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
     let n = theta.len();
     // Slices re-cut to one length, so that the loop runs without bounds checks (and vectorises).
     let ls2 = &ls2[..n];
@@ -199,47 +222,105 @@ fn chunk_body(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) {
         &mut out.var_dt[..n],
         &mut out.var_ds[..n],
     );
-    let (kl, kl_dt, kl_ds) = (&mut out.kl[..n], &mut out.kl_dt[..n], &mut out.kl_ds[..n]);
-    let (c, k1, k2, k3) = (pass.clip, K1 as f32, K2 as f32, K3 as f32);
-    let direct = pass.variance == LrtVariance::Sigma2;
-    let sig = if pass.kl == KlKind::LogUniform {
-        1.0f32
-    } else {
-        0.0
-    };
-    for i in 0..n {
-        let th = theta[i];
-        let t2 = th * th;
-        let t2e = t2 + THETA2_EPS;
-        let raw = ls2[i] - ln_f32(t2e);
-        let la = raw.clamp(-c, c);
-        let inside = if raw > -c && raw < c { 1.0f32 } else { 0.0 };
-        // ∂log α/∂θ and ∂log α/∂log σ² (zero under the clip).
-        let dla_dt = inside * (-2.0 * th / t2e);
-        let dla_ds = inside;
-        let alpha = exp_f32(la);
-        if direct {
-            // v = σ² = e^{log σ²}: ∂v/∂θ = 0, ∂v/∂log σ² = v.
-            let s2 = exp_f32(ls2[i]);
-            var[i] = s2;
-            var_dt[i] = 0.0;
-            var_ds[i] = s2;
+    let (kl_dt, kl_ds) = (&mut out.kl_dt[..n], &mut out.kl_ds[..n]);
+    let mut kl_buf = [0.0f32; CHUNK];
+    let kl = &mut kl_buf[..n];
+    let consts = Consts {
+        clip: pass.clip,
+        k1: K1 as f32,
+        k2: K2 as f32,
+        k3: K3 as f32,
+        sig: if pass.kl == KlKind::LogUniform {
+            1.0
         } else {
-            var[i] = alpha * t2;
-            // ∂(α·θ²)/∂θ = 2αθ + αθ²·∂log α/∂θ = 2αθ·ε/(θ² + ε) inside the clip (written so,
-            // the two terms do not cancel in f32), 2αθ under it.
-            let keep = inside * (THETA2_EPS / t2e) + (1.0 - inside);
-            var_dt[i] = 2.0 * alpha * th * keep;
-            var_ds[i] = alpha * t2 * dla_ds;
+            0.0
+        },
+    };
+    // One loop per variance form, each without a branch in its body.
+    macro_rules! run {
+        ($direct:literal) => {
+            for i in 0..n {
+                let e = element::<$direct>(theta[i], ls2[i], &consts);
+                (var[i], var_dt[i], var_ds[i]) = (e.var, e.var_dt, e.var_ds);
+                (kl_dt[i], kl_ds[i]) = (e.kl_dt, e.kl_ds);
+                kl[i] = e.kl;
+            }
+        };
+    }
+    if pass.variance == LrtVariance::Sigma2 {
+        run!(true)
+    } else {
+        run!(false)
+    }
+    // The chunk's sum in LANES interleaved f64 partial sums, then those in order.
+    let mut acc = [0.0f64; LANES];
+    let lanes = kl.chunks_exact(LANES);
+    let tail = lanes.remainder().iter().map(|&k| f64::from(k)).sum::<f64>();
+    for l in lanes {
+        for j in 0..LANES {
+            acc[j] += f64::from(l[j]);
         }
-        // ½·log(1 + 1/α), derivative −½/(1 + α); log-uniform adds k1·σ(−k2 − k3·log α),
-        // σ' = σ(1 − σ).
-        let s = 1.0 / (1.0 + exp_f32(k2 + k3 * la));
-        let k = 0.5 * ln_f32(1.0 + 1.0 / alpha) + sig * k1 * s;
-        let dk = -0.5 / (1.0 + alpha) - sig * k1 * k3 * s * (1.0 - s);
-        kl[i] = k;
-        kl_dt[i] = dk * dla_dt;
-        kl_ds[i] = dk * dla_ds;
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The pass's constants.
+struct Consts {
+    clip: f32,
+    k1: f32,
+    k2: f32,
+    k3: f32,
+    /// 1 for the log-uniform KL's sigmoid term, 0 for ARD.
+    sig: f32,
+}
+
+/// One weight's outputs.
+struct Element {
+    var: f32,
+    var_dt: f32,
+    var_ds: f32,
+    kl: f32,
+    kl_dt: f32,
+    kl_ds: f32,
+}
+
+/// The terms of one weight with mean `th` and log σ² `ls2` (formulas in the module docs);
+/// `DIRECT`: `v = σ²` ([`LrtVariance::Sigma2`]) rather than `α·θ²`.
+#[inline(always)]
+fn element<const DIRECT: bool>(th: f32, ls2: f32, k: &Consts) -> Element {
+    let c = k.clip;
+    let t2 = th * th;
+    let t2e = t2 + THETA2_EPS;
+    let inv_t2e = 1.0 / t2e;
+    let raw = ls2 - ln_f32(t2e);
+    let la = raw.clamp(-c, c);
+    let inside = if raw > -c && raw < c { 1.0f32 } else { 0.0 };
+    // ∂log α/∂θ and ∂log α/∂log σ² (zero under the clip).
+    let dla_dt = inside * (-2.0 * th * inv_t2e);
+    let dla_ds = inside;
+    let alpha = exp_f32(la);
+    let (var, var_dt, var_ds) = if DIRECT {
+        // v = σ² = e^{log σ²}: ∂v/∂θ = 0, ∂v/∂log σ² = v.
+        let s2 = exp_f32(ls2);
+        (s2, 0.0, s2)
+    } else {
+        // ∂(α·θ²)/∂θ = 2αθ + αθ²·∂log α/∂θ = 2αθ·ε/(θ² + ε) inside the clip (written so, the
+        // two terms do not cancel in f32), 2αθ under it.
+        let keep = inside * (THETA2_EPS * inv_t2e) + (1.0 - inside);
+        (alpha * t2, 2.0 * alpha * th * keep, alpha * t2 * dla_ds)
+    };
+    // ½·log(1 + 1/α), derivative −½/(1 + α); log-uniform adds k1·σ(−k2 − k3·log α),
+    // σ' = σ(1 − σ).
+    let s = 1.0 / (1.0 + exp_f32(k.k3.mul_add(la, k.k2)));
+    let kl = 0.5 * ln_f32(1.0 + 1.0 / alpha) + k.sig * k.k1 * s;
+    let dk = -0.5 / (1.0 + alpha) - k.sig * k.k1 * k.k3 * s * (1.0 - s);
+    Element {
+        var,
+        var_dt,
+        var_ds,
+        kl,
+        kl_dt: dk * dla_dt,
+        kl_ds: dk * dla_ds,
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod eval;
 pub mod fused;
 pub mod kl;
+pub mod noise;
 pub mod objective;
 pub mod weights;
 

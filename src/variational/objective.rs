@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::eval::{Sampling, evaluate_variational};
+use rayon::prelude::*;
+
 use super::fused::{self, Terms};
 use super::weights::{VarWeights, fused_pass};
 use super::{Posterior, VModel, log_sigma2_name, mu_name};
@@ -167,6 +169,8 @@ pub struct Elbo<'a> {
     /// Device for evaluation.
     pub device: Device,
     step: Option<HostStep>,
+    /// The last step's host pass buffers, per fused layer in order, for reuse.
+    spare: Vec<Terms>,
 }
 
 /// One fused layer's host pass for the current step.
@@ -188,6 +192,9 @@ struct HostStep {
     /// KL weight of the step (set by `loss`).
     rw: f64,
 }
+
+/// Elements per parallel task of [`Objective::pull_back`].
+const BLOCK: usize = 16_384;
 
 /// Name of a layer's weight variance in the extended set of [`Objective::weights`].
 fn var_name(layer: &str) -> String {
@@ -213,6 +220,7 @@ impl<'a> Elbo<'a> {
             epochs,
             device,
             step: None,
+            spare: Vec::new(),
         }
     }
 }
@@ -225,6 +233,7 @@ impl Objective for Elbo<'_> {
         let mut tensors = params.tensors().to_vec();
         let mut layers = Vec::with_capacity(self.model.layers().len());
         let mut kl = 0.0;
+        let mut spare = std::mem::take(&mut self.spare).into_iter();
         for l in self.model.layers() {
             if l.q != Posterior::Additive {
                 layers.push(None);
@@ -232,8 +241,11 @@ impl Objective for Elbo<'_> {
             }
             let theta = layout.index_of(&mu_name(&weight_name(&l.name))).ok()?;
             let ls2 = layout.index_of(&log_sigma2_name(&l.name)).ok()?;
-            let mut terms = with_host(&params.tensors()[theta], |t| {
-                with_host(&params.tensors()[ls2], |s| fused::terms(t, s, pass))
+            let mut terms = spare.next().unwrap_or_default();
+            with_host(&params.tensors()[theta], |t| {
+                with_host(&params.tensors()[ls2], |s| {
+                    fused::terms_into(t, s, pass, &mut terms)
+                })
             });
             kl += terms.kl;
             let n = terms.var.len();
@@ -272,23 +284,38 @@ impl Objective for Elbo<'_> {
         let mut g: Vec<Option<Vec<f32>>> = vec![None; n];
         for f in step.layers.iter().flatten() {
             let t = &f.terms;
+            // Element-wise, in parallel blocks (the same bits on any number of threads).
             with_host(&grad.tensors()[f.var], |gv| {
                 with_host(&grad.tensors()[f.theta], |gt| {
-                    g[f.theta] = Some(
-                        gt.iter()
-                            .zip(gv)
-                            .zip(t.var_dtheta.iter().zip(&t.kl_dtheta))
-                            .map(|((gt, gv), (vd, kd))| gt + gv * vd + rw * kd)
-                            .collect(),
-                    );
+                    let mut out = vec![0.0f32; gt.len()];
+                    out.par_chunks_mut(BLOCK)
+                        .zip(gt.par_chunks(BLOCK))
+                        .zip(gv.par_chunks(BLOCK))
+                        .zip(t.var_dtheta.par_chunks(BLOCK))
+                        .zip(t.kl_dtheta.par_chunks(BLOCK))
+                        .for_each(|((((o, gt), gv), vd), kd)| {
+                            for ((o, gt), ((gv, vd), kd)) in
+                                o.iter_mut().zip(gt).zip(gv.iter().zip(vd).zip(kd))
+                            {
+                                *o = gt + gv * vd + rw * kd;
+                            }
+                        });
+                    g[f.theta] = Some(out);
                 });
                 // log σ² enters the graph only through v.
-                g[f.ls2] = Some(
-                    gv.iter()
-                        .zip(t.var_dls2.iter().zip(&t.kl_dls2))
-                        .map(|(gv, (vd, kd))| gv * vd + rw * kd)
-                        .collect(),
-                );
+                let mut out = vec![0.0f32; gv.len()];
+                out.par_chunks_mut(BLOCK)
+                    .zip(gv.par_chunks(BLOCK))
+                    .zip(t.var_dls2.par_chunks(BLOCK))
+                    .zip(t.kl_dls2.par_chunks(BLOCK))
+                    .for_each(|(((o, gv), vd), kd)| {
+                        for (o, (gv, (vd, kd))) in
+                            o.iter_mut().zip(gv.iter().zip(vd.iter().zip(kd)))
+                        {
+                            *o = gv * vd + rw * kd;
+                        }
+                    });
+                g[f.ls2] = Some(out);
             });
         }
         let device = grad.tensors()[0].device();
@@ -303,6 +330,7 @@ impl Objective for Elbo<'_> {
                 None => grad.tensors()[i].clone(),
             })
             .collect();
+        self.spare = step.layers.into_iter().flatten().map(|f| f.terms).collect();
         ParamSet::from_tensors(step.params, tensors)
     }
 

@@ -15,14 +15,13 @@
 use std::cell::RefCell;
 
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, TensorData};
-use rand::Rng;
+use burn::tensor::{Device, Tensor, TensorData, activation};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 use super::fused::{self, KlKind, Pass};
+use super::noise::standard_normals;
 use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
-use crate::backend::with_host;
+use crate::backend::{self, lrt_dense, with_host};
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::{ParamSet, host_vec};
 
@@ -244,16 +243,14 @@ impl<'a> VarWeights<'a> {
     fn noise<const D: usize>(&self, v: Tensor<D>, eps: f32) -> Tensor<D> {
         let shape: [usize; D] = v.dims();
         let device = v.device();
-        let mut rng = self.noise.borrow_mut();
+        let xi = standard_normals(&mut self.noise.borrow_mut(), shape.iter().product());
         if !v.is_tracked() {
-            let n: usize = shape.iter().product();
-            let xi: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
             return (v + eps).sqrt() * Tensor::from_data(TensorData::new(xi, shape), &device);
         }
         let (k, c): (Vec<f32>, Vec<f32>) = with_host(&v, |vals| {
             vals.iter()
-                .map(|&v| {
-                    let xi: f32 = rng.sample(StandardNormal);
+                .zip(xi)
+                .map(|(&v, xi)| {
                     let sd = (v + eps).sqrt();
                     let k = xi / (2.0 * sd);
                     (k, sd * xi - v * k)
@@ -271,15 +268,45 @@ impl<'a> VarWeights<'a> {
             _ => LRT_EPS,
         }
     }
+
+    /// A dense layer, `act` a ReLU if `relu`: with a weight mean and variance one
+    /// [`lrt_dense`] op (the same values as the mean plus [`VarWeights::noise`], drawn in the
+    /// same order), a point layer one [`backend::dense`], a variance layer its moments and noise.
+    fn dense_act(&self, layer: &str, x: Tensor<2>, relu: bool) -> Tensor<2> {
+        let info = self.model.layer(layer);
+        let m = self.moments::<2>(info);
+        match (m.mean, m.var) {
+            (Some(theta), Some(v)) => {
+                let [n, _] = x.dims();
+                let xi = self.standard_normal([n, info.units()], &x.device());
+                lrt_dense(x, theta, m.bias, v, xi, self.eps(layer), relu)
+            }
+            (Some(theta), None) => backend::dense(x, theta, Some(m.bias), relu),
+            (None, _) => {
+                let (mean, var) = self.dense_moments(layer, x);
+                let y = match var {
+                    None => mean,
+                    Some(v) => mean + self.noise(v, self.eps(layer)),
+                };
+                if relu { activation::relu(y) } else { y }
+            }
+        }
+    }
+
+    /// `shape` standard normal values from the noise stream, row-major.
+    fn standard_normal<const D: usize>(&self, shape: [usize; D], device: &Device) -> Tensor<D> {
+        let xi = standard_normals(&mut self.noise.borrow_mut(), shape.iter().product());
+        Tensor::from_data(TensorData::new(xi, shape), device)
+    }
 }
 
 impl Weights for VarWeights<'_> {
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
-        let (mean, var) = self.dense_moments(layer, x);
-        match var {
-            None => mean,
-            Some(v) => mean + self.noise(v, self.eps(layer)),
-        }
+        self.dense_act(layer, x, false)
+    }
+
+    fn dense_relu(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        self.dense_act(layer, x, true)
     }
 
     fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
@@ -297,7 +324,9 @@ mod tests {
     use crate::arch::Arch;
     use crate::backend;
     use crate::variational::{LOG_ALPHA_CLIP, Method, VConfig, log_alpha_name};
+    use rand::Rng;
     use rand::SeedableRng;
+    use rand_distr::StandardNormal;
 
     fn set(model: &VModel, name: &str, values: Vec<f32>, p: &ParamSet) -> ParamSet {
         let dev = backend::device();

@@ -1,0 +1,489 @@
+//! Dense layer under the local reparameterisation trick (Kingma et al. 2015; REFERENCE §3) as one
+//! host op with its own backward pass, plugged into burn like [`super::dense`] (backend extension
+//! `GemmLrt` for flex and its autodiff wrapper; other backends compose burn's ops).
+//!
+//! With `x: [n, i]`, weight mean `θ: [o, i]`, bias `b: [o]`, weight variance `v: [o, i]` and
+//! standard normal noise `ξ: [n, o]` (a constant):
+//! - forward: `μ = x·θᵀ + b`, `δ = (x⊙x)·vᵀ`, `y = act(μ + √(δ + ε)·ξ)` (`act` = identity or ReLU);
+//! - backward, with `g' = ∂L/∂y ⊙ [y > 0]` after a ReLU and `g_δ = g' ⊙ ξ / (2√(δ + ε))`:
+//!   `∂L/∂b = Σ_rows g'`, `∂L/∂θ = g'ᵀ·x`, `∂L/∂v = g_δᵀ·(x⊙x)`,
+//!   `∂L/∂x = g'·θ + 2x ⊙ (g_δ·v)` (only those asked for).
+//!
+//! Why: composed of burn's ops the layer is ten element-wise graph ops around its two GEMMs,
+//! forward and back, each a fresh activation-sized buffer; on flex those cost more than the
+//! GEMMs of a sparse-VD MLP step.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::FlexTensor;
+
+use super::dense::Dims;
+use super::host;
+use super::matmul::{Epilogue, Mat, gemm_par};
+
+/// What the forward pass returns: the output and what the backward pass needs.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// `y`, `[n, o]`.
+    pub y: Vec<f32>,
+    /// `ξ / (2√(δ + ε))`, `[n, o]`: `∂y/∂δ` before the activation.
+    pub k: Vec<f32>,
+    /// `x ⊙ x`, `[n, i]`.
+    pub x2: Vec<f32>,
+}
+
+/// The forward pass on host buffers (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_host(
+    d: Dims,
+    x: &[f32],
+    theta: &[f32],
+    b: &[f32],
+    v: &[f32],
+    xi: &[f32],
+    eps: f32,
+    relu: bool,
+) -> Forward {
+    assert_eq!(xi.len(), d.n * d.o, "one noise value per output");
+    let x2: Vec<f32> = x.iter().map(|x| x * x).collect();
+    let mut y = vec![0.0f32; d.n * d.o];
+    gemm_par(
+        &mut y,
+        Mat::new(x, d.n, d.i),
+        Mat::new(theta, d.o, d.i).t(),
+        Epilogue {
+            bias: Some(b),
+            relu: false,
+        },
+    );
+    let mut k = vec![0.0f32; d.n * d.o];
+    gemm_par(
+        &mut k,
+        Mat::new(&x2, d.n, d.i),
+        Mat::new(v, d.o, d.i).t(),
+        Epilogue::default(),
+    );
+    for ((y, k), &xi) in y.iter_mut().zip(k.iter_mut()).zip(xi) {
+        let sd = (*k + eps).sqrt();
+        let out = *y + sd * xi;
+        // NaN stays NaN, as in burn's relu.
+        *y = if relu && out < 0.0 { 0.0 } else { out };
+        *k = xi / (2.0 * sd);
+    }
+    Forward { y, k, x2 }
+}
+
+/// Gradients asked of [`backward_host`], and what it returns.
+#[derive(Debug, Default, PartialEq)]
+pub struct Grads {
+    /// `∂L/∂x`, `[n, i]`.
+    pub x: Option<Vec<f32>>,
+    /// `∂L/∂θ`, `[o, i]`.
+    pub theta: Option<Vec<f32>>,
+    /// `∂L/∂b`, `[o]`.
+    pub b: Option<Vec<f32>>,
+    /// `∂L/∂v`, `[o, i]`.
+    pub v: Option<Vec<f32>>,
+}
+
+/// Gradients given `gy = ∂L/∂y`, the forward results `f` and whether the activation is a ReLU;
+/// `want` = `[x, θ, b, v]`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_host(
+    d: Dims,
+    x: &[f32],
+    theta: &[f32],
+    v: &[f32],
+    f: &Forward,
+    relu: bool,
+    gy: &[f32],
+    want: [bool; 4],
+) -> Grads {
+    let [want_x, want_theta, want_b, want_v] = want;
+    let g: Vec<f32> = if relu {
+        gy.iter()
+            .zip(&f.y)
+            .map(|(&g, &y)| if y <= 0.0 { 0.0 } else { g })
+            .collect()
+    } else {
+        gy.to_vec()
+    };
+    let gd: Vec<f32> = g.iter().zip(&f.k).map(|(g, k)| g * k).collect();
+    let (gm, gdm) = (Mat::new(&g, d.n, d.o), Mat::new(&gd, d.n, d.o));
+    let b = want_b.then(|| {
+        let mut db = vec![0.0f32; d.o];
+        for row in g.chunks_exact(d.o) {
+            for (s, v) in db.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        db
+    });
+    let product = |a: Mat<'_>, b: Mat<'_>| {
+        let mut out = vec![0.0f32; a.dims().0 * b.dims().1];
+        gemm_par(&mut out, a, b, Epilogue::default());
+        out
+    };
+    let theta_grad = want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i)));
+    let v_grad = want_v.then(|| product(gdm.t(), Mat::new(&f.x2, d.n, d.i)));
+    let x_grad = want_x.then(|| {
+        let mut dx = product(gm, Mat::new(theta, d.o, d.i));
+        let t = product(gdm, Mat::new(v, d.o, d.i));
+        for ((dx, t), x) in dx.iter_mut().zip(&t).zip(x) {
+            *dx += 2.0 * x * t;
+        }
+        dx
+    });
+    Grads {
+        x: x_grad,
+        theta: theta_grad,
+        b,
+        v: v_grad,
+    }
+}
+
+fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The inputs of the op on flex.
+struct Inputs<'a> {
+    x: &'a FlexTensor,
+    theta: &'a FlexTensor,
+    b: &'a FlexTensor,
+    v: &'a FlexTensor,
+    xi: &'a FlexTensor,
+}
+
+fn forward_flex(i: Inputs<'_>, eps: f32, relu: bool) -> (Dims, Forward) {
+    let d = Dims::of(i.x, i.theta);
+    assert_eq!(Dims::of(i.x, i.v), d, "lrt: θ and v shaped alike");
+    let f = forward_host(
+        d,
+        &host(i.x),
+        &host(i.theta),
+        &host(i.b),
+        &host(i.v),
+        &host(i.xi),
+        eps,
+        relu,
+    );
+    (d, f)
+}
+
+/// The layer as one op (see the module docs). Only the flex backend and its autodiff wrapper
+/// implement it; [`lrt_dense`] decides when it is used.
+#[backend_extension(Flex, Autodiff)]
+pub trait GemmLrt: Backend {
+    /// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)`; `ξ` is never differentiated.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_lrt(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+impl GemmLrt for Flex {
+    fn gemm_lrt(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let inputs = Inputs {
+            x: &x,
+            theta: &theta,
+            b: &bias,
+            v: &var,
+            xi: &xi,
+        };
+        let (d, f) = forward_flex(inputs, eps, relu);
+        flex(f.y, [d.n, d.o])
+    }
+}
+
+/// What the backward step keeps: x, θ, v, the forward results and the activation.
+#[derive(Debug, Clone)]
+struct State {
+    x: FlexTensor,
+    theta: FlexTensor,
+    v: FlexTensor,
+    forward: Forward,
+    relu: bool,
+}
+
+#[derive(Debug)]
+struct LrtBackward;
+
+impl Backward<Flex, 4> for LrtBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let gy = grads.consume::<Flex>(&ops.node);
+        let ids: [Option<NodeId>; 4] = ops.parents.map(|p| p.map(|p| p.id));
+        let s = ops.state;
+        let d = Dims::of(&s.x, &s.theta);
+        let g = backward_host(
+            d,
+            &host(&s.x),
+            &host(&s.theta),
+            &host(&s.v),
+            &s.forward,
+            s.relu,
+            &host(&gy),
+            ids.map(|id| id.is_some()),
+        );
+        let [node_x, node_theta, node_b, node_v] = ids;
+        if let (Some(node), Some(dx)) = (node_x, g.x) {
+            grads.register::<Flex>(node, flex(dx, [d.n, d.i]));
+        }
+        if let (Some(node), Some(dt)) = (node_theta, g.theta) {
+            grads.register::<Flex>(node, flex(dt, [d.o, d.i]));
+        }
+        if let (Some(node), Some(db)) = (node_b, g.b) {
+            grads.register::<Flex>(node, flex(db, [d.o]));
+        }
+        if let (Some(node), Some(dv)) = (node_v, g.v) {
+            grads.register::<Flex>(node, flex(dv, [d.o, d.i]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
+    fn gemm_lrt(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let inputs = Inputs {
+            x: x.primitive(),
+            theta: theta.primitive(),
+            b: bias.primitive(),
+            v: var.primitive(),
+            xi: xi.primitive(),
+        };
+        let (d, forward) = forward_flex(inputs, eps, relu);
+        let y = flex(forward.y.clone(), [d.n, d.o]);
+        let nodes = [x.node(), theta.node(), bias.node(), var.node()];
+        match LrtBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = State {
+                    x: x.into_primitive(),
+                    theta: theta.into_primitive(),
+                    v: var.into_primitive(),
+                    forward,
+                    relu,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` through [`GemmLrt`] for `f32` tensors; otherwise
+/// composed of burn's ops.
+pub fn lrt_dense(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    v: Tensor<2>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    let f32s = [x.dtype(), theta.dtype(), v.dtype(), xi.dtype()]
+        .iter()
+        .chain([b.dtype()].iter())
+        .all(|t| *t == DType::F32);
+    if !f32s {
+        return super::compose_lrt_dense(x, theta, b, v, xi, eps, relu);
+    }
+    let y = <Dispatch as GemmLrt>::gemm_lrt(
+        x.into_dispatch(),
+        theta.into_dispatch(),
+        b.into_dispatch(),
+        v.into_dispatch(),
+        xi.into_dispatch(),
+        eps,
+        relu,
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::conv::tests::{max_diff, normal, on_threads, values};
+    use crate::backend::{compose_lrt_dense, device, train_device};
+
+    /// `(n, i, o, relu)`: the sparse-VD MLP's first and last layers and a small odd one.
+    const CASES: [(usize, usize, usize, bool); 3] = [
+        (128, 784, 300, true),
+        (128, 100, 10, false),
+        (7, 5, 3, true),
+    ];
+
+    type Layer = fn(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<2>, Tensor<2>, f32, bool) -> Tensor<2>;
+
+    /// Output and gradients of `Σ y ⊙ r` for x, θ, b and v through `f`.
+    fn run(case: usize, f: Layer) -> [Vec<f32>; 5] {
+        let (n, i, o, relu) = CASES[case];
+        let dev = train_device();
+        let seed = 10 * case as u64;
+        let x = normal([n, i], seed, &dev).require_grad();
+        let theta = (normal([o, i], seed + 1, &dev) * 0.1).require_grad();
+        let b = normal([o], seed + 2, &dev).require_grad();
+        let v = (normal([o, i], seed + 3, &dev) * 0.01)
+            .powi_scalar(2)
+            .require_grad();
+        let xi = normal([n, o], seed + 4, &dev);
+        let y = f(
+            x.clone(),
+            theta.clone(),
+            b.clone(),
+            v.clone(),
+            xi,
+            1e-8,
+            relu,
+        );
+        let r = normal([n, o], seed + 5, &dev);
+        let g = (y.clone() * r).sum().backward();
+        let grad = |t: &Tensor<2>| values(&t.grad(&g).expect("tracked"));
+        [
+            values(&y),
+            grad(&x),
+            grad(&theta),
+            values(&b.grad(&g).expect("tracked")),
+            grad(&v),
+        ]
+    }
+
+    #[test]
+    fn output_and_gradients_match_burns_ops() {
+        for case in 0..CASES.len() {
+            let ours = run(case, lrt_dense);
+            let theirs = run(case, compose_lrt_dense);
+            for (what, (a, b)) in ["y", "dx", "dθ", "db", "dv"]
+                .iter()
+                .zip(ours.iter().zip(&theirs))
+            {
+                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let d = max_diff(a, b);
+                assert!(
+                    d < 1e-4 * scale,
+                    "case {case}: max |{what} ours - burn| = {d}"
+                );
+            }
+        }
+    }
+
+    /// Evaluation (no autodiff) gives the values of the tracked forward pass.
+    #[test]
+    fn evaluation_matches_the_tracked_forward_pass() {
+        let (n, i, o) = (40, 30, 20);
+        let x = normal([n, i], 1, &device());
+        let theta = normal([o, i], 2, &device());
+        let b = normal([o], 3, &device());
+        let v = normal([o, i], 4, &device()).powi_scalar(2);
+        let xi = normal([n, o], 5, &device());
+        let plain = lrt_dense(
+            x.clone(),
+            theta.clone(),
+            b.clone(),
+            v.clone(),
+            xi.clone(),
+            1e-8,
+            true,
+        );
+        let dev = train_device();
+        let t = |x: &Tensor<2>| Tensor::<2>::from_data(x.to_data(), &dev);
+        let tracked = lrt_dense(
+            t(&x),
+            t(&theta).require_grad(),
+            Tensor::from_data(b.to_data(), &dev).require_grad(),
+            t(&v).require_grad(),
+            t(&xi),
+            1e-8,
+            true,
+        );
+        assert_eq!(values(&plain), values(&tracked));
+    }
+
+    /// Central differences of `Σ y ⊙ r` (f64 sums of the f32 forward pass) in x, θ, b and v,
+    /// with and without the ReLU.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let d = Dims { n: 5, i: 7, o: 4 };
+        let mut rng = 777u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let x: Vec<f32> = (0..d.n * d.i).map(|_| next()).collect();
+        let theta: Vec<f32> = (0..d.o * d.i).map(|_| next()).collect();
+        let b: Vec<f32> = (0..d.o).map(|_| next()).collect();
+        // Variances bounded away from 0, so that √(δ + ε) is smooth at the step size.
+        let v: Vec<f32> = (0..d.o * d.i).map(|_| 0.2 + 0.5 * next().abs()).collect();
+        let xi: Vec<f32> = (0..d.n * d.o).map(|_| next()).collect();
+        let r: Vec<f32> = (0..d.n * d.o).map(|_| next()).collect();
+        for relu in [false, true] {
+            let loss = |x: &[f32], theta: &[f32], b: &[f32], v: &[f32]| -> f64 {
+                let f = forward_host(d, x, theta, b, v, &xi, 1e-8, relu);
+                f.y.iter()
+                    .zip(&r)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum()
+            };
+            let f = forward_host(d, &x, &theta, &b, &v, &xi, 1e-8, relu);
+            let g = backward_host(d, &x, &theta, &v, &f, relu, &r, [true; 4]);
+            let e = 1e-3f32;
+            let check = |what: &str, base: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
+                for k in 0..base.len() {
+                    let (mut a, mut c) = (base.to_vec(), base.to_vec());
+                    a[k] += e;
+                    c[k] -= e;
+                    let fd = (f(&a) - f(&c)) / (2.0 * f64::from(e));
+                    let ours = f64::from(grad[k]);
+                    assert!(
+                        (fd - ours).abs() < 5e-3,
+                        "relu {relu}, {what}[{k}]: fd {fd}, ours {ours}"
+                    );
+                }
+            };
+            check("x", &x, g.x.as_ref().unwrap(), &|x| loss(x, &theta, &b, &v));
+            check("θ", &theta, g.theta.as_ref().unwrap(), &|t| {
+                loss(&x, t, &b, &v)
+            });
+            check("b", &b, g.b.as_ref().unwrap(), &|b| loss(&x, &theta, b, &v));
+            check("v", &v, g.v.as_ref().unwrap(), &|v| loss(&x, &theta, &b, v));
+        }
+    }
+
+    /// One thread and three give the same bits.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let at = |threads: usize| on_threads(threads, || run(0, lrt_dense));
+        assert_eq!(at(1), at(3));
+    }
+}
