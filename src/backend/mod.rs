@@ -257,11 +257,44 @@ pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) 
     f(data.as_slice::<f32>().expect("f32 tensor data"))
 }
 
+/// [`with_host`] for several tensors at once: `f` gets their values in order.
+pub fn with_hosts<const D: usize, R>(ts: &[&Tensor<D>], f: impl FnOnce(&[&[f32]]) -> R) -> R {
+    fn nest<const D: usize, R>(
+        ts: &[&Tensor<D>],
+        done: &[&[f32]],
+        f: &mut Option<impl FnOnce(&[&[f32]]) -> R>,
+    ) -> R {
+        match ts.split_first() {
+            None => (f.take().expect("called once"))(done),
+            Some((t, rest)) => with_host(t, |v| {
+                let mut next = done.to_vec();
+                next.push(v);
+                nest(rest, &next, f)
+            }),
+        }
+    }
+    nest(ts, &[], &mut Some(f))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Tensor, TensorData};
 
     use super::*;
+
+    /// `with_hosts` hands over every tensor's values, in order (none, one, several).
+    #[test]
+    fn with_hosts_reads_each_tensor_in_order() {
+        let t =
+            |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &device());
+        let (a, b, c) = (t(vec![1.0, 2.0]), t(vec![3.0]), t(vec![4.0, 5.0, 6.0]));
+        let got = with_hosts(&[&a, &b, &c], |vs| {
+            vs.iter().map(|v| v.to_vec()).collect::<Vec<_>>()
+        });
+        assert_eq!(got, vec![vec![1.0, 2.0], vec![3.0], vec![4.0, 5.0, 6.0]]);
+        assert_eq!(with_hosts::<1, usize>(&[], |vs| vs.len()), 0);
+        assert_eq!(with_hosts(&[&b], |vs| vs[0][0]), 3.0);
+    }
 
     /// Contiguous, transposed (strided), sliced and autodiff-tracked tensors all read as their
     /// row-major values.
