@@ -33,7 +33,6 @@ use modeconn::variational::objective::{Elbo, EvalConfig, Warmup};
 use modeconn::variational::{Method, VConfig, VModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde_json::json;
 
 /// mimalloc: burn allocates and frees activation- and weight-sized buffers on every op; with
@@ -220,7 +219,7 @@ fn bench_family(arch: &Arch, plane: bool) -> (f64, f64, f64) {
             .map(|i| CurveKind::Polychain.coeffs(3, i as f64 / 60.0))
             .collect()
     };
-    let _: Vec<_> = coeffs.par_iter().map(|c| fam.metrics(c)).collect();
+    let _ = fam.metrics_all(&coeffs);
     let secs = t0.elapsed().as_secs_f64();
     let (mut exec, mut full) = (0.0, 0.0);
     for c in &coeffs {

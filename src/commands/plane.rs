@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::{eval_device, load_data};
@@ -119,12 +118,14 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let cells: Vec<(usize, usize)> = (0..ys.len())
         .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
         .collect();
-    let values: Vec<(f64, f64)> = cells
-        .par_iter()
-        .map(|&(j, i)| {
-            let m = family.metrics(&[1.0, xs[i], ys[j]]);
-            (m[0].loss, m[1].err())
-        })
+    let coeffs: Vec<Vec<f64>> = cells
+        .iter()
+        .map(|&(j, i)| vec![1.0, xs[i], ys[j]])
+        .collect();
+    let values: Vec<(f64, f64)> = family
+        .metrics_all(&coeffs)
+        .iter()
+        .map(|m| (m[0].loss, m[1].err()))
         .collect();
     let g = opts.grid;
     let train_loss: Vec<Vec<f64>> = (0..g)

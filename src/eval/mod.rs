@@ -27,6 +27,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// From a loss summed over `n` samples and the number of them classified correctly.
+    pub fn of_sums(nll: f64, correct: usize, n: usize) -> Self {
+        Metrics {
+            loss: nll / n.max(1) as f64,
+            acc: correct as f64 / n.max(1) as f64,
+            n,
+        }
+    }
+
     /// Error rate `1 − acc`.
     pub fn err(&self) -> f64 {
         1.0 - self.acc

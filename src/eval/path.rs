@@ -153,7 +153,8 @@ pub struct PathSpec<'a> {
     pub points: Vec<Vec<f32>>,
 }
 
-/// Evaluates `spec` at every `t` (in parallel over `t`) and returns the rows in `t` order.
+/// Evaluates `spec` at every `t` (in parallel, [`Family::metrics_all`]) and returns the rows in
+/// `t` order.
 /// The control points form a [`Family`]: inputs are batched once and an MLP's first layer is
 /// combined from products cached per control point.
 pub fn profile(
@@ -173,24 +174,26 @@ pub fn profile(
         &[train, test],
         device,
     );
-    let coeffs = |t: f64| spec.kind.coeffs(n, t);
-    (0..ts.len())
+    let coeffs: Vec<Vec<f64>> = ts.iter().map(|&t| spec.kind.coeffs(n, t)).collect();
+    let metrics = family.metrics_all(&coeffs);
+    // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖, in parallel over t.
+    let dl: Vec<f64> = (0..ts.len())
         .into_par_iter()
         .map(|i| {
-            let c = coeffs(ts[i]);
-            let w = family.member(&c);
-            let dl = if i == 0 {
-                0.0
-            } else {
-                let prev = family.member(&coeffs(ts[i - 1]));
-                w.iter()
-                    .zip(&prev)
-                    .map(|(a, b)| ((a - b) as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-            };
-            let m = family.metrics_of(&c, &w);
-            let (tr, te) = (m[0], m[1]);
+            if i == 0 {
+                return 0.0;
+            }
+            let (w, prev) = (family.member(&coeffs[i]), family.member(&coeffs[i - 1]));
+            w.iter()
+                .zip(&prev)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    (0..ts.len())
+        .map(|i| {
+            let (tr, te) = (metrics[i][0], metrics[i][1]);
             PathRow {
                 path: spec.name.to_string(),
                 t: ts[i],
@@ -198,7 +201,7 @@ pub fn profile(
                 train_err: tr.err(),
                 test_loss: te.loss,
                 test_err: te.err(),
-                dl,
+                dl: dl[i],
             }
         })
         .collect()
