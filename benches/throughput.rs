@@ -10,6 +10,9 @@
 //! - `mlp_plane`: a 21×21 plane on 5k + 10k samples;
 //!   both report seconds and GFLOP/s, executed and full-forward equivalent, against the
 //!   measured GEMM peak;
+//! - `curve_step_cost`, `vd_step_cost`: step time of the chain and sparse-VD cases over the plain
+//!   step's, the two run in alternating slices (with `mlp_curve_train` / `mlp_vd_train`, or
+//!   alone by name);
 //! - `gemm_peak`: GFLOP/s of one large fp32 matmul (2048³) through the backend, best of 5: the
 //!   practical peak of this CPU with these kernels (the GEMM kernels are picked at run time,
 //!   AVX2 or AVX-512, so a fixed nominal peak fits only one machine kind).
@@ -107,95 +110,156 @@ enum Step {
     Vd,
 }
 
-/// Train steps/s at batch 128 on one fixed batch.
-fn bench_train(arch: &Arch, step: Step, seconds: f64) -> f64 {
-    let device = backend::device();
-    let ad = backend::train_device();
-    let data = synthetic(128, 1);
-    let (mut params, mut obj): (ParamSet, Box<dyn Objective + '_>) = match step {
-        Step::Plain => (
-            arch.init(0, &device),
-            Box::new(Classification {
-                arch: arch.clone(),
-                test: &data,
-                device: device.clone(),
-            }),
-        ),
-        Step::Curve => {
-            let (a, b) = (arch.init(1, &device), arch.init(2, &device));
-            let curve = Curve::init_linear(CurveKind::Polychain, 1, arch.clone(), &a, &b)
-                .expect("same layout");
-            let idx = curve.trainable(false);
-            (
-                curve.pack(&idx),
-                // As `connect`: ½·wd·‖w(t)‖² in the loss, no decay in the optimiser.
-                Box::new(CurveObjective::new(curve, idx, 5e-4, &data, device.clone())),
-            )
-        }
-        Step::Vd => {
-            let model = VModel::new(arch.clone(), VConfig::new(Method::SparseVd)).expect("mlp");
-            (
-                model.init(0, &device),
-                Box::new(Elbo::new(
-                    model,
-                    Warmup::None,
-                    &data,
-                    EvalConfig {
-                        ensembles: vec![],
-                        seed: 0,
-                        every: 1,
-                    },
-                    1,
-                    device.clone(),
-                )),
-            )
-        }
-    };
-    // Weight decay 5e-4 as the CLI's default: in the optimiser for the plain step, in the loss
-    // for the curve step, none for the ELBO.
-    let wd = match step {
-        Step::Plain => 5e-4,
-        _ => 0.0,
-    };
-    let mut opt = Optimizer::new(OptimConfig::new(OptimKind::Sgd, 0.9, wd), &params);
-    // The ELBO is N·CE + KL (N = 60,000): its step size is scaled to match.
-    let lr = match step {
-        Step::Vd => 0.01 / 60_000.0,
-        _ => 0.01,
-    };
-    let (xv, yv) = data.gather(&(0..128).collect::<Vec<_>>());
-    let x = Tensor::<2>::from_data(TensorData::new(xv, [128, 784]), &ad);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [128]), &ad);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut run = |steps: usize, params: &mut ParamSet| {
-        for step in 0..steps {
+/// A train case ready to step: parameters, objective, optimiser and one fixed batch of 128.
+struct TrainCase {
+    params: ParamSet,
+    obj: Box<dyn Objective>,
+    opt: Optimizer,
+    lr: f64,
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+    rng: ChaCha8Rng,
+    steps: usize,
+}
+
+impl TrainCase {
+    fn new(arch: &Arch, step: Step) -> Self {
+        let device = backend::device();
+        let ad = backend::train_device();
+        // Leaked: objectives borrow their evaluation set for the life of the bench.
+        let data: &'static Dataset = Box::leak(Box::new(synthetic(128, 1)));
+        let (params, obj): (ParamSet, Box<dyn Objective>) = match step {
+            Step::Plain => (
+                arch.init(0, &device),
+                Box::new(Classification {
+                    arch: arch.clone(),
+                    test: data,
+                    device: device.clone(),
+                }),
+            ),
+            Step::Curve => {
+                let (a, b) = (arch.init(1, &device), arch.init(2, &device));
+                let curve = Curve::init_linear(CurveKind::Polychain, 1, arch.clone(), &a, &b)
+                    .expect("same layout");
+                let idx = curve.trainable(false);
+                (
+                    curve.pack(&idx),
+                    // As `connect`: ½·wd·‖w(t)‖² in the loss, no decay in the optimiser.
+                    Box::new(CurveObjective::new(curve, idx, 5e-4, data, device.clone())),
+                )
+            }
+            Step::Vd => {
+                let model = VModel::new(arch.clone(), VConfig::new(Method::SparseVd)).expect("mlp");
+                (
+                    model.init(0, &device),
+                    Box::new(Elbo::new(
+                        model,
+                        Warmup::None,
+                        data,
+                        EvalConfig {
+                            ensembles: vec![],
+                            seed: 0,
+                            every: 1,
+                        },
+                        1,
+                        device.clone(),
+                    )),
+                )
+            }
+        };
+        // Weight decay 5e-4 as the CLI's default: in the optimiser for the plain step, in the
+        // loss for the curve step, none for the ELBO.
+        let wd = match step {
+            Step::Plain => 5e-4,
+            _ => 0.0,
+        };
+        let opt = Optimizer::new(OptimConfig::new(OptimKind::Sgd, 0.9, wd), &params);
+        // The ELBO is N·CE + KL (N = 60,000): its step size is scaled to match.
+        let lr = match step {
+            Step::Vd => 0.01 / 60_000.0,
+            _ => 0.01,
+        };
+        let (xv, yv) = data.gather(&(0..128).collect::<Vec<_>>());
+        let x = Tensor::<2>::from_data(TensorData::new(xv, [128, 784]), &ad);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [128]), &ad);
+        let mut case = Self {
+            params,
+            obj,
+            opt,
+            lr,
+            x,
+            y,
+            rng: ChaCha8Rng::seed_from_u64(0),
+            steps: 0,
+        };
+        case.run(5); // warm-up
+        case
+    }
+
+    /// `n` train steps.
+    fn run(&mut self, n: usize) {
+        for _ in 0..n {
             let mut ctx = StepCtx {
                 epoch: 0,
-                step,
-                rng: &mut rng,
+                step: self.steps,
+                rng: &mut self.rng,
                 n_train: 60_000,
             };
             let (p, _, _) = train_step(
-                params,
-                &mut opt,
-                obj.as_mut(),
-                x.clone(),
-                y.clone(),
+                &self.params,
+                &mut self.opt,
+                self.obj.as_mut(),
+                self.x.clone(),
+                self.y.clone(),
                 &mut ctx,
-                lr,
+                self.lr,
             )
             .expect("finite loss");
-            *params = p;
+            self.params = p;
+            self.steps += 1;
         }
-    };
-    run(5, &mut params); // warm-up
+    }
+
+    /// Seconds for `n` steps.
+    fn time(&mut self, n: usize) -> f64 {
+        let t0 = Instant::now();
+        self.run(n);
+        t0.elapsed().as_secs_f64()
+    }
+}
+
+/// Train steps/s at batch 128 on one fixed batch.
+fn bench_train(arch: &Arch, step: Step, seconds: f64) -> f64 {
+    let mut case = TrainCase::new(arch, step);
     let t0 = Instant::now();
     let mut steps = 0;
     while t0.elapsed().as_secs_f64() < seconds || steps < 10 {
-        run(5, &mut params);
+        case.run(5);
         steps += 5;
     }
     steps as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Step time of `step` over the plain step's, measured in alternating slices of about 50 ms
+/// each for `seconds` in all, so that both see the same machine (on a shared host the speed
+/// drifts from one second to the next; cases run one after the other compared badly).
+fn cost_ratio(arch: &Arch, step: Step, seconds: f64) -> f64 {
+    let (mut plain, mut other) = (
+        TrainCase::new(arch, Step::Plain),
+        TrainCase::new(arch, step),
+    );
+    // Steps per slice from one probe step each.
+    let per = |c: &mut TrainCase| ((0.05 / c.time(1)).ceil() as usize).max(1);
+    let (np, no) = (per(&mut plain), per(&mut other));
+    let (mut tp, mut to, mut sp, mut so) = (0.0, 0.0, 0, 0);
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < seconds || sp < 10 {
+        tp += plain.time(np);
+        sp += np;
+        to += other.time(no);
+        so += no;
+    }
+    (to / so as f64) / (tp / sp as f64)
 }
 
 /// One evaluation sweep of a [`Family`]: `(seconds, executed GFLOP, full-forward GFLOP)`.
@@ -327,21 +391,21 @@ fn main() {
             "peak_fraction": exec / secs / peak,
         }));
     }
-    let steps = |n: &str| {
-        results
-            .iter()
-            .find(|r| r["name"] == n)
-            .and_then(|r| r["steps_per_s"].as_f64())
-    };
-    let ratios: Vec<(&str, &str, &str, f64)> = [
-        ("mlp_curve_train", "mlp_train", "curve_step_cost"),
-        ("mlp_vd_train", "mlp_train", "vd_step_cost"),
-    ]
-    .into_iter()
-    .filter_map(|(case, base, what)| Some((case, base, what, steps(base)? / steps(case)?)))
-    .collect();
-    for (case, base, what, r) in ratios {
-        println!("{what} ratio={r:.2}   ({case} step time / {base} step time)");
+    for (case, what, step) in [
+        ("mlp_curve_train", "curve_step_cost", Step::Curve),
+        ("mlp_vd_train", "vd_step_cost", Step::Vd),
+    ] {
+        if !wanted(what) && !wanted(case) {
+            continue;
+        }
+        let r = median(
+            (0..o.repeats.max(1))
+                .map(|_| backend::on_workers(|| cost_ratio(&mlp, step, o.seconds)))
+                .collect(),
+        );
+        println!(
+            "{what} ratio={r:.2}   ({case} step time / mlp_train step time, alternating slices)"
+        );
         results.push(json!({"name": what, "cost_ratio": r}));
     }
     if let Some(p) = o.json {

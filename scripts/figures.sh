@@ -4,7 +4,7 @@
 # connectivity (~5 min on 2 cores): scripts/repro-mnist-connect.sh (two LeNet-300-100, chain,
 #   Bezier, 61-point paths), weight matching of w2 to w1 and a random permutation of w1 with
 #   their lines, the plane through w1, the chain's bend and w2 (21×21, 5k train subset).
-# variational (~10 min): `modeconn run analyses/mnist-variational.toml` (sparse VD with the
+# variational (~4 min): `modeconn run analyses/mnist-variational.toml` (sparse VD with the
 #   deepbayes recipe, 20 epochs; a variance layer on fc1, 10 epochs; layer-wise α, 40 epochs;
 #   the KL figure), copied into figures/.
 set -euo pipefail
