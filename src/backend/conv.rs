@@ -462,6 +462,37 @@ pub(crate) mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// A deterministic stream of values in `[−1, 1)` (a 64-bit LCG, top 24 bits) for the
+    /// host finite-difference checks.
+    pub(crate) fn uniform_stream(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    /// Asserts `grad[i]` against the central difference `(f(base + e·δᵢ) − f(base − e·δᵢ))/2e`
+    /// to within `tol`, for every `step`-th element.
+    pub(crate) fn check_central(
+        what: &str,
+        base: &[f32],
+        grad: &[f32],
+        (e, tol, step): (f32, f64, usize),
+        f: &dyn Fn(&[f32]) -> f64,
+    ) {
+        for i in (0..base.len()).step_by(step) {
+            let (mut a, mut b) = (base.to_vec(), base.to_vec());
+            a[i] += e;
+            b[i] -= e;
+            let fd = (f(&a) - f(&b)) / (2.0 * f64::from(e));
+            let ours = f64::from(grad[i]);
+            assert!((fd - ours).abs() < tol, "{what}[{i}]: fd {fd}, ours {ours}");
+        }
+    }
+
     /// Normal values from a seeded local stream (burn's global generator is shared between
     /// tests running in parallel).
     pub(crate) fn normal<const D: usize>(shape: [usize; D], seed: u64, dev: &Device) -> Tensor<D> {
@@ -540,13 +571,7 @@ pub(crate) mod tests {
         let case = 1;
         let (n, c, h, w, o, kh, kw, s, p) = CASES[case];
         let g = Geometry::new([n, c, h, w], [o, c, kh, kw], s, p).unwrap();
-        let mut rng = 12345u64;
-        let mut next = || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform_stream(12345);
         let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
         let k: Vec<f32> = (0..o * c * kh * kw).map(|_| next()).collect();
         let r: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| next()).collect();
@@ -559,23 +584,8 @@ pub(crate) mod tests {
         };
         let (dx, dk) = backward_host(&g, &x, &k, &r, true, true);
         let (dx, dk) = (dx.unwrap(), dk.unwrap());
-        let e = 1e-2f32;
-        let check =
-            |what: &str, base: &[f32], grad: &[f32], step: usize, f: &dyn Fn(&[f32]) -> f64| {
-                for i in (0..base.len()).step_by(step) {
-                    let (mut a, mut b) = (base.to_vec(), base.to_vec());
-                    a[i] += e;
-                    b[i] -= e;
-                    let fd = (f(&a) - f(&b)) / (2.0 * f64::from(e));
-                    let ours = f64::from(grad[i]);
-                    assert!(
-                        (fd - ours).abs() < 2e-3,
-                        "{what}[{i}]: fd {fd}, ours {ours}"
-                    );
-                }
-            };
-        check("x", &x, &dx, 7, &|x| loss(x, &k));
-        check("w", &k, &dk, 1, &|k| loss(&x, k));
+        check_central("x", &x, &dx, (1e-2, 2e-3, 7), &|x| loss(x, &k));
+        check_central("w", &k, &dk, (1e-2, 2e-3, 1), &|k| loss(&x, k));
     }
 
     /// The batch is cut into fixed chunks and partial weight gradients are added in chunk order,

@@ -295,7 +295,9 @@ mod tests {
     use burn::tensor::Tensor;
 
     use super::*;
-    use crate::backend::conv::tests::{max_diff, normal, on_threads, values};
+    use crate::backend::conv::tests::{
+        check_central, max_diff, normal, on_threads, uniform_stream, values,
+    };
     use crate::backend::{compose_dense, device, train_device};
 
     /// `(n, i, o, bias, relu)`: the MLP's first layer (split by columns), a tall batch (split
@@ -374,13 +376,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let d = Dims { n: 6, i: 9, o: 5 };
-        let mut rng = 4242u64;
-        let mut next = || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform_stream(4242);
         let x: Vec<f32> = (0..d.n * d.i).map(|_| next()).collect();
         let w: Vec<f32> = (0..d.o * d.i).map(|_| next()).collect();
         let b: Vec<f32> = (0..d.o).map(|_| next()).collect();
@@ -395,19 +391,14 @@ mod tests {
             };
             let y = forward_host(d, &x, &w, Some(&b), relu);
             let g = backward_host(d, &x, &w, relu.then_some(&y[..]), &r, [true; 3]);
-            let e = 1e-3f32;
             let check = |what: &str, base: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
-                for k in 0..base.len() {
-                    let (mut a, mut c) = (base.to_vec(), base.to_vec());
-                    a[k] += e;
-                    c[k] -= e;
-                    let fd = (f(&a) - f(&c)) / (2.0 * f64::from(e));
-                    let ours = f64::from(grad[k]);
-                    assert!(
-                        (fd - ours).abs() < 5e-3,
-                        "relu {relu}, {what}[{k}]: fd {fd}, ours {ours}"
-                    );
-                }
+                check_central(
+                    &format!("relu {relu}, {what}"),
+                    base,
+                    grad,
+                    (1e-3, 5e-3, 1),
+                    f,
+                )
             };
             check("x", &x, g.x.as_ref().unwrap(), &|x| loss(x, &w, &b));
             check("w", &w, g.w.as_ref().unwrap(), &|w| loss(&x, w, &b));

@@ -299,8 +299,11 @@ impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
     }
 }
 
-/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` through [`GemmLrt`] for `f32` tensors; otherwise
-/// composed of burn's ops.
+/// Dense layer under the local reparameterisation trick,
+/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
+/// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]` (never differentiated); `act` a ReLU
+/// if `relu`. Through [`GemmLrt`] for `f32` tensors (see the module docs); otherwise
+/// [`super::compose_lrt_dense`].
 pub fn lrt_dense(
     x: Tensor<2>,
     theta: Tensor<2>,
@@ -332,7 +335,9 @@ pub fn lrt_dense(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::conv::tests::{max_diff, normal, on_threads, values};
+    use crate::backend::conv::tests::{
+        check_central, max_diff, normal, on_threads, uniform_stream, values,
+    };
     use crate::backend::{compose_lrt_dense, device, train_device};
 
     /// `(n, i, o, relu)`: the sparse-VD MLP's first and last layers and a small odd one.
@@ -433,13 +438,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let d = Dims { n: 5, i: 7, o: 4 };
-        let mut rng = 777u64;
-        let mut next = || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((rng >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform_stream(777);
         let x: Vec<f32> = (0..d.n * d.i).map(|_| next()).collect();
         let theta: Vec<f32> = (0..d.o * d.i).map(|_| next()).collect();
         let b: Vec<f32> = (0..d.o).map(|_| next()).collect();
@@ -457,19 +456,14 @@ mod tests {
             };
             let f = forward_host(d, &x, &theta, &b, &v, &xi, 1e-8, relu);
             let g = backward_host(d, &x, &theta, &v, &f, relu, &r, [true; 4]);
-            let e = 1e-3f32;
             let check = |what: &str, base: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
-                for k in 0..base.len() {
-                    let (mut a, mut c) = (base.to_vec(), base.to_vec());
-                    a[k] += e;
-                    c[k] -= e;
-                    let fd = (f(&a) - f(&c)) / (2.0 * f64::from(e));
-                    let ours = f64::from(grad[k]);
-                    assert!(
-                        (fd - ours).abs() < 5e-3,
-                        "relu {relu}, {what}[{k}]: fd {fd}, ours {ours}"
-                    );
-                }
+                check_central(
+                    &format!("relu {relu}, {what}"),
+                    base,
+                    grad,
+                    (1e-3, 5e-3, 1),
+                    f,
+                )
             };
             check("x", &x, g.x.as_ref().unwrap(), &|x| loss(x, &theta, &b, &v));
             check("θ", &theta, g.theta.as_ref().unwrap(), &|t| {

@@ -80,32 +80,17 @@ fn compose_dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -
     }
 }
 
-/// Dense layer under the local reparameterisation trick,
-/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
-/// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]` (never differentiated); `act` a ReLU
-/// if `relu`. On the CPU backend one host op with its own backward pass (`lrt.rs`); on GPU
-/// backends composed of burn's ops.
-pub fn lrt_dense(
-    x: Tensor<2>,
-    theta: Tensor<2>,
-    b: Tensor<1>,
-    v: Tensor<2>,
-    xi: Tensor<2>,
-    eps: f32,
-    relu: bool,
-) -> Tensor<2> {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
-        lrt::lrt_dense(x, theta, b, v, xi, eps, relu)
-    }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
-        compose_lrt_dense(x, theta, b, v, xi, eps, relu)
-    }
-}
+/// Dense layer under the local reparameterisation trick (on the CPU backend one host op with its
+/// own backward pass, `lrt.rs`; on GPU backends [`compose_lrt_dense`]).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use self::compose_lrt_dense as lrt_dense;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+pub use lrt::lrt_dense;
 
-/// [`lrt_dense`] composed of burn's ops.
-fn compose_lrt_dense(
+/// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
+/// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]`, `act` a ReLU if `relu`: the dense
+/// layer under the local reparameterisation trick composed of burn's ops.
+pub fn compose_lrt_dense(
     x: Tensor<2>,
     theta: Tensor<2>,
     b: Tensor<1>,
