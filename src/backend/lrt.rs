@@ -302,7 +302,7 @@ impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
 /// Dense layer under the local reparameterisation trick,
 /// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
 /// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]` (never differentiated); `act` a ReLU
-/// if `relu`. Through [`GemmLrt`] for `f32` tensors (see the module docs); otherwise
+/// if `relu`. Through the `GemmLrt` extension for `f32` tensors (see the module docs); otherwise
 /// [`super::compose_lrt_dense`].
 pub fn lrt_dense(
     x: Tensor<2>,

@@ -180,10 +180,10 @@ thread_local! {
 /// with its spin-wait (measured: MLP train step +20%, curve +17%, variational +10%,
 /// alternating bench runs; the kernel's wake-up path was a sixth of the step's CPU time in
 /// perf). Tops up the pool with helper jobs that run other jobs as they appear
-/// (`rayon::yield_now`) and return after [`WARM_IDLE`] without any, so an idle program or a
+/// (`rayon::yield_now`) and return after `WARM_IDLE` (1 ms) without any, so an idle program or a
 /// long serial stretch does not spin. A helper can run nested inside a job that waits for
 /// another thread; it then returns once work runs out, so that job is delayed by at most
-/// [`WARM_IDLE`], never blocked. Results do not change: only which thread runs a job.
+/// `WARM_IDLE`, never blocked. Results do not change: only which thread runs a job.
 pub fn keep_warm() {
     use std::sync::atomic::Ordering::{AcqRel, Acquire};
     WARM_CALLER.set(true);
