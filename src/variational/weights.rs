@@ -204,7 +204,15 @@ impl<'a> VarWeights<'a> {
     /// Output mean `[b, out]` and variance (`None` for point layers) of a dense layer.
     pub fn dense_moments(&self, layer: &str, x: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
         let info = self.model.layer(layer);
-        let m = self.moments::<2>(info);
+        Self::dense_moments_of(info, self.moments::<2>(info), x)
+    }
+
+    /// [`VarWeights::dense_moments`] given the layer's weight moments.
+    fn dense_moments_of(
+        info: &LayerInfo,
+        m: WeightMoments<2>,
+        x: Tensor<2>,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let [b, _] = x.dims();
         let var = m.var.map(|v| dense(x.clone() * x.clone(), v, None));
         let mean = match m.mean {
@@ -271,8 +279,8 @@ impl<'a> VarWeights<'a> {
     }
 
     /// A dense layer, `act` a ReLU if `relu`: with a weight mean and variance one
-    /// [`lrt_dense`] op (the same values as the mean plus [`VarWeights::noise`], drawn in the
-    /// same order), a point layer one [`backend::dense`], a variance layer its moments and noise.
+    /// [`lrt_dense`] op (the mean plus [`VarWeights::noise`] up to rounding, ξ drawn alike), a
+    /// point layer one [`backend::dense`], a variance layer its moments and noise.
     fn dense_act(&self, layer: &str, x: Tensor<2>, relu: bool) -> Tensor<2> {
         let info = self.model.layer(layer);
         let m = self.moments::<2>(info);
@@ -283,8 +291,13 @@ impl<'a> VarWeights<'a> {
                 lrt_dense(x, theta, m.bias, v, xi, self.eps(layer), relu)
             }
             (Some(theta), None) => backend::dense(x, theta, Some(m.bias), relu),
-            (None, _) => {
-                let (mean, var) = self.dense_moments(layer, x);
+            (None, var) => {
+                let m = WeightMoments {
+                    mean: None,
+                    var,
+                    bias: m.bias,
+                };
+                let (mean, var) = Self::dense_moments_of(info, m, x);
                 let y = match var {
                     None => mean,
                     Some(v) => mean + self.noise(v, self.eps(layer)),
