@@ -78,27 +78,9 @@ pub fn backward_host(
     want: [bool; 3],
 ) -> Grads {
     let [want_x, want_w, want_b] = want;
-    let masked: Vec<f32>;
-    let g = match y {
-        Some(y) => {
-            masked = gy
-                .iter()
-                .zip(y)
-                .map(|(&g, &y)| if y <= 0.0 { 0.0 } else { g })
-                .collect();
-            &masked[..]
-        }
-        None => gy,
-    };
-    let b = want_b.then(|| {
-        let mut db = vec![0.0f32; d.o];
-        for row in g.chunks_exact(d.o) {
-            for (s, v) in db.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
-        db
-    });
+    let masked = y.map(|y| relu_masked(gy, y));
+    let g = masked.as_deref().unwrap_or(gy);
+    let b = want_b.then(|| column_sums(g, d.o));
     let gm = Mat::new(g, d.n, d.o);
     let w_grad = want_w.then(|| {
         let mut dw = vec![0.0f32; d.o * d.i];
@@ -117,7 +99,27 @@ pub fn backward_host(
     }
 }
 
-fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+/// `∂L/∂(pre-activation)` of a ReLU with output `y`: `g` where `y > 0`, else 0 (as burn's relu).
+pub(super) fn relu_masked(g: &[f32], y: &[f32]) -> Vec<f32> {
+    g.iter()
+        .zip(y)
+        .map(|(&g, &y)| if y <= 0.0 { 0.0 } else { g })
+        .collect()
+}
+
+/// Column sums of the row-major `g` with `cols` columns (rows added in order): a bias gradient.
+pub(super) fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; cols];
+    for row in g.chunks_exact(cols) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    sums
+}
+
+/// A flex tensor owning `values`.
+pub(super) fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 

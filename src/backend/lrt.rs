@@ -20,10 +20,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use burn_flex::FlexTensor;
 
-use super::dense::Dims;
+use super::dense::{Dims, column_sums, flex, relu_masked};
 use super::host;
 use super::matmul::{Epilogue, Mat, gemm_par};
 
@@ -92,46 +92,32 @@ pub struct Grads {
     pub v: Option<Vec<f32>>,
 }
 
-/// Gradients given `gy = ∂L/∂y`, the forward results `f` and whether the activation is a ReLU;
-/// `want` = `[x, θ, b, v]`.
+/// Gradients given `gy = ∂L/∂y`, the forward pass's `k` and `x2` ([`Forward`]) and, after a
+/// ReLU, its output `y`; `want` = `[x, θ, b, v]`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_host(
     d: Dims,
     x: &[f32],
     theta: &[f32],
     v: &[f32],
-    f: &Forward,
-    relu: bool,
+    (k, x2): (&[f32], &[f32]),
+    y: Option<&[f32]>,
     gy: &[f32],
     want: [bool; 4],
 ) -> Grads {
     let [want_x, want_theta, want_b, want_v] = want;
-    let g: Vec<f32> = if relu {
-        gy.iter()
-            .zip(&f.y)
-            .map(|(&g, &y)| if y <= 0.0 { 0.0 } else { g })
-            .collect()
-    } else {
-        gy.to_vec()
-    };
-    let gd: Vec<f32> = g.iter().zip(&f.k).map(|(g, k)| g * k).collect();
-    let (gm, gdm) = (Mat::new(&g, d.n, d.o), Mat::new(&gd, d.n, d.o));
-    let b = want_b.then(|| {
-        let mut db = vec![0.0f32; d.o];
-        for row in g.chunks_exact(d.o) {
-            for (s, v) in db.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
-        db
-    });
+    let masked = y.map(|y| relu_masked(gy, y));
+    let g = masked.as_deref().unwrap_or(gy);
+    let gd: Vec<f32> = g.iter().zip(k).map(|(g, k)| g * k).collect();
+    let (gm, gdm) = (Mat::new(g, d.n, d.o), Mat::new(&gd, d.n, d.o));
+    let b = want_b.then(|| column_sums(g, d.o));
     let product = |a: Mat<'_>, b: Mat<'_>| {
         let mut out = vec![0.0f32; a.dims().0 * b.dims().1];
         gemm_par(&mut out, a, b, Epilogue::default());
         out
     };
     let theta_grad = want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i)));
-    let v_grad = want_v.then(|| product(gdm.t(), Mat::new(&f.x2, d.n, d.i)));
+    let v_grad = want_v.then(|| product(gdm.t(), Mat::new(x2, d.n, d.i)));
     let x_grad = want_x.then(|| {
         let mut dx = product(gm, Mat::new(theta, d.o, d.i));
         let t = product(gdm, Mat::new(v, d.o, d.i));
@@ -146,10 +132,6 @@ pub fn backward_host(
         b,
         v: v_grad,
     }
-}
-
-fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// The inputs of the op on flex.
@@ -216,14 +198,16 @@ impl GemmLrt for Flex {
     }
 }
 
-/// What the backward step keeps: x, θ, v, the forward results and the activation.
+/// What the backward step keeps: x, θ, v, the forward pass's `k` and `x2`, and the output after
+/// a ReLU.
 #[derive(Debug, Clone)]
 struct State {
     x: FlexTensor,
     theta: FlexTensor,
     v: FlexTensor,
-    forward: Forward,
-    relu: bool,
+    k: Vec<f32>,
+    x2: Vec<f32>,
+    y: Option<FlexTensor>,
 }
 
 #[derive(Debug)]
@@ -237,13 +221,14 @@ impl Backward<Flex, 4> for LrtBackward {
         let ids: [Option<NodeId>; 4] = ops.parents.map(|p| p.map(|p| p.id));
         let s = ops.state;
         let d = Dims::of(&s.x, &s.theta);
+        let y = s.y.as_ref().map(host);
         let g = backward_host(
             d,
             &host(&s.x),
             &host(&s.theta),
             &host(&s.v),
-            &s.forward,
-            s.relu,
+            (&s.k, &s.x2),
+            y.as_deref(),
             &host(&gy),
             ids.map(|id| id.is_some()),
         );
@@ -280,8 +265,8 @@ impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
             v: var.primitive(),
             xi: xi.primitive(),
         };
-        let (d, forward) = forward_flex(inputs, eps, relu);
-        let y = flex(forward.y.clone(), [d.n, d.o]);
+        let (d, Forward { y, k, x2 }) = forward_flex(inputs, eps, relu);
+        let y = flex(y, [d.n, d.o]);
         let nodes = [x.node(), theta.node(), bias.node(), var.node()];
         match LrtBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -289,8 +274,9 @@ impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
                     x: x.into_primitive(),
                     theta: theta.into_primitive(),
                     v: var.into_primitive(),
-                    forward,
-                    relu,
+                    k,
+                    x2,
+                    y: relu.then(|| y.clone()),
                 };
                 prep.finish(state, y)
             }
@@ -313,9 +299,8 @@ pub fn lrt_dense(
     eps: f32,
     relu: bool,
 ) -> Tensor<2> {
-    let f32s = [x.dtype(), theta.dtype(), v.dtype(), xi.dtype()]
+    let f32s = [x.dtype(), theta.dtype(), b.dtype(), v.dtype(), xi.dtype()]
         .iter()
-        .chain([b.dtype()].iter())
         .all(|t| *t == DType::F32);
     if !f32s {
         return super::compose_lrt_dense(x, theta, b, v, xi, eps, relu);
@@ -455,7 +440,8 @@ mod tests {
                     .sum()
             };
             let f = forward_host(d, &x, &theta, &b, &v, &xi, 1e-8, relu);
-            let g = backward_host(d, &x, &theta, &v, &f, relu, &r, [true; 4]);
+            let y = relu.then_some(&f.y[..]);
+            let g = backward_host(d, &x, &theta, &v, (&f.k, &f.x2), y, &r, [true; 4]);
             let check = |what: &str, base: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
                 check_central(
                     &format!("relu {relu}, {what}"),

@@ -217,9 +217,10 @@ pub fn keep_warm() {
     }
 }
 
-/// Minimum elements per parallel task of the element-wise host passes (optimiser, curve points).
-/// Each element is computed alone, so the split never changes a result.
-pub const PASS_MIN_LEN: usize = 1 << 14;
+/// Elements per parallel task of the element-wise host passes (optimiser, curve points, the
+/// variational pull-back). Each element is computed alone, and block sums are added in block
+/// order, so the split never changes a result.
+pub const PASS_BLOCK: usize = 1 << 14;
 
 /// Calls `f` with a tensor's values as a host `f32` slice, row-major. On the flex backend a
 /// contiguous `f32` tensor (with or without autodiff) is read in place, without a copy; anything

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 pub use kind::CurveKind;
 
 use crate::arch::Arch;
-use crate::backend::with_hosts;
+use crate::backend::{PASS_BLOCK as BLOCK, with_hosts};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
@@ -202,16 +202,15 @@ pub fn point_of(kind: CurveKind, points: &[&ParamSet], t: f64) -> ParamSet {
     ParamSet::combination(points, &c).expect("control points share one layout")
 }
 
-/// `Σ v²` in f64 over eight interleaved accumulators, combined in a fixed order: a single
-/// accumulator is one serial chain of dependent adds (≈ 0.3 ms for an MLP's 266k weights).
-/// Elements per parallel task of the curve's host passes.
-const BLOCK: usize = 16_384;
-
 /// `w = Σ_j c_j·p_j` over the points with `c_j ≠ 0`, in point order with the operations of
 /// [`ParamSet::combination_vecs`] (the same bits), and `Σ w²` (block sums of
 /// [`sum_of_squares`] added in order: the same bits on any number of threads), in parallel
 /// blocks.
 fn combine(points: &[&[f32]], coeffs: &[f32]) -> (Vec<f32>, f64) {
+    debug_assert!(
+        points.iter().all(|p| p.len() == points[0].len()),
+        "control points share one layout"
+    );
     let used: Vec<(&[f32], f32)> = points
         .iter()
         .zip(coeffs)
@@ -240,6 +239,8 @@ fn combine(points: &[&[f32]], coeffs: &[f32]) -> (Vec<f32>, f64) {
     (w, sums.into_iter().sum())
 }
 
+/// `Σ v²` in f64 over eight interleaved accumulators, combined in a fixed order: a single
+/// accumulator is one serial chain of dependent adds (≈ 0.3 ms for an MLP's 266k weights).
 fn sum_of_squares(v: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = v.chunks_exact(8);

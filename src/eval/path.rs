@@ -176,17 +176,23 @@ pub fn profile(
     );
     let coeffs: Vec<Vec<f64>> = ts.iter().map(|&t| spec.kind.coeffs(n, t)).collect();
     let metrics = family.metrics_all(&coeffs);
-    // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖, in parallel over t.
+    // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖ = ‖Σ_j (c_j(tᵢ) − c_j(tᵢ₋₁))·w_j‖ (the family is linear),
+    // one combination each, in parallel over t.
     let dl: Vec<f64> = (0..ts.len())
         .into_par_iter()
         .map(|i| {
             if i == 0 {
                 return 0.0;
             }
-            let (w, prev) = (family.member(&coeffs[i]), family.member(&coeffs[i - 1]));
-            w.iter()
-                .zip(&prev)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
+            let step: Vec<f64> = coeffs[i]
+                .iter()
+                .zip(&coeffs[i - 1])
+                .map(|(a, b)| a - b)
+                .collect();
+            family
+                .member(&step)
+                .iter()
+                .map(|&d| f64::from(d).powi(2))
                 .sum::<f64>()
                 .sqrt()
         })

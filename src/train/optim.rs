@@ -15,12 +15,9 @@ use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::backend;
+use crate::backend::{self, PASS_BLOCK as BLOCK};
 use crate::error::{Error, Result};
 use crate::params::{Layout, ParamSet};
-
-/// Elements per parallel task of [`Optimizer::step`].
-const BLOCK: usize = 16_384;
 
 /// Optimiser settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -133,7 +133,8 @@ pub fn terms_into(theta: &[f32], ls2: &[f32], pass: Pass, t: &mut Terms) {
         &mut t.kl_dtheta,
         &mut t.kl_dls2,
     ] {
-        // Every element is overwritten below; resizing only fills new capacity.
+        // Every element is overwritten below. A buffer kept from the last step (all but `var`,
+        // which becomes a tensor each step) is already `n` long: no allocation, no fill.
         v.resize(n, 0.0);
     }
     let kl: f64 = t
@@ -187,12 +188,13 @@ struct Out<'a> {
 fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { chunk_avx512(theta, ls2, out, pass) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2 {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { chunk_avx2(theta, ls2, out, pass) };
         }

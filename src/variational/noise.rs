@@ -42,12 +42,13 @@ pub fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 fn box_muller(w1: &[u32], w2: &[u32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
             return unsafe { box_muller_avx512(w1, w2, out) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2 {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { box_muller_avx2(w1, w2, out) };
         }
@@ -75,7 +76,6 @@ fn box_muller_body(w1: &[u32], w2: &[u32], out: &mut [f32]) {
     let (cos_half, sin_half) = out.split_at_mut(pairs);
     let w2 = &w2[..pairs];
     let full = sin_half.len();
-    let sin_half = &mut sin_half[..full];
     const SCALE: f32 = 1.0 / 16_777_216.0; // 2⁻²⁴
     let pair = |a: u32, b: u32| {
         let u1 = ((a >> 8) as i32 + 1) as f32 * SCALE;
@@ -84,9 +84,11 @@ fn box_muller_body(w1: &[u32], w2: &[u32], out: &mut [f32]) {
         let (s, c) = sin_cos_turns(u2);
         (r * c, r * s)
     };
+    // Re-cut to one length: no bounds checks in the loop.
+    let (cos_full, a, b) = (&mut cos_half[..full], &w1[..full], &w2[..full]);
     for j in 0..full {
-        let (c, s) = pair(w1[j], w2[j]);
-        cos_half[j] = c;
+        let (c, s) = pair(a[j], b[j]);
+        cos_full[j] = c;
         sin_half[j] = s;
     }
     // An odd count: the last pair's sine is not needed.

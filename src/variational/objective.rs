@@ -18,16 +18,15 @@ use std::sync::Arc;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::eval::{Sampling, evaluate_variational};
-use rayon::prelude::*;
-
 use super::fused::{self, Terms};
 use super::weights::{VarWeights, fused_pass};
 use super::{Posterior, VModel, log_sigma2_name, mu_name};
-use crate::backend::with_host;
+use crate::backend::{PASS_BLOCK as BLOCK, with_host};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
@@ -192,9 +191,6 @@ struct HostStep {
     /// KL weight of the step (set by `loss`).
     rw: f64,
 }
-
-/// Elements per parallel task of [`Objective::pull_back`].
-const BLOCK: usize = 16_384;
 
 /// Name of a layer's weight variance in the extended set of [`Objective::weights`].
 fn var_name(layer: &str) -> String {
