@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 pub use kind::CurveKind;
 
 use crate::arch::Arch;
-use crate::backend::{PASS_BLOCK as BLOCK, with_hosts};
+use crate::backend::{PASS_BLOCK as BLOCK, with_host, with_hosts};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
@@ -202,61 +202,6 @@ pub fn point_of(kind: CurveKind, points: &[&ParamSet], t: f64) -> ParamSet {
     ParamSet::combination(points, &c).expect("control points share one layout")
 }
 
-/// `w = Σ_j c_j·p_j` over the points with `c_j ≠ 0`, in point order with the operations of
-/// [`ParamSet::combination_vecs`] (the same bits), and `Σ w²` (block sums of
-/// [`sum_of_squares`] added in order: the same bits on any number of threads), in parallel
-/// blocks.
-fn combine(points: &[&[f32]], coeffs: &[f32]) -> (Vec<f32>, f64) {
-    debug_assert!(
-        points.iter().all(|p| p.len() == points[0].len()),
-        "control points share one layout"
-    );
-    let used: Vec<(&[f32], f32)> = points
-        .iter()
-        .zip(coeffs)
-        .filter(|(_, c)| **c != 0.0)
-        .map(|(p, c)| (*p, *c))
-        .collect();
-    let mut w = vec![0.0f32; points[0].len()];
-    let sums: Vec<f64> = w
-        .par_chunks_mut(BLOCK)
-        .enumerate()
-        .map(|(b, out)| {
-            let r = b * BLOCK..b * BLOCK + out.len();
-            for (k, &(p, c)) in used.iter().enumerate() {
-                let p = &p[r.clone()];
-                let z = out.iter_mut().zip(p);
-                match (k, c == 1.0) {
-                    (0, true) => out.copy_from_slice(p),
-                    (0, false) => z.for_each(|(o, x)| *o = x * c),
-                    (_, true) => z.for_each(|(o, x)| *o += x),
-                    (_, false) => z.for_each(|(o, x)| *o += x * c),
-                }
-            }
-            sum_of_squares(out)
-        })
-        .collect();
-    (w, sums.into_iter().sum())
-}
-
-/// `Σ v²` in f64 over eight interleaved accumulators, combined in a fixed order: a single
-/// accumulator is one serial chain of dependent adds (≈ 0.3 ms for an MLP's 266k weights).
-fn sum_of_squares(v: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = v.chunks_exact(8);
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&x| f64::from(x).powi(2))
-        .sum();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f64::from(x) * f64::from(x);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
 /// Splits a packed set into `k` sets on the base layout (shares the tensors, keeps autodiff).
 fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet> {
     let l = base.len();
@@ -341,13 +286,9 @@ impl Objective for CurveObjective<'_> {
             .into_iter()
             .map(|c| c as f32)
             .collect();
-        let (w, norms): (Vec<Vec<f32>>, Vec<f64>) = (0..points[0].tensors().len())
-            .map(|i| {
-                let ts: Vec<&Tensor<1>> = points.iter().map(|p| &p.tensors()[i]).collect();
-                with_hosts(&ts, |vs| combine(vs, &coeffs))
-            })
-            .unzip();
-        let sq_norm = norms.iter().sum();
+        let refs: Vec<&ParamSet> = points.iter().collect();
+        let (w, sq_norm) =
+            ParamSet::combination_vecs_sq(&refs, &coeffs).expect("control points share one layout");
         self.sampled = Some(Sampled {
             t,
             coeffs,
@@ -393,23 +334,29 @@ impl Objective for CurveObjective<'_> {
         let mut out = Vec::with_capacity(self.trainable.len() * grad.tensors().len());
         for &j in &self.trainable {
             let c = s.coeffs[j];
-            for (g, w) in grad.tensors().iter().zip(weights.tensors()) {
-                out.push(with_hosts(&[g, w], |gw| {
-                    let (g, w) = (gw[0], gw[1]);
-                    let mut o = vec![0.0f32; g.len()];
-                    o.par_chunks_mut(BLOCK)
-                        .zip(g.par_chunks(BLOCK).zip(w.par_chunks(BLOCK)))
-                        .for_each(|(o, (g, w))| {
-                            if wd == 0.0 {
-                                o.iter_mut().zip(g).for_each(|(o, g)| *o = c * g);
-                            } else {
-                                for (o, (g, w)) in o.iter_mut().zip(g.iter().zip(w)) {
-                                    *o = c * (g + wd * w);
-                                }
+            // `w(t)` is read only when there is a decay.
+            let scaled = |g: &[f32], w: Option<&[f32]>| {
+                let mut o = vec![0.0f32; g.len()];
+                o.par_chunks_mut(BLOCK)
+                    .enumerate()
+                    .zip(g.par_chunks(BLOCK))
+                    .for_each(|((b, o), g)| match w {
+                        None => o.iter_mut().zip(g).for_each(|(o, g)| *o = c * g),
+                        Some(w) => {
+                            let w = &w[b * BLOCK..b * BLOCK + o.len()];
+                            for (o, (g, w)) in o.iter_mut().zip(g.iter().zip(w)) {
+                                *o = c * (g + wd * w);
                             }
-                        });
-                    o
-                }));
+                        }
+                    });
+                o
+            };
+            for (g, w) in grad.tensors().iter().zip(weights.tensors()) {
+                out.push(if wd == 0.0 {
+                    with_host(g, |g| scaled(g, None))
+                } else {
+                    with_hosts(&[g, w], |gw| scaled(gw[0], Some(gw[1])))
+                });
             }
         }
         ParamSet::from_vecs(s.packed, out, &grad.tensors()[0].device())
@@ -423,60 +370,5 @@ impl Objective for CurveObjective<'_> {
             ("test_loss_mid".into(), json!(m.loss)),
             ("test_acc_mid".into(), json!(m.acc)),
         ])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{BLOCK, combine, sum_of_squares};
-    use crate::arch::Arch;
-    use crate::backend;
-    use crate::params::ParamSet;
-
-    /// The blocked parallel combination gives the bits of [`ParamSet::combination_vecs`] and
-    /// the squared norm of the result, on one thread and on three.
-    #[test]
-    fn combine_matches_the_parameter_set_combination() {
-        let arch: Arch = "mlp:784-64-10".parse().unwrap();
-        let device = backend::device();
-        let points: Vec<ParamSet> = (0..3).map(|s| arch.init(s, &device)).collect();
-        let refs: Vec<&ParamSet> = points.iter().collect();
-        let flat: Vec<Vec<f32>> = points.iter().map(|p| p.to_flat()).collect();
-        assert!(flat[0].len() > 2 * BLOCK);
-        let slices: Vec<&[f32]> = flat.iter().map(|v| &v[..]).collect();
-        for coeffs in [
-            [0.3f32, 0.7, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.25, 0.5, 0.25],
-            [1.0, 0.0, 2.0],
-        ] {
-            let want: Vec<f32> = ParamSet::combination_vecs(&refs, &coeffs).unwrap().concat();
-            let want_sq: f64 = want.iter().map(|&x| f64::from(x).powi(2)).sum();
-            let on = |threads: usize| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap()
-                    .install(|| combine(&slices, &coeffs))
-            };
-            let (w1, sq1) = on(1);
-            assert_eq!(w1, want, "coefficients {coeffs:?}");
-            assert!((sq1 - want_sq).abs() <= 1e-9 * want_sq);
-            assert_eq!(on(3), (w1, sq1));
-        }
-    }
-
-    /// The interleaved sum equals the plain sum (lengths with and without a remainder).
-    #[test]
-    fn sum_of_squares_matches_the_plain_sum() {
-        for n in [0usize, 5, 8, 1003] {
-            let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
-            let want: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-            let got = sum_of_squares(&v);
-            assert!(
-                (got - want).abs() <= 1e-12 * want.max(1.0),
-                "{n}: {got} vs {want}"
-            );
-        }
     }
 }
