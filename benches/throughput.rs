@@ -112,7 +112,8 @@ enum Step {
 
 /// A train case ready to step: parameters, objective, optimiser and one fixed batch of 128.
 struct TrainCase {
-    params: ParamSet,
+    /// `None` only while a step holds them.
+    params: Option<ParamSet>,
     obj: Box<dyn Objective>,
     opt: Optimizer,
     lr: f64,
@@ -183,7 +184,7 @@ impl TrainCase {
         let x = Tensor::<2>::from_data(TensorData::new(xv, [128, 784]), &ad);
         let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [128]), &ad);
         let mut case = Self {
-            params,
+            params: Some(params),
             obj,
             opt,
             lr,
@@ -206,7 +207,7 @@ impl TrainCase {
                 n_train: 60_000,
             };
             let (p, _, _) = train_step(
-                &self.params,
+                self.params.take().expect("parameters between steps"),
                 &mut self.opt,
                 self.obj.as_mut(),
                 self.x.clone(),
@@ -215,7 +216,7 @@ impl TrainCase {
                 self.lr,
             )
             .expect("finite loss");
-            self.params = p;
+            self.params = Some(p);
             self.steps += 1;
         }
     }

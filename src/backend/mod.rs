@@ -243,6 +243,18 @@ pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) 
     f(data.as_slice::<f32>().expect("f32 tensor data"))
 }
 
+/// A tensor's values as an owned row-major `f32` vector. On flex a tensor that is the only
+/// owner of its contiguous `f32` buffer hands over that buffer without a copy, so the
+/// optimiser updates parameters in place (a fresh megabyte-sized output is zero-filled and
+/// page-faulted by the allocator before it is written); anything else is copied.
+pub fn into_host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.without_autodiff()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
 /// [`with_host`] for several tensors at once: `f` gets their values in order.
 pub fn with_hosts<const D: usize, R>(ts: &[&Tensor<D>], f: impl FnOnce(&[&[f32]]) -> R) -> R {
     fn nest<const D: usize, R>(

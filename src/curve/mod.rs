@@ -11,19 +11,18 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
-use rayon::prelude::*;
 use serde_json::{Value, json};
 
 pub use kind::CurveKind;
 
 use crate::arch::Arch;
-use crate::backend::{PASS_BLOCK as BLOCK, with_host, with_hosts};
+use crate::backend::into_host_vec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet};
-use crate::train::{Objective, Scalars, StepCtx};
+use crate::train::{Gradient, Objective, Scalars, StepCtx};
 
 /// A curve: its kind, architecture and control points (endpoints first and last).
 #[derive(Debug, Clone)]
@@ -217,8 +216,8 @@ fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet
 /// `CE(w(t)) + ½·wd·‖w(t)‖²`; frozen points enter as constants.
 ///
 /// The point `w(t) = Σ_j c_j(t)·θ_j` is formed on the host ([`Objective::weights`]) and the graph
-/// differentiates the network at `w(t)` only; the chain rule to the trained points is the host
-/// pass `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))` ([`Objective::pull_back`]). Forming `w(t)` and its
+/// differentiates the network at `w(t)` only; the chain rule to the trained points is the
+/// optimiser's pass `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))` ([`Objective::pull_back`], [`Gradient::Point`]). Forming `w(t)` and its
 /// decay term in the graph instead cost as much again as the network's own step.
 pub struct CurveObjective<'a> {
     /// The curve (frozen points are read from here).
@@ -232,6 +231,8 @@ pub struct CurveObjective<'a> {
     /// Evaluation device.
     pub device: Device,
     sampled: Option<Sampled>,
+    /// The point `w(t)` of the last step, whose buffers the next step reuses.
+    last_point: Option<ParamSet>,
 }
 
 /// What [`Objective::weights`] drew for the current step.
@@ -262,6 +263,7 @@ impl<'a> CurveObjective<'a> {
             test,
             device,
             sampled: None,
+            last_point: None,
         }
     }
 
@@ -287,8 +289,15 @@ impl Objective for CurveObjective<'_> {
             .map(|c| c as f32)
             .collect();
         let refs: Vec<&ParamSet> = points.iter().collect();
-        let (w, sq_norm) =
-            ParamSet::combination_vecs_sq(&refs, &coeffs).expect("control points share one layout");
+        // The last step's point is written over: by now the step has dropped its other
+        // references to it, so its buffers come back without a copy.
+        let buffers = self
+            .last_point
+            .take()
+            .map(|w| w.into_tensors().into_iter().map(into_host_vec).collect())
+            .unwrap_or_default();
+        let (w, sq_norm) = ParamSet::combination_into(&refs, &coeffs, buffers)
+            .expect("control points share one layout");
         self.sampled = Some(Sampled {
             t,
             coeffs,
@@ -296,10 +305,10 @@ impl Objective for CurveObjective<'_> {
             packed: params.layout().clone(),
         });
         let device = params.tensors()[0].device();
-        Some(
-            ParamSet::from_vecs(points[0].layout().clone(), w, &device)
-                .expect("shaped like the points"),
-        )
+        let w = ParamSet::from_vecs(points[0].layout().clone(), w, &device)
+            .expect("shaped like the points");
+        self.last_point = Some(w.clone());
+        Some(w)
     }
 
     /// `weights` are the leaves of `w(t)` drawn by [`Objective::weights`] for this step.
@@ -324,42 +333,19 @@ impl Objective for CurveObjective<'_> {
         (loss, vec![("t", s.t)])
     }
 
-    fn pull_back(&mut self, weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
+    fn pull_back(&mut self, weights: ParamSet, grad: ParamSet) -> Result<Gradient> {
         let s = self
             .sampled
             .take()
             .expect("CurveObjective::weights runs before pull_back");
-        let wd = self.wd as f32;
-        // c_j·(∂CE/∂w + wd·w(t)) in one pass per trained point and tensor, in parallel blocks.
-        let mut out = Vec::with_capacity(self.trainable.len() * grad.tensors().len());
-        for &j in &self.trainable {
-            let c = s.coeffs[j];
-            // `w(t)` is read only when there is a decay.
-            let scaled = |g: &[f32], w: Option<&[f32]>| {
-                let mut o = vec![0.0f32; g.len()];
-                o.par_chunks_mut(BLOCK)
-                    .enumerate()
-                    .zip(g.par_chunks(BLOCK))
-                    .for_each(|((b, o), g)| match w {
-                        None => o.iter_mut().zip(g).for_each(|(o, g)| *o = c * g),
-                        Some(w) => {
-                            let w = &w[b * BLOCK..b * BLOCK + o.len()];
-                            for (o, (g, w)) in o.iter_mut().zip(g.iter().zip(w)) {
-                                *o = c * (g + wd * w);
-                            }
-                        }
-                    });
-                o
-            };
-            for (g, w) in grad.tensors().iter().zip(weights.tensors()) {
-                out.push(if wd == 0.0 {
-                    with_host(g, |g| scaled(g, None))
-                } else {
-                    with_hosts(&[g, w], |gw| scaled(gw[0], Some(gw[1])))
-                });
-            }
-        }
-        ParamSet::from_vecs(s.packed, out, &grad.tensors()[0].device())
+        // `∂L/∂θ_j = c_j·(∂CE/∂w + wd·w(t))`, formed by the optimiser inside its update pass
+        // (`w(t)` is read only when there is a decay).
+        Ok(Gradient::Point {
+            packed: s.packed,
+            g: grad,
+            decay: (self.wd != 0.0).then_some((self.wd as f32, weights)),
+            scales: self.trainable.iter().map(|&j| s.coeffs[j]).collect(),
+        })
     }
 
     fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {

@@ -5,6 +5,7 @@
 //! ChaCha8 stream seeded by `(seed, e)`, so a run resumed from the checkpoint of epoch `k`
 //! continues exactly as the uninterrupted run would.
 
+pub mod gradient;
 pub mod objective;
 pub mod optim;
 pub mod schedule;
@@ -20,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub use gradient::Gradient;
 pub use objective::{Classification, Objective, Scalars};
 pub use optim::{OptimConfig, OptimKind, Optimizer};
 pub use schedule::Schedule;
@@ -185,14 +187,14 @@ pub fn fit(
                 rng: &mut rng,
                 n_train: n,
             };
-            let (next, value, scalars) =
-                match train_step(&params, &mut opt, obj, x, y, &mut ctx, lr) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        pb.abandon();
-                        return Err(e);
-                    }
-                };
+            let (next, value, scalars) = match train_step(params, &mut opt, obj, x, y, &mut ctx, lr)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    pb.abandon();
+                    return Err(e);
+                }
+            };
             params = next;
             loss_sum += value * idx.len() as f64;
             seen += idx.len();
@@ -252,6 +254,19 @@ pub fn loss_and_grad(
     y: Tensor<1, Int>,
     ctx: &mut StepCtx<'_>,
 ) -> Result<(f64, ParamSet, Scalars)> {
+    let (value, g, scalars) = loss_and_gradient(params, obj, x, y, ctx)?;
+    Ok((value, g.into_values()?, scalars))
+}
+
+/// [`loss_and_grad`] with the gradient as the optimiser reads it (a curve point's chain rule
+/// not yet applied).
+fn loss_and_gradient(
+    params: &ParamSet,
+    obj: &mut dyn Objective,
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+    ctx: &mut StepCtx<'_>,
+) -> Result<(f64, Gradient, Scalars)> {
     let weights = obj.weights(params, ctx);
     let leaves = weights.as_ref().unwrap_or(params).leaves();
     let (loss, scalars) = obj.loss(&leaves, x, y, ctx);
@@ -268,9 +283,12 @@ pub fn loss_and_grad(
         t.grad(&grads)
             .unwrap_or_else(|| t.clone().without_autodiff().zeros_like())
     });
-    let g = match &weights {
-        Some(w) => obj.pull_back(w, &g)?,
-        None => g,
+    // The graph (and with it every reference to the parameters' buffers) goes before the
+    // update, so that the optimiser can write the parameters in place.
+    drop((grads, leaves));
+    let g = match weights {
+        Some(w) => obj.pull_back(w, g)?,
+        None => Gradient::Values(g),
     };
     Ok((value, g, scalars))
 }
@@ -278,7 +296,7 @@ pub fn loss_and_grad(
 /// One optimisation step: [`loss_and_grad`] of `obj` at `params` on the batch `(x, y)`, then an
 /// optimiser update. Returns the new parameters, the loss value and the objective's scalars.
 pub fn train_step(
-    params: &ParamSet,
+    params: ParamSet,
     opt: &mut Optimizer,
     obj: &mut dyn Objective,
     x: Tensor<2>,
@@ -287,7 +305,7 @@ pub fn train_step(
     lr: f64,
 ) -> Result<(ParamSet, f64, Scalars)> {
     crate::backend::keep_warm();
-    let (value, g, scalars) = loss_and_grad(params, obj, x, y, ctx)?;
+    let (value, g, scalars) = loss_and_gradient(&params, obj, x, y, ctx)?;
     Ok((opt.step(params, &g, lr)?, value, scalars))
 }
 

@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::{Value, json};
 
-use super::StepCtx;
+use super::{Gradient, StepCtx};
 use crate::arch::Arch;
 use crate::data::Dataset;
 use crate::error::Result;
@@ -36,8 +36,8 @@ pub trait Objective {
 
     /// `∂L/∂params` from `∂L/∂w` for the weights `w` returned by [`Objective::weights`] (only
     /// called when it returned some).
-    fn pull_back(&mut self, _weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
-        Ok(grad.clone())
+    fn pull_back(&mut self, _weights: ParamSet, grad: ParamSet) -> Result<Gradient> {
+        Ok(Gradient::Values(grad))
     }
 
     /// Metrics recorded at the end of epoch `epoch` (0-based); `params` carry no autodiff.

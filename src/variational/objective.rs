@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
 use crate::layers::weight_name;
 use crate::params::{Entry, Layout, ParamSet, Role};
-use crate::train::{Objective, StepCtx};
+use crate::train::{Gradient, Objective, StepCtx};
 
 /// KL weight schedule (`--kl-warmup`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,7 +270,7 @@ impl Objective for Elbo<'_> {
         Some(ParamSet::from_tensors(extended, tensors).expect("shaped like the entries"))
     }
 
-    fn pull_back(&mut self, _weights: &ParamSet, grad: &ParamSet) -> Result<ParamSet> {
+    fn pull_back(&mut self, _weights: ParamSet, grad: ParamSet) -> Result<Gradient> {
         let step = self
             .step
             .take()
@@ -327,7 +327,10 @@ impl Objective for Elbo<'_> {
             })
             .collect();
         self.spare = step.layers.into_iter().flatten().map(|f| f.terms).collect();
-        ParamSet::from_tensors(step.params, tensors)
+        Ok(Gradient::Values(ParamSet::from_tensors(
+            step.params,
+            tensors,
+        )?))
     }
 
     /// With [`Objective::weights`] first, `params` is its extended set (variances as leaves);
