@@ -215,10 +215,11 @@ fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet
 /// The curve-fitting objective: one `t ~ U(0,1)` per minibatch, loss
 /// `CE(w(t)) + ½·wd·‖w(t)‖²`; frozen points enter as constants.
 ///
-/// The point `w(t) = Σ_j c_j(t)·θ_j` is formed on the host ([`Objective::weights`]) and the graph
-/// differentiates the network at `w(t)` only; the chain rule to the trained points is the
-/// optimiser's pass `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))` ([`Objective::pull_back`], [`Gradient::Point`]). Forming `w(t)` and its
-/// decay term in the graph instead cost as much again as the network's own step.
+/// The point `w(t) = Σ_j c_j(t)·θ_j` is formed on the host ([`Objective::weights`]), into the
+/// last step's buffers, and the graph differentiates the network at `w(t)` only; the chain rule
+/// to the trained points, `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))`, is applied by the optimiser
+/// inside its update pass ([`Objective::pull_back`] returns a [`Gradient::Point`]). Forming
+/// `w(t)` and its decay term in the graph instead cost as much again as the network's own step.
 pub struct CurveObjective<'a> {
     /// The curve (frozen points are read from here).
     pub curve: Curve,
