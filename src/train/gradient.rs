@@ -56,6 +56,26 @@ impl Source<'_> {
         self.g.is_empty()
     }
 
+    /// The elements `r` (the same source restricted to them).
+    pub fn slice(&self, r: Range<usize>) -> Source<'_> {
+        Source {
+            g: &self.g[r.clone()],
+            scale: self.scale,
+            decay: self.decay.map(|(l, w)| (l, &w[r])),
+        }
+    }
+
+    /// Element `i`, for loops that read the gradient by index (the branches on the form are
+    /// the same for every element, so a compiler hoists them out of such a loop).
+    #[inline(always)]
+    pub fn at(&self, i: usize) -> f32 {
+        match (self.scale, self.decay) {
+            (None, _) => self.g[i],
+            (Some(c), None) => c * self.g[i],
+            (Some(c), Some((l, w))) => c * (self.g[i] + l * w[i]),
+        }
+    }
+
     /// Calls `f` with the elements `r` of the gradient: a slice of `g` itself, or the scaled
     /// values formed in a per-thread scratch buffer (a block stays in cache for `f`).
     pub fn block<R>(&self, r: Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {

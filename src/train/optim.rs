@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Gradient;
+use super::gradient::Source;
 use crate::backend::{self, PASS_BLOCK as BLOCK};
 use crate::error::{Error, Result};
 use crate::params::{Layout, ParamSet};
@@ -205,9 +206,8 @@ impl Optimizer {
                             .zip(b.par_chunks_mut(BLOCK))
                             .enumerate()
                             .for_each(|(k, (p, b))| {
-                                g.block(k * BLOCK..k * BLOCK + p.len(), |g| {
-                                    sgd_block(p, g, b, Sgd { mu, wd, lr })
-                                })
+                                let g = g.slice(k * BLOCK..k * BLOCK + p.len());
+                                sgd_block(p, g, b, Sgd { mu, wd, lr })
                             })
                     });
                 }
@@ -268,22 +268,21 @@ struct Sgd {
     lr: f32,
 }
 
-/// `d = g + wd·p; b ← μ·b + d; p ← p − lr·b` over one block, compiled for AVX-512 and AVX2 as
-/// well as the baseline (the same IEEE operations in each: no build contracts them into FMAs).
+/// `d = g + wd·p; b ← μ·b + d; p ← p − lr·b` over one block, the gradient `g` read (a curve
+/// point's formed) element by element in the same loop; compiled for AVX-512 and AVX2 as well
+/// as the baseline (the same IEEE operations in each: no build contracts them into FMAs).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn sgd_block(p: &mut [f32], g: &[f32], b: &mut [f32], k: Sgd) {
+fn sgd_block(p: &mut [f32], g: Source<'_>, b: &mut [f32], k: Sgd) {
     let n = p.len();
-    let (g, b) = (&g[..n], &mut b[..n]);
-    if k.wd == 0.0 {
-        for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
-            *b = *b * k.mu + g;
-            *p -= *b * k.lr;
-        }
-    } else {
-        for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
-            *b = *b * k.mu + (g + *p * k.wd);
-            *p -= *b * k.lr;
-        }
+    assert_eq!(g.len(), n, "one gradient per parameter");
+    let b = &mut b[..n];
+    let update = |p: &mut f32, b: &mut f32, g: f32| {
+        let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
+        *b = *b * k.mu + d;
+        *p -= *b * k.lr;
+    };
+    for (i, (p, b)) in p.iter_mut().zip(b).enumerate() {
+        update(p, b, g.at(i));
     }
 }
 
