@@ -23,7 +23,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
 use super::host;
-use super::matmul::{Epilogue, Mat, gemm_par};
+use super::matmul::{Epilogue, Mat, product};
 
 /// Sizes of one dense layer: `n` rows (samples), `i` inputs, `o` outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,14 +45,11 @@ impl Dims {
 
 /// `y = act(x·Wᵀ + b)` on host buffers: `x: [n, i]`, `w: [o, i]`, `b: [o]` → `[n, o]`.
 pub fn forward_host(d: Dims, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    let mut y = vec![0.0f32; d.n * d.o];
-    gemm_par(
-        &mut y,
+    product(
         Mat::new(x, d.n, d.i),
         Mat::new(w, d.o, d.i).t(),
         Epilogue { bias: b, relu },
-    );
-    y
+    )
 }
 
 /// Gradients asked of [`backward_host`], and what it returns.
@@ -82,16 +79,8 @@ pub fn backward_host(
     let g = masked.as_deref().unwrap_or(gy);
     let b = want_b.then(|| column_sums(g, d.o));
     let gm = Mat::new(g, d.n, d.o);
-    let w_grad = want_w.then(|| {
-        let mut dw = vec![0.0f32; d.o * d.i];
-        gemm_par(&mut dw, gm.t(), Mat::new(x, d.n, d.i), Epilogue::default());
-        dw
-    });
-    let x_grad = want_x.then(|| {
-        let mut dx = vec![0.0f32; d.n * d.i];
-        gemm_par(&mut dx, gm, Mat::new(w, d.o, d.i), Epilogue::default());
-        dx
-    });
+    let w_grad = want_w.then(|| product(gm.t(), Mat::new(x, d.n, d.i), Epilogue::default()));
+    let x_grad = want_x.then(|| product(gm, Mat::new(w, d.o, d.i), Epilogue::default()));
     Grads {
         x: x_grad,
         w: w_grad,

@@ -25,7 +25,7 @@ use burn_flex::FlexTensor;
 
 use super::dense::{Dims, column_sums, flex, relu_masked};
 use super::host;
-use super::matmul::{Epilogue, Mat, gemm_par};
+use super::matmul::{Epilogue, Mat, product};
 
 /// What the forward pass returns: the output and what the backward pass needs.
 #[derive(Debug, Clone)]
@@ -52,9 +52,7 @@ pub fn forward_host(
 ) -> Forward {
     assert_eq!(xi.len(), d.n * d.o, "one noise value per output");
     let x2: Vec<f32> = x.iter().map(|x| x * x).collect();
-    let mut y = vec![0.0f32; d.n * d.o];
-    gemm_par(
-        &mut y,
+    let mut y = product(
         Mat::new(x, d.n, d.i),
         Mat::new(theta, d.o, d.i).t(),
         Epilogue {
@@ -62,9 +60,7 @@ pub fn forward_host(
             relu: false,
         },
     );
-    let mut k = vec![0.0f32; d.n * d.o];
-    gemm_par(
-        &mut k,
+    let mut k = product(
         Mat::new(&x2, d.n, d.i),
         Mat::new(v, d.o, d.i).t(),
         Epilogue::default(),
@@ -111,11 +107,7 @@ pub fn backward_host(
     let gd: Vec<f32> = g.iter().zip(k).map(|(g, k)| g * k).collect();
     let (gm, gdm) = (Mat::new(g, d.n, d.o), Mat::new(&gd, d.n, d.o));
     let b = want_b.then(|| column_sums(g, d.o));
-    let product = |a: Mat<'_>, b: Mat<'_>| {
-        let mut out = vec![0.0f32; a.dims().0 * b.dims().1];
-        gemm_par(&mut out, a, b, Epilogue::default());
-        out
-    };
+    let product = |a: Mat<'_>, b: Mat<'_>| product(a, b, Epilogue::default());
     let theta_grad = want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i)));
     let v_grad = want_v.then(|| product(gdm.t(), Mat::new(x2, d.n, d.i)));
     let x_grad = want_x.then(|| {

@@ -35,11 +35,6 @@ impl<'a> Mat<'a> {
         }
     }
 
-    /// `(rows, cols)`.
-    pub fn dims(&self) -> (usize, usize) {
-        (self.rows, self.cols)
-    }
-
     /// The transpose (a view: strides swapped).
     pub fn t(self) -> Self {
         Self {
@@ -181,6 +176,40 @@ impl Out {
 /// cache). The bits do not depend on the number of blocks (see the module docs).
 pub fn gemm_par(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) {
     check_product(dst, &a, &b);
+    // SAFETY: `dst` is a distinct mutable borrow of exactly the checked output.
+    unsafe { gemm_par_to(Out(dst.as_mut_ptr()), a, b, epilogue) }
+}
+
+/// `epilogue(a·b)` as a new row-major `a.rows × b.cols` vector that the product writes
+/// directly, without the zero fill of `vec![0.0; n]` first (a pass over every fresh activation-
+/// or weight-sized output of a train step). The bits of [`gemm_par`].
+pub fn product(a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    assert_eq!(b.rows, a.cols, "inner dimensions");
+    a.check();
+    b.check();
+    if a.cols == 0 {
+        // An empty inner side: `gemm` is not asked to write a product of nothing.
+        let mut dst = vec![0.0f32; len];
+        gemm_par(&mut dst, a, b, epilogue);
+        return dst;
+    }
+    let mut dst = Vec::with_capacity(len);
+    // SAFETY: the capacity holds the `a.rows × b.cols` output, which nothing else references.
+    unsafe { gemm_par_to(Out(dst.as_mut_ptr()), a, b, epilogue) };
+    // SAFETY: with a non-empty inner side `gemm` writes every output element (`read_dst` is
+    // false: `dst = a·b`, the old contents never read), and the epilogue reads only what the
+    // product wrote (`product_overwrites_every_element` checks this on a NaN-filled buffer).
+    unsafe { dst.set_len(len) };
+    dst
+}
+
+/// [`gemm_par`] through a raw output pointer.
+///
+/// # Safety
+/// `a` and `b` must pass [`Mat::check`] with `b.rows == a.cols`, and `out` must be valid for
+/// writes of `a.rows × b.cols` elements and alias neither `a` nor `b`.
+unsafe fn gemm_par_to(out: Out, a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), n, "one bias per output column");
@@ -199,7 +228,6 @@ pub fn gemm_par(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>)
     if count > 1 && len - (count - 1) * step < min_side {
         count -= 1;
     }
-    let out = Out(dst.as_mut_ptr());
     let block = |i: usize| {
         let r = i * step..if i + 1 == count { len } else { (i + 1) * step };
         let (rows, cols) = if by_rows { (r, 0..n) } else { (0..m, r) };
@@ -303,5 +331,33 @@ mod tests {
                 assert!((r - f64::from(y[i * n + j])).abs() < 1e-4, "({i}, {j})");
             }
         }
+    }
+    /// `product` writes every element (none of a NaN-filled buffer's NaNs survive the
+    /// overwriting `gemm`), with the bits of `gemm_par`, on one thread and on three.
+    #[test]
+    fn product_overwrites_every_element() {
+        for (m, k, n) in [(1, 3, 5), (17, 1, 33), (128, 784, 300), (300, 128, 784)] {
+            let (av, bv) = (values(m * k, 1), values(k * n, 2));
+            let (a, b) = (Mat::new(&av, m, k), Mat::new(&bv, k, n));
+            let epilogue = Epilogue {
+                bias: None,
+                relu: true,
+            };
+            let mut stale = vec![f32::NAN; m * n];
+            gemm_par(&mut stale, a, b, epilogue);
+            assert!(stale.iter().all(|v| v.is_finite()), "{m}x{k}x{n}");
+            for threads in [1, 3] {
+                let got = on_threads(threads, || product(a, b, epilogue));
+                assert_eq!(got, stale, "{m}x{k}x{n} on {threads} threads");
+            }
+        }
+        assert_eq!(
+            product(
+                Mat::new(&[], 2, 0),
+                Mat::new(&[], 0, 3),
+                Epilogue::default()
+            ),
+            vec![0.0; 6]
+        );
     }
 }
