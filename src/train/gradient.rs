@@ -1,11 +1,8 @@
 //! The gradient an objective hands to the optimiser: its values, or the chain rule through a
-//! curve point, which the optimiser applies block by block inside its own update pass.
+//! curve point, which the optimiser applies element by element inside its own update pass.
 
-use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
-
-use multiversion::multiversion;
 
 use crate::backend::{with_host, with_hosts};
 use crate::error::{Error, Result};
@@ -19,7 +16,7 @@ pub enum Gradient {
     /// The chain rule through a curve point `w = Σ_j c_j·θ_j` with the decay `½·λ·‖w‖²`: the
     /// `k`-th block of the packed parameters (one trained point θ_j) has the gradient
     /// `c_j·(g + λ·w)`, with `g = ∂CE/∂w` (`c_j·g` without a decay). The optimiser evaluates it
-    /// a block at a time in its own pass, so it is never written out as a whole.
+    /// element by element in its own pass ([`Source::at`]), so it is never written out.
     Point {
         /// Layout of the packed parameters (`scales.len()` copies of `g`'s layout).
         packed: Arc<Layout>,
@@ -38,11 +35,6 @@ pub struct Source<'a> {
     g: &'a [f32],
     scale: Option<f32>,
     decay: Option<(f32, &'a [f32])>,
-}
-
-thread_local! {
-    /// Per-thread scratch for [`Source::block`].
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Source<'_> {
@@ -73,37 +65,6 @@ impl Source<'_> {
             (None, _) => self.g[i],
             (Some(c), None) => c * self.g[i],
             (Some(c), Some((l, w))) => c * (self.g[i] + l * w[i]),
-        }
-    }
-
-    /// Calls `f` with the elements `r` of the gradient: a slice of `g` itself, or the scaled
-    /// values formed in a per-thread scratch buffer (a block stays in cache for `f`).
-    pub fn block<R>(&self, r: Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
-        let g = &self.g[r.clone()];
-        let Some(c) = self.scale else {
-            return f(g);
-        };
-        SCRATCH.with_borrow_mut(|s| {
-            s.resize(g.len(), 0.0);
-            scale_block(s, g, self.decay.map(|(l, w)| (l, &w[r])), c);
-            f(s)
-        })
-    }
-}
-
-/// `out = c·(g + λ·w)` (`c·g` without `w`), compiled for AVX-512 and AVX2 as well as the
-/// baseline (the same IEEE operations in each).
-#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn scale_block(out: &mut [f32], g: &[f32], decay: Option<(f32, &[f32])>, c: f32) {
-    let n = out.len();
-    let g = &g[..n];
-    match decay {
-        None => out.iter_mut().zip(g).for_each(|(o, g)| *o = c * g),
-        Some((l, w)) => {
-            let w = &w[..n];
-            for (o, (g, w)) in out.iter_mut().zip(g.iter().zip(w)) {
-                *o = c * (g + l * w);
-            }
         }
     }
 }
@@ -188,7 +149,7 @@ impl Gradient {
         };
         let device = values.tensors()[0].device();
         let vecs = (0..self.layout().len())
-            .map(|i| self.with_source(i, |s| s.block(0..s.len(), <[f32]>::to_vec)))
+            .map(|i| self.with_source(i, |s| (0..s.len()).map(|j| s.at(j)).collect()))
             .collect();
         ParamSet::from_vecs(self.layout().clone(), vecs, &device)
     }
@@ -217,8 +178,8 @@ mod tests {
         Arc::new(Layout::new(entries).unwrap())
     }
 
-    /// A curve-point gradient holds `c_k·(g + λ·w)` for each packed point, whole or block by
-    /// block; values pass through unchanged.
+    /// A curve-point gradient holds `c_k·(g + λ·w)` for each packed point, whole or a slice at
+    /// a time; values pass through unchanged.
     #[test]
     fn point_gradient_is_the_scaled_decayed_gradient() {
         let base = layout("", 1);
@@ -246,7 +207,10 @@ mod tests {
                 .collect();
             assert_eq!(v, &want, "tensor {i}");
             assert_eq!(
-                grad.with_source(i, |s| s.block(1..3, <[f32]>::to_vec)),
+                grad.with_source(i, |s| {
+                    let s = s.slice(1..3);
+                    vec![s.at(0), s.at(1)]
+                }),
                 want[1..3].to_vec()
             );
         }

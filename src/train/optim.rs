@@ -235,22 +235,16 @@ impl Optimizer {
                             .zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK)))
                             .enumerate()
                             .for_each(|(k, (p, (m, v)))| {
-                                g.block(k * BLOCK..k * BLOCK + p.len(), |g| {
-                                    adam_block(
-                                        p,
-                                        g,
-                                        m,
-                                        v,
-                                        Adam {
-                                            b1,
-                                            b2,
-                                            c2,
-                                            eps,
-                                            step,
-                                            wd,
-                                        },
-                                    )
-                                })
+                                let g = g.slice(k * BLOCK..k * BLOCK + p.len());
+                                let k = Adam {
+                                    b1,
+                                    b2,
+                                    c2,
+                                    eps,
+                                    step,
+                                    wd,
+                                };
+                                adam_block(p, g, m, v, k)
                             })
                     });
                 }
@@ -297,12 +291,15 @@ struct Adam {
     wd: f32,
 }
 
-/// The Adam update of the module docs over one block (multiversioned like [`sgd_block`]).
+/// The Adam update of the module docs over one block, the gradient read like
+/// [`sgd_block`]'s (multiversioned like it).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn adam_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Adam) {
+fn adam_block(p: &mut [f32], g: Source<'_>, m: &mut [f32], v: &mut [f32], k: Adam) {
     let n = p.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    for ((p, &g), (m, v)) in p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut())) {
+    assert_eq!(g.len(), n, "one gradient per parameter");
+    let (m, v) = (&mut m[..n], &mut v[..n]);
+    for (i, (p, (m, v))) in p.iter_mut().zip(m.iter_mut().zip(v.iter_mut())).enumerate() {
+        let g = g.at(i);
         let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
         *m = *m * k.b1 + d * (1.0 - k.b1);
         *v = *v * k.b2 + d * d * (1.0 - k.b2);
