@@ -5,14 +5,16 @@
 //! - `mlp_train`, `lenet5_train`: plain train step (steps/s, samples/s);
 //! - `mlp_curve_train`: one-bend PolyChain step on the MLP (point sampled per step);
 //! - `mlp_vd_train`: sparse variational dropout (local reparameterisation) step on the MLP;
+//!   `mlp_vdl_train` the same with one α per layer (Kingma et al. 2015), `mlp_gd_train` Gaussian
+//!   dropout with a fixed α (the local reparameterisation alone, no KL);
 //! - `mlp_eval`, `lenet5_eval`: forward at batch 1000 (samples/s);
 //! - `mlp_path`: a 61-point path through 3 control points on 10k + 10k samples;
 //! - `mlp_plane`: a 21×21 plane on 5k + 10k samples;
 //!   both report seconds and GFLOP/s, executed and full-forward equivalent, against the
 //!   measured GEMM peak;
-//! - `curve_step_cost`, `vd_step_cost`: step time of the chain and sparse-VD cases over the plain
-//!   step's, the two run in alternating slices (with `mlp_curve_train` / `mlp_vd_train`, or
-//!   alone by name);
+//! - `curve_step_cost`, `vd_step_cost`, `vd_layerwise_step_cost`, `gd_step_cost`: step time of
+//!   the chain and the three variational cases over the plain step's, the two run in
+//!   alternating slices (with the case's name, or alone by their own);
 //! - `gemm_peak`: GFLOP/s of one large fp32 matmul (2048³) through the backend, best of 5: the
 //!   practical peak of this CPU with these kernels (the GEMM kernels are picked at run time,
 //!   AVX2 or AVX-512, so a fixed nominal peak fits only one machine kind).
@@ -107,7 +109,8 @@ fn gemm_peak() -> f64 {
 enum Step {
     Plain,
     Curve,
-    Vd,
+    /// A variational MLP (ELBO) under the local reparameterisation, by method.
+    Vd(Method),
 }
 
 /// A train case ready to step: parameters, objective, optimiser and one fixed batch of 128.
@@ -149,8 +152,8 @@ impl TrainCase {
                     Box::new(CurveObjective::new(curve, idx, 5e-4, data, device.clone())),
                 )
             }
-            Step::Vd => {
-                let model = VModel::new(arch.clone(), VConfig::new(Method::SparseVd)).expect("mlp");
+            Step::Vd(method) => {
+                let model = VModel::new(arch.clone(), VConfig::new(method)).expect("mlp");
                 (
                     model.init(0, &device),
                     Box::new(Elbo::new(
@@ -177,7 +180,7 @@ impl TrainCase {
         let opt = Optimizer::new(OptimConfig::new(OptimKind::Sgd, 0.9, wd), &params);
         // The ELBO is N·CE + KL (N = 60,000): its step size is scaled to match.
         let lr = match step {
-            Step::Vd => 0.01 / 60_000.0,
+            Step::Vd(_) => 0.01 / 60_000.0,
             _ => 0.01,
         };
         let (xv, yv) = data.gather(&(0..128).collect::<Vec<_>>());
@@ -334,7 +337,9 @@ fn main() {
     let train_cases = [
         ("mlp_train", &mlp, Step::Plain),
         ("mlp_curve_train", &mlp, Step::Curve),
-        ("mlp_vd_train", &mlp, Step::Vd),
+        ("mlp_vd_train", &mlp, Step::Vd(Method::SparseVd)),
+        ("mlp_vdl_train", &mlp, Step::Vd(Method::LayerwiseAlpha)),
+        ("mlp_gd_train", &mlp, Step::Vd(Method::Gaussian)),
         ("lenet5_train", &lenet, Step::Plain),
     ];
     for (name, arch, step) in train_cases {
@@ -394,7 +399,13 @@ fn main() {
     }
     for (case, what, step) in [
         ("mlp_curve_train", "curve_step_cost", Step::Curve),
-        ("mlp_vd_train", "vd_step_cost", Step::Vd),
+        ("mlp_vd_train", "vd_step_cost", Step::Vd(Method::SparseVd)),
+        (
+            "mlp_vdl_train",
+            "vd_layerwise_step_cost",
+            Step::Vd(Method::LayerwiseAlpha),
+        ),
+        ("mlp_gd_train", "gd_step_cost", Step::Vd(Method::Gaussian)),
     ] {
         if !wanted(what) && !wanted(case) {
             continue;

@@ -2,7 +2,9 @@
 # Side-by-side speed of modeconn (burn flex) and PyTorch CPU on the same loops, 2 threads each,
 # run alternately ROUNDS times and compared by medians:
 #   - train steps at batch 128 (MLP 784-300-100-10, LeNet-5) and eval at batch 1000;
-#   - our variational and curve train steps against our plain step (cost ratios);
+#   - our variational (sparse VD; variational dropout with one alpha per layer; Gaussian dropout
+#     with a fixed alpha, the bare local reparameterisation) and curve train steps against our
+#     plain step (cost ratios);
 #   - our 61-point path and 21x21 plane evaluation (seconds, GFLOP/s against the GEMM peak
 #     measured by the bench: one 2048^3 matmul through our backend);
 #   - with `e2e` as third argument: the end-to-end MNIST connectivity experiment,
@@ -50,10 +52,10 @@ for name in ["mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval"]:
         o, t = med(ours[name], "samples_per_s"), med(torch[name], "samples_per_s")
         print(f"{name:<16} {o:>15.0f} {t:>16.0f} {o / t:>7.2f}")
         lines.append(f"{name} ratio={o / t:.2f}")
-for name in ["mlp_curve_train", "mlp_vd_train"]:
+for name in ["mlp_curve_train", "mlp_vd_train", "mlp_vdl_train", "mlp_gd_train"]:
     if name in ours:
         print(f"{name:<16} {med(ours[name], 'samples_per_s'):>15.0f} {'-':>16}")
-for name in ["curve_step_cost", "vd_step_cost"]:
+for name in ["curve_step_cost", "vd_step_cost", "vd_layerwise_step_cost", "gd_step_cost"]:
     if name in ours:
         r = med(ours[name], "cost_ratio")
         print(f"{name:<16} ours: step time / plain MLP step time = {r:.2f}")
