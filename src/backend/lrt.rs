@@ -25,7 +25,7 @@ use burn_flex::FlexTensor;
 
 use super::dense::{Dims, column_sums, flex, relu_masked};
 use super::host;
-use super::matmul::{Epilogue, Mat, product};
+use super::matmul::{Epilogue, Mat, product, products};
 
 /// What the forward pass returns: the output and what the backward pass needs.
 #[derive(Debug, Clone)]
@@ -52,18 +52,20 @@ pub fn forward_host(
 ) -> Forward {
     assert_eq!(xi.len(), d.n * d.o, "one noise value per output");
     let x2: Vec<f32> = x.iter().map(|x| x * x).collect();
-    let mut y = product(
-        Mat::new(x, d.n, d.i),
-        Mat::new(theta, d.o, d.i).t(),
-        Epilogue {
-            bias: Some(b),
-            relu: false,
-        },
-    );
-    let mut k = product(
-        Mat::new(&x2, d.n, d.i),
-        Mat::new(v, d.o, d.i).t(),
-        Epilogue::default(),
+    let (mut y, mut k) = products(
+        (
+            Mat::new(x, d.n, d.i),
+            Mat::new(theta, d.o, d.i).t(),
+            Epilogue {
+                bias: Some(b),
+                relu: false,
+            },
+        ),
+        (
+            Mat::new(&x2, d.n, d.i),
+            Mat::new(v, d.o, d.i).t(),
+            Epilogue::default(),
+        ),
     );
     for ((y, k), &xi) in y.iter_mut().zip(k.iter_mut()).zip(xi) {
         let sd = (*k + eps).sqrt();
@@ -107,12 +109,25 @@ pub fn backward_host(
     let gd: Vec<f32> = g.iter().zip(k).map(|(g, k)| g * k).collect();
     let (gm, gdm) = (Mat::new(g, d.n, d.o), Mat::new(&gd, d.n, d.o));
     let b = want_b.then(|| column_sums(g, d.o));
-    let product = |a: Mat<'_>, b: Mat<'_>| product(a, b, Epilogue::default());
-    let theta_grad = want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i)));
-    let v_grad = want_v.then(|| product(gdm.t(), Mat::new(x2, d.n, d.i)));
+    let e = Epilogue::default();
+    let (theta_grad, v_grad) = match (want_theta, want_v) {
+        (true, true) => {
+            let (t, v) = products(
+                (gm.t(), Mat::new(x, d.n, d.i), e),
+                (gdm.t(), Mat::new(x2, d.n, d.i), e),
+            );
+            (Some(t), Some(v))
+        }
+        _ => (
+            want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i), e)),
+            want_v.then(|| product(gdm.t(), Mat::new(x2, d.n, d.i), e)),
+        ),
+    };
     let x_grad = want_x.then(|| {
-        let mut dx = product(gm, Mat::new(theta, d.o, d.i));
-        let t = product(gdm, Mat::new(v, d.o, d.i));
+        let (mut dx, t) = products(
+            (gm, Mat::new(theta, d.o, d.i), e),
+            (gdm, Mat::new(v, d.o, d.i), e),
+        );
         for ((dx, t), x) in dx.iter_mut().zip(&t).zip(x) {
             *dx += 2.0 * x * t;
         }

@@ -177,13 +177,38 @@ impl Out {
 pub fn gemm_par(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) {
     check_product(dst, &a, &b);
     // SAFETY: `dst` is a distinct mutable borrow of exactly the checked output.
-    unsafe { gemm_par_to(Out(dst.as_mut_ptr()), a, b, epilogue) }
+    unsafe {
+        gemm_par_to(
+            Out(dst.as_mut_ptr()),
+            a,
+            b,
+            epilogue,
+            rayon::current_num_threads(),
+        )
+    }
 }
 
 /// `epilogue(a·b)` as a new row-major `a.rows × b.cols` vector that the product writes
 /// directly, without the zero fill of `vec![0.0; n]` first (a pass over every fresh activation-
 /// or weight-sized output of a train step). The bits of [`gemm_par`].
 pub fn product(a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
+    product_on(rayon::current_num_threads(), a, b, epilogue)
+}
+
+/// Two independent products side by side, each cut into blocks for half of rayon's threads
+/// (at least one): one fork/join for the pair instead of one per product, each product whole
+/// on one thread when there are two (the local reparameterisation's mean and variance, forward
+/// and back). The bits of [`product`] for each.
+pub fn products(
+    (a, b, e): (Mat<'_>, Mat<'_>, Epilogue<'_>),
+    (c, d, f): (Mat<'_>, Mat<'_>, Epilogue<'_>),
+) -> (Vec<f32>, Vec<f32>) {
+    let half = (rayon::current_num_threads() / 2).max(1);
+    rayon::join(|| product_on(half, a, b, e), || product_on(half, c, d, f))
+}
+
+/// [`product`] cut into blocks for at most `threads` threads.
+fn product_on(threads: usize, a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
     let len = a.rows * b.cols;
     assert_eq!(b.rows, a.cols, "inner dimensions");
     a.check();
@@ -196,7 +221,7 @@ pub fn product(a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
     }
     let mut dst = Vec::with_capacity(len);
     // SAFETY: the capacity holds the `a.rows × b.cols` output, which nothing else references.
-    unsafe { gemm_par_to(Out(dst.as_mut_ptr()), a, b, epilogue) };
+    unsafe { gemm_par_to(Out(dst.as_mut_ptr()), a, b, epilogue, threads) };
     // SAFETY: with a non-empty inner side `gemm` writes every output element (`read_dst` is
     // false: `dst = a·b`, the old contents never read), and the epilogue reads only what the
     // product wrote (`product_overwrites_every_element` checks this on a NaN-filled buffer).
@@ -204,12 +229,12 @@ pub fn product(a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
     dst
 }
 
-/// [`gemm_par`] through a raw output pointer.
+/// [`gemm_par`] through a raw output pointer, cut into blocks for at most `threads` threads.
 ///
 /// # Safety
 /// `a` and `b` must pass [`Mat::check`] with `b.rows == a.cols`, and `out` must be valid for
 /// writes of `a.rows × b.cols` elements and alias neither `a` nor `b`.
-unsafe fn gemm_par_to(out: Out, a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) {
+unsafe fn gemm_par_to(out: Out, a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), n, "one bias per output column");
@@ -221,7 +246,7 @@ unsafe fn gemm_par_to(out: Out, a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) 
     // products with both sides ≤ 64, which blocks the inner side differently.
     let min_side = if k > 512 && other <= 64 { 65 } else { ALIGN };
     let most = (m * n * k / MIN_BLOCK_MACS).min(len / min_side).max(1);
-    let blocks = rayon::current_num_threads().min(most).max(1);
+    let blocks = threads.min(most).max(1);
     let step = len.div_ceil(blocks).div_ceil(ALIGN) * ALIGN;
     let mut count = len.div_ceil(step.max(1));
     // A short last block joins the one before it.
