@@ -23,7 +23,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
 use super::host;
-use super::matmul::{Epilogue, Mat, product};
+use super::matmul::{Epilogue, Mat, product, products};
 
 /// Sizes of one dense layer: `n` rows (samples), `i` inputs, `o` outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +79,20 @@ pub fn backward_host(
     let g = masked.as_deref().unwrap_or(gy);
     let b = want_b.then(|| column_sums(g, d.o));
     let gm = Mat::new(g, d.n, d.o);
-    let w_grad = want_w.then(|| product(gm.t(), Mat::new(x, d.n, d.i), Epilogue::default()));
-    let x_grad = want_x.then(|| product(gm, Mat::new(w, d.o, d.i), Epilogue::default()));
+    let e = Epilogue::default();
+    let (w_grad, x_grad) = match (want_w, want_x) {
+        (true, true) => {
+            let (gw, gx) = products(
+                (gm.t(), Mat::new(x, d.n, d.i), e),
+                (gm, Mat::new(w, d.o, d.i), e),
+            );
+            (Some(gw), Some(gx))
+        }
+        _ => (
+            want_w.then(|| product(gm.t(), Mat::new(x, d.n, d.i), e)),
+            want_x.then(|| product(gm, Mat::new(w, d.o, d.i), e)),
+        ),
+    };
     Grads {
         x: x_grad,
         w: w_grad,
