@@ -294,6 +294,35 @@ mod tests {
         assert_eq!(with_hosts(&[&b], |vs| vs[0][0]), 3.0);
     }
 
+    /// `into_host_vec` gives a tensor's row-major values whether it owns its buffer alone (then
+    /// without a copy, on flex), shares it (the other owner keeps its values) or is a strided
+    /// view.
+    #[test]
+    fn into_host_vec_takes_or_copies_the_values() {
+        let values: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let t = Tensor::<2>::from_data(TensorData::new(values.clone(), [2, 3]), &device());
+        let shared = t.clone();
+        let mut got = into_host_vec(t);
+        assert_eq!(got, values);
+        got[0] = 99.0;
+        assert_eq!(with_host(&shared, <[f32]>::to_vec), values);
+        assert_eq!(
+            into_host_vec(shared.clone().transpose()),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
+        let alone = Tensor::<1>::from_data(TensorData::new(values.clone(), [6]), &device());
+        let at = with_host(&alone, |v| v.as_ptr() as usize);
+        let taken = into_host_vec(alone);
+        assert_eq!(taken, values);
+        #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+        assert_eq!(
+            taken.as_ptr() as usize,
+            at,
+            "a sole owner's buffer is handed over"
+        );
+        let _ = at;
+    }
+
     /// Contiguous, transposed (strided), sliced and autodiff-tracked tensors all read as their
     /// row-major values.
     #[test]
