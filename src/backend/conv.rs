@@ -27,6 +27,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 
 use super::host;
 use super::matmul::{Mat, gemm_into};
@@ -125,6 +126,7 @@ impl Geometry {
 }
 
 /// `col[(ci, i, j), (oh, ow)] = x[ci, oh·s + i − p, ow·s + j − p]` (zero outside) for one sample.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
     let l = g.l();
     for ci in 0..g.c {
@@ -159,6 +161,7 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
 
 /// The adjoint of [`im2col`]: `dx[ci, r, q] += col[(ci, i, j), (oh, ow)]` over every position
 /// that read `x[ci, r, q]`. `dx` (one sample) must be zeroed by the caller.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
     let l = g.l();
     for ci in 0..g.c {
@@ -174,8 +177,16 @@ fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
                     let src = &row[oh * g.ow..(oh + 1) * g.ow];
                     let dst = &mut plane[r * g.w..(r + 1) * g.w];
                     let first = cols.start * g.s[1] + j - g.p[1];
-                    for (k, v) in src[cols.clone()].iter().enumerate() {
-                        dst[first + k * g.s[1]] += v;
+                    if g.s[1] == 1 {
+                        // Contiguous: a loop the compiler vectorises.
+                        let dst = &mut dst[first..first + cols.len()];
+                        for (d, v) in dst.iter_mut().zip(&src[cols.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, v) in src[cols.clone()].iter().enumerate() {
+                            dst[first + k * g.s[1]] += v;
+                        }
                     }
                 }
             }
