@@ -23,7 +23,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
 use super::host;
-use super::matmul::{Epilogue, Mat, product, products};
+use super::matmul::{Epilogue, Mat, product, products_of};
 
 /// Sizes of one dense layer: `n` rows (samples), `i` inputs, `o` outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,19 +80,10 @@ pub fn backward_host(
     let b = want_b.then(|| column_sums(g, d.o));
     let gm = Mat::new(g, d.n, d.o);
     let e = Epilogue::default();
-    let (w_grad, x_grad) = match (want_w, want_x) {
-        (true, true) => {
-            let (gw, gx) = products(
-                (gm.t(), Mat::new(x, d.n, d.i), e),
-                (gm, Mat::new(w, d.o, d.i), e),
-            );
-            (Some(gw), Some(gx))
-        }
-        _ => (
-            want_w.then(|| product(gm.t(), Mat::new(x, d.n, d.i), e)),
-            want_x.then(|| product(gm, Mat::new(w, d.o, d.i), e)),
-        ),
-    };
+    let (w_grad, x_grad) = products_of(
+        want_w.then(|| (gm.t(), Mat::new(x, d.n, d.i), e)),
+        want_x.then(|| (gm, Mat::new(w, d.o, d.i), e)),
+    );
     Grads {
         x: x_grad,
         w: w_grad,

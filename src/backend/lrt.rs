@@ -25,7 +25,7 @@ use burn_flex::FlexTensor;
 
 use super::dense::{Dims, column_sums, flex, relu_masked};
 use super::host;
-use super::matmul::{Epilogue, Mat, product, products};
+use super::matmul::{Epilogue, Mat, products, products_of};
 
 /// What the forward pass returns: the output and what the backward pass needs.
 #[derive(Debug, Clone)]
@@ -110,19 +110,10 @@ pub fn backward_host(
     let (gm, gdm) = (Mat::new(g, d.n, d.o), Mat::new(&gd, d.n, d.o));
     let b = want_b.then(|| column_sums(g, d.o));
     let e = Epilogue::default();
-    let (theta_grad, v_grad) = match (want_theta, want_v) {
-        (true, true) => {
-            let (t, v) = products(
-                (gm.t(), Mat::new(x, d.n, d.i), e),
-                (gdm.t(), Mat::new(x2, d.n, d.i), e),
-            );
-            (Some(t), Some(v))
-        }
-        _ => (
-            want_theta.then(|| product(gm.t(), Mat::new(x, d.n, d.i), e)),
-            want_v.then(|| product(gdm.t(), Mat::new(x2, d.n, d.i), e)),
-        ),
-    };
+    let (theta_grad, v_grad) = products_of(
+        want_theta.then(|| (gm.t(), Mat::new(x, d.n, d.i), e)),
+        want_v.then(|| (gdm.t(), Mat::new(x2, d.n, d.i), e)),
+    );
     let x_grad = want_x.then(|| {
         let (mut dx, t) = products(
             (gm, Mat::new(theta, d.o, d.i), e),

@@ -199,12 +199,27 @@ pub fn product(a: Mat<'_>, b: Mat<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
 /// (at least one): one fork/join for the pair instead of one per product, each product whole
 /// on one thread when there are two (the local reparameterisation's mean and variance, forward
 /// and back). The bits of [`product`] for each.
-pub fn products(
-    (a, b, e): (Mat<'_>, Mat<'_>, Epilogue<'_>),
-    (c, d, f): (Mat<'_>, Mat<'_>, Epilogue<'_>),
-) -> (Vec<f32>, Vec<f32>) {
+pub fn products((a, b, e): Job<'_>, (c, d, f): Job<'_>) -> (Vec<f32>, Vec<f32>) {
     let half = (rayon::current_num_threads() / 2).max(1);
     rayon::join(|| product_on(half, a, b, e), || product_on(half, c, d, f))
+}
+
+/// One product of [`products_of`]: `epilogue(a·b)`.
+pub type Job<'a> = (Mat<'a>, Mat<'a>, Epilogue<'a>);
+
+/// The products asked for: side by side ([`products`]) when both are, alone otherwise (a
+/// backward pass wanting only some of its gradients).
+pub fn products_of(p: Option<Job<'_>>, q: Option<Job<'_>>) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    match (p, q) {
+        (Some(p), Some(q)) => {
+            let (x, y) = products(p, q);
+            (Some(x), Some(y))
+        }
+        (p, q) => (
+            p.map(|(a, b, e)| product(a, b, e)),
+            q.map(|(a, b, e)| product(a, b, e)),
+        ),
+    }
 }
 
 /// [`product`] cut into blocks for at most `threads` threads.

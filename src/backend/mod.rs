@@ -255,6 +255,13 @@ pub fn into_host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 tensor data")
 }
 
+/// `n` zeros on `device`, built from an `f32` vector, which the backend adopts as it is
+/// (`Tensor::zeros` on flex allocates bytes and then copies them into an `f32`-aligned
+/// buffer): e.g. the gradient of a parameter the graph did not reach.
+pub fn zeros(n: usize, device: &Device) -> Tensor<1> {
+    Tensor::from_data(burn::tensor::TensorData::new(vec![0.0f32; n], [n]), device)
+}
+
 /// [`with_host`] for several tensors at once: `f` gets their values in order.
 pub fn with_hosts<const D: usize, R>(ts: &[&Tensor<D>], f: impl FnOnce(&[&[f32]]) -> R) -> R {
     fn nest<const D: usize, R>(

@@ -75,7 +75,7 @@ impl ParamSet {
         let tensors = layout
             .entries()
             .iter()
-            .map(|e| Tensor::zeros([e.numel()], device))
+            .map(|e| crate::backend::zeros(e.numel(), device))
             .collect();
         Self { layout, tensors }
     }

@@ -14,7 +14,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -279,7 +279,10 @@ fn loss_and_gradient(
         });
     }
     let grads = loss.backward();
-    let g = leaves.map(|t| t.grad(&grads).unwrap_or_else(|| zeros_like_f32(t)));
+    let g = leaves.map(|t| {
+        t.grad(&grads)
+            .unwrap_or_else(|| backend::zeros(t.dims()[0], &t.device()).without_autodiff())
+    });
     // The graph (and with it every reference to the parameters' buffers) goes before the
     // update, so that the optimiser can write the parameters in place.
     drop((grads, leaves));
@@ -288,15 +291,6 @@ fn loss_and_gradient(
         None => Gradient::Values(g),
     };
     Ok((value, g, scalars))
-}
-
-/// Zeros shaped like `t`, on its device, without autodiff: a parameter the graph did not
-/// reach (a variational log σ², which enters through its variance). Built from an `f32`
-/// vector, which the backend adopts as it is; `zeros_like` on flex allocates bytes and then
-/// copies them into an `f32`-aligned buffer.
-fn zeros_like_f32(t: &Tensor<1>) -> Tensor<1> {
-    let n = t.dims()[0];
-    Tensor::from_data(TensorData::new(vec![0.0f32; n], [n]), &t.device()).without_autodiff()
 }
 
 /// One optimisation step: [`loss_and_grad`] of `obj` at `params` on the batch `(x, y)`, then an
