@@ -9,6 +9,10 @@
 //!   `∂L/∂b = Σ_rows g'`, `∂L/∂θ = g'ᵀ·x`, `∂L/∂v = g_δᵀ·(x⊙x)`,
 //!   `∂L/∂x = g'·θ + 2x ⊙ (g_δ·v)` (only those asked for).
 //!
+//! A second form takes one scale `a` for the layer instead of `v` and uses `v = a·θ⊙θ`
+//! (Gaussian dropout and one α per layer, Kingma et al. 2015 §3.2–3.3): then
+//! `∂L/∂θ += 2a·θ ⊙ ∂L/∂v` and `∂L/∂a = Σ θ⊙θ⊙∂L/∂v`, in the op's own passes.
+//!
 //! Why: composed of burn's ops the layer is ten element-wise graph ops around its two GEMMs,
 //! forward and back, each a fresh activation-sized buffer; on flex those cost more than the
 //! GEMMs of a sparse-VD MLP step.
@@ -20,8 +24,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use std::borrow::Cow;
+
 use burn::tensor::{DType, Tensor};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 use super::dense::{Dims, column_sums, flex, relu_masked};
 use super::host;
@@ -132,33 +139,110 @@ pub fn backward_host(
     }
 }
 
+/// Weights per parallel block of the scaled-variance passes; fixed, so that `∂L/∂a` is summed in
+/// one order whatever the thread count.
+const BLOCK: usize = 4096;
+
+/// `v = a·(θ⊙θ)`: the weight variance of the scaled form (see the module docs).
+pub fn scaled_variance(theta: &[f32], a: f32) -> Vec<f32> {
+    theta
+        .par_iter()
+        .with_min_len(BLOCK)
+        .map(|t| t * t * a)
+        .collect()
+}
+
+/// The chain rule through `v = a·(θ⊙θ)` given `dv = ∂L/∂v`: adds `2a·θ⊙dv` to `dtheta` (when
+/// given) in place and returns `∂L/∂a = Σ θ⊙θ⊙dv` (f64; blocks of [`BLOCK`] summed in order, 16
+/// partial sums within a block).
+pub fn scaled_pull_back(theta: &[f32], a: f32, dv: &[f32], dtheta: Option<&mut [f32]>) -> f64 {
+    assert_eq!(theta.len(), dv.len(), "θ and ∂L/∂v of one layer");
+    let sum = |t: &[f32], g: &[f32]| -> f64 {
+        let mut acc = [0.0f64; 16];
+        let lanes = t.chunks_exact(16).zip(g.chunks_exact(16));
+        let tail: f64 = t[t.len() / 16 * 16..]
+            .iter()
+            .zip(&g[g.len() / 16 * 16..])
+            .map(|(t, g)| f64::from(t * t * g))
+            .sum();
+        for (t, g) in lanes {
+            for j in 0..16 {
+                acc[j] += f64::from(t[j] * t[j] * g[j]);
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    };
+    let parts: Vec<f64> = match dtheta {
+        Some(dt) => {
+            assert_eq!(dt.len(), theta.len(), "∂L/∂θ shaped like θ");
+            dt.par_chunks_mut(BLOCK)
+                .zip(theta.par_chunks(BLOCK).zip(dv.par_chunks(BLOCK)))
+                .map(|(dt, (t, g))| {
+                    let n = dt.len();
+                    let (t, g) = (&t[..n], &g[..n]);
+                    for ((d, t), g) in dt.iter_mut().zip(t).zip(g) {
+                        *d += (g * a) * (2.0 * t);
+                    }
+                    sum(t, g)
+                })
+                .collect()
+        }
+        None => theta
+            .par_chunks(BLOCK)
+            .zip(dv.par_chunks(BLOCK))
+            .map(|(t, g)| sum(t, g))
+            .collect(),
+    };
+    parts.into_iter().sum()
+}
+
+/// The weight variance input of the op on flex.
+enum VarIn<'a> {
+    /// `v` itself, `[o, i]`.
+    Given(&'a FlexTensor),
+    /// The scale `a`, `[1]`: `v = a·θ⊙θ`.
+    Scaled(&'a FlexTensor),
+}
+
 /// The inputs of the op on flex.
 struct Inputs<'a> {
     x: &'a FlexTensor,
     theta: &'a FlexTensor,
     b: &'a FlexTensor,
-    v: &'a FlexTensor,
+    v: VarIn<'a>,
     xi: &'a FlexTensor,
 }
 
-fn forward_flex(i: Inputs<'_>, eps: f32, relu: bool) -> (Dims, Forward) {
+/// The forward pass on flex; for the scaled form also the variance it computed and the scale.
+fn forward_flex(i: Inputs<'_>, eps: f32, relu: bool) -> (Dims, Forward, Option<(Vec<f32>, f32)>) {
     let d = Dims::of(i.x, i.theta);
-    assert_eq!(Dims::of(i.x, i.v), d, "lrt: θ and v shaped alike");
+    let theta = host(i.theta);
+    let (v, a) = match i.v {
+        VarIn::Given(v) => {
+            assert_eq!(Dims::of(i.x, v), d, "lrt: θ and v shaped alike");
+            (host(v), None)
+        }
+        VarIn::Scaled(a) => {
+            let a = host(a);
+            assert_eq!(a.len(), 1, "lrt: one variance scale per layer");
+            (Cow::Owned(scaled_variance(&theta, a[0])), Some(a[0]))
+        }
+    };
     let f = forward_host(
         d,
         &host(i.x),
-        &host(i.theta),
+        &theta,
         &host(i.b),
-        &host(i.v),
+        &v,
         &host(i.xi),
         eps,
         relu,
     );
-    (d, f)
+    (d, f, a.map(|a| (v.into_owned(), a)))
 }
 
 /// The layer as one op (see the module docs). Only the flex backend and its autodiff wrapper
-/// implement it; [`lrt_dense`] decides when it is used.
+/// implement it; [`lrt_dense`] and [`lrt_dense_scaled`] decide when it is used.
 #[backend_extension(Flex, Autodiff)]
 pub trait GemmLrt: Backend {
     /// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)`; `ξ` is never differentiated.
@@ -168,6 +252,18 @@ pub trait GemmLrt: Backend {
         theta: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         var: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// [`GemmLrt::gemm_lrt`] with `v = scale·θ⊙θ`, `scale: [1]`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_lrt_scaled(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
         xi: FloatTensor<Self>,
         eps: f32,
         relu: bool,
@@ -188,12 +284,41 @@ impl GemmLrt for Flex {
             x: &x,
             theta: &theta,
             b: &bias,
-            v: &var,
+            v: VarIn::Given(&var),
             xi: &xi,
         };
-        let (d, f) = forward_flex(inputs, eps, relu);
+        let (d, f, _) = forward_flex(inputs, eps, relu);
         flex(f.y, [d.n, d.o])
     }
+
+    fn gemm_lrt_scaled(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let inputs = Inputs {
+            x: &x,
+            theta: &theta,
+            b: &bias,
+            v: VarIn::Scaled(&scale),
+            xi: &xi,
+        };
+        let (d, f, _) = forward_flex(inputs, eps, relu);
+        flex(f.y, [d.n, d.o])
+    }
+}
+
+/// The weight variance the backward step reads.
+#[derive(Debug, Clone)]
+enum Variance {
+    /// An input of the op; its gradient is `∂L/∂v`.
+    Given(FlexTensor),
+    /// `v = a·θ⊙θ` computed by the op; the input is `a`, its gradient `∂L/∂a`.
+    Scaled { v: Vec<f32>, a: f32 },
 }
 
 /// What the backward step keeps: x, θ, v, the forward pass's `k` and `x2`, and the output after
@@ -202,7 +327,7 @@ impl GemmLrt for Flex {
 struct State {
     x: FlexTensor,
     theta: FlexTensor,
-    v: FlexTensor,
+    v: Variance,
     k: Vec<f32>,
     x2: Vec<f32>,
     y: Option<FlexTensor>,
@@ -217,20 +342,38 @@ impl Backward<Flex, 4> for LrtBackward {
     fn backward(self, ops: Ops<State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let gy = grads.consume::<Flex>(&ops.node);
         let ids: [Option<NodeId>; 4] = ops.parents.map(|p| p.map(|p| p.id));
+        let [node_x, node_theta, node_b, node_v] = ids;
         let s = ops.state;
         let d = Dims::of(&s.x, &s.theta);
         let y = s.y.as_ref().map(host);
-        let g = backward_host(
+        let theta = host(&s.theta);
+        let (v, scale) = match &s.v {
+            Variance::Given(v) => (host(v), None),
+            Variance::Scaled { v, a } => (Cow::Borrowed(&v[..]), Some(*a)),
+        };
+        // The scaled form needs ∂L/∂v for θ's gradient too.
+        let want_dv = node_v.is_some() || (scale.is_some() && node_theta.is_some());
+        let mut g = backward_host(
             d,
             &host(&s.x),
-            &host(&s.theta),
-            &host(&s.v),
+            &theta,
+            &v,
             (&s.k, &s.x2),
             y.as_deref(),
             &host(&gy),
-            ids.map(|id| id.is_some()),
+            [
+                node_x.is_some(),
+                node_theta.is_some(),
+                node_b.is_some(),
+                want_dv,
+            ],
         );
-        let [node_x, node_theta, node_b, node_v] = ids;
+        if let Some(a) = scale
+            && let Some(dv) = g.v.take()
+        {
+            let da = scaled_pull_back(&theta, a, &dv, g.theta.as_deref_mut());
+            g.v = node_v.is_some().then(|| vec![da as f32]);
+        }
         if let (Some(node), Some(dx)) = (node_x, g.x) {
             grads.register::<Flex>(node, flex(dx, [d.n, d.i]));
         }
@@ -241,8 +384,60 @@ impl Backward<Flex, 4> for LrtBackward {
             grads.register::<Flex>(node, flex(db, [d.o]));
         }
         if let (Some(node), Some(dv)) = (node_v, g.v) {
-            grads.register::<Flex>(node, flex(dv, [d.o, d.i]));
+            let dv = match scale {
+                Some(_) => flex(dv, [1]),
+                None => flex(dv, [d.o, d.i]),
+            };
+            grads.register::<Flex>(node, dv);
         }
+    }
+}
+
+/// The autodiff form of both ops: the forward pass on flex, its state kept when any input is
+/// tracked. `var` is `v` or, for the scaled form, `a`.
+#[allow(clippy::too_many_arguments)]
+fn tracked_lrt<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    theta: FloatTensor<Autodiff<Flex, C>>,
+    bias: FloatTensor<Autodiff<Flex, C>>,
+    var: FloatTensor<Autodiff<Flex, C>>,
+    xi: FloatTensor<Autodiff<Flex, C>>,
+    scaled: bool,
+    eps: f32,
+    relu: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let v_in = if scaled {
+        VarIn::Scaled(var.primitive())
+    } else {
+        VarIn::Given(var.primitive())
+    };
+    let inputs = Inputs {
+        x: x.primitive(),
+        theta: theta.primitive(),
+        b: bias.primitive(),
+        v: v_in,
+        xi: xi.primitive(),
+    };
+    let (d, Forward { y, k, x2 }, computed) = forward_flex(inputs, eps, relu);
+    let y = flex(y, [d.n, d.o]);
+    let nodes = [x.node(), theta.node(), bias.node(), var.node()];
+    match LrtBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let v = match computed {
+                Some((v, a)) => Variance::Scaled { v, a },
+                None => Variance::Given(var.into_primitive()),
+            };
+            let state = State {
+                x: x.into_primitive(),
+                theta: theta.into_primitive(),
+                v,
+                k,
+                x2,
+                y: relu.then(|| y.clone()),
+            };
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -256,30 +451,19 @@ impl<C: CheckpointStrategy> GemmLrt for Autodiff<Flex, C> {
         eps: f32,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let inputs = Inputs {
-            x: x.primitive(),
-            theta: theta.primitive(),
-            b: bias.primitive(),
-            v: var.primitive(),
-            xi: xi.primitive(),
-        };
-        let (d, Forward { y, k, x2 }) = forward_flex(inputs, eps, relu);
-        let y = flex(y, [d.n, d.o]);
-        let nodes = [x.node(), theta.node(), bias.node(), var.node()];
-        match LrtBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let state = State {
-                    x: x.into_primitive(),
-                    theta: theta.into_primitive(),
-                    v: var.into_primitive(),
-                    k,
-                    x2,
-                    y: relu.then(|| y.clone()),
-                };
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        tracked_lrt::<C>(x, theta, bias, var, xi, false, eps, relu)
+    }
+
+    fn gemm_lrt_scaled(
+        x: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        xi: FloatTensor<Self>,
+        eps: f32,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        tracked_lrt::<C>(x, theta, bias, scale, xi, true, eps, relu)
     }
 }
 
@@ -315,13 +499,43 @@ pub fn lrt_dense(
     Tensor::from_dispatch(y)
 }
 
+/// [`lrt_dense`] with the weight variance `v = a·θ⊙θ` for one scale `a: [1]` of the layer (the
+/// form of Gaussian dropout and of one α per layer), computed inside the op; otherwise
+/// [`super::compose_lrt_dense_scaled`].
+pub fn lrt_dense_scaled(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    a: Tensor<1>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    let f32s = [x.dtype(), theta.dtype(), b.dtype(), a.dtype(), xi.dtype()]
+        .iter()
+        .all(|t| *t == DType::F32);
+    if !f32s {
+        return super::compose_lrt_dense_scaled(x, theta, b, a, xi, eps, relu);
+    }
+    let y = <Dispatch as GemmLrt>::gemm_lrt_scaled(
+        x.into_dispatch(),
+        theta.into_dispatch(),
+        b.into_dispatch(),
+        a.into_dispatch(),
+        xi.into_dispatch(),
+        eps,
+        relu,
+    );
+    Tensor::from_dispatch(y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::conv::tests::{
         check_central, max_diff, normal, on_threads, uniform_stream, values,
     };
-    use crate::backend::{compose_lrt_dense, device, train_device};
+    use crate::backend::{compose_lrt_dense, compose_lrt_dense_scaled, device, train_device};
 
     /// `(n, i, o, relu)`: the sparse-VD MLP's first and last layers and a small odd one.
     const CASES: [(usize, usize, usize, bool); 3] = [
@@ -462,6 +676,117 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let at = |threads: usize| on_threads(threads, || run(0, lrt_dense));
+        assert_eq!(at(1), at(3));
+    }
+
+    type Scaled = fn(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>, Tensor<2>, f32, bool) -> Tensor<2>;
+
+    /// Output and gradients of `Σ y ⊙ r` for x, θ, b and the scale `a` (when `track_a`) through
+    /// the scaled form `f`.
+    fn run_scaled(case: usize, f: Scaled, track_a: bool) -> Vec<Vec<f32>> {
+        let (n, i, o, relu) = CASES[case];
+        let dev = train_device();
+        let seed = 10 * case as u64 + 100;
+        let x = normal([n, i], seed, &dev).require_grad();
+        let theta = (normal([o, i], seed + 1, &dev) * 0.1).require_grad();
+        let b = normal([o], seed + 2, &dev).require_grad();
+        let a = Tensor::<1>::from_floats([0.37], &dev);
+        let a = if track_a { a.require_grad() } else { a };
+        let xi = normal([n, o], seed + 4, &dev);
+        let y = f(
+            x.clone(),
+            theta.clone(),
+            b.clone(),
+            a.clone(),
+            xi,
+            1e-8,
+            relu,
+        );
+        let r = normal([n, o], seed + 5, &dev);
+        let g = (y.clone() * r).sum().backward();
+        let mut out = vec![
+            values(&y),
+            values(&x.grad(&g).expect("tracked")),
+            values(&theta.grad(&g).expect("tracked")),
+            values(&b.grad(&g).expect("tracked")),
+        ];
+        if track_a {
+            out.push(values(&a.grad(&g).expect("tracked")));
+        }
+        out
+    }
+
+    /// The scaled form (`v = a·θ⊙θ` inside the op) gives burn's values and gradients, including
+    /// `∂L/∂a`, and needs no gradient of a constant scale.
+    #[test]
+    fn scaled_form_matches_burns_ops() {
+        for case in 0..CASES.len() {
+            for track_a in [true, false] {
+                let ours = run_scaled(case, lrt_dense_scaled, track_a);
+                let theirs = run_scaled(case, compose_lrt_dense_scaled, track_a);
+                assert_eq!(ours.len(), theirs.len());
+                for (what, (a, b)) in ["y", "dx", "dθ", "db", "da"]
+                    .iter()
+                    .zip(ours.iter().zip(&theirs))
+                {
+                    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    let d = max_diff(a, b);
+                    assert!(
+                        d < 1e-4 * scale,
+                        "case {case}, a tracked {track_a}: max |{what} ours - burn| = {d}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Central differences of the scaled form's chain rule: `Σ r ⊙ y(θ, a·θ⊙θ)` in θ and in a,
+    /// through the host passes the op uses.
+    #[test]
+    fn scaled_gradients_match_finite_differences() {
+        let d = Dims { n: 6, i: 9, o: 5 };
+        let mut next = uniform_stream(4242);
+        let x: Vec<f32> = (0..d.n * d.i).map(|_| next()).collect();
+        let theta: Vec<f32> = (0..d.o * d.i).map(|_| 0.5 + 0.5 * next().abs()).collect();
+        let b: Vec<f32> = (0..d.o).map(|_| next()).collect();
+        let xi: Vec<f32> = (0..d.n * d.o).map(|_| next()).collect();
+        let r: Vec<f32> = (0..d.n * d.o).map(|_| next()).collect();
+        let a = 0.6f32;
+        let loss = |theta: &[f32], a: f32| -> f64 {
+            let v = scaled_variance(theta, a);
+            let f = forward_host(d, &x, theta, &b, &v, &xi, 1e-8, true);
+            f.y.iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum()
+        };
+        let v = scaled_variance(&theta, a);
+        let f = forward_host(d, &x, &theta, &b, &v, &xi, 1e-8, true);
+        let mut g = backward_host(
+            d,
+            &x,
+            &theta,
+            &v,
+            (&f.k, &f.x2),
+            Some(&f.y),
+            &r,
+            [false, true, false, true],
+        );
+        let mut dtheta = g.theta.take().unwrap();
+        let da = scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), Some(&mut dtheta));
+        check_central("θ", &theta, &dtheta, (1e-3, 5e-3, 1), &|t| loss(t, a));
+        check_central("a", &[a], &[da as f32], (1e-3, 5e-3, 1), &|s| {
+            loss(&theta, s[0])
+        });
+        // Without ∂L/∂θ the scale's gradient is the same.
+        assert_eq!(scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), None), da);
+    }
+
+    /// One thread and three give the same bits for the scaled form, `∂L/∂a` included (a layer
+    /// of several blocks).
+    #[test]
+    fn scaled_results_do_not_depend_on_the_thread_count() {
+        let at = |threads: usize| on_threads(threads, || run_scaled(0, lrt_dense_scaled, true));
         assert_eq!(at(1), at(3));
     }
 }

@@ -84,8 +84,12 @@ fn compose_dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -
 /// own backward pass, `lrt.rs`; on GPU backends [`compose_lrt_dense`]).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub use self::compose_lrt_dense as lrt_dense;
+/// [`lrt_dense`] with the weight variance `a·θ⊙θ` for one scale `a: [1]` (on the CPU backend
+/// computed inside the op, `lrt.rs`; on GPU backends [`compose_lrt_dense_scaled`]).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use self::compose_lrt_dense_scaled as lrt_dense_scaled;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-pub use lrt::lrt_dense;
+pub use lrt::{lrt_dense, lrt_dense_scaled};
 
 /// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
 /// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]`, `act` a ReLU if `relu`: the dense
@@ -106,6 +110,20 @@ pub fn compose_lrt_dense(
     } else {
         y
     }
+}
+
+/// [`compose_lrt_dense`] with the weight variance `v = a·θ⊙θ`, `a: [1]`.
+pub fn compose_lrt_dense_scaled(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    a: Tensor<1>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    let v = theta.clone().powi_scalar(2) * a.reshape([1, 1]);
+    compose_lrt_dense(x, theta, b, v, xi, eps, relu)
 }
 
 /// The device for evaluation (no autodiff).

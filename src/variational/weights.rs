@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use super::fused::{self, KlKind, Pass};
 use super::noise::standard_normals;
 use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
-use crate::backend::{self, lrt_dense, with_host};
+use crate::backend::{self, lrt_dense, lrt_dense_scaled, with_host};
 use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::{ParamSet, host_vec};
 
@@ -279,10 +279,21 @@ impl<'a> VarWeights<'a> {
     }
 
     /// A dense layer, `act` a ReLU if `relu`: with a weight mean and variance one
-    /// [`lrt_dense`] op (the mean plus [`VarWeights::noise`] up to rounding, ξ drawn alike), a
-    /// point layer one [`backend::dense`], a variance layer its moments and noise.
+    /// [`lrt_dense`] op (the mean plus [`VarWeights::noise`] up to rounding, ξ drawn alike;
+    /// [`lrt_dense_scaled`] for one α per layer), a point layer one [`backend::dense`], a
+    /// variance layer its moments and noise.
     fn dense_act(&self, layer: &str, x: Tensor<2>, relu: bool) -> Tensor<2> {
         let info = self.model.layer(layer);
+        if let Posterior::Shared { .. } | Posterior::Fixed { .. } = info.q {
+            // v = α·θ⊙θ with one α for the layer: formed inside the op.
+            let p = self.params;
+            let theta = p.get::<2>(&mu_name(&weight_name(layer)));
+            let bias = p.get::<1>(&mu_name(&bias_name(layer)));
+            let alpha = self.layer_log_alpha(info).exp();
+            let [n, _] = x.dims();
+            let xi = self.standard_normal([n, info.units()], &x.device());
+            return lrt_dense_scaled(x, theta, bias, alpha, xi, self.eps(layer), relu);
+        }
         let m = self.moments::<2>(info);
         match (m.mean, m.var) {
             (Some(theta), Some(v)) => {
