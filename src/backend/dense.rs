@@ -21,6 +21,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 
 use super::host;
 use super::matmul::{Epilogue, Mat, product, products_of};
@@ -91,7 +92,9 @@ pub fn backward_host(
     }
 }
 
-/// `∂L/∂(pre-activation)` of a ReLU with output `y`: `g` where `y > 0`, else 0 (as burn's relu).
+/// `∂L/∂(pre-activation)` of a ReLU with output `y`: `g` where `y > 0`, else 0 (as burn's relu);
+/// multiversioned for AVX-512 and AVX2 (the crate builds for baseline x86-64, 4 lanes).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 pub(super) fn relu_masked(g: &[f32], y: &[f32]) -> Vec<f32> {
     g.iter()
         .zip(y)
@@ -99,7 +102,9 @@ pub(super) fn relu_masked(g: &[f32], y: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Column sums of the row-major `g` with `cols` columns (rows added in order): a bias gradient.
+/// Column sums of the row-major `g` with `cols` columns (rows added in order): a bias gradient
+/// (multiversioned like [`relu_masked`]).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 pub(super) fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
     let mut sums = vec![0.0f32; cols];
     for row in g.chunks_exact(cols) {

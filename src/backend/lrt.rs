@@ -28,6 +28,7 @@ use std::borrow::Cow;
 
 use burn::tensor::{DType, Tensor};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::dense::{Dims, column_sums, flex, relu_masked};
@@ -58,7 +59,7 @@ pub fn forward_host(
     relu: bool,
 ) -> Forward {
     assert_eq!(xi.len(), d.n * d.o, "one noise value per output");
-    let x2: Vec<f32> = x.iter().map(|x| x * x).collect();
+    let x2 = squares(x);
     let (mut y, mut k) = products(
         (
             Mat::new(x, d.n, d.i),
@@ -74,6 +75,24 @@ pub fn forward_host(
             Epilogue::default(),
         ),
     );
+    sample(&mut y, &mut k, xi, eps, relu);
+    Forward { y, k, x2 }
+}
+
+/// `x ⊙ x`. This and the other element-wise loops of the op are multiversioned for AVX-512 and
+/// AVX2 (the crate builds for baseline x86-64: 4 lanes); IEEE operations only, so every build
+/// gives the same bits.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn squares(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|x| x * x).collect()
+}
+
+/// In place: `y ← act(y + √(k + ε)·ξ)` and `k ← ξ / (2√(k + ε))`, with the mean in `y` and the
+/// variance `δ` in `k` on entry.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn sample(y: &mut [f32], k: &mut [f32], xi: &[f32], eps: f32, relu: bool) {
+    let n = y.len();
+    let (k, xi) = (&mut k[..n], &xi[..n]);
     for ((y, k), &xi) in y.iter_mut().zip(k.iter_mut()).zip(xi) {
         let sd = (*k + eps).sqrt();
         let out = *y + sd * xi;
@@ -81,7 +100,22 @@ pub fn forward_host(
         *y = if relu && out < 0.0 { 0.0 } else { out };
         *k = xi / (2.0 * sd);
     }
-    Forward { y, k, x2 }
+}
+
+/// `g ⊙ k`.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn products_elementwise(g: &[f32], k: &[f32]) -> Vec<f32> {
+    g.iter().zip(k).map(|(g, k)| g * k).collect()
+}
+
+/// In place: `dx ← dx + 2x ⊙ t`.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn add_twice_product(dx: &mut [f32], x: &[f32], t: &[f32]) {
+    let n = dx.len();
+    let (x, t) = (&x[..n], &t[..n]);
+    for ((dx, t), x) in dx.iter_mut().zip(t).zip(x) {
+        *dx += 2.0 * x * t;
+    }
 }
 
 /// Gradients asked of [`backward_host`], and what it returns.
@@ -113,7 +147,7 @@ pub fn backward_host(
     let [want_x, want_theta, want_b, want_v] = want;
     let masked = y.map(|y| relu_masked(gy, y));
     let g = masked.as_deref().unwrap_or(gy);
-    let gd: Vec<f32> = g.iter().zip(k).map(|(g, k)| g * k).collect();
+    let gd = products_elementwise(g, k);
     let (gm, gdm) = (Mat::new(g, d.n, d.o), Mat::new(&gd, d.n, d.o));
     let b = want_b.then(|| column_sums(g, d.o));
     let e = Epilogue::default();
@@ -126,9 +160,7 @@ pub fn backward_host(
             (gm, Mat::new(theta, d.o, d.i), e),
             (gdm, Mat::new(v, d.o, d.i), e),
         );
-        for ((dx, t), x) in dx.iter_mut().zip(&t).zip(x) {
-            *dx += 2.0 * x * t;
-        }
+        add_twice_product(&mut dx, x, &t);
         dx
     });
     Grads {
@@ -145,55 +177,75 @@ const BLOCK: usize = 4096;
 
 /// `v = a·(θ⊙θ)`: the weight variance of the scaled form (see the module docs).
 pub fn scaled_variance(theta: &[f32], a: f32) -> Vec<f32> {
-    theta
-        .par_iter()
-        .with_min_len(BLOCK)
-        .map(|t| t * t * a)
-        .collect()
+    let mut v = vec![0.0; theta.len()];
+    v.par_chunks_mut(BLOCK)
+        .zip(theta.par_chunks(BLOCK))
+        .for_each(|(v, t)| scaled_squares(t, a, v));
+    v
+}
+
+/// `v ← a·(t⊙t)` over one block.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn scaled_squares(t: &[f32], a: f32, v: &mut [f32]) {
+    let n = v.len();
+    for (v, t) in v.iter_mut().zip(&t[..n]) {
+        *v = t * t * a;
+    }
 }
 
 /// The chain rule through `v = a·(θ⊙θ)` given `dv = ∂L/∂v`: adds `2a·θ⊙dv` to `dtheta` (when
-/// given) in place and returns `∂L/∂a = Σ θ⊙θ⊙dv` (f64; blocks of [`BLOCK`] summed in order, 16
-/// partial sums within a block).
+/// given) in place and returns `∂L/∂a = Σ θ⊙θ⊙dv` (f64; blocks of [`BLOCK`] summed in order).
 pub fn scaled_pull_back(theta: &[f32], a: f32, dv: &[f32], dtheta: Option<&mut [f32]>) -> f64 {
     assert_eq!(theta.len(), dv.len(), "θ and ∂L/∂v of one layer");
-    let sum = |t: &[f32], g: &[f32]| -> f64 {
-        let mut acc = [0.0f64; 16];
-        let lanes = t.chunks_exact(16).zip(g.chunks_exact(16));
-        let tail: f64 = t[t.len() / 16 * 16..]
-            .iter()
-            .zip(&g[g.len() / 16 * 16..])
-            .map(|(t, g)| f64::from(t * t * g))
-            .sum();
-        for (t, g) in lanes {
-            for j in 0..16 {
-                acc[j] += f64::from(t[j] * t[j] * g[j]);
-            }
-        }
-        acc.iter().sum::<f64>() + tail
-    };
     let parts: Vec<f64> = match dtheta {
         Some(dt) => {
             assert_eq!(dt.len(), theta.len(), "∂L/∂θ shaped like θ");
             dt.par_chunks_mut(BLOCK)
                 .zip(theta.par_chunks(BLOCK).zip(dv.par_chunks(BLOCK)))
                 .map(|(dt, (t, g))| {
-                    let n = dt.len();
-                    let (t, g) = (&t[..n], &g[..n]);
-                    for ((d, t), g) in dt.iter_mut().zip(t).zip(g) {
-                        *d += (g * a) * (2.0 * t);
-                    }
-                    sum(t, g)
+                    add_scaled_product(dt, t, g, a);
+                    weighted_squares(t, g)
                 })
                 .collect()
         }
         None => theta
             .par_chunks(BLOCK)
             .zip(dv.par_chunks(BLOCK))
-            .map(|(t, g)| sum(t, g))
+            .map(|(t, g)| weighted_squares(t, g))
             .collect(),
     };
     parts.into_iter().sum()
+}
+
+/// `dt ← dt + (g·a)·(2t)` over one block.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn add_scaled_product(dt: &mut [f32], t: &[f32], g: &[f32], a: f32) {
+    let n = dt.len();
+    for ((d, t), g) in dt.iter_mut().zip(&t[..n]).zip(&g[..n]) {
+        *d += (g * a) * (2.0 * t);
+    }
+}
+
+/// `Σ t⊙t⊙g` over one block in f64: 16 interleaved partial sums (one running sum would wait on
+/// each add), then those and the tail in order.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn weighted_squares(t: &[f32], g: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let n = t.len();
+    let g = &g[..n];
+    let mut acc = [0.0f64; LANES];
+    for (t, g) in t.chunks_exact(LANES).zip(g.chunks_exact(LANES)) {
+        for j in 0..LANES {
+            acc[j] += f64::from(t[j] * t[j] * g[j]);
+        }
+    }
+    let whole = n / LANES * LANES;
+    let tail: f64 = t[whole..]
+        .iter()
+        .zip(&g[whole..])
+        .map(|(t, g)| f64::from(t * t * g))
+        .sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// The weight variance input of the op on flex.
