@@ -11,10 +11,12 @@
 //!
 //! Results equal [`evaluate`](super::evaluate) on the combined weights up to float rounding.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::{EVAL_BATCH, Metrics, batch_stats, batch_tensors};
@@ -68,26 +70,32 @@ impl CachedFirst<'_> {
         let rows = self.rows;
         let out = with_host(&b, |b| {
             with_hosts(&self.z, |zs| {
-                let mut out = vec![0.0f32; rows * units];
+                let n = rows * units;
                 let c = &self.c;
-                match zs.len() {
-                    1 => combine::<1>([zs[0]], [c[0]], b, relu, &mut out),
-                    2 => combine::<2>([zs[0], zs[1]], [c[0], c[1]], b, relu, &mut out),
-                    3 => combine::<3>([zs[0], zs[1], zs[2]], [c[0], c[1], c[2]], b, relu, &mut out),
-                    _ => {
-                        for (k, (z, &c)) in zs.iter().zip(c).enumerate() {
-                            let z = out.iter_mut().zip(*z);
-                            if k == 0 {
-                                z.for_each(|(o, z)| *o = z * c);
-                            } else {
-                                z.for_each(|(o, z)| *o += z * c);
-                            }
-                        }
-                        for row in out.chunks_exact_mut(units) {
-                            for (o, b) in row.iter_mut().zip(b) {
-                                *o = act(*o + b, relu);
-                            }
-                        }
+                if (1..=3).contains(&zs.len()) {
+                    let mut out = Vec::with_capacity(n);
+                    let dst = &mut out.spare_capacity_mut()[..n];
+                    match zs.len() {
+                        1 => combine1([zs[0]], [c[0]], b, relu, dst),
+                        2 => combine2([zs[0], zs[1]], [c[0], c[1]], b, relu, dst),
+                        _ => combine3([zs[0], zs[1], zs[2]], [c[0], c[1], c[2]], b, relu, dst),
+                    }
+                    // SAFETY: `combine` wrote every one of the `n` elements.
+                    unsafe { out.set_len(n) };
+                    return out;
+                }
+                let mut out = vec![0.0f32; n];
+                for (k, (z, &c)) in zs.iter().zip(c).enumerate() {
+                    let z = out.iter_mut().zip(*z);
+                    if k == 0 {
+                        z.for_each(|(o, z)| *o = z * c);
+                    } else {
+                        z.for_each(|(o, z)| *o += z * c);
+                    }
+                }
+                for row in out.chunks_exact_mut(units) {
+                    for (o, b) in row.iter_mut().zip(b) {
+                        *o = act(*o + b, relu);
                     }
                 }
                 out
@@ -103,11 +111,17 @@ fn act(x: f32, relu: bool) -> f32 {
     if relu && x < 0.0 { 0.0 } else { x }
 }
 
-/// [`CachedFirst::first`] for `K` products `[rows, units]` (`units = b.len()`):
-/// `act(((z₀c₀ + z₁c₁) + …) + b)` per element in one pass (the operations, in order, of the
-/// general case).
+/// [`CachedFirst::first`] for `K` products `[rows, units]` (`units = b.len()`) into `out`, every
+/// element written: `act(((z₀c₀ + z₁c₁) + …) + b)` per element in one pass (the operations, in
+/// order, of the general case).
 #[inline(always)]
-fn combine<const K: usize>(z: [&[f32]; K], c: [f32; K], b: &[f32], relu: bool, out: &mut [f32]) {
+fn combine<const K: usize>(
+    z: [&[f32]; K],
+    c: [f32; K],
+    b: &[f32],
+    relu: bool,
+    out: &mut [MaybeUninit<f32>],
+) {
     let units = b.len();
     for (r, row) in out.chunks_exact_mut(units).enumerate() {
         let z = z.map(|z| &z[r * units..(r + 1) * units]);
@@ -116,10 +130,29 @@ fn combine<const K: usize>(z: [&[f32]; K], c: [f32; K], b: &[f32], relu: bool, o
             for k in 1..K {
                 v += z[k][i] * c[k];
             }
-            row[i] = act(v + b[i], relu);
+            row[i].write(act(v + b[i], relu));
         }
     }
 }
+
+/// [`combine`] for one, two and three products, compiled for AVX-512 and AVX2 as well as the
+/// baseline (the crate builds for baseline x86-64, 4 lanes); IEEE operations only, so the same
+/// bits in every build.
+macro_rules! combine_k {
+    ($($name:ident = $k:literal),*) => {$(
+        #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+        fn $name(
+            z: [&[f32]; $k],
+            c: [f32; $k],
+            b: &[f32],
+            relu: bool,
+            out: &mut [MaybeUninit<f32>],
+        ) {
+            combine::<$k>(z, c, b, relu, out)
+        }
+    )*};
+}
+combine_k!(combine1 = 1, combine2 = 2, combine3 = 3);
 
 impl Weights for CachedFirst<'_> {
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
