@@ -26,6 +26,7 @@ pub mod cli;
 pub mod commands;
 pub mod curve;
 pub mod data;
+pub mod elementary;
 pub mod error;
 pub mod eval;
 pub mod layers;

@@ -6,10 +6,13 @@ pub mod path;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
+use crate::backend::with_host;
 use crate::data::Dataset;
+use crate::elementary::{exp_f32, ln_f32};
 use crate::layers::Weights;
 
 /// Default evaluation batch size (large batches run near GEMM speed).
@@ -63,19 +66,58 @@ pub fn cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
-/// Sum of cross-entropies and number of correct predictions for one batch of logits.
+/// Sum of cross-entropies and number of correct predictions for one batch of logits `[b, k]`
+/// against labels `[b]`: per row `ln Σ_j e^{x_j − m} − (x_y − m)` with `m` the row's maximum
+/// (in f32, summed over rows in f64), correct when the row's first maximum is at `y`. One host
+/// pass with a vectorised `e^x` ([`crate::elementary`]); the values of [`cross_entropy`] up to
+/// float rounding (tested). A NaN logit gives a NaN loss.
 pub fn batch_stats(logits: Tensor<2>, y: Tensor<1, Int>) -> (f64, usize) {
-    let b = y.dims()[0];
-    let correct = logits
-        .clone()
-        .argmax(1)
-        .reshape([b])
-        .equal(y.clone())
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize;
-    let nll = cross_entropy(logits, y).into_scalar::<f32>() as f64 * b as f64;
+    let [b, k] = logits.dims();
+    let labels: Vec<i64> = y.into_data().iter::<i64>().collect();
+    assert_eq!(labels.len(), b, "one label per row of logits");
+    with_host(&logits, |x| row_stats(x, k, &labels))
+}
+
+/// [`batch_stats`] on host values, row-major `x: [labels.len(), k]`.
+fn row_stats(x: &[f32], k: usize, labels: &[i64]) -> (f64, usize) {
+    let mut max = Vec::with_capacity(labels.len());
+    let mut correct = 0;
+    for (row, &y) in x.chunks_exact(k).zip(labels) {
+        let mut best = 0;
+        for j in 1..k {
+            if row[j] > row[best] {
+                best = j;
+            }
+        }
+        max.push(row[best]);
+        correct += usize::from(usize::try_from(y) == Ok(best));
+    }
+    let sums = exp_row_sums(x, &max, k);
+    let mut nll = 0.0f64;
+    for (((row, &y), m), s) in x.chunks_exact(k).zip(labels).zip(&max).zip(&sums) {
+        let picked = usize::try_from(y)
+            .ok()
+            .and_then(|y| row.get(y))
+            .unwrap_or_else(|| panic!("label {y} outside 0..{k}"));
+        // s ≥ 1 (the maximum contributes e⁰) unless a logit is NaN or infinite.
+        let ln_s = if s.is_finite() { ln_f32(*s) } else { s.ln() };
+        nll += f64::from(ln_s - (picked - m));
+    }
     (nll, correct)
+}
+
+/// `Σ_j e^{x_j − m_r}` per row `r` of `x: [max.len(), k]`; compiled for AVX-512 and AVX2 as well
+/// as the baseline (IEEE operations and explicit `mul_add` only: the same bits in every build).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn exp_row_sums(x: &[f32], max: &[f32], k: usize) -> Vec<f32> {
+    let mut e: Vec<f32> = Vec::with_capacity(x.len());
+    for (row, m) in x.chunks_exact(k).zip(max) {
+        e.extend(row.iter().map(|v| v - m));
+    }
+    for v in e.iter_mut() {
+        *v = exp_f32(*v);
+    }
+    e.chunks_exact(k).map(|r| r.iter().sum()).collect()
 }
 
 /// Loss and accuracy of `arch` with weights `w` on `data`, in batches of `batch` samples.
@@ -99,5 +141,65 @@ pub fn evaluate<W: Weights + ?Sized>(
         loss: nll / n.max(1) as f64,
         acc: correct as f64 / n.max(1) as f64,
         n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::device;
+
+    fn stats_of(x: Vec<f32>, k: usize, y: Vec<i64>) -> (f64, usize) {
+        let b = y.len();
+        let logits = Tensor::<2>::from_data(TensorData::new(x, [b, k]), &device());
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b]), &device());
+        batch_stats(logits, y)
+    }
+
+    /// The host pass gives burn's `log_softmax` cross-entropy (summed) and the argmax count, on
+    /// logits of small and large magnitude.
+    #[test]
+    fn batch_stats_match_burns_cross_entropy_and_argmax() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (b, k, scale) in [
+            (37, 10, 1.0f32),
+            (200, 10, 30.0),
+            (5, 3, 0.01),
+            (64, 100, 5.0),
+        ] {
+            let x: Vec<f32> = (0..b * k)
+                .map(|_| scale * rng.random_range(-1.0..1.0))
+                .collect();
+            let y: Vec<i64> = (0..b).map(|_| rng.random_range(0..k as i64)).collect();
+            let (nll, correct) = stats_of(x.clone(), k, y.clone());
+            let logits = Tensor::<2>::from_data(TensorData::new(x.clone(), [b, k]), &device());
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [b]), &device());
+            let want = f64::from(cross_entropy(logits, labels).into_scalar::<f32>()) * b as f64;
+            assert!(
+                (nll - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "b {b}, k {k}: {nll} vs {want}"
+            );
+            let argmax = x
+                .chunks_exact(k)
+                .zip(&y)
+                .filter(|(row, y)| {
+                    let best = (0..k).fold(0, |m, j| if row[j] > row[m] { j } else { m });
+                    best as i64 == **y
+                })
+                .count();
+            assert_eq!(correct, argmax);
+        }
+    }
+
+    /// Ties go to the first maximum; a NaN logit makes the loss NaN.
+    #[test]
+    fn batch_stats_ties_and_nan() {
+        let (nll, correct) = stats_of(vec![1.0, 1.0, 0.0, 2.0, 2.0, 2.0], 3, vec![0, 1]);
+        assert_eq!(correct, 1);
+        let want = (2.0 * 1.0f64.exp() + 1.0).ln() - 1.0 + 3.0f64.ln();
+        assert!((nll - want).abs() < 1e-5, "{nll} vs {want}");
+        let (nll, _) = stats_of(vec![0.0, f32::NAN, 1.0], 3, vec![2]);
+        assert!(nll.is_nan());
     }
 }

@@ -15,7 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::fused::ln_f32;
+use crate::elementary::ln_f32;
 
 /// Values per ChaCha8 stream (and per parallel task).
 pub const BLOCK: usize = 4096;
