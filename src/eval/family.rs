@@ -45,6 +45,9 @@ pub struct Family {
     layout: Arc<Layout>,
     basis: Vec<Vec<f32>>,
     first: Option<String>,
+    /// With a cached first layer: its weight's index in the layout and a zero tensor of its
+    /// size, the placeholder of [`Family::eval_member`].
+    skipped: Option<(usize, Tensor<1>)>,
     data: Vec<(usize, Vec<Batch>)>,
     device: Device,
 }
@@ -194,6 +197,13 @@ impl Family {
                 rows * units * basis.len() * 4 <= CACHE_BUDGET_BYTES
             })
             .map(str::to_string);
+        let skipped = first.as_ref().map(|layer| {
+            let index = layout
+                .index_of(&weight_name(layer))
+                .expect("the first layer's weight is in the layout");
+            let n = layout.entries()[index].numel();
+            (index, Tensor::<1>::zeros([n], device))
+        });
         let weights: Vec<Tensor<2>> = match &first {
             Some(layer) => basis
                 .iter()
@@ -227,6 +237,7 @@ impl Family {
             arch: arch.clone(),
             layout,
             basis,
+            skipped,
             first,
             data,
             device: device.clone(),
@@ -280,6 +291,51 @@ impl Family {
             .collect()
     }
 
+    /// The member `c` as the parameters [`Family::batch`] reads: each entry `Σ_j c_j·w_j` in
+    /// one pass (the sums of [`Family::member`], in its order), except the cached first layer's
+    /// weight, which the batches never read (answered from the products): it is left as zeros
+    /// shared by every member, sparing the largest matrix's combination and copy.
+    fn eval_member(&self, c: &[f64]) -> ParamSet {
+        assert_eq!(
+            c.len(),
+            self.basis.len(),
+            "one coefficient per basis vector"
+        );
+        let terms: Vec<(&[f32], f32)> = self
+            .basis
+            .iter()
+            .zip(c)
+            .filter(|(_, c)| **c != 0.0)
+            .map(|(p, &c)| (&p[..], c as f32))
+            .collect();
+        let off = self.layout.offsets();
+        let skipped = self.skipped.as_ref();
+        let tensors = (0..self.layout.len())
+            .map(|i| {
+                if let Some((index, zeros)) = skipped
+                    && *index == i
+                {
+                    return zeros.clone();
+                }
+                let range = off[i]..off[i + 1];
+                let len = range.len();
+                let mut v = vec![0.0f32; len];
+                if let Some(((first, c0), rest)) = terms.split_first() {
+                    for (o, x) in v.iter_mut().zip(&first[range.clone()]) {
+                        *o = c0 * x;
+                    }
+                    for (p, c) in rest {
+                        for (o, x) in v.iter_mut().zip(&p[range.clone()]) {
+                            *o += c * x;
+                        }
+                    }
+                }
+                Tensor::from_data(TensorData::new(v, [len]), &self.device)
+            })
+            .collect();
+        ParamSet::from_tensors(self.layout.clone(), tensors).expect("layout-shaped member")
+    }
+
     /// [`Family::metrics`] of every member in `cs`, in order, in parallel. Members go in groups
     /// of [`GROUP`], each batch's cached first-layer products shared by the whole group while
     /// they are in cache (per member they are read from memory: a 21×21 plane on 15k samples
@@ -287,13 +343,7 @@ impl Family {
     pub fn metrics_all(&self, cs: &[Vec<f64>]) -> Vec<Vec<Metrics>> {
         let mut out = Vec::with_capacity(cs.len());
         for group in cs.chunks(GROUP) {
-            let members: Vec<ParamSet> = group
-                .par_iter()
-                .map(|c| {
-                    ParamSet::from_flat(self.layout.clone(), &self.member(c), &self.device)
-                        .expect("layout-sized member")
-                })
-                .collect();
+            let members: Vec<ParamSet> = group.par_iter().map(|c| self.eval_member(c)).collect();
             let per_dataset: Vec<Vec<Metrics>> = self
                 .data
                 .iter()
