@@ -26,6 +26,7 @@ use std::str::FromStr;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -43,6 +44,11 @@ pub struct Dataset {
     /// Number of classes.
     pub classes: usize,
 }
+
+/// Batches of at least this many values are gathered in parallel ([`Dataset::gather`]).
+const PARALLEL_GATHER: usize = 1 << 18;
+/// Rows per parallel block of [`Dataset::gather`].
+const GATHER_ROWS: usize = 64;
 
 impl Dataset {
     /// Number of samples.
@@ -83,12 +89,31 @@ impl Dataset {
     /// `>= len()`.
     pub fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<i64>) {
         let d = self.dim();
-        let mut x = Vec::with_capacity(idx.len() * d);
-        let mut y = Vec::with_capacity(idx.len());
-        for &i in idx {
-            x.extend_from_slice(&self.x[i * d..(i + 1) * d]);
-            y.push(i64::from(self.y[i]));
+        let y = idx.iter().map(|&i| i64::from(self.y[i])).collect();
+        let n = idx.len() * d;
+        if n < PARALLEL_GATHER || d == 0 {
+            let mut x = Vec::with_capacity(n);
+            for &i in idx {
+                x.extend_from_slice(&self.x[i * d..(i + 1) * d]);
+            }
+            return (x, y);
         }
+        // An evaluation batch (1000 MNIST rows: 3 MB) is copied by every thread in blocks of
+        // rows: one thread alone took a tenth of an MLP evaluation while the other waited.
+        let mut x = Vec::with_capacity(n);
+        x.spare_capacity_mut()[..n]
+            .par_chunks_mut(GATHER_ROWS * d)
+            .zip(idx.par_chunks(GATHER_ROWS))
+            .for_each(|(dst, rows)| {
+                for (dst, &i) in dst.chunks_exact_mut(d).zip(rows) {
+                    for (o, v) in dst.iter_mut().zip(&self.x[i * d..(i + 1) * d]) {
+                        o.write(*v);
+                    }
+                }
+            });
+        // SAFETY: the blocks cover all `n` elements and each row was written above (an index
+        // out of range panics before this line, leaving `x` empty).
+        unsafe { x.set_len(n) };
         (x, y)
     }
 
@@ -461,6 +486,25 @@ mod tests {
         assert_eq!(&x[8..], d.image(4));
         let (x, y) = d.gather(&[]);
         assert!(x.is_empty() && y.is_empty());
+    }
+
+    /// A batch large enough for the parallel copy holds the same rows, in order, as one built
+    /// row by row, on any number of threads.
+    #[test]
+    fn large_gather_copies_every_row_in_order() {
+        let d = toy(700, [1, 28, 28]);
+        let idx: Vec<usize> = (0..650).map(|k| (k * 37 + k / 3) % 700).collect();
+        assert!(idx.len() * d.dim() >= PARALLEL_GATHER);
+        let want: Vec<f32> = idx.iter().flat_map(|&i| d.image(i).to_vec()).collect();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (x, y) = pool.install(|| d.gather(&idx));
+            assert_eq!(x, want, "{threads} threads");
+            assert_eq!(y.len(), idx.len());
+        }
     }
 
     #[test]
