@@ -17,6 +17,8 @@
 //! forward and back, each a fresh activation-sized buffer; on flex those cost more than the
 //! GEMMs of a sparse-VD MLP step.
 
+use std::borrow::Cow;
+
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -24,8 +26,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use std::borrow::Cow;
-
 use burn::tensor::{DType, Tensor};
 use burn_flex::FlexTensor;
 use multiversion::multiversion;

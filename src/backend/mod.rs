@@ -134,7 +134,7 @@ pub fn device() -> Device {
     }
     #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
     {
-        Device::wgpu(0)
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
     }
     #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
     {
