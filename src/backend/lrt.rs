@@ -293,6 +293,12 @@ fn forward_flex(i: Inputs<'_>, eps: f32, relu: bool) -> (Dims, Forward, Option<(
     (d, f, a.map(|a| (v.into_owned(), a)))
 }
 
+/// The op's output without autodiff.
+fn untracked(inputs: Inputs<'_>, eps: f32, relu: bool) -> FlexTensor {
+    let (d, f, _) = forward_flex(inputs, eps, relu);
+    flex(f.y, [d.n, d.o])
+}
+
 /// The layer as one op (see the module docs). Only the flex backend and its autodiff wrapper
 /// implement it; [`lrt_dense`] and [`lrt_dense_scaled`] decide when it is used.
 #[backend_extension(Flex, Autodiff)]
@@ -332,15 +338,17 @@ impl GemmLrt for Flex {
         eps: f32,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let inputs = Inputs {
-            x: &x,
-            theta: &theta,
-            b: &bias,
-            v: VarIn::Given(&var),
-            xi: &xi,
-        };
-        let (d, f, _) = forward_flex(inputs, eps, relu);
-        flex(f.y, [d.n, d.o])
+        untracked(
+            Inputs {
+                x: &x,
+                theta: &theta,
+                b: &bias,
+                v: VarIn::Given(&var),
+                xi: &xi,
+            },
+            eps,
+            relu,
+        )
     }
 
     fn gemm_lrt_scaled(
@@ -352,15 +360,17 @@ impl GemmLrt for Flex {
         eps: f32,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let inputs = Inputs {
-            x: &x,
-            theta: &theta,
-            b: &bias,
-            v: VarIn::Scaled(&scale),
-            xi: &xi,
-        };
-        let (d, f, _) = forward_flex(inputs, eps, relu);
-        flex(f.y, [d.n, d.o])
+        untracked(
+            Inputs {
+                x: &x,
+                theta: &theta,
+                b: &bias,
+                v: VarIn::Scaled(&scale),
+                xi: &xi,
+            },
+            eps,
+            relu,
+        )
     }
 }
 
@@ -533,22 +543,7 @@ pub fn lrt_dense(
     eps: f32,
     relu: bool,
 ) -> Tensor<2> {
-    let f32s = [x.dtype(), theta.dtype(), b.dtype(), v.dtype(), xi.dtype()]
-        .iter()
-        .all(|t| *t == DType::F32);
-    if !f32s {
-        return super::compose_lrt_dense(x, theta, b, v, xi, eps, relu);
-    }
-    let y = <Dispatch as GemmLrt>::gemm_lrt(
-        x.into_dispatch(),
-        theta.into_dispatch(),
-        b.into_dispatch(),
-        v.into_dispatch(),
-        xi.into_dispatch(),
-        eps,
-        relu,
-    );
-    Tensor::from_dispatch(y)
+    lrt(x, theta, b, VarArg::Given(v), xi, eps, relu)
 }
 
 /// [`lrt_dense`] with the weight variance `v = a·θ⊙θ` for one scale `a: [1]` of the layer (the
@@ -563,21 +558,54 @@ pub fn lrt_dense_scaled(
     eps: f32,
     relu: bool,
 ) -> Tensor<2> {
-    let f32s = [x.dtype(), theta.dtype(), b.dtype(), a.dtype(), xi.dtype()]
+    lrt(x, theta, b, VarArg::Scaled(a), xi, eps, relu)
+}
+
+/// The weight variance argument of [`lrt`].
+enum VarArg {
+    /// `v`, `[out, in]`.
+    Given(Tensor<2>),
+    /// The scale `a`, `[1]`: `v = a·θ⊙θ`.
+    Scaled(Tensor<1>),
+}
+
+/// Both public forms: through the extension when every input is `f32`, else burn's ops.
+fn lrt(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    var: VarArg,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    let var_dtype = match &var {
+        VarArg::Given(v) => v.dtype(),
+        VarArg::Scaled(a) => a.dtype(),
+    };
+    let f32s = [x.dtype(), theta.dtype(), b.dtype(), var_dtype, xi.dtype()]
         .iter()
         .all(|t| *t == DType::F32);
     if !f32s {
-        return super::compose_lrt_dense_scaled(x, theta, b, a, xi, eps, relu);
+        return match var {
+            VarArg::Given(v) => super::compose_lrt_dense(x, theta, b, v, xi, eps, relu),
+            VarArg::Scaled(a) => super::compose_lrt_dense_scaled(x, theta, b, a, xi, eps, relu),
+        };
     }
-    let y = <Dispatch as GemmLrt>::gemm_lrt_scaled(
+    let (x, theta, b, xi) = (
         x.into_dispatch(),
         theta.into_dispatch(),
         b.into_dispatch(),
-        a.into_dispatch(),
         xi.into_dispatch(),
-        eps,
-        relu,
     );
+    let y = match var {
+        VarArg::Given(v) => {
+            <Dispatch as GemmLrt>::gemm_lrt(x, theta, b, v.into_dispatch(), xi, eps, relu)
+        }
+        VarArg::Scaled(a) => {
+            <Dispatch as GemmLrt>::gemm_lrt_scaled(x, theta, b, a.into_dispatch(), xi, eps, relu)
+        }
+    };
     Tensor::from_dispatch(y)
 }
 
@@ -597,56 +625,88 @@ mod tests {
     ];
 
     type Layer = fn(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<2>, Tensor<2>, f32, bool) -> Tensor<2>;
+    type Scaled = fn(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>, Tensor<2>, f32, bool) -> Tensor<2>;
 
-    /// Output and gradients of `Σ y ⊙ r` for x, θ, b and v through `f`.
-    fn run(case: usize, f: Layer) -> [Vec<f32>; 5] {
+    /// Output and gradients of `Σ y ⊙ r` for x, θ, b and (when tracked) the layer's fourth input
+    /// `fourth` (v, or the scale a), with `y = layer(x, θ, b, fourth, ξ, relu)` on case `case`'s
+    /// sizes and inputs drawn from `seed`.
+    fn run_case<const D: usize>(
+        case: usize,
+        seed: u64,
+        fourth: Tensor<D>,
+        layer: impl FnOnce(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<D>, Tensor<2>, bool) -> Tensor<2>,
+    ) -> Vec<Vec<f32>> {
         let (n, i, o, relu) = CASES[case];
         let dev = train_device();
-        let seed = 10 * case as u64;
         let x = normal([n, i], seed, &dev).require_grad();
         let theta = (normal([o, i], seed + 1, &dev) * 0.1).require_grad();
         let b = normal([o], seed + 2, &dev).require_grad();
-        let v = (normal([o, i], seed + 3, &dev) * 0.01)
-            .powi_scalar(2)
-            .require_grad();
         let xi = normal([n, o], seed + 4, &dev);
-        let y = f(
+        let y = layer(
             x.clone(),
             theta.clone(),
             b.clone(),
-            v.clone(),
+            fourth.clone(),
             xi,
-            1e-8,
             relu,
         );
         let r = normal([n, o], seed + 5, &dev);
         let g = (y.clone() * r).sum().backward();
-        let grad = |t: &Tensor<2>| values(&t.grad(&g).expect("tracked"));
-        [
+        let mut out = vec![
             values(&y),
-            grad(&x),
-            grad(&theta),
+            values(&x.grad(&g).expect("tracked")),
+            values(&theta.grad(&g).expect("tracked")),
             values(&b.grad(&g).expect("tracked")),
-            grad(&v),
-        ]
+        ];
+        if fourth.is_tracked() {
+            out.push(values(&fourth.grad(&g).expect("tracked")));
+        }
+        out
+    }
+
+    /// [`run_case`] for the form with the weight variance `v` as an input.
+    fn run(case: usize, f: Layer) -> Vec<Vec<f32>> {
+        let (_, i, o, _) = CASES[case];
+        let seed = 10 * case as u64;
+        let v = (normal([o, i], seed + 3, &train_device()) * 0.01)
+            .powi_scalar(2)
+            .require_grad();
+        run_case(case, seed, v, |x, t, b, v, xi, relu| {
+            f(x, t, b, v, xi, 1e-8, relu)
+        })
+    }
+
+    /// [`run_case`] for the scaled form, `v = a·θ⊙θ`, `a` tracked or a constant.
+    fn run_scaled(case: usize, f: Scaled, track_a: bool) -> Vec<Vec<f32>> {
+        let a = Tensor::<1>::from_floats([0.37], &train_device());
+        let a = if track_a { a.require_grad() } else { a };
+        run_case(case, 10 * case as u64 + 100, a, |x, t, b, a, xi, relu| {
+            f(x, t, b, a, xi, 1e-8, relu)
+        })
+    }
+
+    /// Each of `ours` within 1e-4 of the largest magnitude of the matching one of `theirs`.
+    fn assert_close(context: &str, names: &[&str], ours: &[Vec<f32>], theirs: &[Vec<f32>]) {
+        assert_eq!(ours.len(), theirs.len(), "{context}");
+        for (what, (a, b)) in names.iter().zip(ours.iter().zip(theirs)) {
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let d = max_diff(a, b);
+            assert!(
+                d < 1e-4 * scale,
+                "{context}: max |{what} ours - burn| = {d}"
+            );
+        }
     }
 
     #[test]
     fn output_and_gradients_match_burns_ops() {
         for case in 0..CASES.len() {
-            let ours = run(case, lrt_dense);
-            let theirs = run(case, compose_lrt_dense);
-            for (what, (a, b)) in ["y", "dx", "dθ", "db", "dv"]
-                .iter()
-                .zip(ours.iter().zip(&theirs))
-            {
-                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let d = max_diff(a, b);
-                assert!(
-                    d < 1e-4 * scale,
-                    "case {case}: max |{what} ours - burn| = {d}"
-                );
-            }
+            assert_close(
+                &format!("case {case}"),
+                &["y", "dx", "dθ", "db", "dv"],
+                &run(case, lrt_dense),
+                &run(case, compose_lrt_dense),
+            );
         }
     }
 
@@ -731,43 +791,6 @@ mod tests {
         assert_eq!(at(1), at(3));
     }
 
-    type Scaled = fn(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>, Tensor<2>, f32, bool) -> Tensor<2>;
-
-    /// Output and gradients of `Σ y ⊙ r` for x, θ, b and the scale `a` (when `track_a`) through
-    /// the scaled form `f`.
-    fn run_scaled(case: usize, f: Scaled, track_a: bool) -> Vec<Vec<f32>> {
-        let (n, i, o, relu) = CASES[case];
-        let dev = train_device();
-        let seed = 10 * case as u64 + 100;
-        let x = normal([n, i], seed, &dev).require_grad();
-        let theta = (normal([o, i], seed + 1, &dev) * 0.1).require_grad();
-        let b = normal([o], seed + 2, &dev).require_grad();
-        let a = Tensor::<1>::from_floats([0.37], &dev);
-        let a = if track_a { a.require_grad() } else { a };
-        let xi = normal([n, o], seed + 4, &dev);
-        let y = f(
-            x.clone(),
-            theta.clone(),
-            b.clone(),
-            a.clone(),
-            xi,
-            1e-8,
-            relu,
-        );
-        let r = normal([n, o], seed + 5, &dev);
-        let g = (y.clone() * r).sum().backward();
-        let mut out = vec![
-            values(&y),
-            values(&x.grad(&g).expect("tracked")),
-            values(&theta.grad(&g).expect("tracked")),
-            values(&b.grad(&g).expect("tracked")),
-        ];
-        if track_a {
-            out.push(values(&a.grad(&g).expect("tracked")));
-        }
-        out
-    }
-
     /// The scaled form (`v = a·θ⊙θ` inside the op) gives burn's values and gradients, including
     /// `∂L/∂a`, and needs no gradient of a constant scale.
     #[test]
@@ -775,19 +798,13 @@ mod tests {
         for case in 0..CASES.len() {
             for track_a in [true, false] {
                 let ours = run_scaled(case, lrt_dense_scaled, track_a);
-                let theirs = run_scaled(case, compose_lrt_dense_scaled, track_a);
-                assert_eq!(ours.len(), theirs.len());
-                for (what, (a, b)) in ["y", "dx", "dθ", "db", "da"]
-                    .iter()
-                    .zip(ours.iter().zip(&theirs))
-                {
-                    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                    let d = max_diff(a, b);
-                    assert!(
-                        d < 1e-4 * scale,
-                        "case {case}, a tracked {track_a}: max |{what} ours - burn| = {d}"
-                    );
-                }
+                assert_eq!(ours.len(), if track_a { 5 } else { 4 });
+                assert_close(
+                    &format!("case {case}, a tracked {track_a}"),
+                    &["y", "dx", "dθ", "db", "da"],
+                    &ours,
+                    &run_scaled(case, compose_lrt_dense_scaled, track_a),
+                );
             }
         }
     }
