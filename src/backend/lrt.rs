@@ -194,9 +194,17 @@ fn scaled_squares(t: &[f32], a: f32, v: &mut [f32]) {
 }
 
 /// The chain rule through `v = a·(θ⊙θ)` given `dv = ∂L/∂v`: adds `2a·θ⊙dv` to `dtheta` (when
-/// given) in place and returns `∂L/∂a = Σ θ⊙θ⊙dv` (f64; blocks of [`BLOCK`] summed in order).
-pub fn scaled_pull_back(theta: &[f32], a: f32, dv: &[f32], dtheta: Option<&mut [f32]>) -> f64 {
+/// given) in place and, if `want_da`, returns `∂L/∂a = Σ θ⊙θ⊙dv` (f64; blocks of [`BLOCK`]
+/// summed in order).
+pub fn scaled_pull_back(
+    theta: &[f32],
+    a: f32,
+    dv: &[f32],
+    dtheta: Option<&mut [f32]>,
+    want_da: bool,
+) -> Option<f64> {
     assert_eq!(theta.len(), dv.len(), "θ and ∂L/∂v of one layer");
+    let sum = |t: &[f32], g: &[f32]| if want_da { weighted_squares(t, g) } else { 0.0 };
     let parts: Vec<f64> = match dtheta {
         Some(dt) => {
             assert_eq!(dt.len(), theta.len(), "∂L/∂θ shaped like θ");
@@ -204,17 +212,18 @@ pub fn scaled_pull_back(theta: &[f32], a: f32, dv: &[f32], dtheta: Option<&mut [
                 .zip(theta.par_chunks(BLOCK).zip(dv.par_chunks(BLOCK)))
                 .map(|(dt, (t, g))| {
                     add_scaled_product(dt, t, g, a);
-                    weighted_squares(t, g)
+                    sum(t, g)
                 })
                 .collect()
         }
-        None => theta
+        None if want_da => theta
             .par_chunks(BLOCK)
             .zip(dv.par_chunks(BLOCK))
-            .map(|(t, g)| weighted_squares(t, g))
+            .map(|(t, g)| sum(t, g))
             .collect(),
+        None => return None,
     };
-    parts.into_iter().sum()
+    want_da.then(|| parts.into_iter().sum())
 }
 
 /// `dt ← dt + (g·a)·(2t)` over one block.
@@ -433,8 +442,9 @@ impl Backward<Flex, 4> for LrtBackward {
         if let Some(a) = scale
             && let Some(dv) = g.v.take()
         {
-            let da = scaled_pull_back(&theta, a, &dv, g.theta.as_deref_mut());
-            g.v = node_v.is_some().then(|| vec![da as f32]);
+            // ∂L/∂a only when the scale is tracked (one α per layer, not Gaussian dropout).
+            let da = scaled_pull_back(&theta, a, &dv, g.theta.as_deref_mut(), node_v.is_some());
+            g.v = da.map(|da| vec![da as f32]);
         }
         if let (Some(node), Some(dx)) = (node_x, g.x) {
             grads.register::<Flex>(node, flex(dx, [d.n, d.i]));
@@ -842,13 +852,17 @@ mod tests {
             [false, true, false, true],
         );
         let mut dtheta = g.theta.take().unwrap();
-        let da = scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), Some(&mut dtheta));
+        let da =
+            scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), Some(&mut dtheta), true).unwrap();
         check_central("θ", &theta, &dtheta, (1e-3, 5e-3, 1), &|t| loss(t, a));
         check_central("a", &[a], &[da as f32], (1e-3, 5e-3, 1), &|s| {
             loss(&theta, s[0])
         });
         // Without ∂L/∂θ the scale's gradient is the same.
-        assert_eq!(scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), None), da);
+        assert_eq!(
+            scaled_pull_back(&theta, a, g.v.as_ref().unwrap(), None, true).unwrap(),
+            da
+        );
     }
 
     /// One thread and three give the same bits for the scaled form, `∂L/∂a` included (a layer
