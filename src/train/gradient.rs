@@ -1,8 +1,11 @@
-//! The gradient an objective hands to the optimiser: its values, or the chain rule through a
-//! curve point, which the optimiser applies element by element inside its own update pass.
+//! The gradient an objective hands to the optimiser: its values, or a chain rule (through a
+//! curve point, or through the variational models' host pass) that the optimiser applies
+//! element by element inside its own update pass, so the gradient is never written out.
 
 use std::ops::Range;
 use std::sync::Arc;
+
+use burn::tensor::Tensor;
 
 use crate::backend::{with_host, with_hosts};
 use crate::error::{Error, Result};
@@ -27,14 +30,63 @@ pub enum Gradient {
         /// `c_j` of each packed point, in packing order.
         scales: Vec<f32>,
     },
+    /// The chain rule through a host pass (the fused variational layers): parameter `i`'s
+    /// gradient is `g_i`, or [`Chained`]'s `g_i + u⊙v + r·k` (`u⊙v + r·k` without `g_i`).
+    Chain {
+        /// The graph's gradient, in the parameters' layout.
+        g: ParamSet,
+        /// Per parameter tensor, the chain rule that replaces or extends `g_i`.
+        chained: Vec<Option<Chained>>,
+    },
 }
 
-/// One parameter tensor's gradient: `scale·(g + λ·w)`, or `g` itself when `scale` is `None`.
+/// `g_i + u⊙v + r·k` (`base`) or `u⊙v + r·k`: `u` a graph gradient (of the host pass's output),
+/// `v` and `k` the host pass's per-element derivatives, `r` a scalar weight.
+#[derive(Debug, Clone)]
+pub struct Chained {
+    /// Whether the graph's own gradient `g_i` is added.
+    pub base: bool,
+    /// `u`.
+    pub u: Tensor<1>,
+    /// `v`.
+    pub v: Arc<Vec<f32>>,
+    /// `k`.
+    pub k: Arc<Vec<f32>>,
+    /// `r`.
+    pub r: f32,
+}
+
+/// One parameter tensor's gradient, as [`Source::at`] evaluates it from `g`.
 #[derive(Clone, Copy)]
 pub struct Source<'a> {
     g: &'a [f32],
-    scale: Option<f32>,
-    decay: Option<(f32, &'a [f32])>,
+    form: Form<'a>,
+}
+
+/// The forms of a [`Source`].
+#[derive(Clone, Copy)]
+enum Form<'a> {
+    /// `g`.
+    Values,
+    /// `scale·(g + λ·w)`, or `scale·g` without a decay.
+    Point {
+        scale: f32,
+        decay: Option<(f32, &'a [f32])>,
+    },
+    /// `(base + g⊙v) + r·k`, or `g⊙v + r·k` without a base (`g` is [`Chained::u`]).
+    Chain {
+        base: Option<&'a [f32]>,
+        v: &'a [f32],
+        k: &'a [f32],
+        r: f32,
+    },
+}
+
+/// A loop over a block's elements, run by [`Source::run`] with the element getter of the
+/// source's form.
+pub trait ElementLoop {
+    /// Runs the loop, reading element `i`'s gradient as `get(i)`.
+    fn run(self, get: impl Fn(usize) -> f32);
 }
 
 impl Source<'_> {
@@ -50,21 +102,85 @@ impl Source<'_> {
 
     /// The elements `r` (the same source restricted to them).
     pub fn slice(&self, r: Range<usize>) -> Source<'_> {
+        let form = match self.form {
+            Form::Values => Form::Values,
+            Form::Point { scale, decay } => Form::Point {
+                scale,
+                decay: decay.map(|(l, w)| (l, &w[r.clone()])),
+            },
+            Form::Chain { base, v, k, r: rw } => Form::Chain {
+                base: base.map(|b| &b[r.clone()]),
+                v: &v[r.clone()],
+                k: &k[r.clone()],
+                r: rw,
+            },
+        };
         Source {
-            g: &self.g[r.clone()],
-            scale: self.scale,
-            decay: self.decay.map(|(l, w)| (l, &w[r])),
+            g: &self.g[r],
+            form,
         }
     }
 
-    /// Element `i`, for loops that read the gradient by index (the branches on the form are
-    /// the same for every element, so a compiler hoists them out of such a loop).
+    /// Element `i`.
     #[inline(always)]
     pub fn at(&self, i: usize) -> f32 {
-        match (self.scale, self.decay) {
-            (None, _) => self.g[i],
-            (Some(c), None) => c * self.g[i],
-            (Some(c), Some((l, w))) => c * (self.g[i] + l * w[i]),
+        let g = self.g;
+        match self.form {
+            Form::Values => g[i],
+            Form::Point { scale, decay: None } => scale * g[i],
+            Form::Point {
+                scale,
+                decay: Some((l, w)),
+            } => scale * (g[i] + l * w[i]),
+            Form::Chain {
+                base: Some(b),
+                v,
+                k,
+                r,
+            } => b[i] + g[i] * v[i] + r * k[i],
+            Form::Chain {
+                base: None,
+                v,
+                k,
+                r,
+            } => g[i] * v[i] + r * k[i],
+        }
+    }
+
+    /// Runs `l` with a getter for one form only, so that its loop has no branch on the form
+    /// per element (the same values as [`Source::at`]).
+    #[inline(always)]
+    pub fn run(&self, l: impl ElementLoop) {
+        let n = self.g.len();
+        let g = self.g;
+        match self.form {
+            Form::Values => l.run(|i| g[i]),
+            Form::Point { scale, decay: None } => l.run(|i| scale * g[i]),
+            Form::Point {
+                scale,
+                decay: Some((lambda, w)),
+            } => {
+                let w = &w[..n];
+                l.run(|i| scale * (g[i] + lambda * w[i]))
+            }
+            Form::Chain {
+                base: Some(b),
+                v,
+                k,
+                r,
+            } => {
+                let (b, v, k) = (&b[..n], &v[..n], &k[..n]);
+                l.run(|i| b[i] + g[i] * v[i] + r * k[i])
+            }
+            Form::Chain {
+                base: None,
+                v,
+                k,
+                r,
+            } => {
+                let (v, k) = (&v[..n], &k[..n]);
+                l.run(|i| g[i] * v[i] + r * k[i])
+            }
         }
     }
 }
@@ -75,12 +191,35 @@ impl Gradient {
         match self {
             Gradient::Values(g) => g.layout(),
             Gradient::Point { packed, .. } => packed,
+            Gradient::Chain { g, .. } => g.layout(),
         }
     }
 
     /// Checks that the parts agree with each other (one scale per packed point, `w` shaped
-    /// like `g`).
+    /// like `g`; one chain rule slot per tensor, its parts as long as the tensor).
     pub fn check(&self) -> Result<()> {
+        if let Gradient::Chain { g, chained } = self {
+            if chained.len() != g.layout().len() {
+                return Err(Error::Config(format!(
+                    "chained gradient: {} slots for {} tensors",
+                    chained.len(),
+                    g.layout().len()
+                )));
+            }
+            for (i, c) in chained.iter().enumerate() {
+                let Some(c) = c else { continue };
+                let n = g.layout().entries()[i].numel();
+                if c.u.dims()[0] != n || c.v.len() != n || c.k.len() != n {
+                    return Err(Error::Config(format!(
+                        "chained gradient: tensor {i} has {n} elements, its chain rule \
+                         {}/{}/{}",
+                        c.u.dims()[0],
+                        c.v.len(),
+                        c.k.len()
+                    )));
+                }
+            }
+        }
         if let Gradient::Point {
             packed,
             g,
@@ -110,29 +249,48 @@ impl Gradient {
             Gradient::Values(g) => with_host(&g.tensors()[i], |g| {
                 f(Source {
                     g,
-                    scale: None,
-                    decay: None,
+                    form: Form::Values,
                 })
             }),
+            Gradient::Chain { g, chained } => match &chained[i] {
+                None => with_host(&g.tensors()[i], |g| {
+                    f(Source {
+                        g,
+                        form: Form::Values,
+                    })
+                }),
+                Some(c) => with_hosts(&[&c.u, &g.tensors()[i]], |ug| {
+                    f(Source {
+                        g: ug[0],
+                        form: Form::Chain {
+                            base: c.base.then_some(ug[1]),
+                            v: &c.v,
+                            k: &c.k,
+                            r: c.r,
+                        },
+                    })
+                }),
+            },
             Gradient::Point {
                 g, decay, scales, ..
             } => {
                 let l = g.layout().len();
                 let (k, j) = (i / l, i % l);
-                let scale = Some(scales[k]);
+                let scale = scales[k];
                 match decay {
                     None => with_host(&g.tensors()[j], |g| {
                         f(Source {
                             g,
-                            scale,
-                            decay: None,
+                            form: Form::Point { scale, decay: None },
                         })
                     }),
                     Some((lambda, w)) => with_hosts(&[&g.tensors()[j], &w.tensors()[j]], |gw| {
                         f(Source {
                             g: gw[0],
-                            scale,
-                            decay: Some((*lambda, gw[1])),
+                            form: Form::Point {
+                                scale,
+                                decay: Some((*lambda, gw[1])),
+                            },
                         })
                     }),
                 }
@@ -145,7 +303,7 @@ impl Gradient {
         self.check()?;
         let values = match self {
             Gradient::Values(g) => return Ok(g),
-            Gradient::Point { ref g, .. } => g,
+            Gradient::Point { ref g, .. } | Gradient::Chain { ref g, .. } => g,
         };
         let device = values.tensors()[0].device();
         let vecs = (0..self.layout().len())

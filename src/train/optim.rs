@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Gradient;
-use super::gradient::Source;
+use super::gradient::{ElementLoop, Source};
 use crate::backend::{self, PASS_BLOCK as BLOCK};
 use crate::error::{Error, Result};
 use crate::params::{Layout, ParamSet};
@@ -262,22 +262,32 @@ struct Sgd {
     lr: f32,
 }
 
-/// `d = g + wd·p; b ← μ·b + d; p ← p − lr·b` over one block, the gradient `g` read (a curve
-/// point's formed) element by element in the same loop; compiled for AVX-512 and AVX2 as well
-/// as the baseline (the same IEEE operations in each: no build contracts them into FMAs).
+/// `d = g + wd·p; b ← μ·b + d; p ← p − lr·b` over one block, the gradient `g` read element by
+/// element in the same loop (a chain rule formed there: one loop per form of the gradient,
+/// [`Source::run`]); compiled for AVX-512 and AVX2 as well as the baseline (the same IEEE
+/// operations in each: no build contracts them into FMAs).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn sgd_block(p: &mut [f32], g: Source<'_>, b: &mut [f32], k: Sgd) {
-    let n = p.len();
-    assert_eq!(g.len(), n, "one gradient per parameter");
-    let b = &mut b[..n];
-    let update = |p: &mut f32, b: &mut f32, g: f32| {
-        let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
-        *b = *b * k.mu + d;
-        *p -= *b * k.lr;
-    };
-    for (i, (p, b)) in p.iter_mut().zip(b).enumerate() {
-        update(p, b, g.at(i));
+    struct Update<'a> {
+        p: &'a mut [f32],
+        b: &'a mut [f32],
+        k: Sgd,
     }
+    impl ElementLoop for Update<'_> {
+        #[inline(always)]
+        fn run(self, g: impl Fn(usize) -> f32) {
+            let k = self.k;
+            let b = &mut self.b[..self.p.len()];
+            for (i, (p, b)) in self.p.iter_mut().zip(b).enumerate() {
+                let g = g(i);
+                let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
+                *b = *b * k.mu + d;
+                *p -= *b * k.lr;
+            }
+        }
+    }
+    assert_eq!(g.len(), p.len(), "one gradient per parameter");
+    g.run(Update { p, b, k });
 }
 
 /// Adam constants of one step (`c2` the second bias correction, `step` = lr / first one).
@@ -295,17 +305,29 @@ struct Adam {
 /// [`sgd_block`]'s (multiversioned like it).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn adam_block(p: &mut [f32], g: Source<'_>, m: &mut [f32], v: &mut [f32], k: Adam) {
-    let n = p.len();
-    assert_eq!(g.len(), n, "one gradient per parameter");
-    let (m, v) = (&mut m[..n], &mut v[..n]);
-    for (i, (p, (m, v))) in p.iter_mut().zip(m.iter_mut().zip(v.iter_mut())).enumerate() {
-        let g = g.at(i);
-        let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
-        *m = *m * k.b1 + d * (1.0 - k.b1);
-        *v = *v * k.b2 + d * d * (1.0 - k.b2);
-        let denom = (*v / k.c2).sqrt() + k.eps;
-        *p -= *m / denom * k.step;
+    struct Update<'a> {
+        p: &'a mut [f32],
+        m: &'a mut [f32],
+        v: &'a mut [f32],
+        k: Adam,
     }
+    impl ElementLoop for Update<'_> {
+        #[inline(always)]
+        fn run(self, g: impl Fn(usize) -> f32) {
+            let (k, n) = (self.k, self.p.len());
+            let (m, v) = (&mut self.m[..n], &mut self.v[..n]);
+            for (i, (p, (m, v))) in self.p.iter_mut().zip(m.iter_mut().zip(v)).enumerate() {
+                let g = g(i);
+                let d = if k.wd == 0.0 { g } else { g + *p * k.wd };
+                *m = *m * k.b1 + d * (1.0 - k.b1);
+                *v = *v * k.b2 + d * d * (1.0 - k.b2);
+                let denom = (*v / k.c2).sqrt() + k.eps;
+                *p -= *m / denom * k.step;
+            }
+        }
+    }
+    assert_eq!(g.len(), p.len(), "one gradient per parameter");
+    g.run(Update { p, m, v, k });
 }
 
 #[cfg(test)]
@@ -317,6 +339,7 @@ mod tests {
     use super::*;
     use crate::backend;
     use crate::params::{Entry, Layout, Role};
+    use crate::train::Chained;
 
     fn set(values: Vec<Vec<f32>>) -> ParamSet {
         let entries = values
@@ -450,5 +473,101 @@ mod tests {
             assert_ne!(p1.to_vecs(), before);
             assert_eq!(p0.to_vecs(), before, "the shared start is untouched");
         }
+    }
+
+    /// A host-pass chain rule (`g + u⊙v + r·k` on one tensor, `u⊙v + r·k` on another, plain
+    /// values on a third) read inside the update gives the same parameters, bit for bit, as
+    /// the update from its values written out; over several blocks, SGD and Adam.
+    #[test]
+    fn chained_gradient_updates_like_its_values() {
+        let device = backend::device();
+        let n = 2 * BLOCK + 123;
+        let p0 = set(vec![values(n, 1), values(n, 2), values(9, 3)]);
+        let g = set(vec![values(n, 4), values(n, 5), values(9, 6)]);
+        let u = Tensor::<1>::from_floats(values(n, 7).as_slice(), &device);
+        let arc = |seed| Arc::new(values(n, seed));
+        let chained = vec![
+            Some(Chained {
+                base: true,
+                u: u.clone(),
+                v: arc(8),
+                k: arc(9),
+                r: 0.3,
+            }),
+            Some(Chained {
+                base: false,
+                u,
+                v: arc(10),
+                k: arc(11),
+                r: 1.7,
+            }),
+            None,
+        ];
+        let chain = Gradient::Chain { g, chained };
+        let values = chain.clone().into_values().unwrap();
+        // The values are the formulas (the second tensor ignores its own `g`).
+        let (gv, uv) = (chain_parts(&chain), values.to_vecs());
+        for i in 0..n {
+            let (b, u, v, k) = gv[0][i];
+            assert_eq!(uv[0][i], b + u * v + 0.3 * k);
+            let (_, u, v, k) = gv[1][i];
+            assert_eq!(uv[1][i], u * v + 1.7 * k);
+        }
+        let values = Gradient::Values(values);
+        for cfg in [
+            OptimConfig::new(OptimKind::Sgd, 0.9, 1e-3),
+            OptimConfig::new(OptimKind::Adam, 0.0, 1e-4),
+        ] {
+            let (mut o1, mut o2) = (Optimizer::new(cfg.clone(), &p0), Optimizer::new(cfg, &p0));
+            let (mut p1, mut p2) = (p0.clone(), p0.clone());
+            for lr in [0.1, 0.05] {
+                p1 = o1.step(p1, &chain, lr).unwrap();
+                p2 = o2.step(p2, &values, lr).unwrap();
+            }
+            assert_eq!(p1.to_vecs(), p2.to_vecs());
+            assert_ne!(p1.to_vecs(), p0.to_vecs());
+        }
+    }
+
+    /// `(g, u, v, k)` per element of the two chained tensors of the test above.
+    fn chain_parts(chain: &Gradient) -> Vec<Vec<(f32, f32, f32, f32)>> {
+        let Gradient::Chain { g, chained } = chain else {
+            unreachable!("built as a chain")
+        };
+        (0..2)
+            .map(|i| {
+                let c = chained[i].as_ref().unwrap();
+                let (g, u) = (g.to_vecs()[i].clone(), crate::params::host_vec(&c.u));
+                (0..g.len()).map(|j| (g[j], u[j], c.v[j], c.k[j])).collect()
+            })
+            .collect()
+    }
+
+    /// A chain rule shaped unlike its tensor is refused.
+    #[test]
+    fn chained_gradient_of_the_wrong_length_is_refused() {
+        let device = backend::device();
+        let g = set(vec![values(5, 1)]);
+        let bad = |u: usize, v: usize| Gradient::Chain {
+            g: g.clone(),
+            chained: vec![Some(Chained {
+                base: true,
+                u: Tensor::<1>::from_floats(values(u, 2).as_slice(), &device),
+                v: Arc::new(values(v, 3)),
+                k: Arc::new(values(5, 4)),
+                r: 1.0,
+            })],
+        };
+        assert!(bad(5, 5).check().is_ok());
+        assert!(bad(4, 5).check().is_err());
+        assert!(bad(5, 6).check().is_err());
+        let p = set(vec![values(5, 5)]);
+        let mut o = Optimizer::new(OptimConfig::new(OptimKind::Sgd, 0.9, 0.0), &p);
+        assert!(o.step(p, &bad(5, 6), 0.1).is_err());
+        let short = Gradient::Chain {
+            g: g.clone(),
+            chained: vec![],
+        };
+        assert!(short.into_values().is_err());
     }
 }

@@ -16,10 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use multiversion::multiversion;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,13 +25,13 @@ use super::eval::{Sampling, evaluate_variational};
 use super::fused::{self, Terms};
 use super::weights::{VarWeights, fused_pass};
 use super::{Posterior, VModel, log_sigma2_name, mu_name};
-use crate::backend::{PASS_BLOCK as BLOCK, into_host_vec, with_host};
+use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
 use crate::layers::weight_name;
 use crate::params::{Entry, Layout, ParamSet, Role};
-use crate::train::{Gradient, Objective, StepCtx};
+use crate::train::{Chained, Gradient, Objective, StepCtx};
 
 /// KL weight schedule (`--kl-warmup`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,8 +148,10 @@ pub struct EvalConfig {
 ///
 /// For the fused methods (`sparse-vd`, `ard`; [`fused_pass`]) a step runs the host pass first
 /// ([`Objective::weights`]): the graph sees each additive layer's weight variance as an autodiff
-/// leaf and the KL as a constant, and [`Objective::pull_back`] applies the chain rule on the host,
-/// `∂L/∂θ += ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ`, `∂L/∂log σ² = ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ²`. The same
+/// leaf and the KL as a constant, and [`Objective::pull_back`] hands the chain rule
+/// `∂L/∂θ += ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ`, `∂L/∂log σ² = ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ²` to the
+/// optimiser, which applies it element by element inside its update pass ([`Gradient::Chain`];
+/// writing it out first was a pass of its own, ≈ 2% of an MLP step). The same
 /// loss and gradients as splicing the pass into the graph ([`VarWeights::new`], used when `loss`
 /// is called without `weights`), without four element-wise graph operations per weight tensor
 /// forward and back.
@@ -169,8 +169,9 @@ pub struct Elbo<'a> {
     /// Device for evaluation.
     pub device: Device,
     step: Option<HostStep>,
-    /// The last step's host pass buffers, per fused layer in order, for reuse.
-    spare: Vec<Terms>,
+    /// The last step's host pass buffers, per fused layer in order, for reuse: the derivatives
+    /// lent to its gradient come back once the optimiser has dropped it.
+    lent: Vec<(Terms, [Arc<Vec<f32>>; 4])>,
 }
 
 /// One fused layer's host pass for the current step.
@@ -217,31 +218,8 @@ impl<'a> Elbo<'a> {
             epochs,
             device,
             step: None,
-            spare: Vec::new(),
+            lent: Vec::new(),
         }
-    }
-}
-
-/// `∂L/∂θ = ∂L/∂θ|_graph + ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ` over one block, in place in the graph's
-/// gradient `gt`; compiled for AVX-512 and AVX2 as well as the baseline (the same IEEE
-/// operations in each).
-#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn theta_block(gt: &mut [f32], gv: &[f32], vd: &[f32], kd: &[f32], rw: f32) {
-    let n = gt.len();
-    let (gv, vd, kd) = (&gv[..n], &vd[..n], &kd[..n]);
-    for (o, ((gv, vd), kd)) in gt.iter_mut().zip(gv.iter().zip(vd).zip(kd)) {
-        *o = *o + gv * vd + rw * kd;
-    }
-}
-
-/// `∂L/∂log σ² = ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ²` over one block, in place in `gv`
-/// (multiversioned like [`theta_block`]).
-#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn ls2_block(gv: &mut [f32], vd: &[f32], kd: &[f32], rw: f32) {
-    let n = gv.len();
-    let (vd, kd) = (&vd[..n], &kd[..n]);
-    for (o, (vd, kd)) in gv.iter_mut().zip(vd.iter().zip(kd)) {
-        *o = *o * vd + rw * kd;
     }
 }
 
@@ -253,7 +231,11 @@ impl Objective for Elbo<'_> {
         let mut tensors = params.tensors().to_vec();
         let mut layers = Vec::with_capacity(self.model.layers().len());
         let mut kl = 0.0;
-        let mut spare = std::mem::take(&mut self.spare).into_iter();
+        let mut spare = self.lent.drain(..).map(|(mut t, lent)| {
+            let [vt, kt, vs, ks] = lent.map(|v| Arc::try_unwrap(v).unwrap_or_default());
+            (t.var_dtheta, t.kl_dtheta, t.var_dls2, t.kl_dls2) = (vt, kt, vs, ks);
+            t
+        });
         for l in self.model.layers() {
             if l.q != Posterior::Additive {
                 layers.push(None);
@@ -299,47 +281,43 @@ impl Objective for Elbo<'_> {
             .step
             .take()
             .expect("Elbo::weights runs before pull_back");
-        let rw = step.rw as f32;
+        let r = step.rw as f32;
         let n = step.params.len();
-        let device = grad.tensors()[0].device();
-        let mut parts: Vec<Option<Tensor<1>>> = grad.into_tensors().into_iter().map(Some).collect();
-        let mut g: Vec<Option<Vec<f32>>> = vec![None; n];
-        let mut take = |i: usize| into_host_vec(parts[i].take().expect("one use per tensor"));
-        for f in step.layers.iter().flatten() {
-            let t = &f.terms;
-            // Written over the graph's own gradients of θ and of v (their buffers come back
-            // without a copy), element-wise in parallel blocks (the same bits on any number of
-            // threads): first ∂θ, which reads ∂v, then ∂log σ² over ∂v.
-            let (mut gt, mut gv) = (take(f.theta), take(f.var));
-            gt.par_chunks_mut(BLOCK)
-                .zip(gv.par_chunks(BLOCK))
-                .zip(t.var_dtheta.par_chunks(BLOCK))
-                .zip(t.kl_dtheta.par_chunks(BLOCK))
-                .for_each(|(((gt, gv), vd), kd)| theta_block(gt, gv, vd, kd, rw));
-            // log σ² enters the graph only through v.
-            gv.par_chunks_mut(BLOCK)
-                .zip(t.var_dls2.par_chunks(BLOCK))
-                .zip(t.kl_dls2.par_chunks(BLOCK))
-                .for_each(|((gv, vd), kd)| ls2_block(gv, vd, kd, rw));
-            g[f.theta] = Some(gt);
-            g[f.ls2] = Some(gv);
+        let parts = grad.into_tensors();
+        let mut chained: Vec<Option<Chained>> = vec![None; n];
+        // The chain rule is applied by the optimiser inside its update pass (read in place
+        // from the graph's gradients of θ and of v and from the host pass's derivatives, lent
+        // to the gradient until the next step reuses them).
+        for f in step.layers.into_iter().flatten() {
+            let mut t = f.terms;
+            let lend = |v: &mut Vec<f32>| Arc::new(std::mem::take(v));
+            let lent = [
+                lend(&mut t.var_dtheta),
+                lend(&mut t.kl_dtheta),
+                lend(&mut t.var_dls2),
+                lend(&mut t.kl_dls2),
+            ];
+            let u = parts[f.var].clone();
+            // ∂L/∂θ = ∂L/∂θ|graph + ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ.
+            chained[f.theta] = Some(Chained {
+                base: true,
+                u: u.clone(),
+                v: lent[0].clone(),
+                k: lent[1].clone(),
+                r,
+            });
+            // log σ² enters the graph only through v: ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ².
+            chained[f.ls2] = Some(Chained {
+                base: false,
+                u,
+                v: lent[2].clone(),
+                k: lent[3].clone(),
+                r,
+            });
+            self.lent.push((t, lent));
         }
-        let tensors = g
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Some(v) => {
-                    let len = v.len();
-                    Tensor::from_data(TensorData::new(v, [len]), &device)
-                }
-                None => parts[i].take().expect("not used above"),
-            })
-            .collect();
-        self.spare = step.layers.into_iter().flatten().map(|f| f.terms).collect();
-        Ok(Gradient::Values(ParamSet::from_tensors(
-            step.params,
-            tensors,
-        )?))
+        let g = ParamSet::from_tensors(step.params, parts.into_iter().take(n).collect())?;
+        Ok(Gradient::Chain { g, chained })
     }
 
     /// With [`Objective::weights`] first, `params` is its extended set (variances as leaves);
