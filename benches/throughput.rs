@@ -78,7 +78,7 @@ fn synthetic(n: usize, seed: u64) -> Dataset {
     }
 }
 
-/// Nominal fp32 peak of the reference CPU (2 Zen3 cores, AVX2), GFLOP/s; printed beside
+/// Nominal fp32 peak of a reference CPU (2 Zen3 cores, AVX2), GFLOP/s; printed beside
 /// the measured GEMM peak.
 const ZEN3_PEAK_GFLOPS: f64 = 157.0;
 

@@ -3,7 +3,7 @@
 # θ ~ N(0, 0.02²), log σ² = −10, rw = 0.04, 0.06, … (`--kl-warmup pytorch`, the notebook's loop),
 # inputs standardised with the training set's mean/std as the notebook's torchvision
 # Normalize((0.1307,), (0.3081,)), and the notebook's LinearSVDO: log α clipped to ±10 and the
-# LRT variance σ² itself (`--log-alpha-clip 10 --lrt-variance sigma2`; REFERENCE's own choice is
+# LRT variance σ² itself (`--log-alpha-clip 10 --lrt-variance sigma2`; the default is
 # ±8 and α·θ²) for SEEDS, EPOCHS epochs each; prints test accuracy (mode),
 # per-layer sparsity and compression of the last epoch.
 #   bash scripts/repro-sparse-vd.sh [OUT_DIR=runs/sparse-vd] [EPOCHS=10] [SEEDS="0 1 2"]

@@ -6,17 +6,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::arch::Arch;
+use crate::commands::align::{AlignMethod, AlignOptions};
 use crate::commands::connect::ConnectOptions;
 use crate::commands::path::PathOptions;
+use crate::commands::permute::PermuteOptions;
 use crate::commands::vtrain::VtrainOptions;
-use crate::commands::{align::AlignOptions, permute::PermuteOptions};
 use crate::commands::{eval::EvalOptions, train::TrainOptions};
 use crate::curve::CurveKind;
 use crate::data::{DataConfig, Pixels, Source};
 use crate::error::{Error, Result};
+use crate::permute::Correlation;
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
 use crate::variational::objective::{EvalConfig, Warmup};
-use crate::variational::{InitConfig, Method, VConfig};
+use crate::variational::{InitConfig, LrtVariance, Method, VConfig, VarianceLayers};
 
 /// modeconn: loss surfaces of neural networks — mode connectivity, permuted minima and
 /// variational dropout.
@@ -76,60 +78,101 @@ pub enum Command {
 pub struct DataArgs {
     /// Dataset: digits (8×8, embedded in the binary), mnist, fashion-mnist or cifar10
     /// (fetch MNIST / Fashion-MNIST with `bash scripts/fetch-data.sh`).
-    #[arg(long, default_value = "digits", value_name = "NAME")]
-    pub data: String,
+    #[arg(long, value_enum, default_value_t = Source::Digits, value_name = "NAME")]
+    pub data: Source,
     /// Directory with the dataset's files [default: data/NAME].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Pixel scaling: unit (divide by the maximum value) or standard (training-set mean/std).
-    #[arg(long, default_value = "unit", value_name = "SCALING")]
-    pub pixels: String,
+    #[arg(long, value_enum, default_value_t = Pixels::Unit, value_name = "SCALING")]
+    pub pixels: Pixels,
 }
 
 impl DataArgs {
     /// Validated data configuration.
     pub fn resolve(&self) -> Result<DataConfig> {
-        let source: Source = self.data.parse()?;
-        let pixels = match self.pixels.as_str() {
-            "unit" => Pixels::Unit,
-            "standard" => Pixels::Standard,
-            p => {
-                return Err(Error::Config(format!(
-                    "--pixels `{p}`: expected `unit` or `standard`"
-                )));
-            }
-        };
         Ok(DataConfig {
-            source,
+            source: self.data,
             dir: self.data_dir.clone(),
-            pixels,
+            pixels: self.pixels,
         })
     }
 }
 
-/// Settings shared by every training command.
+/// The defaults of the loop flags, which differ between commands (a variational model's loss is
+/// N·CE + rw·KL, so it wants Adam with a small rate).
+#[derive(Debug, Clone, Copy)]
+pub struct LoopDefaults {
+    /// `--epochs`.
+    pub epochs: usize,
+    /// `--batch-size`.
+    pub batch_size: usize,
+    /// `--lr`.
+    pub lr: f64,
+    /// `--optimizer`.
+    pub optimizer: OptimKind,
+    /// `--wd`.
+    pub wd: f64,
+    /// `--schedule`.
+    pub schedule: &'static str,
+}
+
+impl LoopDefaults {
+    /// `train`: SGD 0.1, momentum 0.9, wd 5e-4, cosine, 30 epochs of 128.
+    pub const TRAIN: Self = Self {
+        epochs: 30,
+        batch_size: 128,
+        lr: 0.1,
+        optimizer: OptimKind::Sgd,
+        wd: 5e-4,
+        schedule: "cosine",
+    };
+    /// `connect` and `probe`: as `train`, with Garipov et al.'s (2018) schedule.
+    pub const CURVE: Self = Self {
+        schedule: "garipov",
+        ..Self::TRAIN
+    };
+    /// `vtrain`: Adam 3e-3 (1e-2 for variance networks), no weight decay, constant rate, 30
+    /// epochs of 100. (The MNIST recipes of Molchanov et al. 2017 use 1e-3 over 600 steps an
+    /// epoch; the embedded digits have 14, and 1e-3 leaves their networks short of converged.)
+    pub const VARIATIONAL: Self = Self {
+        epochs: 30,
+        batch_size: 100,
+        lr: 3e-3,
+        optimizer: OptimKind::Adam,
+        wd: 0.0,
+        schedule: "constant",
+    };
+}
+
+/// `vtrain --method variance`'s default learning rate.
+const VARIANCE_LR: f64 = 1e-2;
+
+/// Settings shared by every training command (`train`, `connect`, `probe`, `vtrain`).
 #[derive(Debug, Clone, Args)]
 pub struct LoopArgs {
-    /// Number of epochs.
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
-    /// Minibatch size.
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Base learning rate.
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f64,
-    /// Optimiser: sgd (momentum) or adam.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
+    /// Number of epochs [default: 30].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Minibatch size [default: 128; vtrain 100].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate [default: 0.1; vtrain 3e-3, or 1e-2 for --method variance].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimiser [default: sgd; vtrain adam].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimKind>,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
-    /// L2 weight decay.
-    #[arg(long, default_value_t = 5e-4)]
-    pub wd: f64,
+    /// L2 weight decay [default: 5e-4; vtrain 0, the KL being the regulariser]. `connect`
+    /// applies it to the sampled point, ½·wd·‖w(t)‖², not through the optimiser.
+    #[arg(long)]
+    pub wd: Option<f64>,
     /// LR schedule: constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov,
-    /// linear-to-0:START [default: cosine for train, garipov for connect].
+    /// linear-to-0:START [default: cosine for train, garipov for connect and probe, constant
+    /// for vtrain].
     #[arg(long)]
     pub schedule: Option<String>,
     /// Seed for initialisation, data order and all sampling.
@@ -138,30 +181,34 @@ pub struct LoopArgs {
 }
 
 impl LoopArgs {
-    /// Validated loop configuration; `schedule` is used when --schedule is not given.
-    pub fn resolve(&self, schedule: &str) -> Result<LoopConfig> {
-        let kind: OptimKind = self.optimizer.parse()?;
+    /// The weight decay given or its default.
+    pub fn wd(&self, d: &LoopDefaults) -> f64 {
+        self.wd.unwrap_or(d.wd)
+    }
+
+    /// Validated loop configuration, with `d` for the flags not given.
+    pub fn resolve(&self, d: &LoopDefaults) -> Result<LoopConfig> {
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::Config(format!(
                 "--momentum must be in [0, 1), got {}",
                 self.momentum
             )));
         }
-        if !(self.wd >= 0.0 && self.wd.is_finite()) {
+        let wd = self.wd(d);
+        if !(wd >= 0.0 && wd.is_finite()) {
             return Err(Error::Config(format!(
-                "--wd must be a non-negative number, got {}",
-                self.wd
+                "--wd must be a non-negative number, got {wd}"
             )));
         }
         let cfg = LoopConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: OptimConfig::new(kind, self.momentum, self.wd),
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            lr: self.lr.unwrap_or(d.lr),
+            optim: OptimConfig::new(self.optimizer.unwrap_or(d.optimizer), self.momentum, wd),
             schedule: self
                 .schedule
                 .as_deref()
-                .unwrap_or(schedule)
+                .unwrap_or(d.schedule)
                 .parse::<Schedule>()?,
             seed: self.seed,
         };
@@ -227,7 +274,7 @@ impl TrainArgs {
                 .as_deref()
                 .map(|a| a.parse::<Arch>())
                 .transpose()?,
-            loop_cfg: self.train.resolve("cosine")?,
+            loop_cfg: self.train.resolve(&LoopDefaults::TRAIN)?,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })
@@ -274,9 +321,11 @@ impl EvalArgs {
 /// `modeconn vtrain`.
 #[derive(Debug, Args)]
 pub struct VtrainArgs {
-    /// Method: gaussian, layerwise-alpha, sparse-vd, ard, group-ard or variance.
-    #[arg(long, value_name = "METHOD")]
-    pub method: String,
+    /// Method: gaussian (Gaussian dropout, Kingma et al. 2015), layerwise-alpha (one learned α
+    /// per layer), sparse-vd (Molchanov et al. 2017), ard and group-ard (Kharitonov et al. 2018)
+    /// or variance (variance networks, Neklyudov et al. 2019).
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Method,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -284,31 +333,9 @@ pub struct VtrainArgs {
     /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<String>,
-    /// Number of epochs.
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
-    /// Minibatch size.
-    #[arg(long, default_value_t = 100)]
-    pub batch_size: usize,
-    /// Base learning rate (the loss is N·CE + rw·KL, so use Adam or a tiny SGD rate).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Optimiser: adam or sgd.
-    #[arg(long, default_value = "adam")]
-    pub optimizer: String,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// L2 weight decay on all trained tensors (the KL is the regulariser; keep 0).
-    #[arg(long, default_value_t = 0.0)]
-    pub wd: f64,
-    /// LR schedule: constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov,
-    /// linear-to-0:START.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
-    /// Seed for initialisation, data order and all sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Loop.
+    #[command(flatten)]
+    pub train: LoopArgs,
     /// KL weight warm-up: pytorch (= ramp:0.04:0.02, the deepbayes notebook: 0.04 in the first
     /// epoch, +0.02 per epoch, at most 1), theano (= linear:5:20), none, linear:START:END,
     /// slope:RATE (RATE·epoch, 1-based), ramp:FIRST:RATE.
@@ -323,24 +350,24 @@ pub struct VtrainArgs {
     /// Initial per-layer log α (layerwise-alpha).
     #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
     pub init_log_alpha: f64,
-    /// Per-weight log α is clipped to [−C, C] (sparse-vd, ard, group-ard, variance). REFERENCE
-    /// §3: 8; the PyTorch ports (deepbayes notebook): 10. Must exceed the pruning threshold 3.
+    /// Per-weight log α is clipped to [−C, C] (sparse-vd, ard, group-ard, variance). Default 8
+    /// (Molchanov et al. 2017); the deepbayes notebook's PyTorch layer uses 10. Must exceed the pruning threshold 3.
     #[arg(long, default_value_t = 8.0, value_name = "C")]
     pub log_alpha_clip: f64,
     /// Weight variance of the local reparameterisation (sparse-vd, ard, group-ard):
-    /// alpha-theta2 (α·θ² with the clipped α, REFERENCE §3) or sigma2 (σ² itself, clipped only
+    /// alpha-theta2 (α·θ² with the clipped α, Molchanov et al. 2017) or sigma2 (σ² itself, clipped only
     /// in the KL and pruning: the deepbayes notebook's LinearSVDO).
-    #[arg(long, default_value = "alpha-theta2", value_name = "FORM")]
-    pub lrt_variance: String,
+    #[arg(long, value_enum, default_value_t = LrtVariance::AlphaTheta2, value_name = "FORM")]
+    pub lrt_variance: LrtVariance,
     /// gaussian: dropout rate p, α = p/(1−p) (initial value with --learn-alpha).
     #[arg(long, default_value_t = 0.5)]
     pub dropout_rate: f64,
     /// gaussian: learn one α ≤ 1 per layer (Kingma's KL).
     #[arg(long)]
     pub learn_alpha: bool,
-    /// variance: the zero-mean layers, e.g. fc1,fc2 [default: all]; the others are point
-    /// estimates. Without batch norm a zero-mean output layer does not learn (measured on the
-    /// digits MLPs): choose hidden layers.
+    /// variance: the zero-mean layers: hidden (every layer but the output layer, which stays a
+    /// point estimate), all (every layer, for normalised networks: without normalisation a
+    /// zero-mean output layer does not learn), or a list such as fc1,fc2 [default: hidden].
     #[arg(long, value_name = "LAYERS")]
     pub variance_layers: Option<String>,
     /// Ensemble sizes evaluated on the test set, e.g. 10,20, or none.
@@ -364,27 +391,24 @@ pub struct VtrainArgs {
 impl VtrainArgs {
     /// Validated options.
     pub fn resolve(&self) -> Result<VtrainOptions> {
-        let method: Method = self.method.parse()?;
-        let loop_cfg = LoopArgs {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optimizer: self.optimizer.clone(),
-            momentum: self.momentum,
-            wd: self.wd,
-            schedule: Some(self.schedule.clone()),
-            seed: self.seed,
+        let method = self.method;
+        let mut defaults = LoopDefaults::VARIATIONAL;
+        if method == Method::Variance {
+            defaults.lr = VARIANCE_LR;
         }
-        .resolve("cosine")?;
+        let loop_cfg = self.train.resolve(&defaults)?;
         if self.eval_every == 0 {
             return Err(Error::Config("--eval-every must be at least 1".into()));
         }
-        let variance_layers = self.variance_layers.as_ref().map(|s| {
-            s.split(',')
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-        });
+        let variance_layers = match self.variance_layers.as_deref() {
+            None => VarianceLayers::Hidden,
+            Some(_) if method != Method::Variance => {
+                return Err(Error::Config(
+                    "--variance-layers applies only to --method variance".into(),
+                ));
+            }
+            Some(s) => s.parse()?,
+        };
         Ok(VtrainOptions {
             data: self.data.resolve()?,
             arch: self
@@ -403,12 +427,12 @@ impl VtrainArgs {
                     log_alpha: self.init_log_alpha,
                 },
                 log_alpha_clip: self.log_alpha_clip,
-                lrt_variance: self.lrt_variance.parse()?,
+                lrt_variance: self.lrt_variance,
             },
             warmup: self.kl_warmup.parse::<Warmup>()?,
             eval: EvalConfig {
                 ensembles: crate::variational::eval::parse_ensembles(&self.ensemble, "--ensemble")?,
-                seed: self.eval_seed.unwrap_or(self.seed),
+                seed: self.eval_seed.unwrap_or(self.train.seed),
                 every: self.eval_every,
             },
             loop_cfg,
@@ -427,9 +451,9 @@ pub struct ConnectArgs {
     /// Second endpoint (model.safetensors), same architecture.
     #[arg(long, value_name = "FILE")]
     pub b: PathBuf,
-    /// Curve family: polychain (the lecture's chain w1 → w0 → w2) or bezier.
-    #[arg(long, default_value = "polychain")]
-    pub curve: String,
+    /// Curve family: polychain (the chain w1 → w0 → w2 of Garipov et al. 2018) or bezier.
+    #[arg(long, value_enum, default_value_t = CurveKind::Polychain)]
+    pub curve: CurveKind,
     /// Number of trainable bends.
     #[arg(long, default_value_t = 1)]
     pub bends: usize,
@@ -439,7 +463,7 @@ pub struct ConnectArgs {
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Loop (--wd is applied to the sampled point w(t), ½·wd·‖w(t)‖², not by the optimiser).
+    /// Loop.
     #[command(flatten)]
     pub train: LoopArgs,
     /// Output directory.
@@ -456,12 +480,12 @@ impl ConnectArgs {
         Ok(ConnectOptions {
             a: self.a.clone(),
             b: self.b.clone(),
-            kind: self.curve.parse::<CurveKind>()?,
+            kind: self.curve,
             bends: self.bends,
             train_ends: self.train_ends,
-            wd: self.train.wd,
+            wd: self.train.wd(&LoopDefaults::CURVE),
             data: self.data.resolve()?,
-            loop_cfg: self.train.resolve("garipov")?,
+            loop_cfg: self.train.resolve(&LoopDefaults::CURVE)?,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })
@@ -563,11 +587,11 @@ pub struct AlignArgs {
     pub to: PathBuf,
     /// weights (Git Re-Basin weight matching) or activations (matching of hidden activations on
     /// the training data given by --data).
-    #[arg(long, default_value = "weights", value_name = "METHOD")]
-    pub method: String,
+    #[arg(long, value_enum, default_value_t = AlignMethod::Weights, value_name = "METHOD")]
+    pub method: AlignMethod,
     /// Activation matching: cross (E[z_A z_B^T]) or pearson (correlation coefficient).
-    #[arg(long, default_value = "cross", value_name = "KIND")]
-    pub correlation: String,
+    #[arg(long, value_enum, default_value_t = Correlation::Cross, value_name = "KIND")]
+    pub correlation: Correlation,
     /// Activation matching: use only the first N training samples [default: all].
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
@@ -598,14 +622,14 @@ impl AlignArgs {
         Ok(AlignOptions {
             model: self.model.clone(),
             to: self.to.clone(),
-            method: self.method.parse()?,
+            method: self.method,
             matching: crate::permute::MatchOptions {
                 seed: self.seed,
                 max_sweeps: self.max_sweeps,
                 ..Default::default()
             },
             data: self.data.resolve()?,
-            correlation: self.correlation.parse()?,
+            correlation: self.correlation,
             samples: self.samples,
             out: self.out.clone(),
         })
@@ -622,8 +646,8 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "FILE")]
     pub b: PathBuf,
     /// How w2 is aligned to w1: weights or activations.
-    #[arg(long, default_value = "weights", value_name = "METHOD")]
-    pub align: String,
+    #[arg(long, value_enum, default_value_t = AlignMethod::Weights, value_name = "METHOD")]
+    pub align: AlignMethod,
     /// Seed of the random permutations π (w1 gets SEED, w2 gets SEED+1).
     #[arg(long, default_value_t = 0)]
     pub perm_seed: u64,
@@ -653,10 +677,10 @@ impl ProbeArgs {
         Ok(crate::commands::probe::ProbeOptions {
             a: self.a.clone(),
             b: self.b.clone(),
-            align: self.align.parse()?,
+            align: self.align,
             perm_seed: self.perm_seed,
-            loop_cfg: self.train.resolve("garipov")?,
-            wd: self.train.wd,
+            loop_cfg: self.train.resolve(&LoopDefaults::CURVE)?,
+            wd: self.train.wd(&LoopDefaults::CURVE),
             points: self.points,
             train_subset: self.train_subset,
             data: self.data.resolve()?,

@@ -16,6 +16,23 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The error chain on one line, each cause once: a cause whose text its parent already shows
+/// (an I/O error inside "FILE: error") is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse() {
@@ -35,8 +52,7 @@ fn main() {
         }
     };
     if let Err(e) = modeconn::backend::on_workers(|| run(cli, argv)) {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", chain.join(": "));
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
 }

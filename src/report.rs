@@ -17,15 +17,11 @@ pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, s.as_bytes())
 }
 
-/// The git revision of the source tree this binary was built from, when available.
+/// The git revision of the source tree this binary was built from (recorded by `build.rs` at
+/// build time), when it was built inside a git checkout.
 pub fn git_rev() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let rev = env!("MODECONN_GIT_REV");
+    (!rev.is_empty()).then(|| rev.to_string())
 }
 
 /// Records a run: call [`RunRecord::finish`] when done to write `run.json`.

@@ -165,7 +165,7 @@ fn port_options_are_stored_and_eval_reproduces_them() {
     for k in ["mode_acc", "sample_acc", "ensemble_acc", "sparsity"] {
         assert_eq!(e[k], s[k], "{k}");
     }
-    // The same run with REFERENCE's choices is a different model.
+    // The same run with the default choices is a different model.
     let other = dir.path().join("reference");
     vtrain(&other, "sparse-vd", &["--epochs", "8", "--lr", "3e-3"]).success();
     assert_ne!(

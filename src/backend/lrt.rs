@@ -1,4 +1,4 @@
-//! Dense layer under the local reparameterisation trick (Kingma et al. 2015; REFERENCE §3) as one
+//! Dense layer under the local reparameterisation trick (Kingma et al. 2015, §2.2) as one
 //! host op with its own backward pass, plugged into burn like [`super::dense`] (backend extension
 //! `GemmLrt` for flex and its autodiff wrapper; other backends compose burn's ops).
 //!

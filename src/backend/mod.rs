@@ -160,12 +160,6 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
     }
 }
 
-/// Seeds burn's global generator (used only for noise drawn by burn itself, e.g. variational
-/// sampling); every other random choice takes an explicit seeded RNG.
-pub fn seed(device: &Device, seed: u64) {
-    device.seed(seed);
-}
-
 /// Runs `f` on a thread of rayon's global pool (the caller waits). The CPU backend's parallel
 /// GEMMs and element-wise kernels are rayon jobs: issued from a pool thread, that thread works
 /// on them itself and the other workers are already awake, while from an outside thread every

@@ -4,7 +4,6 @@
 //! objective before and after) and `run.json` into `--out`.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -21,27 +20,13 @@ use crate::permute::{
 use crate::report::{RunRecord, write_json};
 
 /// How B is matched to A.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-pub enum Method {
+pub enum AlignMethod {
     /// Weight matching: maximise `Σ_params ⟨W_A, π(W_B)⟩_F`.
     Weights,
     /// Activation matching on the training data.
     Activations,
-}
-
-impl FromStr for Method {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "weights" => Ok(Method::Weights),
-            "activations" => Ok(Method::Activations),
-            _ => Err(Error::Config(format!(
-                "--method `{s}`: expected `weights` or `activations`"
-            ))),
-        }
-    }
 }
 
 /// Validated options of `modeconn align`.
@@ -52,7 +37,7 @@ pub struct AlignOptions {
     /// Network A, the reference.
     pub to: PathBuf,
     /// Matching method.
-    pub method: Method,
+    pub method: AlignMethod,
     /// Weight matching: visiting-order seed, sweep limit, tolerance.
     pub matching: MatchOptions,
     /// Activation matching: the data (its training split is used).
@@ -92,7 +77,7 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
     let spec = arch.perm_spec();
     let started = Instant::now();
     let (perm, details) = match opts.method {
-        Method::Weights => {
+        AlignMethod::Weights => {
             let m = weight_matching(&spec, &a, &b, &opts.matching)?;
             let details = json!({
                 "objective": "sum over parameters of <W_A, pi(W_B)>_F",
@@ -104,7 +89,7 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
             });
             (m.perm, details)
         }
-        Method::Activations => {
+        AlignMethod::Activations => {
             let split = load_data(&opts.data)?;
             arch.check_data(&split.train)?;
             let train = match opts.samples {

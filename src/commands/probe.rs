@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::align::{AlignOptions, Method as AlignMethod};
+use super::align::{AlignMethod, AlignOptions};
 use super::connect::ConnectOptions;
 use super::path::PathOptions;
 use super::permute::PermuteOptions;

@@ -2,38 +2,23 @@
 //! (Garipov et al. 2018, §3): `w(t) = Σ_j c_j(t) θ_j`, `θ_0 = w_A`, `θ_{n−1} = w_B`.
 //!
 //! - PolyChain: `c_j(t) = max(0, 1 − |(n−1)t − j|)` (piecewise-linear through the points). With one
-//!   bend (n = 3) this is the lecture's chain written with `ε = 2t ∈ [0, 2]`:
+//!   bend (n = 3) this is the one-bend chain of Garipov et al. 2018 (§3.2) written with `ε = 2t ∈ [0, 2]`:
 //!   `w = (1−ε)w₁ + εw₀` for ε < 1 and `(2−ε)w₀ + (ε−1)w₂` for ε ≥ 1; ε ~ U(0,2) ⇔ t ~ U(0,1).
 //! - Bezier: `c_j(t) = C(n−1, j) t^j (1−t)^{n−1−j}` (Bernstein polynomials).
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 /// The family of a curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CurveKind {
     /// Polygonal chain through the control points.
+    #[value(alias = "chain")]
     Polychain,
     /// Bezier curve with the control points.
     Bezier,
-}
-
-impl FromStr for CurveKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "polychain" | "chain" => Ok(CurveKind::Polychain),
-            "bezier" => Ok(CurveKind::Bezier),
-            _ => Err(Error::Config(format!(
-                "--curve `{s}`: expected `polychain` or `bezier`"
-            ))),
-        }
-    }
 }
 
 impl fmt::Display for CurveKind {

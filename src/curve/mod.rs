@@ -142,11 +142,8 @@ impl Curve {
             msg,
         };
         let arch: Arch = f.meta.arch.parse().map_err(|e: Error| bad(e.to_string()))?;
-        let kind: CurveKind = f.meta.extra["curve"]
-            .as_str()
-            .ok_or_else(|| bad("no curve kind in metadata".into()))?
-            .parse()
-            .map_err(|e: Error| bad(e.to_string()))?;
+        let kind: CurveKind = serde_json::from_value(f.meta.extra["curve"].clone())
+            .map_err(|e| bad(format!("curve kind in metadata: {e}")))?;
         let n = f.meta.extra["points"]
             .as_u64()
             .filter(|&n| n >= 2)

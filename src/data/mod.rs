@@ -21,7 +21,6 @@ pub mod mnist;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -190,7 +189,9 @@ impl Split {
 }
 
 /// Which dataset to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// The 8×8 UCI digits embedded in the binary.
@@ -198,8 +199,10 @@ pub enum Source {
     /// MNIST IDX files.
     Mnist,
     /// Fashion-MNIST IDX files.
+    #[value(alias = "fashion")]
     FashionMnist,
     /// CIFAR-10 binary batches.
+    #[value(alias = "cifar-10")]
     Cifar10,
 }
 
@@ -212,7 +215,7 @@ impl Source {
         Source::Cifar10,
     ];
 
-    /// Canonical name, as accepted by [`FromStr`] and used in serde and in dataset names:
+    /// Canonical name, as accepted on the command line and used in serde and in dataset names:
     /// `digits`, `mnist`, `fashion-mnist`, `cifar10`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -250,26 +253,18 @@ impl fmt::Display for Source {
     }
 }
 
-impl FromStr for Source {
-    type Err = Error;
-
-    /// Parses `digits`, `mnist`, `fashion-mnist` (or `fashion`), `cifar10` (or `cifar-10`),
-    /// ignoring ASCII case and surrounding spaces.
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "digits" => Ok(Source::Digits),
-            "mnist" => Ok(Source::Mnist),
-            "fashion-mnist" | "fashion" => Ok(Source::FashionMnist),
-            "cifar10" | "cifar-10" => Ok(Source::Cifar10),
-            _ => Err(Error::Config(format!(
-                "unknown dataset `{s}`; valid: digits, mnist, fashion-mnist (or fashion), cifar10"
-            ))),
-        }
-    }
-}
-
 /// Pixel scaling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pixels {
     /// Divide by the format's maximum value (255, or 16 for digits): values in [0, 1].
@@ -292,21 +287,6 @@ impl Pixels {
 impl fmt::Display for Pixels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Pixels {
-    type Err = Error;
-
-    /// Parses `unit` or `standard` (ignoring ASCII case).
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "unit" => Ok(Pixels::Unit),
-            "standard" => Ok(Pixels::Standard),
-            _ => Err(Error::Config(format!(
-                "unknown pixel scaling `{s}`; valid: unit, standard"
-            ))),
-        }
     }
 }
 
@@ -448,22 +428,25 @@ mod tests {
     #[test]
     fn source_from_str_and_name() {
         for s in Source::ALL {
-            assert_eq!(s.name().parse::<Source>().unwrap(), s);
+            use clap::ValueEnum;
+            assert_eq!(Source::from_str(s.name(), false).unwrap(), s);
             assert_eq!(s.to_string(), s.name());
             // serde agrees with name().
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.name()));
             assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), s);
         }
-        assert_eq!("fashion".parse::<Source>().unwrap(), Source::FashionMnist);
-        assert_eq!(" MNIST ".parse::<Source>().unwrap(), Source::Mnist);
-        let err = "imagenet".parse::<Source>().unwrap_err().to_string();
-        assert!(err.contains("imagenet"), "{err}");
-        for valid in ["digits", "mnist", "fashion-mnist", "cifar10"] {
-            assert!(err.contains(valid), "{err}");
-        }
-        assert_eq!("standard".parse::<Pixels>().unwrap(), Pixels::Standard);
-        assert!("z".parse::<Pixels>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(
+            Source::from_str("fashion", false).unwrap(),
+            Source::FashionMnist
+        );
+        assert!(Source::from_str("imagenet", false).is_err());
+        assert_eq!(
+            Pixels::from_str("standard", false).unwrap(),
+            Pixels::Standard
+        );
+        assert!(Pixels::from_str("z", false).is_err());
         assert_eq!(
             DataConfig::new(Source::Cifar10).resolved_dir(),
             Path::new("data/cifar10")

@@ -7,7 +7,7 @@
 //! Points are evaluated in parallel (rayon) through a [`Family`] of the control points; each
 //! point's weights are formed on the host and dropped after use, so memory stays flat in the
 //! number of points. A network with BatchNorm would recompute its statistics inside
-//! [`Family::metrics`] (REFERENCE §1), without the first-layer cache; the interface does not
+//! [`Family::metrics`] (Garipov et al. 2018), without the first-layer cache; the interface does not
 //! change.
 
 use std::sync::Arc;

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// What a tensor is for (decides weight decay defaults, initialisation and fan-in).
+/// What a tensor is for: it decides the initialisation (a weight's fan-in scales its bias's
+/// range) and which tensors a variational model makes stochastic (weights; biases stay points).
+/// Weight decay applies to every trained tensor alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {

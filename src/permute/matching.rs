@@ -168,27 +168,13 @@ pub fn weight_matching(
 }
 
 /// Which similarity activation matching maximises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Correlation {
     /// `E[z_A z_Bᵀ]` (Git Re-Basin).
     Cross,
     /// Pearson correlation (Tatro et al. 2020).
     Pearson,
-}
-
-impl std::str::FromStr for Correlation {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cross" => Ok(Correlation::Cross),
-            "pearson" => Ok(Correlation::Pearson),
-            _ => Err(Error::Config(format!(
-                "--correlation `{s}`: expected `cross` or `pearson`"
-            ))),
-        }
-    }
 }
 
 /// Sums over samples of one hidden layer's post-activations in two networks.

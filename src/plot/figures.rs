@@ -1,6 +1,6 @@
 //! Figures built from result files: `path.csv` (loss/error along paths), `plane.json` (the
 //! plane), vtrain's `metrics.jsonl` and `variational.safetensors` (accuracy, sparsity, log α),
-//! and the KL approximation against its exact value (computed, REFERENCE §3).
+//! and the KL approximation against its exact value (computed from the series of `variational::kl::kl_exact`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

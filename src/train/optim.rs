@@ -7,7 +7,6 @@
 //!   p ← p − lr·m̂/(√v̂ + ε)` with bias corrections (Kingma & Ba 2015; PyTorch `Adam`).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use burn::tensor::Device;
@@ -47,26 +46,13 @@ pub enum OptimConfig {
 }
 
 /// Optimiser kind as given on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimKind {
     /// SGD with momentum.
     Sgd,
     /// Adam.
     Adam,
-}
-
-impl FromStr for OptimKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "sgd" => Ok(OptimKind::Sgd),
-            "adam" => Ok(OptimKind::Adam),
-            _ => Err(Error::Config(format!(
-                "--optimizer `{s}`: expected `sgd` or `adam`"
-            ))),
-        }
-    }
 }
 
 impl fmt::Display for OptimKind {

@@ -1,4 +1,4 @@
-//! The per-weight terms of the additive parameterisation (REFERENCE §3) in one fused host pass,
+//! The per-weight terms of the additive parameterisation (Molchanov et al. 2017, §4.2) in one fused host pass,
 //! spliced into the autodiff graph through first-order surrogates.
 //!
 //! For each weight with mean θ and log σ²:

@@ -1,4 +1,4 @@
-//! Variational dropout family (REFERENCE §3): Gaussian dropout with layer-wise α (Kingma et al.
+//! Variational dropout family: Gaussian dropout with layer-wise α (Kingma et al.
 //! 2015), layer-wise learned α (the "phase transition" experiment), sparse variational dropout
 //! (Molchanov et al. 2017), ARD and group ARD (Kharitonov et al. 2018) and variance layers
 //! (Neklyudov et al. 2019).
@@ -52,9 +52,9 @@ pub const MU: &str = "mu/";
 pub const LOG_SIGMA2: &str = "log_sigma2/";
 /// Prefix of the per-layer log α.
 pub const LOG_ALPHA: &str = "log_alpha/";
-/// `log α` is clipped to `[−LOG_ALPHA_CLIP, LOG_ALPHA_CLIP]` in the additive form (REFERENCE §3).
+/// `log α` is clipped to `[−LOG_ALPHA_CLIP, LOG_ALPHA_CLIP]` in the additive form (Molchanov et al. 2017, §4.3).
 pub const LOG_ALPHA_CLIP: f32 = 8.0;
-/// `log α` of the per-layer form is clipped to `[−20, 20]` (REFERENCE §3).
+/// `log α` of the per-layer form is clipped to `[−20, 20]`.
 pub const LAYER_LOG_ALPHA_CLIP: f32 = 20.0;
 /// A weight is pruned when `log α > PRUNE_LOG_ALPHA` (dropout rate ≈ 0.95).
 pub const PRUNE_LOG_ALPHA: f32 = 3.0;
@@ -64,13 +64,13 @@ pub const THETA2_EPS: f32 = 1e-8;
 pub const KIND: &str = "variational";
 
 /// A variational method (`--method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Gaussian dropout, multiplicative form, one α per layer: fixed from the dropout rate, or
     /// learned with Kingma's KL (α ≤ 1).
     Gaussian,
-    /// One learned log α per layer, log-uniform KL × |W| (the lecture's phase transition).
+    /// One learned log α per layer, log-uniform KL × |W| (a layer may run to α → ∞ and become zero-mean).
     LayerwiseAlpha,
     /// Sparse variational dropout: per-weight α, log-uniform prior, Molchanov's KL.
     SparseVd,
@@ -112,30 +112,14 @@ impl fmt::Display for Method {
     }
 }
 
-impl FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-                Error::Config(format!(
-                    "--method `{s}`: expected one of {}",
-                    names.join(", ")
-                ))
-            })
-    }
-}
-
 /// Initialisation of a variational model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitConfig {
     /// θ ~ N(0, std²) and zero biases; `None`: the architecture's PyTorch initialisation.
     pub std: Option<f64>,
-    /// Initial log σ² of the additive methods (REFERENCE recipes: −10).
+    /// Initial log σ² of the additive methods (Molchanov et al. 2017: −10).
     pub log_sigma2: f64,
-    /// Initial per-layer log α of `layerwise-alpha` (REFERENCE: −10).
+    /// Initial per-layer log α of `layerwise-alpha` (−10 by default).
     pub log_alpha: f64,
 }
 
@@ -150,10 +134,10 @@ impl Default for InitConfig {
 }
 
 /// The weight variance that the local reparameterisation of an additive layer uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LrtVariance {
-    /// `α·θ²` with the clipped α (REFERENCE §3: the clip applies in the forward pass and the KL).
+    /// `α·θ²` with the clipped α (the clip applies in the forward pass and the KL).
     #[default]
     AlphaTheta2,
     /// `σ²` itself, unclipped; the clip acts only in the KL and in pruning (the deepbayes
@@ -171,17 +155,47 @@ impl LrtVariance {
     }
 }
 
-impl FromStr for LrtVariance {
+/// Which layers of a variance network are zero-mean, `q(w) = N(0, σ²)`; the others are point
+/// estimates.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VarianceLayers {
+    /// Every weight layer but the last (the output layer stays a point estimate): learns
+    /// without normalisation.
+    #[default]
+    Hidden,
+    /// Every weight layer, as Neklyudov et al. (2019) train normalised networks.
+    All,
+    /// The named layers.
+    Named(Vec<String>),
+}
+
+impl FromStr for VarianceLayers {
     type Err = Error;
+
+    /// `hidden`, `all` or a comma-separated list of layer names.
     fn from_str(s: &str) -> Result<Self> {
-        [LrtVariance::AlphaTheta2, LrtVariance::Sigma2]
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "--lrt-variance `{s}`: expected `alpha-theta2` or `sigma2`"
-                ))
-            })
+        Ok(match s.trim() {
+            "hidden" => VarianceLayers::Hidden,
+            "all" => VarianceLayers::All,
+            list => VarianceLayers::Named(
+                list.split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+            ),
+        })
+    }
+}
+
+impl VarianceLayers {
+    /// Whether layer `name`, the `index`-th of `count` weight layers, is zero-mean.
+    pub fn contains(&self, name: &str, index: usize, count: usize) -> bool {
+        match self {
+            VarianceLayers::Hidden => index + 1 < count,
+            VarianceLayers::All => true,
+            VarianceLayers::Named(v) => v.iter().any(|l| l == name),
+        }
     }
 }
 
@@ -194,15 +208,16 @@ fn default_log_alpha_clip() -> f64 {
 pub struct VConfig {
     /// The method.
     pub method: Method,
-    /// `variance`: the zero-mean layers (`None`: all layers); the others are point estimates.
-    pub variance_layers: Option<Vec<String>>,
+    /// `variance`: the zero-mean layers; the others are point estimates.
+    #[serde(default)]
+    pub variance_layers: VarianceLayers,
     /// `gaussian`: dropout rate p, α = p/(1−p) (the initial value when learned).
     pub dropout_rate: f64,
     /// `gaussian`: learn the per-layer α (clipped to α ≤ 1) with Kingma's KL.
     pub learn_alpha: bool,
     /// Initialisation.
     pub init: InitConfig,
-    /// Per-weight log α (additive and variance layers) is clipped to `[−c, c]` (REFERENCE: 8;
+    /// Per-weight log α (additive and variance layers) is clipped to `[−c, c]` (default 8;
     /// the PyTorch ports: 10).
     #[serde(default = "default_log_alpha_clip")]
     pub log_alpha_clip: f64,
@@ -216,7 +231,7 @@ impl VConfig {
     pub fn new(method: Method) -> Self {
         Self {
             method,
-            variance_layers: None,
+            variance_layers: VarianceLayers::Hidden,
             dropout_rate: 0.5,
             learn_alpha: false,
             init: InitConfig::default(),
@@ -313,7 +328,7 @@ impl VModel {
             .filter(|e| e.role == Role::Weight)
             .map(|e| e.name.trim_end_matches(".weight").to_string())
             .collect();
-        if let Some(vl) = &config.variance_layers {
+        if let VarianceLayers::Named(vl) = &config.variance_layers {
             if config.method != Method::Variance {
                 return Err(Error::Config(
                     "--variance-layers applies only to --method variance".into(),
@@ -364,11 +379,13 @@ impl VModel {
             }
         }
         let gauss_log_alpha = (p / (1.0 - p)).ln() as f32;
+        let count = names.len();
         let layers: Vec<LayerInfo> = base
             .entries()
             .iter()
             .filter(|e| e.role == Role::Weight)
-            .map(|e| {
+            .enumerate()
+            .map(|(index, e)| {
                 let name = e.name.trim_end_matches(".weight").to_string();
                 let q = match config.method {
                     Method::Gaussian if config.learn_alpha => Posterior::Shared {
@@ -383,10 +400,10 @@ impl VModel {
                         hi: LAYER_LOG_ALPHA_CLIP,
                     },
                     Method::SparseVd | Method::Ard | Method::GroupArd => Posterior::Additive,
-                    Method::Variance => match &config.variance_layers {
-                        Some(vl) if !vl.contains(&name) => Posterior::Point,
-                        _ => Posterior::Variance,
-                    },
+                    Method::Variance if config.variance_layers.contains(&name, index, count) => {
+                        Posterior::Variance
+                    }
+                    Method::Variance => Posterior::Point,
                 };
                 LayerInfo {
                     name,
@@ -940,7 +957,7 @@ mod tests {
         let model = VModel::new(
             "mlp:3-4-2".parse().unwrap(),
             VConfig {
-                variance_layers: Some(vec!["fc1".into()]),
+                variance_layers: VarianceLayers::Named(vec!["fc1".into()]),
                 ..VConfig::new(Method::Variance)
             },
         )
@@ -960,7 +977,7 @@ mod tests {
         let arch: Arch = "mlp:3-2".parse().unwrap();
         let err = |c: VConfig| VModel::new(arch.clone(), c).unwrap_err().to_string();
         let mut c = VConfig::new(Method::Variance);
-        c.variance_layers = Some(vec!["fc7".into()]);
+        c.variance_layers = VarianceLayers::Named(vec!["fc7".into()]);
         assert!(err(c).contains("--variance-layers"));
         let mut c = VConfig::new(Method::Gaussian);
         c.dropout_rate = 1.0;
@@ -968,11 +985,5 @@ mod tests {
         let mut c = VConfig::new(Method::Ard);
         c.init.std = Some(-1.0);
         assert!(err(c).contains("--init-std"));
-        assert!(
-            "vd".parse::<Method>()
-                .unwrap_err()
-                .to_string()
-                .contains("--method")
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! The ELBO objective for [`crate::train::fit`] and the KL warm-up schedules (REFERENCE §3).
+//! The ELBO objective for [`crate::train::fit`] and the KL warm-up schedules (Molchanov et al. 2017, §4.2; Sønderby et al. 2016).
 //!
 //! Minimised per batch: `N · mean_batch CE(f(x; w ~ q), y) + rw · KL(q ‖ p)`, with N the
 //! training-set size (the negative ELBO up to the batch estimate of the data term). The noise of
@@ -92,7 +92,7 @@ impl FromStr for Warmup {
         Ok(match parts.as_slice() {
             ["theano"] => Warmup::Linear { start: 5, end: 20 },
             // The deepbayes notebook starts at 0.02 and adds 0.02 before every epoch, the
-            // first included: 0.04, 0.06, … (REFERENCE's `0.02·(epoch+1)` with 1-based epochs).
+            // first included: 0.04, 0.06, … (`0.02·(epoch+1)` with 1-based epochs).
             ["pytorch"] => Warmup::Ramp {
                 first: 0.04,
                 rate: 0.02,

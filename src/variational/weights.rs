@@ -1,4 +1,4 @@
-//! The local-reparameterisation weights source (Kingma et al. 2015; REFERENCE §3).
+//! The local-reparameterisation weights source (Kingma et al. 2015, §2.2).
 //!
 //! For a layer with weight mean θ and weight variance `v` (`v = α·θ²`, or `σ²` for variance
 //! layers), the pre-activation of each example and unit is Gaussian with
@@ -705,8 +705,11 @@ mod tests {
     #[test]
     fn variance_layer_has_bias_mean_and_sigma2_variance() {
         let dev = backend::device();
-        let model =
-            VModel::new("mlp:3-2".parse().unwrap(), VConfig::new(Method::Variance)).unwrap();
+        let config = VConfig {
+            variance_layers: crate::variational::VarianceLayers::All,
+            ..VConfig::new(Method::Variance)
+        };
+        let model = VModel::new("mlp:3-2".parse().unwrap(), config).unwrap();
         assert!(model.layout().index_of("mu/fc1.weight").is_err());
         let p = random_params(&model, 7);
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, -1.0], [1, 3]), &dev);
