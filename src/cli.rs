@@ -1,9 +1,9 @@
 //! Command-line interface: clap definitions and their conversion into validated options. The core
 //! never sees clap types.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::arch::Arch;
 use crate::commands::align::{AlignMethod, AlignOptions};
@@ -15,6 +15,7 @@ use crate::commands::{eval::EvalOptions, train::TrainOptions};
 use crate::curve::CurveKind;
 use crate::data::{DataConfig, Pixels, Source};
 use crate::error::{Error, Result};
+use crate::params::io::write_atomic;
 use crate::permute::Correlation;
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
 use crate::variational::objective::{EvalConfig, Warmup};
@@ -71,6 +72,56 @@ pub enum Command {
     /// Execute an analysis spec (analyses/*.toml) step by step, skipping steps already done with
     /// the same resolved command line and resuming interrupted training.
     Run(RunArgs),
+    /// Print a shell completion script, e.g. `modeconn completions bash >
+    /// ~/.local/share/bash-completion/completions/modeconn`.
+    Completions(CompletionsArgs),
+    /// Write man pages (modeconn.1 and one modeconn-COMMAND.1 per command) into --out.
+    Man(ManArgs),
+}
+
+/// `modeconn completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `modeconn man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "man")]
+    pub out: PathBuf,
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "modeconn", &mut buf);
+    String::from_utf8(buf).expect("completion scripts are UTF-8")
+}
+
+/// Writes the man pages into `dir` (atomically, one file each); returns their paths.
+pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let root = Cli::command();
+    let mut pages = vec![("modeconn".to_string(), root.clone())];
+    for sub in root.get_subcommands() {
+        let name = format!("modeconn-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    let mut files = Vec::new();
+    for (name, cmd) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut buf)
+            .map_err(|e| Error::io(dir, e))?;
+        let file = dir.join(format!("{name}.1"));
+        write_atomic(&file, &buf)?;
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// Which data to use.
@@ -805,6 +856,12 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
                 .map(|s| format!("{:<14} {}\n", s["id"].as_str().unwrap_or(""), s["status"]))
                 .collect();
             return Ok((v, t));
+        }
+        Command::Completions(a) => return Ok((serde_json::Value::Null, completions(a.shell))),
+        Command::Man(a) => {
+            let files = man_pages(&a.out)?;
+            let t = files.iter().map(|f| format!("{}\n", f.display())).collect();
+            return Ok((serde_json::json!(files), t));
         }
         Command::Demo(a) => {
             let opts = commands::demo::DemoOptions {

@@ -3,6 +3,7 @@
 //! `lenet5` (= `lenet5:1x28x28`), `lenet5:3x32x32`.
 
 pub mod lenet;
+pub mod memory;
 pub mod mlp;
 
 use std::fmt;

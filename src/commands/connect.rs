@@ -99,6 +99,10 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");
     let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
+    arch.check_memory(
+        opts.bends + 2 + crate::arch::memory::TRAIN_COPIES + opts.loop_cfg.optim.slots(),
+        opts.loop_cfg.batch_size,
+    )?;
     let mut curve = Curve::init_linear(opts.kind, opts.bends, arch.clone(), &a, &b)?;
     let idx = curve.trainable(opts.train_ends);
     let packed = curve.pack(&idx);

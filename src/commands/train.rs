@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{default_arch, eval_device, load_data};
 use crate::arch::Arch;
+use crate::arch::memory::TRAIN_COPIES;
 use crate::data::DataConfig;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, Metrics, evaluate};
@@ -65,6 +66,10 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
     let config = serde_json::to_value(&resolved).expect("serialisable config");
     let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
     let device = eval_device();
+    arch.check_memory(
+        TRAIN_COPIES + opts.loop_cfg.optim.slots(),
+        opts.loop_cfg.batch_size,
+    )?;
     let init = arch.init(opts.loop_cfg.seed, &device);
     let mut obj = Classification {
         arch: arch.clone(),

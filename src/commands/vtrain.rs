@@ -71,6 +71,11 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
     let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
     arch.check_data(&split.train)?;
     opts.loop_cfg.validate()?;
+    // Means and log-variances: about twice the plain network's buffers.
+    arch.check_memory(
+        2 * (crate::arch::memory::TRAIN_COPIES + opts.loop_cfg.optim.slots()),
+        opts.loop_cfg.batch_size,
+    )?;
     let model = VModel::new(arch.clone(), opts.config.clone())?;
     let resolved = Resolved {
         data: &opts.data,

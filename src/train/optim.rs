@@ -78,7 +78,8 @@ impl OptimConfig {
         }
     }
 
-    fn slots(&self) -> usize {
+    /// Weight-sized state buffers: 1 for SGD (momentum), 2 for Adam (both moments).
+    pub fn slots(&self) -> usize {
         match self {
             OptimConfig::Sgd { .. } => 1,
             OptimConfig::Adam { .. } => 2,

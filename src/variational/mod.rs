@@ -888,8 +888,29 @@ mod tests {
             ["log_alpha/fc1.weight", "log_alpha/fc2.weight"]
         );
         assert_eq!(names(Method::Gaussian).len(), 4);
+        // By default the hidden layer is zero-mean and the output layer a point estimate.
         assert_eq!(
             names(Method::Variance),
+            [
+                "mu/fc1.bias",
+                "mu/fc2.weight",
+                "mu/fc2.bias",
+                "log_sigma2/fc1.weight"
+            ]
+        );
+        let all = VConfig {
+            variance_layers: VarianceLayers::All,
+            ..VConfig::new(Method::Variance)
+        };
+        let all: Vec<String> = VModel::new(arch.clone(), all)
+            .unwrap()
+            .layout()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(
+            all,
             [
                 "mu/fc1.bias",
                 "mu/fc2.bias",
