@@ -19,7 +19,7 @@ SECS="${2:-3}"
 E2E="${3:-}"
 bash scripts/setup-torch.sh >/dev/null
 cargo build --release --benches -q
-BENCH=$(ls -t target/release/deps/throughput-* | grep -v '\.d$' | head -1)
+BENCH=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/throughput-* | grep -v '\.d$' | head -1)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 for r in $(seq 1 "$ROUNDS"); do

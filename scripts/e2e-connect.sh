@@ -11,7 +11,7 @@ OUT="${1:-runs/e2e-connect}"
 EPOCHS="${2:-20}"
 bash scripts/fetch-data.sh mnist >/dev/null
 cargo build --release -q
-M=./target/release/modeconn
+M="${CARGO_TARGET_DIR:-target}/release/modeconn"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 TOTAL=0

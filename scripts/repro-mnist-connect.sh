@@ -9,7 +9,7 @@ OUT="${1:-runs/mnist-connect}"
 ARCH="${2:-mlp:784-300-100-10}"
 bash scripts/fetch-data.sh mnist >/dev/null
 cargo build --release -q
-M=./target/release/modeconn
+M="${CARGO_TARGET_DIR:-target}/release/modeconn"
 mkdir -p "$OUT"
 t() { local s=$(date +%s.%N); "$@"; echo "time $(echo "$(date +%s.%N) - $s" | bc) s: ${*:1:2}" >&2; }
 for s in 1 2; do

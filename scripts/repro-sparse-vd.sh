@@ -15,7 +15,7 @@ SEEDS="${3:-0 1 2}"
 bash scripts/fetch-data.sh mnist >/dev/null
 cargo build --release -q
 for s in $SEEDS; do
-  ./target/release/modeconn vtrain --method sparse-vd --arch mlp:784-300-100-10 --data mnist \
+  "${CARGO_TARGET_DIR:-target}/release/modeconn" vtrain --method sparse-vd --arch mlp:784-300-100-10 --data mnist \
     --pixels standard --batch-size 100 --lr 1e-3 --optimizer adam \
     --schedule multistep:50,60,70,80:0.2 --kl-warmup pytorch --init-std 0.02 \
     --init-log-sigma2 -10 --log-alpha-clip 10 --lrt-variance sigma2 --epochs "$EPOCHS" --seed "$s" -q --out "$OUT/seed$s" >/dev/null

@@ -17,6 +17,8 @@ use crate::data::{DataConfig, Pixels, Source};
 use crate::error::{Error, Result};
 use crate::params::io::write_atomic;
 use crate::permute::Correlation;
+use crate::pipeline::runner::{self, RunOptions};
+use crate::pipeline::{demo, spec::Analysis};
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
 use crate::variational::objective::{EvalConfig, Warmup};
 use crate::variational::{InitConfig, LrtVariance, Method, VConfig, VarianceLayers};
@@ -790,7 +792,10 @@ impl PlaneArgs {
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// A result directory or file (path.csv, plane.json, metrics.jsonl of vtrain), or `kl`.
-    pub input: PathBuf,
+    /// Several path results (`path` output directories or path.csv files) are drawn on the
+    /// same axes; `LABEL=DIR` draws that result's straight line under LABEL.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
     /// Output directory for the figures [default: next to the input].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -798,6 +803,21 @@ pub struct PlotArgs {
     /// figure].
     #[arg(long, value_name = "WxH")]
     pub size: Option<String>,
+}
+
+/// Runs one analysis step: parses its command line and executes it (the runner's executor).
+fn run_step(argv: Vec<String>) -> Result<serde_json::Value> {
+    let cli = Cli::try_parse_from(&argv).map_err(|e| {
+        Error::Config(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string(),
+        )
+    })?;
+    Ok(execute(cli.command, argv)?.0)
 }
 
 /// Runs a parsed command; returns its result as JSON and the text to print on stdout.
@@ -822,13 +842,23 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         }
         Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
         Command::Plot(a) => {
+            let inputs = a
+                .inputs
+                .iter()
+                .map(|s| match s.split_once('=') {
+                    Some((label, p)) if !Path::new(s).exists() && !label.is_empty() => {
+                        (Some(label.to_string()), PathBuf::from(p))
+                    }
+                    _ => (None, PathBuf::from(s)),
+                })
+                .collect();
             let opts = commands::plot::PlotOptions {
                 size: a
                     .size
                     .as_deref()
                     .map(|s| commands::plot::parse_size(s, "--size"))
                     .transpose()?,
-                input: a.input,
+                inputs,
                 out: a.out,
             };
             let v = commands::plot::run(&opts)?;
@@ -844,11 +874,28 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
         Command::Run(a) => {
-            let v = commands::run::run(&commands::run::RunOptions {
+            let analysis = Analysis::load(&a.spec)?;
+            let out = a.out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(a.spec.file_stem().unwrap_or_default())
+            });
+            let set = a
+                .set
+                .iter()
+                .map(|s| {
+                    s.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                        .ok_or_else(|| Error::Config(format!("--set `{s}`: expected NAME=VALUE")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = RunOptions {
                 spec: a.spec,
-                out: a.out,
+                out,
+                profile: a.profile,
+                set,
+                quiet: a.quiet,
                 rerun: a.rerun,
-            })?;
+            };
+            let v = runner::run(&analysis, &opts, &mut run_step)?;
             let t: String = v["steps"]
                 .as_array()
                 .into_iter()
@@ -864,12 +911,17 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             return Ok((serde_json::json!(files), t));
         }
         Command::Demo(a) => {
-            let opts = commands::demo::DemoOptions {
-                out: a.out,
-                quick: a.quick,
+            let opts = RunOptions {
+                spec: PathBuf::from("analyses/demo.toml"),
+                out: a.out.clone(),
+                profile: a.quick.then(|| "quick".to_string()),
+                set: Vec::new(),
+                quiet: false,
+                rerun: a.rerun,
             };
-            let v = commands::demo::run(&opts)?;
-            let t = commands::demo::table(&v);
+            runner::run(&demo::analysis(), &opts, &mut run_step)?;
+            let v = demo::summarise(&a.out, a.quick)?;
+            let t = demo::table(&v);
             return Ok((v, t));
         }
     };
@@ -883,9 +935,13 @@ pub struct DemoArgs {
     /// Output directory (results, figures and summary.json).
     #[arg(long, value_name = "DIR", default_value = "runs/demo")]
     pub out: PathBuf,
-    /// A reduced version (fewer epochs, coarser grids) for tests.
+    /// A reduced version (fewer epochs, coarser grids) for tests: the spec's `quick` profile.
     #[arg(long)]
     pub quick: bool,
+    /// Run every step afresh (by default steps already done with the same command line are
+    /// reused, as by `modeconn run`).
+    #[arg(long)]
+    pub rerun: bool,
 }
 
 /// `modeconn run`.
@@ -900,4 +956,13 @@ pub struct RunArgs {
     /// version, not by the code: use this after changing the code or a default.
     #[arg(long)]
     pub rerun: bool,
+    /// Use the variable values of this profile of the spec (`[profile.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Set a variable of the spec (`[vars]`), e.g. `--set epochs=5`; repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// No per-step lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -33,9 +33,9 @@ pub mod layers;
 pub mod model;
 pub mod params;
 pub mod permute;
+pub mod pipeline;
 pub mod plot;
 pub mod report;
-pub mod spec;
 pub mod train;
 pub mod variational;
 

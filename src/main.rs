@@ -45,7 +45,7 @@ fn main() {
                 .lines()
                 .take_while(|l| !l.starts_with("Usage:"))
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
                 .collect();
             eprintln!("{} (see `modeconn --help`)", text.join(" "));
             std::process::exit(1);

@@ -193,7 +193,7 @@ fn bad_input_gives_one_line_errors() {
     // `connect` names the flag or file at fault.
     fails_with(
         connect(&a, &b, &d.join("x"), &["--curve", "spline"]),
-        "--curve `spline`",
+        "'spline' for '--curve",
     );
     fails_with(
         connect(&a, &b, &d.join("x"), &["--bends", "0"]),

@@ -239,7 +239,7 @@ fn bad_input_is_one_line_error() {
     }
     let base = ["align", "--model", a, "--to", a, "--out", o];
     let align = |extra: &[&'static str]| cat(&base, extra);
-    fails_with(&align(&["--method", "magic"]), "--method `magic`");
+    fails_with(&align(&["--method", "magic"]), "'magic' for '--method");
     fails_with(
         &align(&["--method", "activations", "--correlation", "spearman"]),
         "--correlation",

@@ -3,14 +3,12 @@
 
 pub mod align;
 pub mod connect;
-pub mod demo;
 pub mod eval;
 pub mod path;
 pub mod permute;
 pub mod plane;
 pub mod plot;
 pub mod probe;
-pub mod run;
 pub mod train;
 pub mod vtrain;
 

@@ -1,7 +1,8 @@
 //! `modeconn plot`: render figures (PNG + SVG) from saved results. Given a directory or file it
 //! draws what it finds: `path.csv` → loss/error along the paths; `plane.json` → the plane;
 //! vtrain's `metrics.jsonl` → accuracy/sparsity/log α over epochs (plus log α histograms from
-//! `variational.safetensors`); the word `kl` → the KL approximation figure.
+//! `variational.safetensors`); the word `kl` → the KL approximation figure. Several path
+//! results go on one set of axes.
 
 use std::path::{Path, PathBuf};
 
@@ -10,15 +11,16 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    kl_figure, log_alpha_histograms, path_figure, plane_figures, vtrain_figure,
+    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
 /// Validated options of `modeconn plot`.
 #[derive(Debug, Clone)]
 pub struct PlotOptions {
-    /// A result directory or file, or `kl`.
-    pub input: PathBuf,
+    /// Result directories or files (optionally labelled), or `kl`; several inputs must all be
+    /// path results, drawn on the same axes.
+    pub inputs: Vec<(Option<String>, PathBuf)>,
     /// Output directory [default: the input's directory].
     pub out: Option<PathBuf>,
     /// Size of every figure in pixels [default: per figure].
@@ -48,9 +50,40 @@ fn is_vtrain(metrics: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Renders every figure the input holds; returns the written files.
+/// `input`'s `path.csv`, when it is a path result (the file or a directory holding it).
+fn path_csv(input: &Path) -> Option<PathBuf> {
+    let csv = if input.is_dir() {
+        input.join("path.csv")
+    } else {
+        input.to_path_buf()
+    };
+    (csv.file_name().is_some_and(|f| f == "path.csv") && csv.exists()).then_some(csv)
+}
+
+/// Renders every figure the inputs hold; returns the written files.
 pub fn run(opts: &PlotOptions) -> Result<Value> {
-    let input = &opts.input;
+    if opts.inputs.len() > 1 || opts.inputs.first().is_some_and(|(l, _)| l.is_some()) {
+        let mut csvs = Vec::new();
+        for (label, input) in &opts.inputs {
+            let csv = path_csv(input).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: not a path result (several inputs, or a LABEL=, combine path.csv files only)",
+                    input.display()
+                ))
+            })?;
+            csvs.push((csv, label.clone()));
+        }
+        let first = &opts.inputs[0].1;
+        let out = opts.out.clone().unwrap_or_else(|| {
+            if first.is_dir() {
+                first.clone()
+            } else {
+                first.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        });
+        return Ok(json!(paths_figure(&csvs, &out, opts.size)?));
+    }
+    let input = &opts.inputs[0].1;
     if input.as_os_str() == "kl" {
         let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("."));
         return Ok(json!(kl_figure(&out, opts.size)?));

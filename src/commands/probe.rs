@@ -49,6 +49,16 @@ fn model(dir: &Path) -> PathBuf {
     dir.join("model.safetensors")
 }
 
+/// The command line of a sub-step, recorded in its `run.json`: `modeconn COMMAND ARGS...`.
+fn sub_argv(command: &str, args: &[&dyn std::fmt::Display], more: Vec<String>) -> Vec<String> {
+    ["modeconn", command]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().map(|a| a.to_string()))
+        .chain(more)
+        .collect()
+}
+
 /// Runs the probe; returns (and writes) the barrier table.
 pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
     let record = RunRecord::start(
@@ -69,16 +79,49 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
         (&opts.a, "pi_w1", opts.perm_seed),
         (&opts.b, "pi_w2", opts.perm_seed + 1),
     ] {
+        let out = out.join(dir);
+        let seed_s = seed.to_string();
+        let cmd = sub_argv(
+            "permute",
+            &[
+                &"--model",
+                &src.display(),
+                &"--seed",
+                &seed_s,
+                &"--out",
+                &out.display(),
+            ],
+            vec![],
+        );
         super::permute::run(
             &PermuteOptions {
                 model: src.clone(),
                 seed,
-                out: out.join(dir),
+                out,
             },
-            argv.clone(),
+            cmd,
         )?;
     }
     say("aligning w2 to w1");
+    let align_out = out.join("align_w2");
+    let method = match opts.align {
+        AlignMethod::Weights => "weights",
+        AlignMethod::Activations => "activations",
+    };
+    let cmd = sub_argv(
+        "align",
+        &[
+            &"--model",
+            &opts.b.display(),
+            &"--to",
+            &opts.a.display(),
+            &"--method",
+            &method,
+            &"--out",
+            &align_out.display(),
+        ],
+        opts.data.to_args(),
+    );
     super::align::run(
         &AlignOptions {
             model: opts.b.clone(),
@@ -88,9 +131,9 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
             data: opts.data.clone(),
             correlation: Correlation::Cross,
             samples: None,
-            out: out.join("align_w2"),
+            out: align_out,
         },
-        argv.clone(),
+        cmd,
     )?;
     let pairs: [(&str, PathBuf); 4] = [
         ("w1-w2", opts.b.clone()),
@@ -102,6 +145,26 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
     for (name, b) in pairs {
         say(&format!("{name}: fitting a chain"));
         let dir = out.join(name);
+        let chain = dir.join("chain");
+        let mut more = opts.data.to_args();
+        more.extend(opts.loop_cfg.to_args(opts.wd));
+        if opts.quiet {
+            more.push("-q".into());
+        }
+        let cmd = sub_argv(
+            "connect",
+            &[
+                &"--a",
+                &opts.a.display(),
+                &"--b",
+                &b.display(),
+                &"--curve",
+                &"polychain",
+                &"--out",
+                &chain.display(),
+            ],
+            more,
+        );
         super::connect::run(
             &ConnectOptions {
                 a: opts.a.clone(),
@@ -112,16 +175,39 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 wd: opts.wd,
                 data: opts.data.clone(),
                 loop_cfg: opts.loop_cfg.clone(),
-                out: dir.join("chain"),
+                out: chain,
                 ctl: RunControl {
                     resume: false,
                     stop_after: None,
                     quiet: opts.quiet,
                 },
             },
-            argv.clone(),
+            cmd,
         )?;
         say(&format!("{name}: evaluating line and chain"));
+        let path_out = dir.join("path");
+        let curve = format!("chain={}", dir.join("chain/curve.safetensors").display());
+        let points = opts.points.to_string();
+        let mut more = opts.data.to_args();
+        if let Some(n) = opts.train_subset {
+            more.extend(["--train-subset".to_string(), n.to_string()]);
+        }
+        let cmd = sub_argv(
+            "path",
+            &[
+                &"--a",
+                &opts.a.display(),
+                &"--b",
+                &b.display(),
+                &"--curve",
+                &curve,
+                &"--points",
+                &points,
+                &"--out",
+                &path_out.display(),
+            ],
+            more,
+        );
         let s = super::path::run(
             &PathOptions {
                 a: opts.a.clone(),
@@ -130,9 +216,9 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 points: opts.points,
                 train_subset: opts.train_subset,
                 data: opts.data.clone(),
-                out: dir.join("path"),
+                out: path_out,
             },
-            argv.clone(),
+            cmd,
         )?;
         let mut row = Map::new();
         for path in ["line", "chain"] {

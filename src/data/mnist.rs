@@ -192,10 +192,17 @@ mod tests {
         assert!(err.contains(TEST_IMAGES), "{err}");
     }
 
-    /// Loads `data/<name>` under the crate root when present, else prints a skip note.
+    /// Loads `data/<name>` under the crate root when present, else prints a skip note; under
+    /// `CI=true` (where `.ci/run` fetches both sets) a missing set is a failure.
     fn real_set(source: Source) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(source.default_dir());
         if !dir.join(TRAIN_IMAGES).exists() && !dir.join(format!("{TRAIN_IMAGES}.gz")).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{} not present under CI=true (run `bash scripts/fetch-data.sh {}`)",
+                dir.display(),
+                source.name()
+            );
             eprintln!(
                 "skipping: {} not present (run `bash scripts/fetch-data.sh {}`)",
                 dir.display(),

@@ -302,6 +302,20 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
+    /// The command-line flags that select this data (`--data`, `--pixels`, `--data-dir`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--data".to_string(),
+            self.source.name().to_string(),
+            "--pixels".to_string(),
+            self.pixels.name().to_string(),
+        ];
+        if let Some(d) = &self.dir {
+            a.extend(["--data-dir".to_string(), d.to_string_lossy().to_string()]);
+        }
+        a
+    }
+
     /// `source` from its default directory, with unit scaling.
     pub fn new(source: Source) -> Self {
         DataConfig {

@@ -19,6 +19,32 @@ fn read(path: &Path) -> Result<String> {
 /// Loss and error along every path of a `path.csv`; writes `<out>/path.{png,svg}`. Every
 /// figure function takes an optional size in pixels (default: per figure).
 pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    paths_figure(&[(csv.to_path_buf(), None)], out, size)
+}
+
+/// The paths of several `path.csv` files on the same axes; a file given with a label has its
+/// straight line (`line`) drawn under that label and its other paths as `label: name`.
+pub fn paths_figure(
+    inputs: &[(PathBuf, Option<String>)],
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
+    let mut paths: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (csv, label) in inputs {
+        read_paths(csv, label.as_deref(), &mut paths, &mut order)?;
+    }
+    draw_paths(&paths, &order, out, size)
+}
+
+/// Appends the rows of `csv` to `paths` (`[t, test_loss, test_err, train_loss]` per row),
+/// keyed by path name (relabelled by `label`), in first-seen `order`.
+fn read_paths(
+    csv: &Path,
+    label: Option<&str>,
+    paths: &mut BTreeMap<String, Vec<Vec<f64>>>,
+    order: &mut Vec<String>,
+) -> Result<()> {
     let text = read(csv)?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
@@ -30,8 +56,6 @@ pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<V
     let (ip, it) = (col("path")?, col("t")?);
     let metrics = ["test_loss", "test_err", "train_loss"];
     let idx: Vec<usize> = metrics.iter().map(|m| col(m)).collect::<Result<_>>()?;
-    let mut paths: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
         let num = |i: usize| -> Result<f64> {
@@ -40,6 +64,11 @@ pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<V
                 .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
         };
         let name = f.get(ip).unwrap_or(&"").to_string();
+        let name = match label {
+            Some(l) if name == "line" => l.to_string(),
+            Some(l) => format!("{l}: {name}"),
+            None => name,
+        };
         if !order.contains(&name) {
             order.push(name.clone());
         }
@@ -49,6 +78,15 @@ pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<V
         }
         paths.entry(name).or_default().push(row);
     }
+    Ok(())
+}
+
+fn draw_paths(
+    paths: &BTreeMap<String, Vec<Vec<f64>>>,
+    order: &[String],
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
     let titles = ["Test loss (NLL)", "Test error (%)", "Train loss (NLL)"];
     let panels = (0..3)
         .map(|m| {

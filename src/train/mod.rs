@@ -56,6 +56,27 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    /// The command-line flags that give this loop, with `--wd wd`.
+    pub fn to_args(&self, wd: f64) -> Vec<String> {
+        let (kind, momentum) = match self.optim {
+            OptimConfig::Sgd { momentum, .. } => ("sgd", momentum),
+            OptimConfig::Adam { .. } => ("adam", 0.9),
+        };
+        [
+            ("--epochs", self.epochs.to_string()),
+            ("--batch-size", self.batch_size.to_string()),
+            ("--lr", self.lr.to_string()),
+            ("--optimizer", kind.to_string()),
+            ("--momentum", momentum.to_string()),
+            ("--wd", wd.to_string()),
+            ("--schedule", self.schedule.to_string()),
+            ("--seed", self.seed.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .collect()
+    }
+
     /// Checks the values once, naming the flag at fault.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {

@@ -4,18 +4,25 @@
 //! ```toml
 //! name = "digits-connectivity"
 //! description = "..."
+//! [vars]
+//! epochs = "30"
+//! [profile.quick]
+//! epochs = "4"
 //! [[step]]
 //! id = "w1"
 //! command = "train"
-//! args = ["--arch", "mlp:64-128-10", "--epochs", "30", "--seed", "1"]
+//! args = ["--arch", "mlp:64-128-10", "--epochs", "{epochs}", "--seed", "1"]
 //! [[step]]
 //! id = "chain"
 //! command = "connect"
 //! args = ["--a", "{w1}/model.safetensors", "--b", "{w2}/model.safetensors"]
 //! ```
 //! `{id}` stands for the output directory of an earlier step, `{run}` for the analysis's own
-//! output directory. A step gets `--out {run}/{id}` unless its args name `--out` themselves.
+//! output directory and `{name}` for the value of a variable of `[vars]`; a profile
+//! (`[profile.NAME]`, chosen with `modeconn run --profile NAME`) and `--set NAME=VALUE` override
+//! variables. A step gets `--out {run}/{id}` unless its args name `--out` themselves.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -23,9 +30,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run.
-pub const COMMANDS: [&str; 11] = [
+pub const COMMANDS: [&str; 10] = [
     "train", "eval", "connect", "path", "permute", "align", "probe", "vtrain", "plane", "plot",
-    "demo",
 ];
 
 /// One step of an analysis.
@@ -50,6 +56,12 @@ pub struct Analysis {
     /// What it reproduces.
     #[serde(default)]
     pub description: String,
+    /// Variables, `{name}` in step arguments, with their default values.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Named sets of variable overrides.
+    #[serde(default)]
+    pub profile: BTreeMap<String, BTreeMap<String, String>>,
     /// The steps, in order.
     #[serde(rename = "step")]
     pub steps: Vec<Step>,
@@ -82,6 +94,15 @@ impl Analysis {
         if a.steps.is_empty() {
             return Err(bad("no [[step]] entries".into()));
         }
+        for (name, over) in &a.profile {
+            for k in over.keys() {
+                if !a.vars.contains_key(k) {
+                    return Err(bad(format!(
+                        "profile `{name}`: `{k}` is not a variable of [vars]"
+                    )));
+                }
+            }
+        }
         let mut seen: Vec<&str> = Vec::new();
         for s in &a.steps {
             if s.id.is_empty()
@@ -95,8 +116,11 @@ impl Analysis {
                     s.id
                 )));
             }
-            if seen.contains(&s.id.as_str()) || s.id == "run" {
-                return Err(bad(format!("step id `{}` is used twice or reserved", s.id)));
+            if seen.contains(&s.id.as_str()) || s.id == "run" || a.vars.contains_key(&s.id) {
+                return Err(bad(format!(
+                    "step id `{}` is used twice, reserved or the name of a variable",
+                    s.id
+                )));
             }
             if !COMMANDS.contains(&s.command.as_str()) {
                 return Err(bad(format!(
@@ -108,9 +132,9 @@ impl Analysis {
             }
             for arg in &s.args {
                 for p in placeholders(arg) {
-                    if p != "run" && !seen.contains(&p) {
+                    if p != "run" && !seen.contains(&p) && !a.vars.contains_key(p) {
                         return Err(bad(format!(
-                            "step `{}`: `{{{p}}}` does not name an earlier step",
+                            "step `{}`: `{{{p}}}` names neither an earlier step nor a variable",
                             s.id
                         )));
                     }
@@ -119,6 +143,43 @@ impl Analysis {
             seen.push(&s.id);
         }
         Ok(a)
+    }
+
+    /// The variables with `profile`'s values and then `set` (`NAME=VALUE` pairs) applied;
+    /// errors name the unknown profile or variable.
+    pub fn resolve_vars(
+        &self,
+        profile: Option<&str>,
+        set: &[(String, String)],
+    ) -> Result<BTreeMap<String, String>> {
+        let mut vars = self.vars.clone();
+        if let Some(p) = profile {
+            let over = self.profile.get(p).ok_or_else(|| {
+                let names: Vec<&str> = self.profile.keys().map(String::as_str).collect();
+                Error::Config(format!(
+                    "--profile `{p}`: analysis `{}` has {}",
+                    self.name,
+                    if names.is_empty() {
+                        "no profiles".to_string()
+                    } else {
+                        format!("profiles {}", names.join(", "))
+                    }
+                ))
+            })?;
+            vars.extend(over.clone());
+        }
+        for (k, v) in set {
+            if !vars.contains_key(k) {
+                let names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+                return Err(Error::Config(format!(
+                    "--set {k}: not a variable of analysis `{}` (variables: {})",
+                    self.name,
+                    names.join(", ")
+                )));
+            }
+            vars.insert(k.clone(), v.clone());
+        }
+        Ok(vars)
     }
 }
 
@@ -181,6 +242,33 @@ args = ["--a", "{w1}/model.safetensors", "--out", "{run}/c"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
+        let e = Analysis::parse(
+            &OK.replace("name = \"x\"", "name = \"x\"\n[profile.q]\nep = \"1\""),
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("profile `q`") && e.contains("ep"), "{e}");
+    }
+
+    #[test]
+    fn variables_take_profile_and_set_values() {
+        let text = OK
+            .replace(
+                "name = \"x\"",
+                "name = \"x\"\n[vars]\nep = \"30\"\n[profile.quick]\nep = \"4\"",
+            )
+            .replace("[\"--epochs\", \"1\"]", "[\"--epochs\", \"{ep}\"]");
+        let a = Analysis::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(a.resolve_vars(None, &[]).unwrap()["ep"], "30");
+        assert_eq!(a.resolve_vars(Some("quick"), &[]).unwrap()["ep"], "4");
+        let set = [("ep".to_string(), "7".to_string())];
+        assert_eq!(a.resolve_vars(Some("quick"), &set).unwrap()["ep"], "7");
+        let e = a.resolve_vars(Some("slow"), &[]).unwrap_err().to_string();
+        assert!(e.contains("--profile `slow`") && e.contains("quick"), "{e}");
+        let bad = [("epochs".to_string(), "7".to_string())];
+        let e = a.resolve_vars(None, &bad).unwrap_err().to_string();
+        assert!(e.contains("--set epochs") && e.contains("ep"), "{e}");
     }
 
     #[test]
