@@ -81,7 +81,7 @@ fn num(x: &Value) -> String {
     x.as_f64().map(|x| format!("{x:.4}")).unwrap_or("-".into())
 }
 
-/// `{"fc1": 0.904663…, …}` as `fc1 0.905, …` (`digits` decimals), or `{"10": 0.91, …}` as
+/// `{"fc1": 0.904663…, …}` as `fc1 0.9047, …` (four decimals), or `{"10": 0.91, …}` as
 /// percentages when `percent`.
 fn per_key(v: &Value, percent: bool) -> String {
     let Some(m) = v.as_object() else {
@@ -156,7 +156,7 @@ mod tests {
         let v = json!({
             "w1": {"test_err": 0.0423}, "w2": {"test_err": 0.05},
             "paths": {"line": {"test_err": {"max": 0.2, "b_lin": 0.15}, "test_loss": {"b_lin": 0.123456}}},
-            "sparse_vd": {"mode_acc": 0.9, "sparsity": {"fc1": 0.9046630859375, "fc2": 0.1}, "compression": 3.14159},
+            "sparse_vd": {"mode_acc": 0.9, "sparsity": {"fc1": 0.9046630859375, "fc2": 0.1}, "compression": 3.06},
             "variance": {"mode_acc": 0.1, "sample_acc": 0.8, "ensemble_acc": {"10": 0.8864142538975501}},
             "figures": [],
         });
