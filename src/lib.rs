@@ -9,7 +9,7 @@
 //!   shaped tensors described by a [`params::Layout`]. Training, curves, permutations and
 //!   variational models all operate on it; parameters are matched by name.
 //! - **Architecture** ([`arch::Arch`]): a function of its weights. Each layer asks a
-//!   [`layers::Weights`] source for its output, so plain and variational networks share one
+//!   [`weights::Weights`] source for its output, so plain and variational networks share one
 //!   definition.
 //! - **Objective** ([`train::Objective`]): what the one training loop ([`train::fit`]) minimises.
 //! - **Metrics** ([`eval::Metrics`]): loss and accuracy from [`eval::evaluate`].
@@ -29,8 +29,7 @@ pub mod data;
 pub mod elementary;
 pub mod error;
 pub mod eval;
-pub mod layers;
-pub mod model;
+pub mod network_file;
 pub mod params;
 pub mod permute;
 pub mod pipeline;
@@ -38,5 +37,6 @@ pub mod plot;
 pub mod report;
 pub mod train;
 pub mod variational;
+pub mod weights;
 
 pub use error::{Error, Result};

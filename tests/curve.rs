@@ -197,8 +197,8 @@ fn connect_and_path_on_digits() {
     // Endpoints stay frozen: the curve's ends are the input networks, bit for bit.
     let dev = backend::device();
     let c = Curve::load(&d.join("c/curve.safetensors"), &dev).unwrap();
-    let (_, pa) = modeconn::model::load_model(&a, &dev).unwrap();
-    let (_, pb) = modeconn::model::load_model(&b, &dev).unwrap();
+    let (_, pa) = modeconn::network_file::load_model(&a, &dev).unwrap();
+    let (_, pb) = modeconn::network_file::load_model(&b, &dev).unwrap();
     assert_eq!(c.points[0].to_flat(), pa.to_flat());
     assert_eq!(c.points[2].to_flat(), pb.to_flat());
     assert_ne!(c.points[1].to_flat(), pa.lerp(&pb, 0.5).unwrap().to_flat());

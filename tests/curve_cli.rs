@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use modeconn::backend;
 use modeconn::curve::Curve;
-use modeconn::model::load_model;
+use modeconn::network_file::load_model;
 use serde_json::Value;
 
 fn modeconn() -> Command {

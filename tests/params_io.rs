@@ -2,7 +2,7 @@
 
 use modeconn::arch::Arch;
 use modeconn::backend;
-use modeconn::model::{load_model, save_model};
+use modeconn::network_file::{load_model, save_model};
 use modeconn::params::ParamSet;
 
 #[test]

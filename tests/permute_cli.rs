@@ -182,7 +182,7 @@ fn lenet_checkpoints_permute_and_align_back() {
     let arch: modeconn::arch::Arch = "lenet5".parse().unwrap();
     let dev = modeconn::backend::device();
     let a = dir.path().join("lenet.safetensors");
-    modeconn::model::save_model(&a, &arch, &arch.init(7, &dev)).unwrap();
+    modeconn::network_file::save_model(&a, &arch, &arch.init(7, &dev)).unwrap();
     let p = dir.path().join("p");
     let s = run(
         &["permute", "--seed", "1"],
@@ -256,7 +256,7 @@ fn bad_input_is_one_line_error() {
         &[
             "align", "--method", "weights", "--model", other, "--to", a, "--out", o,
         ],
-        "only networks of one architecture",
+        "must share one architecture",
     );
     fails_with(
         &["permute", "--model", "no-such.safetensors", "--out", o],

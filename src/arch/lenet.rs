@@ -8,9 +8,9 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::{Weights, bias_name, weight_name};
 use crate::params::{Entry, Layout, Role};
 use crate::permute::{Axis, PermSpec};
+use crate::weights::{Weights, bias_name, weight_name};
 
 /// Spatial size after the two conv+pool stages, if the input is large enough.
 pub fn feature_hw(h: usize, w: usize) -> Option<(usize, usize)> {

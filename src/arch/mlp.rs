@@ -4,9 +4,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::layers::{Weights, bias_name, weight_name};
 use crate::params::{Entry, Layout, Role};
 use crate::permute::{Axis, PermSpec};
+use crate::weights::{Weights, bias_name, weight_name};
 
 /// Layout entries for the given widths.
 pub fn entries(widths: &[usize]) -> Vec<Entry> {

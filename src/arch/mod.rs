@@ -17,9 +17,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::layers::Weights;
 use crate::params::{Layout, ParamSet, Role};
 use crate::permute::PermSpec;
+use crate::weights::Weights;
 
 /// Receives a hidden layer's name and its post-activation `[samples, units]`.
 pub type Observer<'a> = &'a mut dyn FnMut(&str, Tensor<2>);

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::permute::{distance, max_logit_diff, write_permutation};
 use super::{eval_device, load_data};
 use crate::data::DataConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::EVAL_BATCH;
-use crate::model::{load_model, save_model};
+use crate::network_file::{load_pair, save_model};
 use crate::permute::{
     Correlation, MatchOptions, activation_matching, activation_stats, apply, weight_matching,
 };
@@ -64,16 +64,7 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
     });
     let record = RunRecord::start(argv, config, Some(opts.matching.seed));
     let device = eval_device();
-    let (arch, b) = load_model(&opts.model, &device)?;
-    let (arch_a, a) = load_model(&opts.to, &device)?;
-    if arch != arch_a {
-        return Err(Error::Config(format!(
-            "--model {} is a {arch} but --to {} is a {arch_a}: only networks of one \
-             architecture can be aligned",
-            opts.model.display(),
-            opts.to.display()
-        )));
-    }
+    let (arch, b, a) = load_pair(("--model", &opts.model), ("--to", &opts.to), &device)?;
     let spec = arch.perm_spec();
     let started = Instant::now();
     let (perm, details) = match opts.method {

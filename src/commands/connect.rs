@@ -9,7 +9,7 @@ use super::{eval_device, load_data};
 use crate::curve::{Curve, CurveKind, CurveObjective};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
-use crate::model::load_model;
+use crate::network_file::load_pair;
 use crate::params::io::FileMeta;
 use crate::report::RunRecord;
 use crate::train::{LoopConfig, OptimConfig, RunControl, fit};
@@ -56,15 +56,7 @@ struct Resolved<'a> {
 /// Runs `connect`; writes `out/curve.safetensors`, `metrics.jsonl`, `run.json`.
 pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
-    let (arch, a) = load_model(&opts.a, &device)?;
-    let (arch_b, b) = load_model(&opts.b, &device)?;
-    if arch != arch_b {
-        return Err(Error::Config(format!(
-            "--a {} is a {arch} but --b {} is a {arch_b}: endpoints must share one architecture",
-            opts.a.display(),
-            opts.b.display()
-        )));
-    }
+    let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     if opts.bends == 0 && !opts.train_ends {
         return Err(Error::Config(
             "--bends 0 leaves nothing to train (add bends or --train-ends)".into(),

@@ -8,12 +8,12 @@ use super::{eval_device, load_data};
 use crate::data::DataConfig;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, evaluate};
-use crate::model::load_model;
+use crate::network_file::load_model;
 use crate::params::io::Loaded;
 use crate::report::write_json;
 use crate::variational::{
     self,
-    eval::{Sampling, evaluate_variational},
+    eval::{Sampling, summary},
 };
 
 /// Validated options of `modeconn eval`.
@@ -70,23 +70,7 @@ fn run_variational(opts: &EvalOptions, device: &burn::tensor::Device) -> Result<
         ensembles: &ks,
         seed,
     };
-    let m = evaluate_variational(
-        &model,
-        &params,
-        &split.test,
-        Some(sampling),
-        EVAL_BATCH,
-        device,
-    );
-    let mut out = serde_json::Map::new();
-    out.insert("method".into(), model.config.method.name().into());
-    for (k, v) in m.json_entries("") {
-        out.insert(k, v);
-    }
-    for (k, v) in model.stats(&params).json_entries() {
-        out.insert(k, v);
-    }
-    out.insert("eval_seed".into(), seed.into());
+    let out = summary(&model, &params, &split.test, sampling, device);
     let m = Value::Object(out);
     if let Some(out) = &opts.out {
         write_json(out, &m)?;

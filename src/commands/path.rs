@@ -12,7 +12,7 @@ use crate::curve::{Curve, CurveKind};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::path::{PathRow, PathSpec, grid, profile, summarize_path};
-use crate::model::load_model;
+use crate::network_file::load_pair;
 use crate::params::io::write_atomic;
 use crate::report::{RunRecord, write_json};
 
@@ -64,13 +64,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         None,
     );
     let device = eval_device();
-    let (arch, a) = load_model(&opts.a, &device)?;
-    let (arch_b, b) = load_model(&opts.b, &device)?;
-    if arch != arch_b {
-        return Err(Error::Config(format!(
-            "--a is a {arch} but --b is a {arch_b}: endpoints must share one architecture"
-        )));
-    }
+    let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let split = load_data(&opts.data)?;
     arch.check_data(&split.train)?;
     let train = match opts.train_subset {

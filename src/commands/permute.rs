@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::arch::Arch;
 use crate::error::Result;
-use crate::model::{load_model, save_model};
+use crate::network_file::{load_model, save_model};
 use crate::params::ParamSet;
 use crate::permute::{Permutation, apply};
 use crate::report::{RunRecord, write_json};

@@ -16,7 +16,8 @@ use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::family::Family;
 use crate::eval::path::grid;
-use crate::model::load_model;
+use crate::eval::plane::PlaneBasis;
+use crate::network_file::load_pair;
 use crate::params::ParamSet;
 use crate::params::io::write_atomic;
 use crate::report::{RunRecord, write_json};
@@ -42,10 +43,6 @@ pub struct PlaneOptions {
     pub out: PathBuf,
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Runs `plane`; returns a short summary (the grid goes to the files).
 pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     if opts.grid < 2 {
@@ -63,12 +60,12 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         None,
     );
     let device = eval_device();
-    let (arch, a) = load_model(&opts.a, &device)?;
-    let (arch_b, b) = load_model(&opts.b, &device)?;
+    let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let curve = Curve::load(&opts.curve, &device)?;
-    if arch != arch_b || curve.arch != arch {
+    if curve.arch != arch {
         return Err(Error::Config(format!(
-            "--a, --b and --curve must share one architecture ({arch}, {arch_b}, {})",
+            "--curve {} is a {} but --a and --b are {arch}: the networks must share one architecture",
+            opts.curve.display(),
             curve.arch
         )));
     }
@@ -81,23 +78,8 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let f64s = |p: &ParamSet| p.to_flat().into_iter().map(f64::from).collect::<Vec<f64>>();
     let (wa, wb) = (f64s(&a), f64s(&b));
     let theta = f64s(&curve.points[curve.len() / 2]);
-    let mut u: Vec<f64> = wb.iter().zip(&wa).map(|(b, a)| b - a).collect();
-    let len = dot(&u, &u).sqrt();
-    if len == 0.0 {
-        return Err(Error::Config("--a and --b are the same network".into()));
-    }
-    u.iter_mut().for_each(|x| *x /= len);
-    let d: Vec<f64> = theta.iter().zip(&wa).map(|(t, a)| t - a).collect();
-    let du = dot(&d, &u);
-    let mut v: Vec<f64> = d.iter().zip(&u).map(|(d, u)| d - du * u).collect();
-    let height = dot(&v, &v).sqrt();
-    if height < 1e-6 * len {
-        return Err(Error::Config(format!(
-            "--curve {}: the bend lies on the line between --a and --b (train the curve first)",
-            opts.curve.display()
-        )));
-    }
-    v.iter_mut().for_each(|x| *x /= height);
+    let basis = PlaneBasis::new(&wa, &wb, &theta)?;
+    let (len, height) = (basis.len, basis.height);
     let axis = |scale: f64| -> Vec<f64> {
         (0..opts.grid)
             .map(|i| {
@@ -111,7 +93,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let family = Family::new(
         &arch,
         arch.layout(),
-        vec![to32(&wa), to32(&u), to32(&v)],
+        vec![to32(&wa), to32(&basis.u), to32(&basis.v)],
         &[&train, &split.test],
         &device,
     );
@@ -134,10 +116,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let test_err: Vec<Vec<f64>> = (0..g)
         .map(|j| (0..g).map(|i| values[j * g + i].1).collect())
         .collect();
-    let proj = |w: &[f64]| {
-        let d: Vec<f64> = w.iter().zip(&wa).map(|(w, a)| w - a).collect();
-        [dot(&d, &u), dot(&d, &v)]
-    };
+    let proj = |w: &[f64]| basis.project(w);
     let curve_pts: Vec<[f64; 2]> = grid(61)
         .into_iter()
         .map(|t| proj(&f64s(&curve.point(t))))

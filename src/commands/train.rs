@@ -11,7 +11,7 @@ use crate::arch::memory::TRAIN_COPIES;
 use crate::data::DataConfig;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, Metrics, evaluate};
-use crate::model::save_model;
+use crate::network_file::save_model;
 use crate::params::io::FileMeta;
 use crate::report::{RunRecord, write_json};
 use crate::train::{Classification, LoopConfig, RunControl, fit};

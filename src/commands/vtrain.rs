@@ -11,17 +11,16 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{default_arch, eval_device, load_data};
 use crate::arch::Arch;
 use crate::data::DataConfig;
 use crate::error::Result;
-use crate::eval::EVAL_BATCH;
-use crate::model::save_model;
+use crate::network_file::save_model;
 use crate::report::{RunRecord, write_json};
 use crate::train::{LoopConfig, RunControl, fit};
-use crate::variational::eval::{Sampling, evaluate_variational};
+use crate::variational::eval::{Sampling, summary};
 use crate::variational::objective::{Elbo, EvalConfig, Warmup};
 use crate::variational::{VConfig, VModel, save_vmodel};
 
@@ -119,32 +118,18 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
     let params = fitted.params;
     save_vmodel(&opts.out.join(VMODEL_FILE), &model, &params, eval_extra)?;
     save_model(&opts.out.join(MODE_FILE), &arch, &model.mode(&params))?;
-    let m = evaluate_variational(
+    let mut s = summary(
         &model,
         &params,
         &split.test,
-        Some(Sampling {
+        Sampling {
             ensembles: &opts.eval.ensembles,
             seed: opts.eval.seed,
-        }),
-        EVAL_BATCH,
+        },
         &device,
     );
-    let mut s = Map::new();
-    s.insert("method".into(), json!(opts.config.method.name()));
     s.insert("arch".into(), json!(arch.to_string()));
     s.insert("epochs".into(), json!(opts.loop_cfg.epochs));
-    for (k, v) in m.json_entries("") {
-        s.insert(k, v);
-    }
-    for (k, v) in model.stats(&params).json_entries() {
-        s.insert(k, v);
-    }
-    s.insert(
-        "kl".into(),
-        json!(model.kl(&params).into_scalar::<f32>() as f64),
-    );
-    s.insert("eval_seed".into(), json!(opts.eval.seed));
     let summary = Value::Object(s);
     write_json(&opts.out.join(SUMMARY_FILE), &summary)?;
     record.finish(&opts.out, summary.clone())?;

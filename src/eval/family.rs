@@ -23,8 +23,8 @@ use super::{EVAL_BATCH, Metrics, batch_stats, batch_tensors};
 use crate::arch::Arch;
 use crate::backend::{with_host, with_hosts};
 use crate::data::Dataset;
-use crate::layers::{Weights, bias_name, dense, weight_name};
 use crate::params::{Layout, ParamSet};
+use crate::weights::{Weights, bias_name, dense, weight_name};
 
 /// Members evaluated together by [`Family::metrics_all`].
 pub const GROUP: usize = 32;

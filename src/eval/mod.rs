@@ -3,6 +3,7 @@
 
 pub mod family;
 pub mod path;
+pub mod plane;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -13,7 +14,7 @@ use crate::arch::Arch;
 use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::elementary::{exp_f32, ln_f32};
-use crate::layers::Weights;
+use crate::weights::Weights;
 
 /// Default evaluation batch size (large batches run near GEMM speed).
 pub const EVAL_BATCH: usize = 1000;
@@ -137,11 +138,7 @@ pub fn evaluate<W: Weights + ?Sized>(
         nll += l;
         correct += c;
     }
-    Metrics {
-        loss: nll / n.max(1) as f64,
-        acc: correct as f64 / n.max(1) as f64,
-        n,
-    }
+    Metrics::of_sums(nll, correct, n)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub enum Gradient {
     /// The chain rule through a curve point `w = Σ_j c_j·θ_j` with the decay `½·λ·‖w‖²`: the
     /// `k`-th block of the packed parameters (one trained point θ_j) has the gradient
     /// `c_j·(g + λ·w)`, with `g = ∂CE/∂w` (`c_j·g` without a decay). The optimiser evaluates it
-    /// element by element in its own pass ([`Source::at`]), so it is never written out.
+    /// element by element in its own pass ([`TensorGradient::at`]), so it is never written out.
     Point {
         /// Layout of the packed parameters (`scales.len()` copies of `g`'s layout).
         packed: Arc<Layout>,
@@ -31,39 +31,41 @@ pub enum Gradient {
         scales: Vec<f32>,
     },
     /// The chain rule through a host pass (the fused variational layers): parameter `i`'s
-    /// gradient is `g_i`, or [`Chained`]'s `g_i + u⊙v + r·k` (`u⊙v + r·k` without `g_i`).
+    /// gradient is `g_i`, or [`ChainRule`]'s `g_i + u⊙v + r·k` (`u⊙v + r·k` without `g_i`).
     Chain {
         /// The graph's gradient, in the parameters' layout.
         g: ParamSet,
         /// Per parameter tensor, the chain rule that replaces or extends `g_i`.
-        chained: Vec<Option<Chained>>,
+        chained: Vec<Option<ChainRule>>,
     },
 }
 
-/// `g_i + u⊙v + r·k` (`base`) or `u⊙v + r·k`: `u` a graph gradient (of the host pass's output),
-/// `v` and `k` the host pass's per-element derivatives, `r` a scalar weight.
+/// The chain rule through a host pass for one parameter tensor: its gradient is
+/// `g_i + u⊙v + r·k` ([`ChainRule::with_graph`]) or `u⊙v + r·k`, with `u` the graph's gradient of
+/// the host pass's output, `v` that output's derivative and `k` a penalty's (the KL's) derivative
+/// with respect to the parameter, and `r` the penalty's weight.
 #[derive(Debug, Clone)]
-pub struct Chained {
-    /// Whether the graph's own gradient `g_i` is added.
-    pub base: bool,
-    /// `u`.
-    pub u: Tensor<1>,
-    /// `v`.
-    pub v: Arc<Vec<f32>>,
-    /// `k`.
-    pub k: Arc<Vec<f32>>,
-    /// `r`.
-    pub r: f32,
+pub struct ChainRule {
+    /// Whether the graph's own gradient `g_i` of the parameter is added.
+    pub with_graph: bool,
+    /// `u`: the graph's gradient of the host pass's output.
+    pub upstream: Tensor<1>,
+    /// `v`: the host pass's output differentiated by the parameter, per element.
+    pub d_output: Arc<Vec<f32>>,
+    /// `k`: the penalty differentiated by the parameter, per element.
+    pub d_penalty: Arc<Vec<f32>>,
+    /// `r`: the penalty's weight.
+    pub penalty_weight: f32,
 }
 
-/// One parameter tensor's gradient, as [`Source::at`] evaluates it from `g`.
+/// One parameter tensor's gradient, as [`TensorGradient::at`] evaluates it from `g`.
 #[derive(Clone, Copy)]
-pub struct Source<'a> {
+pub struct TensorGradient<'a> {
     g: &'a [f32],
     form: Form<'a>,
 }
 
-/// The forms of a [`Source`].
+/// The forms of a [`TensorGradient`].
 #[derive(Clone, Copy)]
 enum Form<'a> {
     /// `g`.
@@ -73,7 +75,7 @@ enum Form<'a> {
         scale: f32,
         decay: Option<(f32, &'a [f32])>,
     },
-    /// `(base + g⊙v) + r·k`, or `g⊙v + r·k` without a base (`g` is [`Chained::u`]).
+    /// `(base + g⊙v) + r·k`, or `g⊙v + r·k` without a base (`g` is [`ChainRule::upstream`]).
     Chain {
         base: Option<&'a [f32]>,
         v: &'a [f32],
@@ -82,14 +84,14 @@ enum Form<'a> {
     },
 }
 
-/// A loop over a block's elements, run by [`Source::run`] with the element getter of the
+/// A loop over a block's elements, run by [`TensorGradient::run`] with the element getter of the
 /// source's form.
 pub trait ElementLoop {
     /// Runs the loop, reading element `i`'s gradient as `get(i)`.
     fn run(self, get: impl Fn(usize) -> f32);
 }
 
-impl Source<'_> {
+impl TensorGradient<'_> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.g.len()
@@ -101,7 +103,7 @@ impl Source<'_> {
     }
 
     /// The elements `r` (the same source restricted to them).
-    pub fn slice(&self, r: Range<usize>) -> Source<'_> {
+    pub fn slice(&self, r: Range<usize>) -> TensorGradient<'_> {
         let form = match self.form {
             Form::Values => Form::Values,
             Form::Point { scale, decay } => Form::Point {
@@ -115,7 +117,7 @@ impl Source<'_> {
                 r: rw,
             },
         };
-        Source {
+        TensorGradient {
             g: &self.g[r],
             form,
         }
@@ -148,7 +150,7 @@ impl Source<'_> {
     }
 
     /// Runs `l` with a getter for one form only, so that its loop has no branch on the form
-    /// per element (the same values as [`Source::at`]).
+    /// per element (the same values as [`TensorGradient::at`]).
     #[inline(always)]
     pub fn run(&self, l: impl ElementLoop) {
         let n = self.g.len();
@@ -209,13 +211,13 @@ impl Gradient {
             for (i, c) in chained.iter().enumerate() {
                 let Some(c) = c else { continue };
                 let n = g.layout().entries()[i].numel();
-                if c.u.dims()[0] != n || c.v.len() != n || c.k.len() != n {
+                if c.upstream.dims()[0] != n || c.d_output.len() != n || c.d_penalty.len() != n {
                     return Err(Error::Config(format!(
                         "chained gradient: tensor {i} has {n} elements, its chain rule \
                          {}/{}/{}",
-                        c.u.dims()[0],
-                        c.v.len(),
-                        c.k.len()
+                        c.upstream.dims()[0],
+                        c.d_output.len(),
+                        c.d_penalty.len()
                     )));
                 }
             }
@@ -244,29 +246,29 @@ impl Gradient {
 
     /// Calls `f` with the gradient of parameter tensor `i` (read in place where the backend
     /// allows).
-    pub fn with_source<R>(&self, i: usize, f: impl FnOnce(Source<'_>) -> R) -> R {
+    pub fn with_tensor<R>(&self, i: usize, f: impl FnOnce(TensorGradient<'_>) -> R) -> R {
         match self {
             Gradient::Values(g) => with_host(&g.tensors()[i], |g| {
-                f(Source {
+                f(TensorGradient {
                     g,
                     form: Form::Values,
                 })
             }),
             Gradient::Chain { g, chained } => match &chained[i] {
                 None => with_host(&g.tensors()[i], |g| {
-                    f(Source {
+                    f(TensorGradient {
                         g,
                         form: Form::Values,
                     })
                 }),
-                Some(c) => with_hosts(&[&c.u, &g.tensors()[i]], |ug| {
-                    f(Source {
+                Some(c) => with_hosts(&[&c.upstream, &g.tensors()[i]], |ug| {
+                    f(TensorGradient {
                         g: ug[0],
                         form: Form::Chain {
-                            base: c.base.then_some(ug[1]),
-                            v: &c.v,
-                            k: &c.k,
-                            r: c.r,
+                            base: c.with_graph.then_some(ug[1]),
+                            v: &c.d_output,
+                            k: &c.d_penalty,
+                            r: c.penalty_weight,
                         },
                     })
                 }),
@@ -279,13 +281,13 @@ impl Gradient {
                 let scale = scales[k];
                 match decay {
                     None => with_host(&g.tensors()[j], |g| {
-                        f(Source {
+                        f(TensorGradient {
                             g,
                             form: Form::Point { scale, decay: None },
                         })
                     }),
                     Some((lambda, w)) => with_hosts(&[&g.tensors()[j], &w.tensors()[j]], |gw| {
-                        f(Source {
+                        f(TensorGradient {
                             g: gw[0],
                             form: Form::Point {
                                 scale,
@@ -307,7 +309,7 @@ impl Gradient {
         };
         let device = values.tensors()[0].device();
         let vecs = (0..self.layout().len())
-            .map(|i| self.with_source(i, |s| (0..s.len()).map(|j| s.at(j)).collect()))
+            .map(|i| self.with_tensor(i, |s| (0..s.len()).map(|j| s.at(j)).collect()))
             .collect();
         ParamSet::from_vecs(self.layout().clone(), vecs, &device)
     }
@@ -365,7 +367,7 @@ mod tests {
                 .collect();
             assert_eq!(v, &want, "tensor {i}");
             assert_eq!(
-                grad.with_source(i, |s| {
+                grad.with_tensor(i, |s| {
                     let s = s.slice(1..3);
                     vec![s.at(0), s.at(1)]
                 }),

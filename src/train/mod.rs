@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-pub use gradient::{Chained, Gradient};
+pub use gradient::{ChainRule, Gradient};
 pub use objective::{Classification, Objective, Scalars};
 pub use optim::{OptimConfig, OptimKind, Optimizer};
 pub use schedule::Schedule;

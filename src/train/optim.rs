@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Gradient;
-use super::gradient::{ElementLoop, Source};
+use super::gradient::{ElementLoop, TensorGradient};
 use crate::backend::{self, PASS_BLOCK as BLOCK};
 use crate::error::{Error, Result};
 use crate::params::{Layout, ParamSet};
@@ -188,7 +188,7 @@ impl Optimizer {
             OptimConfig::Sgd { momentum, wd } => {
                 let (mu, wd) = (momentum as f32, wd as f32);
                 for (i, (p, b)) in p.iter_mut().zip(&mut self.state[0]).enumerate() {
-                    grads.with_source(i, |g| {
+                    grads.with_tensor(i, |g| {
                         p.par_chunks_mut(BLOCK)
                             .zip(b.par_chunks_mut(BLOCK))
                             .enumerate()
@@ -217,7 +217,7 @@ impl Optimizer {
                     .zip(v_all[0].iter_mut())
                     .enumerate()
                 {
-                    grads.with_source(i, |g| {
+                    grads.with_tensor(i, |g| {
                         p.par_chunks_mut(BLOCK)
                             .zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK)))
                             .enumerate()
@@ -251,10 +251,10 @@ struct Sgd {
 
 /// `d = g + wd·p; b ← μ·b + d; p ← p − lr·b` over one block, the gradient `g` read element by
 /// element in the same loop (a chain rule formed there: one loop per form of the gradient,
-/// [`Source::run`]); compiled for AVX-512 and AVX2 as well as the baseline (the same IEEE
+/// [`TensorGradient::run`]); compiled for AVX-512 and AVX2 as well as the baseline (the same IEEE
 /// operations in each: no build contracts them into FMAs).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn sgd_block(p: &mut [f32], g: Source<'_>, b: &mut [f32], k: Sgd) {
+fn sgd_block(p: &mut [f32], g: TensorGradient<'_>, b: &mut [f32], k: Sgd) {
     struct Update<'a> {
         p: &'a mut [f32],
         b: &'a mut [f32],
@@ -291,7 +291,7 @@ struct Adam {
 /// The Adam update of the module docs over one block, the gradient read like
 /// [`sgd_block`]'s (multiversioned like it).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn adam_block(p: &mut [f32], g: Source<'_>, m: &mut [f32], v: &mut [f32], k: Adam) {
+fn adam_block(p: &mut [f32], g: TensorGradient<'_>, m: &mut [f32], v: &mut [f32], k: Adam) {
     struct Update<'a> {
         p: &'a mut [f32],
         m: &'a mut [f32],
@@ -326,7 +326,7 @@ mod tests {
     use super::*;
     use crate::backend;
     use crate::params::{Entry, Layout, Role};
-    use crate::train::Chained;
+    use crate::train::ChainRule;
 
     fn set(values: Vec<Vec<f32>>) -> ParamSet {
         let entries = values
@@ -474,19 +474,19 @@ mod tests {
         let u = Tensor::<1>::from_floats(values(n, 7).as_slice(), &device);
         let arc = |seed| Arc::new(values(n, seed));
         let chained = vec![
-            Some(Chained {
-                base: true,
-                u: u.clone(),
-                v: arc(8),
-                k: arc(9),
-                r: 0.3,
+            Some(ChainRule {
+                with_graph: true,
+                upstream: u.clone(),
+                d_output: arc(8),
+                d_penalty: arc(9),
+                penalty_weight: 0.3,
             }),
-            Some(Chained {
-                base: false,
-                u,
-                v: arc(10),
-                k: arc(11),
-                r: 1.7,
+            Some(ChainRule {
+                with_graph: false,
+                upstream: u,
+                d_output: arc(10),
+                d_penalty: arc(11),
+                penalty_weight: 1.7,
             }),
             None,
         ];
@@ -524,8 +524,10 @@ mod tests {
         (0..2)
             .map(|i| {
                 let c = chained[i].as_ref().unwrap();
-                let (g, u) = (g.to_vecs()[i].clone(), crate::params::host_vec(&c.u));
-                (0..g.len()).map(|j| (g[j], u[j], c.v[j], c.k[j])).collect()
+                let (g, u) = (g.to_vecs()[i].clone(), crate::params::host_vec(&c.upstream));
+                (0..g.len())
+                    .map(|j| (g[j], u[j], c.d_output[j], c.d_penalty[j]))
+                    .collect()
             })
             .collect()
     }
@@ -537,12 +539,12 @@ mod tests {
         let g = set(vec![values(5, 1)]);
         let bad = |u: usize, v: usize| Gradient::Chain {
             g: g.clone(),
-            chained: vec![Some(Chained {
-                base: true,
-                u: Tensor::<1>::from_floats(values(u, 2).as_slice(), &device),
-                v: Arc::new(values(v, 3)),
-                k: Arc::new(values(5, 4)),
-                r: 1.0,
+            chained: vec![Some(ChainRule {
+                with_graph: true,
+                upstream: Tensor::<1>::from_floats(values(u, 2).as_slice(), &device),
+                d_output: Arc::new(values(v, 3)),
+                d_penalty: Arc::new(values(5, 4)),
+                penalty_weight: 1.0,
             })],
         };
         assert!(bad(5, 5).check().is_ok());

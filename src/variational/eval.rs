@@ -69,6 +69,42 @@ pub struct Sampling<'a> {
     pub seed: u64,
 }
 
+/// The summary of a variational model on `data` (what `vtrain` writes to `summary.json` and
+/// `eval` prints): the method, the mode / one-sample / ensemble metrics of
+/// [`evaluate_variational`] in batches of [`crate::eval::EVAL_BATCH`], the sparsity and
+/// compression statistics, the KL and the evaluation seed.
+pub fn summary(
+    model: &VModel,
+    params: &ParamSet,
+    data: &Dataset,
+    sampling: Sampling<'_>,
+    device: &Device,
+) -> Map<String, Value> {
+    let seed = sampling.seed;
+    let m = evaluate_variational(
+        model,
+        params,
+        data,
+        Some(sampling),
+        crate::eval::EVAL_BATCH,
+        device,
+    );
+    let mut s = Map::new();
+    s.insert("method".into(), json!(model.config.method.name()));
+    for (k, v) in m.json_entries("") {
+        s.insert(k, v);
+    }
+    for (k, v) in model.stats(params).json_entries() {
+        s.insert(k, v);
+    }
+    s.insert(
+        "kl".into(),
+        json!(model.kl(params).into_scalar::<f32>() as f64),
+    );
+    s.insert("eval_seed".into(), json!(seed));
+    s
+}
+
 /// Evaluates the mode, and with `sampling` one sample and ensembles of each K, in batches of
 /// `batch`.
 pub fn evaluate_variational(
@@ -142,11 +178,7 @@ pub fn evaluate_variational(
             }
         }
     }
-    let metrics = |(nll, correct): (f64, usize)| Metrics {
-        loss: nll / n.max(1) as f64,
-        acc: correct as f64 / n.max(1) as f64,
-        n,
-    };
+    let metrics = |(nll, correct): (f64, usize)| Metrics::of_sums(nll, correct, n);
     let by_k: Vec<(usize, Metrics)> = wanted
         .iter()
         .zip(&acc)

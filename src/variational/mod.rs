@@ -42,9 +42,9 @@ use serde_json::{Map, Value, json};
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::layers::weight_name;
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet, Role, host_vec};
+use crate::weights::weight_name;
 
 /// Prefix of the means θ.
 pub const MU: &str = "mu/";

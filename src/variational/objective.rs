@@ -29,9 +29,9 @@ use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
-use crate::layers::weight_name;
 use crate::params::{Entry, Layout, ParamSet, Role};
-use crate::train::{Chained, Gradient, Objective, StepCtx};
+use crate::train::{ChainRule, Gradient, Objective, StepCtx};
+use crate::weights::weight_name;
 
 /// KL weight schedule (`--kl-warmup`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,7 +284,7 @@ impl Objective for Elbo<'_> {
         let r = step.rw as f32;
         let n = step.params.len();
         let parts = grad.into_tensors();
-        let mut chained: Vec<Option<Chained>> = vec![None; n];
+        let mut chained: Vec<Option<ChainRule>> = vec![None; n];
         // The chain rule is applied by the optimiser inside its update pass (read in place
         // from the graph's gradients of θ and of v and from the host pass's derivatives, lent
         // to the gradient until the next step reuses them).
@@ -299,20 +299,20 @@ impl Objective for Elbo<'_> {
             ];
             let u = parts[f.var].clone();
             // ∂L/∂θ = ∂L/∂θ|graph + ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ.
-            chained[f.theta] = Some(Chained {
-                base: true,
-                u: u.clone(),
-                v: lent[0].clone(),
-                k: lent[1].clone(),
-                r,
+            chained[f.theta] = Some(ChainRule {
+                with_graph: true,
+                upstream: u.clone(),
+                d_output: lent[0].clone(),
+                d_penalty: lent[1].clone(),
+                penalty_weight: r,
             });
             // log σ² enters the graph only through v: ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ².
-            chained[f.ls2] = Some(Chained {
-                base: false,
-                u,
-                v: lent[2].clone(),
-                k: lent[3].clone(),
-                r,
+            chained[f.ls2] = Some(ChainRule {
+                with_graph: false,
+                upstream: u,
+                d_output: lent[2].clone(),
+                d_penalty: lent[3].clone(),
+                penalty_weight: r,
             });
             self.lent.push((t, lent));
         }

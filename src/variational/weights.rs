@@ -23,8 +23,8 @@ use super::fused::{self, KlKind, Pass};
 use super::noise::standard_normals;
 use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
 use crate::backend::{self, lrt_dense, lrt_dense_scaled, with_host};
-use crate::layers::{Weights, bias_name, conv2d, dense, weight_name};
 use crate::params::{ParamSet, host_vec};
+use crate::weights::{Weights, bias_name, conv2d, dense, weight_name};
 
 /// `ε` added to the LRT variance before the square root.
 pub const LRT_EPS: f32 = 1e-8;

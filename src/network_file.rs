@@ -31,3 +31,23 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Arch, ParamSet)> {
     f.finish()?;
     Ok((arch, params))
 }
+
+/// Loads two networks of one architecture: `(flag, file)` each names the flag in errors.
+pub fn load_pair(
+    a: (&str, &Path),
+    b: (&str, &Path),
+    device: &Device,
+) -> Result<(Arch, ParamSet, ParamSet)> {
+    let (arch, pa) = load_model(a.1, device)?;
+    let (arch_b, pb) = load_model(b.1, device)?;
+    if arch != arch_b {
+        return Err(Error::Config(format!(
+            "{} {} is a {arch} but {} {} is a {arch_b}: the networks must share one architecture",
+            a.0,
+            a.1.display(),
+            b.0,
+            b.1.display()
+        )));
+    }
+    Ok((arch, pa, pb))
+}
