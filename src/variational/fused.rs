@@ -19,6 +19,7 @@
 //! and the gradient is `J`, so training is unchanged up to float rounding.
 
 use burn::tensor::{Tensor, TensorData};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::LrtVariance;
@@ -134,32 +135,8 @@ struct Out<'a> {
 /// AVX2 + FMA build of the same code where the CPU has it. Every build rounds identically:
 /// the code uses only IEEE operations and explicit `mul_add` (fused in every build), never
 /// contracted or reassociated by the compiler.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn chunk(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
-            return unsafe { chunk_avx512(theta, ls2, out, pass) };
-        }
-        if avx2 {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { chunk_avx2(theta, ls2, out, pass) };
-        }
-    }
-    chunk_body(theta, ls2, out, pass)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn chunk_avx512(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
-    chunk_body(theta, ls2, out, pass)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn chunk_avx2(theta: &[f32], ls2: &[f32], out: Out<'_>, pass: Pass) -> f64 {
     chunk_body(theta, ls2, out, pass)
 }
 

@@ -11,6 +11,7 @@
 //! Why: `rand_distr`'s ziggurat, one value at a time from one stream, was a tenth of a sparse-VD
 //! MLP train step (52k values a step at batch 128).
 
+use multiversion::multiversion;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -39,32 +40,8 @@ pub fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 }
 
 /// Fills `out` (`len ≤ 2·w1.len()`): cosines in the first `w1.len()` values, sines after.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn box_muller(w1: &[u32], w2: &[u32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
-            return unsafe { box_muller_avx512(w1, w2, out) };
-        }
-        if avx2 {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { box_muller_avx2(w1, w2, out) };
-        }
-    }
-    box_muller_body(w1, w2, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn box_muller_avx512(w1: &[u32], w2: &[u32], out: &mut [f32]) {
-    box_muller_body(w1, w2, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn box_muller_avx2(w1: &[u32], w2: &[u32], out: &mut [f32]) {
     box_muller_body(w1, w2, out)
 }
 
