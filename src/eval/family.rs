@@ -23,7 +23,7 @@ use super::{EVAL_BATCH, Metrics, batch_stats, batch_tensors};
 use crate::arch::Arch;
 use crate::backend::{with_host, with_hosts};
 use crate::data::Dataset;
-use crate::params::{Layout, ParamSet};
+use crate::params::{Layout, ParamSet, combine, combine_slices};
 use crate::weights::{Weights, bias_name, dense, weight_name};
 
 /// Members evaluated together by [`Family::metrics_all`].
@@ -83,7 +83,7 @@ impl CachedFirst<'_> {
                         2 => combine2([zs[0], zs[1]], [c[0], c[1]], b, relu, dst),
                         _ => combine3([zs[0], zs[1], zs[2]], [c[0], c[1], c[2]], b, relu, dst),
                     }
-                    // SAFETY: `combine` wrote every one of the `n` elements.
+                    // SAFETY: `combine_products` wrote every one of the `n` elements.
                     unsafe { out.set_len(n) };
                     return out;
                 }
@@ -118,7 +118,7 @@ fn act(x: f32, relu: bool) -> f32 {
 /// element written: `act(((z₀c₀ + z₁c₁) + …) + b)` per element in one pass (the operations, in
 /// order, of the general case).
 #[inline(always)]
-fn combine<const K: usize>(
+fn combine_products<const K: usize>(
     z: [&[f32]; K],
     c: [f32; K],
     b: &[f32],
@@ -138,7 +138,7 @@ fn combine<const K: usize>(
     }
 }
 
-/// [`combine`] for one, two and three products, compiled for AVX-512 and AVX2 as well as the
+/// [`combine_products`] for one, two and three products, compiled for AVX-512 and AVX2 as well as the
 /// baseline (the crate builds for baseline x86-64, 4 lanes); IEEE operations only, so the same
 /// bits in every build.
 macro_rules! combine_k {
@@ -151,7 +151,7 @@ macro_rules! combine_k {
             relu: bool,
             out: &mut [MaybeUninit<f32>],
         ) {
-            combine::<$k>(z, c, b, relu, out)
+            combine_products::<$k>(z, c, b, relu, out)
         }
     )*};
 }
@@ -256,15 +256,22 @@ impl Family {
             self.basis.len(),
             "one coefficient per basis vector"
         );
+        let (points, cs) = self.terms(c);
         let mut out = vec![0.0f32; self.basis[0].len()];
-        for (p, &c) in self.basis.iter().zip(c) {
-            if c == 0.0 {
-                continue;
-            }
-            let c = c as f32;
-            out.iter_mut().zip(p).for_each(|(o, x)| *o += c * x);
+        if !points.is_empty() {
+            combine(&mut out, &points, &cs);
         }
         out
+    }
+
+    /// The basis vectors with non-zero coefficients in `c`, and those coefficients as f32.
+    fn terms(&self, c: &[f64]) -> (Vec<&[f32]>, Vec<f32>) {
+        self.basis
+            .iter()
+            .zip(c)
+            .filter(|(_, c)| **c != 0.0)
+            .map(|(p, &c)| (&p[..], c as f32))
+            .unzip()
     }
 
     /// Metrics of the member with coefficients `c` on every dataset, in the order given to
@@ -301,13 +308,7 @@ impl Family {
             self.basis.len(),
             "one coefficient per basis vector"
         );
-        let terms: Vec<(&[f32], f32)> = self
-            .basis
-            .iter()
-            .zip(c)
-            .filter(|(_, c)| **c != 0.0)
-            .map(|(p, &c)| (&p[..], c as f32))
-            .collect();
+        let (points, cs) = self.terms(c);
         let off = self.layout.offsets();
         let skipped = self.skipped.as_ref();
         let tensors = (0..self.layout.len())
@@ -320,16 +321,7 @@ impl Family {
                 let range = off[i]..off[i + 1];
                 let len = range.len();
                 let mut v = vec![0.0f32; len];
-                if let Some(((first, c0), rest)) = terms.split_first() {
-                    for (o, x) in v.iter_mut().zip(&first[range.clone()]) {
-                        *o = c0 * x;
-                    }
-                    for (p, c) in rest {
-                        for (o, x) in v.iter_mut().zip(&p[range.clone()]) {
-                            *o += c * x;
-                        }
-                    }
-                }
+                combine_slices(&mut v, range.start, &points, &cs);
                 Tensor::from_data(TensorData::new(v, [len]), &self.device)
             })
             .collect();

@@ -5,4 +5,4 @@ pub mod layout;
 pub mod set;
 
 pub use layout::{Entry, Layout, Role};
-pub use set::{ParamSet, host_vec};
+pub use set::{ParamSet, combine, combine_slices, host_vec};

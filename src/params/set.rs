@@ -231,6 +231,11 @@ impl ParamSet {
 
     /// `Σ_j c_j · sets_j` for sets sharing one layout (curve points). Terms with `c_j = 0` are
     /// skipped, so no gradient reaches control points that do not contribute.
+    ///
+    /// This is the portable form, in burn tensor operations: differentiable, and the path for
+    /// tensors on any device. On the CPU the curve step and the evaluation of linear families
+    /// form points on the host with [`combine_slices`] instead, which the tests hold
+    /// bit-identical to this form (its oracle).
     pub fn combination(sets: &[&ParamSet], coeffs: &[f32]) -> Result<ParamSet> {
         let first = Self::combination_first(sets, coeffs)?;
         let tensors = (0..first.tensors.len())
@@ -368,11 +373,21 @@ impl ParamSet {
     }
 }
 
-/// `w = Σ_j c_j·p_j` in point order (the first term copied or scaled, then `+= x` for unit
-/// coefficients, `+= x·c` otherwise: the operations of [`ParamSet::combination`]) written into
-/// `w`, returning `Σ w²` (block sums of [`sum_of_squares`] added in order), in parallel blocks.
-/// `points` is not empty, every coefficient is non-zero and `w` is as long as a point.
-fn combine(w: &mut [f32], points: &[&[f32]], coeffs: &[f32]) -> f64 {
+/// The host form of a linear combination of flat weight vectors: elements
+/// `start..start + out.len()` of `Σ_j c_j·p_j` written into `out`, in point order (the first
+/// term copied or scaled, then `+= x` for unit coefficients, `+= x·c` otherwise: the operations
+/// of [`ParamSet::combination`], so the same bits), on the calling thread; returns their `Σ w²`.
+/// Every coefficient is non-zero (an empty `points` leaves `out` as it is); every point holds
+/// the range. Used by the curve step ([`ParamSet::combination_into`]) and by the evaluation of
+/// linear families of networks (`eval::family`).
+pub fn combine_slices(out: &mut [f32], start: usize, points: &[&[f32]], coeffs: &[f32]) -> f64 {
+    combine_block(out, start, points, coeffs)
+}
+
+/// `w = Σ_j c_j·p_j` ([`combine_slices`]) over the whole of `w`, in parallel blocks, returning
+/// `Σ w²` (block sums of [`sum_of_squares`] added in order). `points` is not empty, every
+/// coefficient is non-zero and `w` is as long as a point.
+pub fn combine(w: &mut [f32], points: &[&[f32]], coeffs: &[f32]) -> f64 {
     debug_assert!(
         points.iter().all(|p| p.len() == w.len()),
         "points of one layout"
