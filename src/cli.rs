@@ -241,18 +241,7 @@ impl LoopArgs {
 
     /// Validated loop configuration, with `d` for the flags not given.
     pub fn resolve(&self, d: &LoopDefaults) -> Result<LoopConfig> {
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::Config(format!(
-                "--momentum must be in [0, 1), got {}",
-                self.momentum
-            )));
-        }
         let wd = self.wd(d);
-        if !(wd >= 0.0 && wd.is_finite()) {
-            return Err(Error::Config(format!(
-                "--wd must be a non-negative number, got {wd}"
-            )));
-        }
         let cfg = LoopConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch_size: self.batch_size.unwrap_or(d.batch_size),
@@ -450,9 +439,6 @@ impl VtrainArgs {
             defaults.lr = VARIANCE_LR;
         }
         let loop_cfg = self.train.resolve(&defaults)?;
-        if self.eval_every == 0 {
-            return Err(Error::Config("--eval-every must be at least 1".into()));
-        }
         let variance_layers = match self.variance_layers.as_deref() {
             None => VarianceLayers::Hidden,
             Some(_) if method != Method::Variance => {
@@ -666,12 +652,6 @@ pub struct AlignArgs {
 impl AlignArgs {
     /// Validated options.
     pub fn resolve(&self) -> Result<AlignOptions> {
-        if self.samples == Some(0) {
-            return Err(Error::Config("--samples must be at least 1".into()));
-        }
-        if self.max_sweeps == 0 {
-            return Err(Error::Config("--max-sweeps must be at least 1".into()));
-        }
         Ok(AlignOptions {
             model: self.model.clone(),
             to: self.to.clone(),

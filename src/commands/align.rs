@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::permute::{distance, max_logit_diff, write_permutation};
 use super::{eval_device, load_data};
 use crate::data::DataConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::EVAL_BATCH;
 use crate::network_file::{load_pair, save_model};
 use crate::permute::{
@@ -52,6 +52,12 @@ pub struct AlignOptions {
 
 /// Runs `align`; returns the summary (`summary.json` plus the matching time).
 pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
+    if opts.samples == Some(0) {
+        return Err(Error::Config("--samples must be at least 1".into()));
+    }
+    if opts.matching.max_sweeps == 0 {
+        return Err(Error::Config("--max-sweeps must be at least 1".into()));
+    }
     let config = json!({
         "model": opts.model,
         "to": opts.to,

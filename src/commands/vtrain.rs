@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{default_arch, eval_device, load_data};
 use crate::arch::Arch;
 use crate::data::DataConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::network_file::save_model;
 use crate::report::{RunRecord, write_json};
 use crate::train::{LoopConfig, RunControl, fit};
@@ -70,6 +70,9 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
     let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
     arch.check_data(&split.train)?;
     opts.loop_cfg.validate()?;
+    if opts.eval.every == 0 {
+        return Err(Error::Config("--eval-every must be at least 1".into()));
+    }
     // Means and log-variances: about twice the plain network's buffers.
     arch.check_memory(
         2 * (crate::arch::memory::TRAIN_COPIES + opts.loop_cfg.optim.slots()),

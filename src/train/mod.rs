@@ -91,7 +91,7 @@ impl LoopConfig {
                 self.lr
             )));
         }
-        Ok(())
+        self.optim.validate()
     }
 }
 

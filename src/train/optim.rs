@@ -78,6 +78,25 @@ impl OptimConfig {
         }
     }
 
+    /// Checks the values once, naming the flag at fault.
+    pub fn validate(&self) -> Result<()> {
+        let (momentum, wd) = match *self {
+            OptimConfig::Sgd { momentum, wd } => (momentum, wd),
+            OptimConfig::Adam { wd, .. } => (0.0, wd),
+        };
+        if !(0.0..1.0).contains(&momentum) {
+            return Err(Error::Config(format!(
+                "--momentum must be in [0, 1), got {momentum}"
+            )));
+        }
+        if !(wd >= 0.0 && wd.is_finite()) {
+            return Err(Error::Config(format!(
+                "--wd must be a non-negative number, got {wd}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Weight-sized state buffers: 1 for SGD (momentum), 2 for Adam (both moments).
     pub fn slots(&self) -> usize {
         match self {
