@@ -385,7 +385,7 @@ pub fn combine_slices(out: &mut [f32], start: usize, points: &[&[f32]], coeffs: 
 }
 
 /// `w = Σ_j c_j·p_j` ([`combine_slices`]) over the whole of `w`, in parallel blocks, returning
-/// `Σ w²` (block sums of [`sum_of_squares`] added in order). `points` is not empty, every
+/// `Σ w²` (block sums of `sum_of_squares` added in order). `points` is not empty, every
 /// coefficient is non-zero and `w` is as long as a point.
 pub fn combine(w: &mut [f32], points: &[&[f32]], coeffs: &[f32]) -> f64 {
     debug_assert!(
