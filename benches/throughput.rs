@@ -135,11 +135,7 @@ impl TrainCase {
         let (params, obj): (ParamSet, Box<dyn Objective>) = match step {
             Step::Plain => (
                 arch.init(0, &device),
-                Box::new(Classification {
-                    arch: arch.clone(),
-                    test: data,
-                    device: device.clone(),
-                }),
+                Box::new(Classification::new(arch.clone(), data, device.clone())),
             ),
             Step::Curve => {
                 let (a, b) = (arch.init(1, &device), arch.init(2, &device));

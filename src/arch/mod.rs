@@ -24,13 +24,26 @@ use crate::weights::Weights;
 /// Receives a hidden layer's name and its post-activation `[samples, units]`.
 pub type Observer<'a> = &'a mut dyn FnMut(&str, Tensor<2>);
 
+/// The normalisation of an architecture's hidden layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Norm {
+    /// None.
+    #[default]
+    None,
+    /// Batch normalisation ([`crate::weights::norm`]).
+    Bn,
+}
+
 /// A network architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arch {
-    /// ReLU MLP with the given widths (input first, classes last).
+    /// ReLU MLP with the given widths (input first, classes last); with `norm = Bn` every hidden
+    /// block is Linear without bias → BatchNorm → ReLU (the MLP-BN of Jordan et al. 2023).
     Mlp {
         /// Layer widths `d_0 … d_L`.
         widths: Vec<usize>,
+        /// Normalisation of the hidden layers.
+        norm: Norm,
     },
     /// LeNet-5-Caffe on `[c, h, w]` inputs with 10 classes.
     LeNet5 {
@@ -45,13 +58,27 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::InvalidSpec(format!(
-                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `lenet5` or `lenet5:3x32x32`)"
+                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `mlp:784-128-128-10:norm=bn`, `lenet5` or `lenet5:3x32x32`)"
             ))
         };
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
         match kind {
             "mlp" => {
-                let widths = rest
+                let mut parts = rest.split(':');
+                let widths = parts.next().unwrap_or_default();
+                let mut norm = Norm::None;
+                for opt in parts {
+                    norm = match opt {
+                        "norm=bn" => Norm::Bn,
+                        "norm=none" => Norm::None,
+                        _ => {
+                            return Err(bad(&format!(
+                                "unknown option `{opt}` (expected norm=bn or norm=none)"
+                            )));
+                        }
+                    };
+                }
+                let widths = widths
                     .split('-')
                     .map(|w| w.trim().parse::<usize>())
                     .collect::<std::result::Result<Vec<_>, _>>()
@@ -59,7 +86,10 @@ impl FromStr for Arch {
                 if widths.len() < 2 || widths.contains(&0) {
                     return Err(bad("an MLP needs at least two positive widths"));
                 }
-                Ok(Arch::Mlp { widths })
+                if norm == Norm::Bn && widths.len() < 3 {
+                    return Err(bad("norm=bn needs at least one hidden layer"));
+                }
+                Ok(Arch::Mlp { widths, norm })
             }
             "lenet5" => {
                 let input = if rest.is_empty() {
@@ -85,9 +115,13 @@ impl FromStr for Arch {
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Arch::Mlp { widths } => {
+            Arch::Mlp { widths, norm } => {
                 let w: Vec<String> = widths.iter().map(|w| w.to_string()).collect();
-                write!(f, "mlp:{}", w.join("-"))
+                write!(f, "mlp:{}", w.join("-"))?;
+                match norm {
+                    Norm::None => Ok(()),
+                    Norm::Bn => write!(f, ":norm=bn"),
+                }
             }
             Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),
         }
@@ -98,7 +132,7 @@ impl Arch {
     /// Number of input values per sample.
     pub fn input_dim(&self) -> usize {
         match self {
-            Arch::Mlp { widths } => widths[0],
+            Arch::Mlp { widths, .. } => widths[0],
             Arch::LeNet5 { input } => input.iter().product(),
         }
     }
@@ -106,7 +140,7 @@ impl Arch {
     /// Number of output classes.
     pub fn classes(&self) -> usize {
         match self {
-            Arch::Mlp { widths } => *widths.last().unwrap(),
+            Arch::Mlp { widths, .. } => *widths.last().unwrap(),
             Arch::LeNet5 { .. } => 10,
         }
     }
@@ -149,7 +183,7 @@ impl Arch {
     /// The parameter layout.
     pub fn layout(&self) -> Arc<Layout> {
         let entries = match self {
-            Arch::Mlp { widths } => mlp::entries(widths),
+            Arch::Mlp { widths, norm } => mlp::entries(widths, *norm),
             Arch::LeNet5 { input } => lenet::entries(*input, 10),
         };
         Arc::new(Layout::new(entries).expect("architecture layouts are valid"))
@@ -160,7 +194,7 @@ impl Arch {
     pub fn perm_spec(&self) -> PermSpec {
         let layout = self.layout();
         match self {
-            Arch::Mlp { widths } => mlp::perm_spec(widths, &layout),
+            Arch::Mlp { widths, norm } => mlp::perm_spec(widths, *norm, &layout),
             Arch::LeNet5 { input } => lenet::perm_spec(*input, &layout),
         }
         .expect("architecture permutation specs fit their layouts")
@@ -170,7 +204,10 @@ impl Arch {
     /// input, which [`crate::eval::family`] exploits), `None` for a convolutional first layer.
     pub fn first_dense_layer(&self) -> Option<&'static str> {
         match self {
-            Arch::Mlp { .. } => Some("fc1"),
+            Arch::Mlp {
+                norm: Norm::None, ..
+            } => Some("fc1"),
+            Arch::Mlp { .. } => None,
             Arch::LeNet5 { .. } => None,
         }
     }
@@ -178,7 +215,7 @@ impl Arch {
     /// Output units of the first layer (channels × positions for a convolution).
     pub fn first_layer_units(&self) -> usize {
         match self {
-            Arch::Mlp { widths } => widths[1],
+            Arch::Mlp { widths, .. } => widths[1],
             Arch::LeNet5 { input } => 20 * (input[1] - 4) * (input[2] - 4),
         }
     }
@@ -186,7 +223,7 @@ impl Arch {
     /// Multiply-adds of the first layer for one sample.
     pub fn first_layer_macs(&self) -> usize {
         match self {
-            Arch::Mlp { widths } => widths[0] * widths[1],
+            Arch::Mlp { widths, .. } => widths[0] * widths[1],
             Arch::LeNet5 { input } => self.first_layer_units() * input[0] * 25,
         }
     }
@@ -195,7 +232,7 @@ impl Arch {
     /// elementwise work is not counted). `2 ×` this is the usual FLOP count.
     pub fn macs_per_sample(&self) -> usize {
         match self {
-            Arch::Mlp { widths } => widths.windows(2).map(|w| w[0] * w[1]).sum(),
+            Arch::Mlp { widths, .. } => widths.windows(2).map(|w| w[0] * w[1]).sum(),
             Arch::LeNet5 { input } => {
                 let (h1, w1) = (input[1] - 4, input[2] - 4);
                 let (h2, w2) = (h1 / 2 - 4, w1 / 2 - 4);
@@ -208,13 +245,14 @@ impl Arch {
     /// Names of the hidden layers whose units can be permuted, in forward order.
     pub fn hidden_layers(&self) -> Vec<String> {
         match self {
-            Arch::Mlp { widths } => (1..widths.len() - 1).map(|i| format!("fc{i}")).collect(),
+            Arch::Mlp { widths, .. } => (1..widths.len() - 1).map(|i| format!("fc{i}")).collect(),
             Arch::LeNet5 { .. } => vec!["conv1".into(), "conv2".into(), "fc1".into()],
         }
     }
 
     /// PyTorch's default initialisation (Kaiming-uniform with a = √5): weights and biases
-    /// `~ U(−1/√fan_in, 1/√fan_in)`, drawn in layout order from a ChaCha8 stream seeded by `seed`.
+    /// `~ U(−1/√fan_in, 1/√fan_in)`, drawn in layout order from a ChaCha8 stream seeded by `seed`;
+    /// normalisation scales and running variances 1, shifts and running means 0.
     pub fn init(&self, seed: u64, device: &Device) -> ParamSet {
         let layout = self.layout();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -223,6 +261,8 @@ impl Arch {
             .iter()
             .map(|e| {
                 let fan_in: usize = match e.role {
+                    Role::NormScale | Role::RunningVar => return vec![1.0; e.numel()],
+                    Role::NormShift | Role::RunningMean => return vec![0.0; e.numel()],
                     Role::Weight => e.shape[1..].iter().product(),
                     Role::Bias => {
                         let w = e.name.trim_end_matches(".bias").to_string() + ".weight";
@@ -263,7 +303,7 @@ impl Arch {
         observe: Option<Observer<'_>>,
     ) -> Tensor<2> {
         match self {
-            Arch::Mlp { widths } => mlp::forward(widths, w, x, observe),
+            Arch::Mlp { widths, norm } => mlp::forward(widths, *norm, w, x, observe),
             Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
         }
     }

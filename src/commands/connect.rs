@@ -104,7 +104,8 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         opts.wd,
         &split.test,
         device.clone(),
-    );
+    )
+    .with_state_data(&split.train);
     let meta = FileMeta::new("curve", &arch.to_string());
     let fitted = fit(
         packed,

@@ -31,7 +31,10 @@ pub fn default_arch(split: &Split) -> Arch {
         true => vec![d, 128, split.train.classes],
         false => vec![d, 300, 100, split.train.classes],
     };
-    Arch::Mlp { widths }
+    Arch::Mlp {
+        widths,
+        norm: Default::default(),
+    }
 }
 
 /// When `fit` stopped early (`--stop-after`): records the run and returns what to report.

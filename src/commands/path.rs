@@ -105,7 +105,11 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     write_atomic(&opts.out.join("path.csv"), rows_csv(&rows).as_bytes())?;
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
-    record.finish(&opts.out, v.clone())?;
+    let mut result = v.clone();
+    if let Some(s) = crate::eval::state::record(&layout, &train) {
+        result["state_recomputed"] = s;
+    }
+    record.finish(&opts.out, result)?;
     Ok(v)
 }
 

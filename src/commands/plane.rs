@@ -125,6 +125,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         "x": xs, "y": ys, "train_loss": train_loss, "test_err": test_err,
         "w1": [0.0, 0.0], "w2": [len, 0.0], "bend": proj(&theta), "curve": curve_pts,
         "train_samples": train.len(), "test_samples": split.test.len(),
+        "state_recomputed": crate::eval::state::record(&arch.layout(), &train),
     });
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     write_json(&opts.out.join("plane.json"), &plane)?;

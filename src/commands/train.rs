@@ -71,11 +71,7 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         opts.loop_cfg.batch_size,
     )?;
     let init = arch.init(opts.loop_cfg.seed, &device);
-    let mut obj = Classification {
-        arch: arch.clone(),
-        test: &split.test,
-        device: device.clone(),
-    };
+    let mut obj = Classification::new(arch.clone(), &split.test, device.clone());
     let meta = FileMeta::new("model", &arch.to_string());
     let fitted = fit(
         init,

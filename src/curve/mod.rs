@@ -19,10 +19,12 @@ use crate::arch::Arch;
 use crate::backend::into_host_vec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::eval::state::recompute;
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet};
 use crate::train::{Gradient, Objective, Scalars, StepCtx};
+use crate::weights::norm::TrainMode;
 
 /// A curve: its kind, architecture and control points (endpoints first and last).
 #[derive(Debug, Clone)]
@@ -228,6 +230,9 @@ pub struct CurveObjective<'a> {
     pub test: &'a Dataset,
     /// Evaluation device.
     pub device: Device,
+    /// Data on which the midpoint's state is recomputed before its evaluation (networks with
+    /// normalisation layers; [`CurveObjective::with_state_data`]; default: `test`).
+    state_data: Option<&'a Dataset>,
     sampled: Option<Sampled>,
     /// The point `w(t)` of the last step, whose buffers the next step reuses.
     last_point: Option<ParamSet>,
@@ -260,9 +265,16 @@ impl<'a> CurveObjective<'a> {
             wd,
             test,
             device,
+            state_data: None,
             sampled: None,
             last_point: None,
         }
+    }
+
+    /// Recompute the evaluated midpoint's state on `data` (the training set).
+    pub fn with_state_data(mut self, data: &'a Dataset) -> Self {
+        self.state_data = Some(data);
+        self
     }
 
     fn assemble(&self, packed: &ParamSet) -> Vec<ParamSet> {
@@ -321,7 +333,15 @@ impl Objective for CurveObjective<'_> {
             .sampled
             .as_ref()
             .expect("CurveObjective::weights runs before loss");
-        let ce = cross_entropy(self.curve.arch.forward(weights, x), y);
+        // Normalisation layers in train mode at the sampled point (Garipov et al. 2018): a
+        // curve's points carry no meaningful running statistics; they are recomputed wherever
+        // a point is evaluated.
+        let logits = if weights.layout().has_state() {
+            self.curve.arch.forward(&TrainMode::new(weights), x)
+        } else {
+            self.curve.arch.forward(weights, x)
+        };
+        let ce = cross_entropy(logits, y);
         // The decay's value only: its gradient enters in `pull_back`.
         let loss = if self.wd > 0.0 {
             ce + (0.5 * self.wd * s.sq_norm) as f32
@@ -349,6 +369,8 @@ impl Objective for CurveObjective<'_> {
     fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {
         let points = self.assemble(params);
         let mid = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), 0.5);
+        let data = self.state_data.unwrap_or(self.test);
+        let mid = recompute(&self.curve.arch, &mid, data, None, &self.device);
         let m = evaluate(&self.curve.arch, &mid, self.test, EVAL_BATCH, &self.device);
         Ok(vec![
             ("test_loss_mid".into(), json!(m.loss)),

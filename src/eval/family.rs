@@ -49,6 +49,9 @@ pub struct Family {
     /// size, the placeholder of [`Family::eval_member`].
     skipped: Option<(usize, Tensor<1>)>,
     data: Vec<(usize, Vec<Batch>)>,
+    /// For a layout with state: the data (the first dataset) on which every member's state is
+    /// recomputed before it is evaluated ([`crate::eval::state::recompute`]).
+    state_data: Option<Dataset>,
     device: Device,
 }
 
@@ -177,6 +180,10 @@ impl Weights for CachedFirst<'_> {
     fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
         self.params.conv2d(layer, x, options)
     }
+
+    fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        self.params.batch_norm(layer, x)
+    }
 }
 
 impl Family {
@@ -233,6 +240,10 @@ impl Family {
                 (d.len(), batches)
             })
             .collect();
+        let state_data = layout
+            .has_state()
+            .then(|| datasets.first().map(|d| (*d).clone()))
+            .flatten();
         Self {
             arch: arch.clone(),
             layout,
@@ -240,7 +251,16 @@ impl Family {
             skipped,
             first,
             data,
+            state_data,
             device: device.clone(),
+        }
+    }
+
+    /// `params` with its state recomputed on the family's state data (when it has state).
+    fn with_state(&self, params: ParamSet) -> ParamSet {
+        match &self.state_data {
+            Some(d) => super::state::recompute(&self.arch, &params, d, None, &self.device),
+            None => params,
         }
     }
 
@@ -284,6 +304,7 @@ impl Family {
     pub fn metrics_of(&self, c: &[f64], w: &[f32]) -> Vec<Metrics> {
         let params =
             ParamSet::from_flat(self.layout.clone(), w, &self.device).expect("layout-sized member");
+        let params = self.with_state(params);
         self.data
             .iter()
             .map(|(n, batches)| {
@@ -335,7 +356,10 @@ impl Family {
     pub fn metrics_all(&self, cs: &[Vec<f64>]) -> Vec<Vec<Metrics>> {
         let mut out = Vec::with_capacity(cs.len());
         for group in cs.chunks(GROUP) {
-            let members: Vec<ParamSet> = group.par_iter().map(|c| self.eval_member(c)).collect();
+            let members: Vec<ParamSet> = group
+                .par_iter()
+                .map(|c| self.with_state(self.eval_member(c)))
+                .collect();
             let per_dataset: Vec<Vec<Metrics>> = self
                 .data
                 .iter()

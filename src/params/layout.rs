@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// What a tensor is for: it decides the initialisation (a weight's fan-in scales its bias's
-/// range) and which tensors a variational model makes stochastic (weights; biases stay points).
-/// Weight decay applies to every trained tensor alike.
+/// range; a normalisation's scale starts at 1, its shift at 0), which tensors a variational
+/// model makes stochastic (weights; the rest stay points), and which are **state**: running
+/// statistics that a train-mode forward pass updates and no optimiser touches. Weight decay
+/// applies to every trained tensor alike, never to state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -14,6 +16,24 @@ pub enum Role {
     Weight,
     /// A bias `[out]`.
     Bias,
+    /// A normalisation layer's scale γ `[channels]` (PyTorch's `<bn>.weight`), initially 1.
+    NormScale,
+    /// A normalisation layer's shift β `[channels]` (PyTorch's `<bn>.bias`), initially 0.
+    NormShift,
+    /// State: a batch normalisation's running mean `[channels]`, initially 0.
+    RunningMean,
+    /// State: a batch normalisation's running variance `[channels]`, initially 1.
+    RunningVar,
+}
+
+impl Role {
+    /// Whether the tensor is state: saved in checkpoints and restored on resume, updated by
+    /// train-mode forward passes, skipped by optimisers and weight decay, and never
+    /// interpolated (wherever a new point in weight space is evaluated it is recomputed from
+    /// data instead, [`crate::eval::state::recompute`]).
+    pub fn is_state(self) -> bool {
+        matches!(self, Role::RunningMean | Role::RunningVar)
+    }
 }
 
 /// One named tensor of a layout.
@@ -88,6 +108,11 @@ impl Layout {
     /// The entry of a named tensor.
     pub fn entry(&self, name: &str) -> Result<&Entry> {
         Ok(&self.entries[self.index_of(name)?])
+    }
+
+    /// Whether any tensor is state ([`Role::is_state`]).
+    pub fn has_state(&self) -> bool {
+        self.entries.iter().any(|e| e.role.is_state())
     }
 
     /// Total number of scalars.

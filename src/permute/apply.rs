@@ -309,7 +309,7 @@ mod tests {
             widths in prop::collection::vec(1usize..7, 2..6),
             seed: u64,
         ) {
-            let arch = Arch::Mlp { widths };
+            let arch = Arch::Mlp { widths, norm: Default::default() };
             let spec = arch.perm_spec();
             let w = arch.init(seed, &crate::backend::device());
             let p = Permutation::random(&spec, seed);

@@ -84,13 +84,15 @@ mod tests {
     #[test]
     fn a_spec_that_does_not_fit_the_layout_names_the_parameter() {
         let other: Arch = "mlp:12-8-5".parse().unwrap();
-        let e = crate::arch::mlp::perm_spec(&[12, 16, 5], &other.layout()).unwrap_err();
+        let e = crate::arch::mlp::perm_spec(&[12, 16, 5], Default::default(), &other.layout())
+            .unwrap_err();
         let e = e.to_string();
         assert!(
             e.contains("`fc1.weight` axis 0 has size 8") && e.contains("needs 16"),
             "{e}"
         );
-        let e = crate::arch::mlp::perm_spec(&[12, 8, 8, 5], &other.layout()).unwrap_err();
+        let e = crate::arch::mlp::perm_spec(&[12, 8, 8, 5], Default::default(), &other.layout())
+            .unwrap_err();
         assert!(
             e.to_string().contains("`fc2.weight` axis 0 has size 5"),
             "{e}"
@@ -105,10 +107,12 @@ mod tests {
         // Applying a spec to a parameter set of another layout is an error, not a panic.
         let spec = Arch::Mlp {
             widths: vec![12, 8, 5],
+            norm: Default::default(),
         }
         .perm_spec();
         let w = Arch::Mlp {
             widths: vec![12, 8, 4],
+            norm: Default::default(),
         }
         .init(0, &crate::backend::device());
         let e = apply(&spec, &Permutation::identity(&spec), &w).unwrap_err();
@@ -260,7 +264,7 @@ mod tests {
             .zip(init.to_vecs())
             .map(|(e, v)| match e.role {
                 crate::params::Role::Bias => v.iter().map(|b| b.abs() + 0.05).collect(),
-                crate::params::Role::Weight => v,
+                _ => v,
             })
             .collect();
         let a = ParamSet::from_vecs(init.layout().clone(), vals, &dev).unwrap();

@@ -327,7 +327,14 @@ pub fn train_step(
 ) -> Result<(ParamSet, f64, Scalars)> {
     crate::backend::keep_warm();
     let (value, g, scalars) = loss_and_gradient(&params, obj, x, y, ctx)?;
-    Ok((opt.step(params, &g, lr)?, value, scalars))
+    let next = opt.step(params, &g, lr)?;
+    let stats = obj.take_batch_stats();
+    let next = if stats.is_empty() {
+        next
+    } else {
+        crate::weights::norm::fold_stats(&next, &stats, crate::weights::norm::BN_MOMENTUM)
+    };
+    Ok((next, value, scalars))
 }
 
 fn summary_line(r: &Map<String, Value>, epochs: usize) -> String {

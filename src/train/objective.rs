@@ -10,6 +10,7 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
 use crate::params::ParamSet;
+use crate::weights::norm::{BatchStats, TrainMode};
 
 /// Named scalars an objective reports for one step (averaged over the epoch in the log).
 pub type Scalars = Vec<(&'static str, f64)>;
@@ -42,9 +43,18 @@ pub trait Objective {
 
     /// Metrics recorded at the end of epoch `epoch` (0-based); `params` carry no autodiff.
     fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>>;
+
+    /// The normalisation layers' batch statistics of the last [`Objective::loss`], which the
+    /// loop folds into the trained set's state with PyTorch's momentum
+    /// ([`crate::weights::norm::BN_MOMENTUM`]). Default: none (no state, or state that is
+    /// recomputed rather than tracked, as a curve's).
+    fn take_batch_stats(&mut self) -> Vec<BatchStats> {
+        Vec::new()
+    }
 }
 
-/// Cross-entropy of a plain network; reports test loss and accuracy after each epoch.
+/// Cross-entropy of a plain network (normalisation layers in train mode); reports test loss
+/// and accuracy after each epoch.
 pub struct Classification<'a> {
     /// The architecture.
     pub arch: Arch,
@@ -52,6 +62,19 @@ pub struct Classification<'a> {
     pub test: &'a Dataset,
     /// Device for evaluation.
     pub device: Device,
+    stats: Vec<BatchStats>,
+}
+
+impl<'a> Classification<'a> {
+    /// The objective for `arch`, evaluated on `test` after every epoch.
+    pub fn new(arch: Arch, test: &'a Dataset, device: Device) -> Self {
+        Self {
+            arch,
+            test,
+            device,
+            stats: Vec::new(),
+        }
+    }
 }
 
 impl Objective for Classification<'_> {
@@ -62,7 +85,17 @@ impl Objective for Classification<'_> {
         y: Tensor<1, Int>,
         _ctx: &mut StepCtx<'_>,
     ) -> (Tensor<1>, Scalars) {
-        (cross_entropy(self.arch.forward(params, x), y), Vec::new())
+        if !params.layout().has_state() {
+            return (cross_entropy(self.arch.forward(params, x), y), Vec::new());
+        }
+        let train = TrainMode::new(params);
+        let logits = self.arch.forward(&train, x);
+        self.stats = train.into_stats();
+        (cross_entropy(logits, y), Vec::new())
+    }
+
+    fn take_batch_stats(&mut self) -> Vec<BatchStats> {
+        std::mem::take(&mut self.stats)
     }
 
     fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {

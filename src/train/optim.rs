@@ -207,6 +207,9 @@ impl Optimizer {
             OptimConfig::Sgd { momentum, wd } => {
                 let (mu, wd) = (momentum as f32, wd as f32);
                 for (i, (p, b)) in p.iter_mut().zip(&mut self.state[0]).enumerate() {
+                    if layout.entries()[i].role.is_state() {
+                        continue;
+                    }
                     grads.with_tensor(i, |g| {
                         p.par_chunks_mut(BLOCK)
                             .zip(b.par_chunks_mut(BLOCK))
@@ -236,6 +239,9 @@ impl Optimizer {
                     .zip(v_all[0].iter_mut())
                     .enumerate()
                 {
+                    if layout.entries()[i].role.is_state() {
+                        continue;
+                    }
                     grads.with_tensor(i, |g| {
                         p.par_chunks_mut(BLOCK)
                             .zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK)))
@@ -365,6 +371,38 @@ mod tests {
         (0..n)
             .map(|i| ((i as f32 + 1.3) * (seed as f32 + 0.7)).sin() * 0.5)
             .collect()
+    }
+
+    /// State (running statistics) is left alone by both optimisers and their weight decay.
+    #[test]
+    fn state_is_not_updated() {
+        let entries = vec![
+            Entry {
+                name: "w".into(),
+                shape: vec![4],
+                role: Role::Weight,
+            },
+            Entry {
+                name: "bn.running_var".into(),
+                shape: vec![4],
+                role: Role::RunningVar,
+            },
+        ];
+        let layout = Arc::new(Layout::new(entries).unwrap());
+        let dev = backend::device();
+        let p0 =
+            ParamSet::from_vecs(layout.clone(), vec![values(4, 1), values(4, 2)], &dev).unwrap();
+        for cfg in [
+            OptimConfig::new(OptimKind::Sgd, 0.9, 5e-4),
+            OptimConfig::new(OptimKind::Adam, 0.0, 1e-2),
+        ] {
+            let mut opt = Optimizer::new(cfg, &p0);
+            let g = ParamSet::from_vecs(layout.clone(), vec![values(4, 3), values(4, 4)], &dev)
+                .unwrap();
+            let p = opt.step(p0.clone(), &Gradient::Values(g), 0.1).unwrap();
+            assert_ne!(p.to_vecs()[0], p0.to_vecs()[0], "the weight moves");
+            assert_eq!(p.to_vecs()[1], p0.to_vecs()[1], "the state stays");
+        }
     }
 
     /// The fused update is bit-identical to the update composed from whole-tensor ops.

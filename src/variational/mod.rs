@@ -322,6 +322,11 @@ impl VModel {
     /// Builds the model, validating the configuration against the architecture.
     pub fn new(arch: Arch, config: VConfig) -> Result<Self> {
         let base = arch.layout();
+        if base.has_state() {
+            return Err(Error::Config(format!(
+                "--arch {arch}: variational models of networks with batch normalisation are not supported"
+            )));
+        }
         let names: Vec<String> = base
             .entries()
             .iter()

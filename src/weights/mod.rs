@@ -5,6 +5,8 @@
 //! variational source computes the same ops with the local reparameterisation trick. Architectures
 //! never see which one they are talking to.
 
+pub mod norm;
+
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
@@ -22,6 +24,14 @@ pub trait Weights {
     }
     /// 2-d convolution: `x: [batch, c_in, h, w]` → `[batch, c_out, h', w']`.
     fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4>;
+    /// Batch normalisation of `x: [batch, c]` ([`norm`]): eval mode (running statistics) for a
+    /// plain parameter set, train mode for [`norm::TrainMode`].
+    fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
+    /// [`Weights::batch_norm`] of a convolution's output `[batch, c, h, w]`, per channel.
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        norm::channels_first(self.batch_norm(layer, norm::channels_last(x)), b, h, w)
+    }
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
@@ -64,29 +74,34 @@ pub fn bias_name(layer: &str) -> String {
     format!("{layer}.bias")
 }
 
+impl ParamSet {
+    /// The layer's bias, `None` for a layer without one (a layer followed by a normalisation).
+    fn bias(&self, layer: &str) -> Option<Tensor<1>> {
+        let name = bias_name(layer);
+        self.layout().index_of(&name).ok().map(|_| self.get(&name))
+    }
+}
+
 impl Weights for ParamSet {
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
-        dense(
-            x,
-            self.get(&weight_name(layer)),
-            Some(self.get(&bias_name(layer))),
-        )
+        dense(x, self.get(&weight_name(layer)), self.bias(layer))
     }
 
     fn dense_relu(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
-        dense_relu(
-            x,
-            self.get(&weight_name(layer)),
-            Some(self.get(&bias_name(layer))),
-        )
+        dense_relu(x, self.get(&weight_name(layer)), self.bias(layer))
     }
 
     fn conv2d(&self, layer: &str, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
-        conv2d(
+        conv2d(x, self.get(&weight_name(layer)), self.bias(layer), options)
+    }
+
+    fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        norm::batch_norm_eval(
             x,
             self.get(&weight_name(layer)),
-            Some(self.get(&bias_name(layer))),
-            options,
+            self.get(&bias_name(layer)),
+            self.get(&norm::running_mean_name(layer)),
+            self.get(&norm::running_var_name(layer)),
         )
     }
 }

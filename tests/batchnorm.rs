@@ -1,0 +1,264 @@
+//! Batch normalisation and state: PyTorch's semantics against hand-computed statistics, the
+//! state's life (checkpoints, exact resume, untouched by the optimiser, permuted with its
+//! channels, recomputed at new points), and `connect` / `path` on an MLP-BN.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use burn::tensor::{Tensor, TensorData};
+use modeconn::arch::Arch;
+use modeconn::backend;
+use modeconn::data::{DataConfig, Source, load};
+use modeconn::eval::state::recompute;
+use modeconn::eval::{EVAL_BATCH, evaluate};
+use modeconn::network_file::load_model;
+use modeconn::params::{ParamSet, host_vec};
+use modeconn::permute::{Permutation, apply};
+use modeconn::weights::Weights;
+use modeconn::weights::norm::{BN_EPS, TrainMode, fold_stats};
+use serde_json::Value;
+
+fn modeconn() -> Command {
+    Command::cargo_bin("modeconn").unwrap()
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+const ARCH: &str = "mlp:64-32-32-10:norm=bn";
+
+/// A set of `arch` with non-trivial γ, β and running statistics.
+fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
+    let dev = backend::device();
+    let p = arch.init(seed, &dev);
+    let vals = p
+        .layout()
+        .entries()
+        .iter()
+        .zip(p.to_vecs())
+        .map(|(e, v)| match e.name.rsplit('.').next().unwrap() {
+            "running_var" => v
+                .iter()
+                .enumerate()
+                .map(|(i, _)| 0.5 + 0.1 * i as f32)
+                .collect(),
+            "running_mean" | "bias" if e.name.starts_with("bn") => v
+                .iter()
+                .enumerate()
+                .map(|(i, _)| 0.05 * i as f32 - 0.3)
+                .collect(),
+            "weight" if e.name.starts_with("bn") => v
+                .iter()
+                .enumerate()
+                .map(|(i, _)| 0.8 + 0.02 * i as f32)
+                .collect(),
+            _ => v,
+        })
+        .collect();
+    ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
+}
+
+#[test]
+fn batch_norm_matches_hand_computed_statistics() {
+    let dev = backend::device();
+    let arch: Arch = "mlp:3-2-2:norm=bn".parse().unwrap();
+    let p = perturbed(&arch, 1);
+    // x: 4 samples × 2 channels.
+    let xs = [1.0f32, -2.0, 3.0, 0.5, -1.0, 4.0, 2.0, 1.5];
+    let x = Tensor::<2>::from_data(TensorData::new(xs.to_vec(), [4, 2]), &dev);
+    let v = p.to_vecs();
+    let at = |name: &str| v[p.layout().index_of(name).unwrap()].clone();
+    let (gamma, beta) = (at("bn1.weight"), at("bn1.bias"));
+    let (rm, rv) = (at("bn1.running_mean"), at("bn1.running_var"));
+    let train = TrainMode::new(&p);
+    let yt = host_vec(&train.batch_norm("bn1", x.clone()));
+    let ye = host_vec(&p.batch_norm("bn1", x));
+    let stats = train.into_stats();
+    for c in 0..2 {
+        let col: Vec<f64> = (0..4).map(|r| xs[r * 2 + c] as f64).collect();
+        let mean = col.iter().sum::<f64>() / 4.0;
+        let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4.0;
+        assert!((stats[0].mean[c] as f64 - mean).abs() < 1e-6);
+        assert!((stats[0].var[c] as f64 - var).abs() < 1e-5);
+        assert!((stats[0].unbiased_var()[c] as f64 - var * 4.0 / 3.0).abs() < 1e-5);
+        for r in 0..4 {
+            let want_t =
+                gamma[c] as f64 * (col[r] - mean) / (var + BN_EPS as f64).sqrt() + beta[c] as f64;
+            let want_e = gamma[c] as f64 * (col[r] - rm[c] as f64)
+                / (rv[c] as f64 + BN_EPS as f64).sqrt()
+                + beta[c] as f64;
+            assert!((yt[r * 2 + c] as f64 - want_t).abs() < 1e-5, "train mode");
+            assert!((ye[r * 2 + c] as f64 - want_e).abs() < 1e-5, "eval mode");
+        }
+    }
+    // Folding with momentum m: r ← (1 − m)·r + m·s (the unbiased variance).
+    let f = fold_stats(&p, &stats, 0.1);
+    let fv = f.to_vecs();
+    let i = p.layout().index_of("bn1.running_var").unwrap();
+    for c in 0..2 {
+        let want = 0.9 * rv[c] + 0.1 * stats[0].unbiased_var()[c];
+        assert!((fv[i][c] - want).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn permuting_an_mlp_bn_keeps_eval_logits_and_matching_recovers_it() {
+    let dev = backend::device();
+    let arch: Arch = ARCH.parse().unwrap();
+    let spec = arch.perm_spec();
+    let p = perturbed(&arch, 3);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..5 * 64)
+                .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+                .collect(),
+            [5, 64],
+        ),
+        &dev,
+    );
+    let perm = Permutation::random(&spec, 11);
+    let q = apply(&spec, &perm, &p).unwrap();
+    let (a, b) = (
+        host_vec(&arch.forward(&p, x.clone())),
+        host_vec(&arch.forward(&q, x)),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst <= 1e-5, "logits moved by {worst}");
+    let m = modeconn::permute::weight_matching(&spec, &p, &q, &Default::default()).unwrap();
+    let back = apply(&spec, &m.perm, &q).unwrap();
+    assert_eq!(
+        back.to_vecs(),
+        p.to_vecs(),
+        "weight matching did not undo the permutation"
+    );
+}
+
+#[test]
+fn training_tracks_state_resumes_exactly_and_recompute_reproduces_the_endpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let train = |out: &str, extra: &[&str]| {
+        modeconn()
+            .args([
+                "train", "--arch", ARCH, "--epochs", "6", "--seed", "3", "-q", "--out",
+            ])
+            .arg(d.path().join(out))
+            .args(extra)
+            .assert()
+            .success();
+    };
+    train("full", &[]);
+    train("part", &["--stop-after", "2"]);
+    train("part", &["--resume"]);
+    let bytes = |dir: &str| std::fs::read(d.path().join(dir).join("model.safetensors")).unwrap();
+    assert_eq!(
+        bytes("full"),
+        bytes("part"),
+        "resume of a BN net is not exact"
+    );
+    let m = json(&d.path().join("full/metrics.json"));
+    assert!(m["test_acc"].as_f64().unwrap() > 0.85, "{m}");
+
+    // The running statistics were trained (moved from 0 and 1) and survive the file.
+    let dev = backend::device();
+    let (arch, p) = load_model(&d.path().join("full/model.safetensors"), &dev).unwrap();
+    let v = p.to_vecs();
+    let rm = &v[p.layout().index_of("bn1.running_mean").unwrap()];
+    let rv = &v[p.layout().index_of("bn1.running_var").unwrap()];
+    assert!(rm.iter().any(|&x| x.abs() > 1e-3) && rv.iter().any(|&x| (x - 1.0).abs() > 1e-3));
+
+    // Recomputing the state on the training data reproduces the endpoint's evaluation within
+    // the difference between the running average (momentum 0.1) and the exact mean.
+    let split = load(&DataConfig::new(Source::Digits)).unwrap();
+    let r = recompute(&arch, &p, &split.train, None, &dev);
+    let (e0, e1) = (
+        evaluate(&arch, &p, &split.test, EVAL_BATCH, &dev),
+        evaluate(&arch, &r, &split.test, EVAL_BATCH, &dev),
+    );
+    assert!((e0.acc - e1.acc).abs() <= 0.02, "{e0:?} vs {e1:?}");
+    assert!((e0.loss - e1.loss).abs() <= 0.05, "{e0:?} vs {e1:?}");
+    // Recomputed from a reset: a network whose state was wrecked gets the same state back.
+    let wrecked = {
+        let mut v = p.to_vecs();
+        let i = p.layout().index_of("bn2.running_var").unwrap();
+        v[i].iter_mut().for_each(|x| *x = 100.0);
+        ParamSet::from_vecs(p.layout().clone(), v, &dev).unwrap()
+    };
+    let r2 = recompute(&arch, &wrecked, &split.train, None, &dev);
+    assert_eq!(r2.to_vecs(), r.to_vecs());
+}
+
+#[test]
+fn a_curve_between_mlp_bns_beats_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    for s in ["1", "2"] {
+        modeconn()
+            .args([
+                "train", "--arch", ARCH, "--epochs", "10", "-q", "--seed", s, "--out",
+            ])
+            .arg(d.path().join(format!("w{s}")))
+            .assert()
+            .success();
+    }
+    let (a, b) = (
+        d.path().join("w1/model.safetensors"),
+        d.path().join("w2/model.safetensors"),
+    );
+    modeconn()
+        .args(["connect", "--epochs", "10", "-q", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("chain"))
+        .assert()
+        .success();
+    modeconn()
+        .args(["path", "--points", "11", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(format!(
+            "chain={}",
+            d.path().join("chain/curve.safetensors").display()
+        ))
+        .arg("--out")
+        .arg(d.path().join("path"))
+        .assert()
+        .success();
+    let s = json(&d.path().join("path/summary.json"));
+    let max = |p: &str| s[p]["test_loss"]["max"].as_f64().unwrap();
+    assert!(
+        max("chain") < max("line"),
+        "chain {} vs line {}",
+        max("chain"),
+        max("line")
+    );
+    // The endpoints are evaluated with recomputed state: close to their own evaluations.
+    let m1 = json(&d.path().join("w1/metrics.json"));
+    let start = s["line"]["test_err"]["start"].as_f64().unwrap();
+    let own = m1["test_err"].as_f64().unwrap();
+    assert!(
+        (start - own).abs() <= 0.02,
+        "path start {start} vs endpoint {own}"
+    );
+}
+
+#[test]
+fn variational_models_of_bn_nets_are_refused_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let out = modeconn()
+        .args(["vtrain", "--method", "sparse-vd", "--arch", ARCH, "--out"])
+        .arg(d.path().join("v"))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("batch normalisation"), "{err}");
+}
