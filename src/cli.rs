@@ -291,8 +291,9 @@ pub struct TrainArgs {
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Architecture: mlp:W0-W1-...-WL (e.g. mlp:784-300-100-10) or lenet5 or lenet5:CxHxW
-    /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
+    /// Architecture: mlp:W0-W1-...-WL (e.g. mlp:784-300-100-10), with batch normalisation
+    /// mlp:W0-...-WL:norm=bn (Linear without bias → BatchNorm → ReLU), or lenet5 or
+    /// lenet5:CxHxW [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<String>,
     /// Loop.
