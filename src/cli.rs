@@ -551,6 +551,10 @@ pub struct PathArgs {
     /// Evaluate train metrics on the first N training samples only (bounds the cost).
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
+    /// Networks with batch normalisation: recompute each evaluated point's running
+    /// statistics on the first N batches of 128 training samples [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub bn_batches: Option<usize>,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -585,6 +589,7 @@ impl PathArgs {
             curves,
             points: self.points,
             train_subset: self.train_subset,
+            bn_batches: self.bn_batches,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })
@@ -691,6 +696,10 @@ pub struct ProbeArgs {
     /// Evaluate train metrics on the first N training samples only.
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
+    /// Networks with batch normalisation: recompute each evaluated point's running
+    /// statistics on the first N batches of 128 training samples [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub bn_batches: Option<usize>,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -717,6 +726,7 @@ impl ProbeArgs {
             wd: self.train.wd(&LoopDefaults::CURVE),
             points: self.points,
             train_subset: self.train_subset,
+            bn_batches: self.bn_batches,
             data: self.data.resolve()?,
             out: self.out.clone(),
             quiet: self.quiet,
@@ -745,6 +755,10 @@ pub struct PlaneArgs {
     /// Evaluate train loss on the first N training samples only.
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
+    /// Networks with batch normalisation: recompute each evaluated point's running
+    /// statistics on the first N batches of 128 training samples [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub bn_batches: Option<usize>,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -763,6 +777,7 @@ impl PlaneArgs {
             grid: self.grid,
             margin: self.margin,
             train_subset: self.train_subset,
+            bn_batches: self.bn_batches,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })

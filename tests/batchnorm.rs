@@ -239,6 +239,46 @@ fn a_curve_between_mlp_bns_beats_the_line() {
         max("chain"),
         max("line")
     );
+    let run = json(&d.path().join("path/run.json"));
+    let rec = &run["result"]["state_recomputed"];
+    assert_eq!(
+        rec["batches"], 11,
+        "1,348 digits training samples in batches of 128: {rec}"
+    );
+    // --bn-batches bounds the recomputation, and is recorded; 0 is a one-line error.
+    modeconn()
+        .args(["path", "--points", "3", "--bn-batches", "2", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("path2"))
+        .assert()
+        .success();
+    let rec = json(&d.path().join("path2/run.json"))["result"]["state_recomputed"].clone();
+    assert_eq!(
+        (rec["batches"].clone(), rec["samples"].clone()),
+        (2.into(), 256.into())
+    );
+    let out = modeconn()
+        .args(["path", "--bn-batches", "0", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("path3"))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("--bn-batches") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        !d.path().join("path3").exists(),
+        "nothing written on bad input"
+    );
     // The endpoints are evaluated with recomputed state: close to their own evaluations.
     let m1 = json(&d.path().join("w1/metrics.json"));
     let start = s["line"]["test_err"]["start"].as_f64().unwrap();

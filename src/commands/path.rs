@@ -29,6 +29,8 @@ pub struct PathOptions {
     pub points: usize,
     /// Evaluate train metrics on the first N training samples only.
     pub train_subset: Option<usize>,
+    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
+    pub bn_batches: Option<usize>,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -57,10 +59,14 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     if opts.train_subset == Some(0) {
         return Err(Error::Config("--train-subset must be at least 1".into()));
     }
+    if opts.bn_batches == Some(0) {
+        return Err(Error::Config("--bn-batches must be at least 1".into()));
+    }
     let record = RunRecord::start(
         argv,
         json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
-               "train_subset": opts.train_subset, "data": opts.data}),
+               "train_subset": opts.train_subset, "bn_batches": opts.bn_batches,
+               "data": opts.data}),
         None,
     );
     let device = eval_device();
@@ -74,7 +80,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let mut specs = vec![PathSpec {
         name: "line",
         kind: CurveKind::Polychain,
-        points: vec![a.to_flat(), b.to_flat()],
+        points: vec![a.to_flat_trained(), b.to_flat_trained()],
     }];
     for (name, file) in &opts.curves {
         let c = Curve::load(file, &device)?;
@@ -89,7 +95,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         specs.push(PathSpec {
             name,
             kind: c.kind,
-            points: c.points.iter().map(|p| p.to_flat()).collect(),
+            points: c.points.iter().map(|p| p.to_flat_trained()).collect(),
         });
     }
     let ts = grid(opts.points);
@@ -97,7 +103,15 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let mut rows = Vec::new();
     let mut summary = BTreeMap::new();
     for spec in &specs {
-        let r = profile(&arch, &layout, spec, &ts, &train, &split.test, &device);
+        let r = profile(
+            &arch,
+            &layout,
+            spec,
+            &ts,
+            (&train, opts.bn_batches),
+            &split.test,
+            &device,
+        );
         summary.insert(spec.name.to_string(), summarize_path(&r));
         rows.extend(r);
     }
@@ -106,7 +120,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
     let mut result = v.clone();
-    if let Some(s) = crate::eval::state::record(&layout, &train) {
+    if let Some(s) = crate::eval::state::record(&layout, &train, opts.bn_batches) {
         result["state_recomputed"] = s;
     }
     record.finish(&opts.out, result)?;

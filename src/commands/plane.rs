@@ -37,6 +37,8 @@ pub struct PlaneOptions {
     pub margin: f64,
     /// Train metrics on the first N training samples only.
     pub train_subset: Option<usize>,
+    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
+    pub bn_batches: Option<usize>,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -47,6 +49,9 @@ pub struct PlaneOptions {
 pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     if opts.grid < 2 {
         return Err(Error::Config("--grid must be at least 2".into()));
+    }
+    if opts.bn_batches == Some(0) {
+        return Err(Error::Config("--bn-batches must be at least 1".into()));
     }
     if !(opts.margin >= 0.0 && opts.margin.is_finite()) {
         return Err(Error::Config(
@@ -75,7 +80,12 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         Some(n) => split.train.subset(n),
         None => split.train.clone(),
     };
-    let f64s = |p: &ParamSet| p.to_flat().into_iter().map(f64::from).collect::<Vec<f64>>();
+    let f64s = |p: &ParamSet| {
+        p.to_flat_trained()
+            .into_iter()
+            .map(f64::from)
+            .collect::<Vec<f64>>()
+    };
     let (wa, wb) = (f64s(&a), f64s(&b));
     let theta = f64s(&curve.points[curve.len() / 2]);
     let basis = PlaneBasis::new(&wa, &wb, &theta)?;
@@ -96,7 +106,8 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         vec![to32(&wa), to32(&basis.u), to32(&basis.v)],
         &[&train, &split.test],
         &device,
-    );
+    )
+    .with_state_batches(opts.bn_batches);
     let cells: Vec<(usize, usize)> = (0..ys.len())
         .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
         .collect();
@@ -125,7 +136,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         "x": xs, "y": ys, "train_loss": train_loss, "test_err": test_err,
         "w1": [0.0, 0.0], "w2": [len, 0.0], "bend": proj(&theta), "curve": curve_pts,
         "train_samples": train.len(), "test_samples": split.test.len(),
-        "state_recomputed": crate::eval::state::record(&arch.layout(), &train),
+        "state_recomputed": crate::eval::state::record(&arch.layout(), &train, opts.bn_batches),
     });
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     write_json(&opts.out.join("plane.json"), &plane)?;

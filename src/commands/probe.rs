@@ -37,6 +37,8 @@ pub struct ProbeOptions {
     pub points: usize,
     /// Train subset for path metrics.
     pub train_subset: Option<usize>,
+    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
+    pub bn_batches: Option<usize>,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -192,6 +194,9 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
         if let Some(n) = opts.train_subset {
             more.extend(["--train-subset".to_string(), n.to_string()]);
         }
+        if let Some(n) = opts.bn_batches {
+            more.extend(["--bn-batches".to_string(), n.to_string()]);
+        }
         let cmd = sub_argv(
             "path",
             &[
@@ -215,6 +220,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 curves: vec![("chain".into(), dir.join("chain/curve.safetensors"))],
                 points: opts.points,
                 train_subset: opts.train_subset,
+                bn_batches: opts.bn_batches,
                 data: opts.data.clone(),
                 out: path_out,
             },

@@ -52,6 +52,8 @@ pub struct Family {
     /// For a layout with state: the data (the first dataset) on which every member's state is
     /// recomputed before it is evaluated ([`crate::eval::state::recompute`]).
     state_data: Option<Dataset>,
+    /// Batches of that recomputation (`None`: all).
+    state_batches: Option<usize>,
     device: Device,
 }
 
@@ -252,14 +254,23 @@ impl Family {
             first,
             data,
             state_data,
+            state_batches: None,
             device: device.clone(),
         }
+    }
+
+    /// Recompute members' state on the first `batches` batches only (`None`: all).
+    pub fn with_state_batches(mut self, batches: Option<usize>) -> Self {
+        self.state_batches = batches;
+        self
     }
 
     /// `params` with its state recomputed on the family's state data (when it has state).
     fn with_state(&self, params: ParamSet) -> ParamSet {
         match &self.state_data {
-            Some(d) => super::state::recompute(&self.arch, &params, d, None, &self.device),
+            Some(d) => {
+                super::state::recompute(&self.arch, &params, d, self.state_batches, &self.device)
+            }
             None => params,
         }
     }

@@ -156,13 +156,14 @@ pub struct PathSpec<'a> {
 /// Evaluates `spec` at every `t` (in parallel, [`Family::metrics_all`]) and returns the rows in
 /// `t` order.
 /// The control points form a [`Family`]: inputs are batched once and an MLP's first layer is
-/// combined from products cached per control point.
+/// combined from products cached per control point. `train` comes with the number of batches
+/// on which a network with state recomputes it at every point (`None`: all).
 pub fn profile(
     arch: &Arch,
     layout: &Arc<Layout>,
     spec: &PathSpec<'_>,
     ts: &[f64],
-    train: &Dataset,
+    (train, state_batches): (&Dataset, Option<usize>),
     test: &Dataset,
     device: &Device,
 ) -> Vec<PathRow> {
@@ -173,7 +174,8 @@ pub fn profile(
         spec.points.clone(),
         &[train, test],
         device,
-    );
+    )
+    .with_state_batches(state_batches);
     let coeffs: Vec<Vec<f64>> = ts.iter().map(|&t| spec.kind.coeffs(n, t)).collect();
     let metrics = family.metrics_all(&coeffs);
     // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖ = ‖Σ_j (c_j(tᵢ) − c_j(tᵢ₋₁))·w_j‖ (the family is linear),

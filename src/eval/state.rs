@@ -19,13 +19,21 @@ use crate::weights::norm::{BatchStats, TrainMode, fold_stats};
 /// Batch size of the recomputing pass (the training batch size of the recipes).
 pub const STATE_BATCH: usize = 128;
 
-/// What the results record of a recomputation on `data` for a network of `layout`: the
-/// samples and batches of the pass, `None` for a network without state.
-pub fn record(layout: &crate::params::Layout, data: &Dataset) -> Option<serde_json::Value> {
+/// What the results record of a recomputation on (at most `max_batches` batches of) `data`
+/// for a network of `layout`: the samples and batches of the pass, `None` without state.
+pub fn record(
+    layout: &crate::params::Layout,
+    data: &Dataset,
+    max_batches: Option<usize>,
+) -> Option<serde_json::Value> {
     layout.has_state().then(|| {
+        let batches = data
+            .len()
+            .div_ceil(STATE_BATCH)
+            .min(max_batches.unwrap_or(usize::MAX));
         serde_json::json!({
-            "samples": data.len(),
-            "batches": data.len().div_ceil(STATE_BATCH),
+            "samples": data.len().min(batches * STATE_BATCH),
+            "batches": batches,
             "data": "train",
         })
     })

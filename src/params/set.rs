@@ -347,6 +347,19 @@ impl ParamSet {
         self.to_vecs().concat()
     }
 
+    /// [`ParamSet::to_flat`] with the state entries ([`crate::params::Role::is_state`]) zeroed:
+    /// the point as weight-space geometry sees it (lengths, planes and families ignore state,
+    /// which is recomputed wherever a point is evaluated).
+    pub fn to_flat_trained(&self) -> Vec<f32> {
+        let mut v = self.to_vecs();
+        for (e, x) in self.layout.entries().iter().zip(&mut v) {
+            if e.role.is_state() {
+                x.fill(0.0);
+            }
+        }
+        v.concat()
+    }
+
     /// All values as an ndarray vector (for host-side weight-space linear algebra).
     pub fn to_array(&self) -> Array1<f32> {
         Array1::from_vec(self.to_flat())
