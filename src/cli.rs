@@ -555,6 +555,10 @@ pub struct PathArgs {
     /// statistics on the first N batches of 128 training samples [default: all of them].
     #[arg(long, value_name = "N")]
     pub bn_batches: Option<usize>,
+    /// Networks with batch normalisation: evaluate every point with the interpolated running
+    /// statistics instead of recomputing them (for comparison with the default "BN reset").
+    #[arg(long)]
+    pub no_bn_reset: bool,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -590,6 +594,7 @@ impl PathArgs {
             points: self.points,
             train_subset: self.train_subset,
             bn_batches: self.bn_batches,
+            bn_reset: !self.no_bn_reset,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })

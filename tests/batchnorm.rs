@@ -279,6 +279,32 @@ fn a_curve_between_mlp_bns_beats_the_line() {
         !d.path().join("path3").exists(),
         "nothing written on bad input"
     );
+    // Without the reset the state is interpolated: t = 0 is w1 exactly as trained.
+    modeconn()
+        .args(["path", "--points", "3", "--no-bn-reset", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("path4"))
+        .assert()
+        .success();
+    let s4 = json(&d.path().join("path4/summary.json"));
+    let m1 = json(&d.path().join("w1/metrics.json"));
+    assert!(
+        (s4["line"]["test_err"]["start"].as_f64().unwrap() - m1["test_err"].as_f64().unwrap())
+            .abs()
+            < 1e-12
+    );
+    assert!(
+        (s4["line"]["test_loss"]["start"].as_f64().unwrap() - m1["test_loss"].as_f64().unwrap())
+            .abs()
+            < 1e-9
+    );
+    assert_eq!(
+        json(&d.path().join("path4/run.json"))["result"]["state_recomputed"],
+        false
+    );
     // The endpoints are evaluated with recomputed state: close to their own evaluations.
     let m1 = json(&d.path().join("w1/metrics.json"));
     let start = s["line"]["test_err"]["start"].as_f64().unwrap();

@@ -97,7 +97,7 @@ fn untrained_chain_is_the_straight_line() {
         &arch.layout(),
         &line,
         &ts,
-        (&train, None),
+        (&train, Some(None)),
         &split.test,
         &device,
     );
@@ -106,7 +106,7 @@ fn untrained_chain_is_the_straight_line() {
         &arch.layout(),
         &chain,
         &ts,
-        (&train, None),
+        (&train, Some(None)),
         &split.test,
         &device,
     );

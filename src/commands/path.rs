@@ -31,6 +31,9 @@ pub struct PathOptions {
     pub train_subset: Option<usize>,
     /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
     pub bn_batches: Option<usize>,
+    /// Recompute the state at every point (false: interpolate it; networks with batch
+    /// normalisation).
+    pub bn_reset: bool,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -66,11 +69,18 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         argv,
         json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
                "train_subset": opts.train_subset, "bn_batches": opts.bn_batches,
+               "bn_reset": opts.bn_reset,
                "data": opts.data}),
         None,
     );
     let device = eval_device();
     let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    // The geometry ignores state, recomputed at every point; without the reset the state is
+    // interpolated with the rest.
+    let flat = |p: &crate::params::ParamSet| match opts.bn_reset {
+        true => p.to_flat_trained(),
+        false => p.to_flat(),
+    };
     let split = load_data(&opts.data)?;
     arch.check_data(&split.train)?;
     let train = match opts.train_subset {
@@ -80,7 +90,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let mut specs = vec![PathSpec {
         name: "line",
         kind: CurveKind::Polychain,
-        points: vec![a.to_flat_trained(), b.to_flat_trained()],
+        points: vec![flat(&a), flat(&b)],
     }];
     for (name, file) in &opts.curves {
         let c = Curve::load(file, &device)?;
@@ -95,7 +105,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         specs.push(PathSpec {
             name,
             kind: c.kind,
-            points: c.points.iter().map(|p| p.to_flat_trained()).collect(),
+            points: c.points.iter().map(flat).collect(),
         });
     }
     let ts = grid(opts.points);
@@ -108,7 +118,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
             &layout,
             spec,
             &ts,
-            (&train, opts.bn_batches),
+            (&train, opts.bn_reset.then_some(opts.bn_batches)),
             &split.test,
             &device,
         );
@@ -120,7 +130,9 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
     let mut result = v.clone();
-    if let Some(s) = crate::eval::state::record(&layout, &train, opts.bn_batches) {
+    if !opts.bn_reset && layout.has_state() {
+        result["state_recomputed"] = json!(false);
+    } else if let Some(s) = crate::eval::state::record(&layout, &train, opts.bn_batches) {
         result["state_recomputed"] = s;
     }
     record.finish(&opts.out, result)?;

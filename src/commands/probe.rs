@@ -221,6 +221,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 points: opts.points,
                 train_subset: opts.train_subset,
                 bn_batches: opts.bn_batches,
+                bn_reset: true,
                 data: opts.data.clone(),
                 out: path_out,
             },

@@ -265,6 +265,18 @@ impl Family {
         self
     }
 
+    /// [`Family::with_state_batches`], or with `None` no recomputation: members are evaluated
+    /// with their interpolated state (for comparison with the recomputed one).
+    pub fn with_state_mode(mut self, recompute: Option<Option<usize>>) -> Self {
+        match recompute {
+            Some(batches) => self.with_state_batches(batches),
+            None => {
+                self.state_data = None;
+                self
+            }
+        }
+    }
+
     /// `params` with its state recomputed on the family's state data (when it has state).
     fn with_state(&self, params: ParamSet) -> ParamSet {
         match &self.state_data {

@@ -157,13 +157,14 @@ pub struct PathSpec<'a> {
 /// `t` order.
 /// The control points form a [`Family`]: inputs are batched once and an MLP's first layer is
 /// combined from products cached per control point. `train` comes with the number of batches
-/// on which a network with state recomputes it at every point (`None`: all).
+/// on which a network with state recomputes it at every point (`Some(None)`: all of them;
+/// `None`: no recomputation, the state is interpolated).
 pub fn profile(
     arch: &Arch,
     layout: &Arc<Layout>,
     spec: &PathSpec<'_>,
     ts: &[f64],
-    (train, state_batches): (&Dataset, Option<usize>),
+    (train, state_batches): (&Dataset, Option<Option<usize>>),
     test: &Dataset,
     device: &Device,
 ) -> Vec<PathRow> {
@@ -175,7 +176,7 @@ pub fn profile(
         &[train, test],
         device,
     )
-    .with_state_batches(state_batches);
+    .with_state_mode(state_batches);
     let coeffs: Vec<Vec<f64>> = ts.iter().map(|&t| spec.kind.coeffs(n, t)).collect();
     let metrics = family.metrics_all(&coeffs);
     // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖ = ‖Σ_j (c_j(tᵢ) − c_j(tᵢ₋₁))·w_j‖ (the family is linear),
