@@ -296,6 +296,10 @@ pub struct TrainArgs {
     /// lenet5:CxHxW [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<String>,
+    /// Train on N training samples drawn with the seed `--seed` (evaluation still uses the
+    /// whole test set) [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
     /// Loop.
     #[command(flatten)]
     pub train: LoopArgs,
@@ -318,6 +322,7 @@ impl TrainArgs {
                 .map(|a| a.parse::<Arch>())
                 .transpose()?,
             loop_cfg: self.train.resolve(&LoopDefaults::TRAIN)?,
+            train_subset: self.train_subset,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })

@@ -116,6 +116,68 @@ fn mlp_bn_gradient_matches_finite_differences() {
     check("mlp:12-9-7-5:norm=bn", 8, 40, 4);
 }
 
+/// Per tensor, the cosine between the autodiff gradient and central differences on every
+/// `len/12`-th coordinate: for deep normalised nets with max-pooling, where single coordinates
+/// straddle pooling switches and ReLU kinks more often than the per-coordinate check allows.
+fn check_directions(arch: &str, batch: usize, min_cos: f64) {
+    let arch: Arch = arch.parse().unwrap();
+    let (dev, ad) = (backend::device(), backend::train_device());
+    let p = arch.init(6, &dev);
+    let x: Vec<f32> = (0..batch * arch.input_dim())
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
+    let y: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    let leaves = p.to_device(&ad).leaves();
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, arch.input_dim()]), &ad);
+    let yt = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &ad);
+    let grads = cross_entropy(logits(&arch, &leaves, xt), yt).backward();
+    let base = p.to_vecs();
+    for (ti, e) in p.layout().entries().iter().enumerate() {
+        if e.role.is_state() {
+            continue;
+        }
+        let an: Vec<f32> = leaves.tensors()[ti]
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        let (mut dot, mut nf, mut na) = (0.0f64, 0.0f64, 0.0f64);
+        for j in (0..e.numel()).step_by((e.numel() / 12).max(1)) {
+            let at = |d: f32| {
+                let mut v = base.clone();
+                v[ti][j] += d;
+                let q = ParamSet::from_vecs(p.layout().clone(), v, &dev).unwrap();
+                loss_value(&arch, &q, &x, &y)
+            };
+            let fd = (at(1e-3) - at(-1e-3)) / 2e-3;
+            let a = an[j] as f64;
+            (dot, nf, na) = (dot + fd * a, nf + fd * fd, na + a * a);
+        }
+        if nf == 0.0 && na == 0.0 {
+            continue;
+        }
+        let cos = dot / (nf.sqrt() * na.sqrt());
+        assert!(cos >= min_cos, "{}: cosine {cos:.5}", e.name);
+        let ratio = na.sqrt() / nf.sqrt();
+        assert!(
+            (0.95..=1.05).contains(&ratio),
+            "{}: norm ratio {ratio:.4}",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn vgg_bn_gradient_directions_match_finite_differences() {
+    check_directions("vgg11:w=0.03125:in=1x32x32", 6, 0.995);
+}
+
+#[test]
+fn vgg_gradient_matches_finite_differences() {
+    check("vgg11:w=0.03125:norm=none:in=1x16x16", 3, 8, 6);
+}
+
 #[test]
 fn lenet5_gradient_matches_finite_differences() {
     check("lenet5:1x16x16", 3, 12, 5);

@@ -5,6 +5,7 @@
 pub mod lenet;
 pub mod memory;
 pub mod mlp;
+pub mod vgg;
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +51,8 @@ pub enum Arch {
         /// Input image shape.
         input: [usize; 3],
     },
+    /// VGG11 / VGG16 ([`vgg`]), with a width multiplier and a normalisation choice.
+    Vgg(vgg::Vgg),
 }
 
 impl FromStr for Arch {
@@ -58,7 +61,7 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::InvalidSpec(format!(
-                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `mlp:784-128-128-10:norm=bn`, `lenet5` or `lenet5:3x32x32`)"
+                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `mlp:784-128-128-10:norm=bn`, `lenet5`, `lenet5:3x32x32`, `vgg16:w=0.25` or `vgg11:w=0.5:norm=none:in=1x28x28`)"
             ))
         };
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
@@ -107,6 +110,45 @@ impl FromStr for Arch {
                 }
                 Ok(Arch::LeNet5 { input })
             }
+            "vgg11" | "vgg16" => {
+                let mut v = vgg::Vgg {
+                    depth: if kind == "vgg11" { 11 } else { 16 },
+                    width_micro: 1_000_000,
+                    norm: Norm::Bn,
+                    input: [3, 32, 32],
+                    classes: 10,
+                };
+                for opt in rest.split(':').filter(|o| !o.is_empty()) {
+                    match opt.split_once('=') {
+                        Some(("w", w)) => {
+                            let w: f64 = w
+                                .parse()
+                                .ok()
+                                .filter(|w: &f64| w.is_finite() && *w > 0.0 && *w <= 64.0)
+                                .ok_or_else(|| bad("w must be a number in (0, 64]"))?;
+                            v.width_micro = (w * 1e6).round() as u64;
+                        }
+                        Some(("norm", "bn")) => v.norm = Norm::Bn,
+                        Some(("norm", "none")) => v.norm = Norm::None,
+                        Some(("in", d)) => {
+                            let d = d
+                                .split('x')
+                                .map(|x| x.parse::<usize>())
+                                .collect::<std::result::Result<Vec<_>, _>>()
+                                .map_err(|_| bad("in must look like `1x28x28`"))?;
+                            v.input =
+                                <[usize; 3]>::try_from(d).map_err(|_| bad("in must be CxHxW"))?;
+                        }
+                        _ => {
+                            return Err(bad(&format!(
+                                "unknown option `{opt}` (expected w=W, norm=bn|none, in=CxHxW)"
+                            )));
+                        }
+                    }
+                }
+                v.validate().map_err(|e| bad(&e))?;
+                Ok(Arch::Vgg(v))
+            }
             _ => Err(bad("unknown architecture")),
         }
     }
@@ -124,6 +166,7 @@ impl fmt::Display for Arch {
                 }
             }
             Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),
+            Arch::Vgg(v) => write!(f, "vgg{}{}", v.depth, v.options()),
         }
     }
 }
@@ -134,6 +177,7 @@ impl Arch {
         match self {
             Arch::Mlp { widths, .. } => widths[0],
             Arch::LeNet5 { input } => input.iter().product(),
+            Arch::Vgg(v) => v.input.iter().product(),
         }
     }
 
@@ -142,13 +186,19 @@ impl Arch {
         match self {
             Arch::Mlp { widths, .. } => *widths.last().unwrap(),
             Arch::LeNet5 { .. } => 10,
+            Arch::Vgg(v) => v.classes,
         }
     }
 
     /// Errors unless the dataset's samples and classes fit this architecture.
     pub fn check_data(&self, data: &Dataset) -> Result<()> {
-        if let Arch::LeNet5 { input } = self
-            && *input != data.shape
+        let input = match self {
+            Arch::LeNet5 { input } => Some(*input),
+            Arch::Vgg(v) => Some(v.input),
+            Arch::Mlp { .. } => None,
+        };
+        if let Some(input) = input
+            && input != data.shape
         {
             return Err(Error::Config(format!(
                 "--arch {self} expects {}x{}x{} images but {} has {}x{}x{}",
@@ -185,6 +235,7 @@ impl Arch {
         let entries = match self {
             Arch::Mlp { widths, norm } => mlp::entries(widths, *norm),
             Arch::LeNet5 { input } => lenet::entries(*input, 10),
+            Arch::Vgg(v) => vgg::entries(v),
         };
         Arc::new(Layout::new(entries).expect("architecture layouts are valid"))
     }
@@ -196,6 +247,7 @@ impl Arch {
         match self {
             Arch::Mlp { widths, norm } => mlp::perm_spec(widths, *norm, &layout),
             Arch::LeNet5 { input } => lenet::perm_spec(*input, &layout),
+            Arch::Vgg(v) => vgg::perm_spec(v, &layout),
         }
         .expect("architecture permutation specs fit their layouts")
     }
@@ -207,8 +259,7 @@ impl Arch {
             Arch::Mlp {
                 norm: Norm::None, ..
             } => Some("fc1"),
-            Arch::Mlp { .. } => None,
-            Arch::LeNet5 { .. } => None,
+            Arch::Mlp { .. } | Arch::LeNet5 { .. } | Arch::Vgg(_) => None,
         }
     }
 
@@ -217,6 +268,10 @@ impl Arch {
         match self {
             Arch::Mlp { widths, .. } => widths[1],
             Arch::LeNet5 { input } => 20 * (input[1] - 4) * (input[2] - 4),
+            Arch::Vgg(v) => {
+                let s = v.input[1] + 2 * (v.first_pad() - 1);
+                v.channels()[0] * s * s
+            }
         }
     }
 
@@ -225,6 +280,7 @@ impl Arch {
         match self {
             Arch::Mlp { widths, .. } => widths[0] * widths[1],
             Arch::LeNet5 { input } => self.first_layer_units() * input[0] * 25,
+            Arch::Vgg(v) => self.first_layer_units() * v.input[0] * 9,
         }
     }
 
@@ -239,6 +295,7 @@ impl Arch {
                 let fc1 = lenet::fc1_inputs(*input);
                 self.first_layer_macs() + 50 * h2 * w2 * 20 * 25 + fc1 * 500 + 500 * self.classes()
             }
+            Arch::Vgg(v) => vgg::macs_per_sample(v),
         }
     }
 
@@ -247,6 +304,7 @@ impl Arch {
         match self {
             Arch::Mlp { widths, .. } => (1..widths.len() - 1).map(|i| format!("fc{i}")).collect(),
             Arch::LeNet5 { .. } => vec!["conv1".into(), "conv2".into(), "fc1".into()],
+            Arch::Vgg(v) => vgg::hidden_layers(v),
         }
     }
 
@@ -305,6 +363,7 @@ impl Arch {
         match self {
             Arch::Mlp { widths, norm } => mlp::forward(widths, *norm, w, x, observe),
             Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
+            Arch::Vgg(v) => vgg::forward(v, w, x, observe),
         }
     }
 }

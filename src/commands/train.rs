@@ -25,6 +25,8 @@ pub struct TrainOptions {
     pub arch: Option<Arch>,
     /// Loop settings.
     pub loop_cfg: LoopConfig,
+    /// Train on this many training samples drawn with the loop's seed.
+    pub train_subset: Option<usize>,
     /// Output directory.
     pub out: PathBuf,
     /// Resume / stop / quiet.
@@ -36,6 +38,8 @@ pub struct TrainOptions {
 struct Resolved<'a> {
     data: &'a DataConfig,
     arch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_subset: Option<usize>,
     #[serde(flatten)]
     loop_cfg: &'a LoopConfig,
 }
@@ -54,13 +58,22 @@ pub fn metrics_json(train: &Metrics, test: &Metrics) -> Value {
 
 /// Runs `train`; returns the final metrics (also written to `out/metrics.json`).
 pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
-    let split = load_data(&opts.data)?;
+    if opts.train_subset == Some(0) {
+        return Err(crate::error::Error::Config(
+            "--train-subset must be at least 1".into(),
+        ));
+    }
+    let mut split = load_data(&opts.data)?;
+    if let Some(n) = opts.train_subset {
+        split.train = split.train.random_subset(n, opts.loop_cfg.seed);
+    }
     let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
     arch.check_data(&split.train)?;
     opts.loop_cfg.validate()?;
     let resolved = Resolved {
         data: &opts.data,
         arch: arch.to_string(),
+        train_subset: opts.train_subset,
         loop_cfg: &opts.loop_cfg,
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");

@@ -71,6 +71,27 @@ impl Dataset {
         &self.x[i * d..(i + 1) * d]
     }
 
+    /// `n` samples drawn without replacement by a ChaCha8 stream seeded by `seed`, in the
+    /// order drawn (all of them, shuffled, when `n ≥ len`).
+    pub fn random_subset(&self, n: usize, seed: u64) -> Dataset {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        idx.truncate(n.min(self.len()));
+        let d = self.dim();
+        Dataset {
+            name: self.name.clone(),
+            x: idx
+                .iter()
+                .flat_map(|&i| self.x[i * d..(i + 1) * d].iter().copied())
+                .collect(),
+            y: idx.iter().map(|&i| self.y[i]).collect(),
+            shape: self.shape,
+            classes: self.classes,
+        }
+    }
+
     /// The first `n` samples (all of them when `n >= len()`), same name, shape and classes.
     pub fn subset(&self, n: usize) -> Dataset {
         let n = n.min(self.len());

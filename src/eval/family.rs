@@ -186,6 +186,10 @@ impl Weights for CachedFirst<'_> {
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         self.params.batch_norm(layer, x)
     }
+
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
+        self.params.batch_norm2d(layer, x)
+    }
 }
 
 impl Family {

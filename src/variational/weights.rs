@@ -343,6 +343,19 @@ impl Weights for VarWeights<'_> {
     }
 
     /// Eval mode on the means (variational models of normalised networks are refused by
+    /// [`VModel::new`]).
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
+        let get = |name: String| self.params.get::<1>(&mu_name(&name));
+        crate::weights::norm::batch_norm_eval_4d(
+            x,
+            get(weight_name(layer)),
+            get(bias_name(layer)),
+            get(crate::weights::norm::running_mean_name(layer)),
+            get(crate::weights::norm::running_var_name(layer)),
+        )
+    }
+
+    /// Eval mode on the means (variational models of normalised networks are refused by
     /// [`VModel::new`] until their state is handled).
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         let get = |name: String| self.params.get::<1>(&mu_name(&name));

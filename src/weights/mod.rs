@@ -28,10 +28,7 @@ pub trait Weights {
     /// plain parameter set, train mode for [`norm::TrainMode`].
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
     /// [`Weights::batch_norm`] of a convolution's output `[batch, c, h, w]`, per channel.
-    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
-        let [b, _, h, w] = x.dims();
-        norm::channels_first(self.batch_norm(layer, norm::channels_last(x)), b, h, w)
-    }
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4>;
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
@@ -97,6 +94,16 @@ impl Weights for ParamSet {
 
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         norm::batch_norm_eval(
+            x,
+            self.get(&weight_name(layer)),
+            self.get(&bias_name(layer)),
+            self.get(&norm::running_mean_name(layer)),
+            self.get(&norm::running_var_name(layer)),
+        )
+    }
+
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
+        norm::batch_norm_eval_4d(
             x,
             self.get(&weight_name(layer)),
             self.get(&bias_name(layer)),

@@ -62,6 +62,40 @@ pub fn batch_norm_train(
     (y, mean.reshape([c]), var.reshape([c]))
 }
 
+/// Eval-mode batch normalisation of a convolution's output `x: [batch, c, h, w]` per channel.
+pub fn batch_norm_eval_4d(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+) -> Tensor<4> {
+    let c = gamma.dims()[0];
+    let scale = gamma / (var + BN_EPS).sqrt();
+    (x - mean.reshape([1, c, 1, 1])) * scale.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1])
+}
+
+/// Train-mode batch normalisation of `x: [batch, c, h, w]` over the batch and the positions:
+/// the output and the per-channel mean and biased variance `[c]`.
+pub fn batch_norm_train_4d(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    let c = gamma.dims()[0];
+    let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+    let centred = x - mean.clone();
+    let var = centred
+        .clone()
+        .powi_scalar(2)
+        .mean_dim(0)
+        .mean_dim(2)
+        .mean_dim(3);
+    let y = centred / (var.clone() + BN_EPS).sqrt() * gamma.reshape([1, c, 1, 1])
+        + beta.reshape([1, c, 1, 1]);
+    (y, mean.reshape([c]), var.reshape([c]))
+}
+
 /// `[batch, c, h, w]` as `[batch·h·w, c]` (every spatial position a sample of its channel).
 pub fn channels_last(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
@@ -115,6 +149,15 @@ impl<'a> TrainMode<'a> {
         }
     }
 
+    fn record(&self, layer: &str, n: usize, mean: Tensor<1>, var: Tensor<1>) {
+        self.stats.borrow_mut().push(BatchStats {
+            layer: layer.to_string(),
+            n,
+            mean: host_vec(&mean.detach()),
+            var: host_vec(&var.detach()),
+        });
+    }
+
     /// The statistics recorded so far, in forward order.
     pub fn into_stats(self) -> Vec<BatchStats> {
         self.stats.into_inner()
@@ -141,12 +184,18 @@ impl Weights for TrainMode<'_> {
             self.params.get(&super::weight_name(layer)),
             self.params.get(&super::bias_name(layer)),
         );
-        self.stats.borrow_mut().push(BatchStats {
-            layer: layer.to_string(),
-            n,
-            mean: host_vec(&mean.detach()),
-            var: host_vec(&var.detach()),
-        });
+        self.record(layer, n, mean, var);
+        y
+    }
+
+    fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let (y, mean, var) = batch_norm_train_4d(
+            x,
+            self.params.get(&super::weight_name(layer)),
+            self.params.get(&super::bias_name(layer)),
+        );
+        self.record(layer, b * h * w, mean, var);
         y
     }
 }

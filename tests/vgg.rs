@@ -1,0 +1,187 @@
+//! VGG with and without batch normalisation: the spec strings, function-preserving
+//! permutations of conv channels, BN statistics and the flattening into `fc1`, weight matching
+//! that undoes them, and `train` / `connect` / `path` end to end on the digits (padded to 32×32).
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use burn::tensor::{Tensor, TensorData};
+use modeconn::arch::Arch;
+use modeconn::backend;
+use modeconn::params::{ParamSet, host_vec};
+use modeconn::permute::{Permutation, apply, weight_matching};
+use serde_json::Value;
+
+fn modeconn() -> Command {
+    Command::cargo_bin("modeconn").unwrap()
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// `arch`'s initialisation with non-trivial normalisation parameters and statistics.
+fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
+    let dev = backend::device();
+    let p = arch.init(seed, &dev);
+    let vals = p
+        .layout()
+        .entries()
+        .iter()
+        .zip(p.to_vecs())
+        .map(|(e, v)| {
+            let k = |a: f32, b: f32| (0..v.len()).map(|i| a + b * i as f32).collect::<Vec<_>>();
+            match (e.name.starts_with("bn"), e.name.rsplit('.').next().unwrap()) {
+                (true, "running_var") => k(0.5, 0.1),
+                (true, "running_mean") => k(-0.3, 0.05),
+                (true, "weight") => k(0.8, 0.02),
+                (true, "bias") => k(-0.1, 0.03),
+                _ => v,
+            }
+        })
+        .collect();
+    ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
+}
+
+#[test]
+fn specs_parse_print_and_reject_bad_options() {
+    for s in [
+        "vgg16",
+        "vgg11:w=0.5",
+        "vgg16:w=0.25:norm=none",
+        "vgg11:w=0.125:in=1x28x28",
+    ] {
+        let a: Arch = s.parse().unwrap();
+        assert_eq!(a.to_string(), s);
+        assert_eq!(a.to_string().parse::<Arch>().unwrap(), a);
+    }
+    let a: Arch = "vgg16".parse().unwrap();
+    // Garipov et al.'s VGG16 (BN, no dropout): 13 convolutions, 512-512-10 classifier.
+    let convs = a
+        .layout()
+        .entries()
+        .iter()
+        .filter(|e| e.name.starts_with("conv"))
+        .count();
+    assert_eq!(convs, 13);
+    assert_eq!(
+        a.layout().entry("fc1.weight").unwrap().shape,
+        vec![512, 512]
+    );
+    let mnist: Arch = "vgg11:in=1x28x28".parse().unwrap();
+    assert_eq!(
+        mnist.layout().entry("conv1.weight").unwrap().shape,
+        vec![64, 1, 3, 3]
+    );
+    for bad in [
+        "vgg13",
+        "vgg16:w=0",
+        "vgg16:w=x",
+        "vgg16:norm=ln",
+        "vgg16:in=3x8x9",
+        "vgg16:in=1x27x27",
+        "vgg16:depth=3",
+    ] {
+        let e = bad.parse::<Arch>().unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
+    let dev = backend::device();
+    for spec_str in [
+        "vgg11:w=0.0625:in=1x8x8",
+        "vgg11:w=0.0625:norm=none:in=1x8x8",
+        "vgg16:w=0.0625:in=3x32x32",
+    ] {
+        let arch: Arch = spec_str.parse().unwrap();
+        let spec = arch.perm_spec();
+        let p = perturbed(&arch, 5);
+        let n = 3;
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..n * arch.input_dim())
+                    .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+                    .collect(),
+                [n, arch.input_dim()],
+            ),
+            &dev,
+        );
+        let perm = Permutation::random(&spec, 17);
+        let q = apply(&spec, &perm, &p).unwrap();
+        let (a, b) = (
+            host_vec(&arch.forward(&p, x.clone())),
+            host_vec(&arch.forward(&q, x)),
+        );
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-5 * scale, "{spec_str}: logits moved by {worst}");
+        let m = weight_matching(&spec, &p, &q, &Default::default()).unwrap();
+        let back = apply(&spec, &m.perm, &q).unwrap();
+        assert_eq!(
+            back.to_vecs(),
+            p.to_vecs(),
+            "{spec_str}: matching did not undo it"
+        );
+    }
+}
+
+#[test]
+fn a_vgg_bn_trains_and_its_curve_beats_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let arch = "vgg11:w=0.0625:in=1x8x8";
+    for s in ["1", "2"] {
+        modeconn()
+            .args([
+                "train", "--arch", arch, "--epochs", "10", "--lr", "0.05", "-q",
+            ])
+            .args(["--train-subset", "1200", "--seed", s, "--out"])
+            .arg(d.path().join(format!("w{s}")))
+            .assert()
+            .success();
+        let m = json(&d.path().join(format!("w{s}/metrics.json")));
+        assert!(m["test_acc"].as_f64().unwrap() > 0.85, "seed {s}: {m}");
+    }
+    let run = json(&d.path().join("w1/run.json"));
+    assert_eq!(run["config"]["train_subset"], 1200);
+    let (a, b) = (
+        d.path().join("w1/model.safetensors"),
+        d.path().join("w2/model.safetensors"),
+    );
+    modeconn()
+        .args(["connect", "--epochs", "4", "--lr", "0.05", "-q", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("chain"))
+        .assert()
+        .success();
+    modeconn()
+        .args(["path", "--points", "5", "--train-subset", "400", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(format!(
+            "chain={}",
+            d.path().join("chain/curve.safetensors").display()
+        ))
+        .arg("--out")
+        .arg(d.path().join("path"))
+        .assert()
+        .success();
+    let s = json(&d.path().join("path/summary.json"));
+    let max = |p: &str| s[p]["test_loss"]["max"].as_f64().unwrap();
+    assert!(
+        max("chain") < max("line"),
+        "chain {} vs line {}",
+        max("chain"),
+        max("line")
+    );
+}
