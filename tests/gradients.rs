@@ -174,6 +174,11 @@ fn vgg_bn_gradient_directions_match_finite_differences() {
 }
 
 #[test]
+fn resnet20_gradient_directions_match_finite_differences() {
+    check_directions("resnet20:in=1x6x6", 4, 0.995);
+}
+
+#[test]
 fn vgg_gradient_matches_finite_differences() {
     check("vgg11:w=0.03125:norm=none:in=1x16x16", 3, 8, 6);
 }

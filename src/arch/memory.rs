@@ -6,7 +6,7 @@
 //! `4 · 4 · A · B` bytes of activations (pre- and post-activation values and their gradients for
 //! `A` activations a sample and a batch of `B`, at least the evaluation batch).
 
-use super::{Arch, lenet, vgg};
+use super::{Arch, lenet, resnet, vgg};
 use crate::error::{Error, Result};
 
 /// Weight-sized buffers of a plain training run besides the optimiser's state (weights,
@@ -41,6 +41,7 @@ impl Arch {
                     + 10
             }
             Arch::Vgg(v) => vgg::activations_per_sample(v) as u128,
+            Arch::ResNet(r) => resnet::activations_per_sample(r) as u128,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod lenet;
 pub mod memory;
 pub mod mlp;
+pub mod resnet;
 pub mod vgg;
 
 use std::fmt;
@@ -53,6 +54,8 @@ pub enum Arch {
     },
     /// VGG11 / VGG16 ([`vgg`]), with a width multiplier and a normalisation choice.
     Vgg(vgg::Vgg),
+    /// ResNet-20 ([`resnet`]), with a width multiplier.
+    ResNet(resnet::ResNet),
 }
 
 impl FromStr for Arch {
@@ -61,7 +64,7 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::InvalidSpec(format!(
-                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `mlp:784-128-128-10:norm=bn`, `lenet5`, `lenet5:3x32x32`, `vgg16:w=0.25` or `vgg11:w=0.5:norm=none:in=1x28x28`)"
+                "architecture `{s}`: {why} (expected e.g. `mlp:784-300-100-10`, `mlp:784-128-128-10:norm=bn`, `lenet5`, `lenet5:3x32x32`, `vgg16:w=0.25`, `vgg11:w=0.5:norm=none:in=1x28x28` or `resnet20:w=2`)"
             ))
         };
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
@@ -149,6 +152,40 @@ impl FromStr for Arch {
                 v.validate().map_err(|e| bad(&e))?;
                 Ok(Arch::Vgg(v))
             }
+            "resnet20" => {
+                let mut r = resnet::ResNet {
+                    width: 1,
+                    input: [3, 32, 32],
+                    classes: 10,
+                };
+                for opt in rest.split(':').filter(|o| !o.is_empty()) {
+                    match opt.split_once('=') {
+                        Some(("w", w)) => {
+                            r.width = w
+                                .parse()
+                                .ok()
+                                .filter(|w| (1..=64).contains(w))
+                                .ok_or_else(|| bad("w must be an integer from 1 to 64"))?;
+                        }
+                        Some(("in", d)) => {
+                            let d = d
+                                .split('x')
+                                .map(|x| x.parse::<usize>())
+                                .collect::<std::result::Result<Vec<_>, _>>()
+                                .map_err(|_| bad("in must look like `1x28x28`"))?;
+                            r.input =
+                                <[usize; 3]>::try_from(d).map_err(|_| bad("in must be CxHxW"))?;
+                        }
+                        _ => {
+                            return Err(bad(&format!(
+                                "unknown option `{opt}` (expected w=W, in=CxHxW)"
+                            )));
+                        }
+                    }
+                }
+                r.validate().map_err(|e| bad(&e))?;
+                Ok(Arch::ResNet(r))
+            }
             _ => Err(bad("unknown architecture")),
         }
     }
@@ -167,6 +204,7 @@ impl fmt::Display for Arch {
             }
             Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),
             Arch::Vgg(v) => write!(f, "vgg{}{}", v.depth, v.options()),
+            Arch::ResNet(r) => write!(f, "resnet20{}", r.options()),
         }
     }
 }
@@ -178,6 +216,7 @@ impl Arch {
             Arch::Mlp { widths, .. } => widths[0],
             Arch::LeNet5 { input } => input.iter().product(),
             Arch::Vgg(v) => v.input.iter().product(),
+            Arch::ResNet(r) => r.input.iter().product(),
         }
     }
 
@@ -187,6 +226,7 @@ impl Arch {
             Arch::Mlp { widths, .. } => *widths.last().unwrap(),
             Arch::LeNet5 { .. } => 10,
             Arch::Vgg(v) => v.classes,
+            Arch::ResNet(r) => r.classes,
         }
     }
 
@@ -195,6 +235,7 @@ impl Arch {
         let input = match self {
             Arch::LeNet5 { input } => Some(*input),
             Arch::Vgg(v) => Some(v.input),
+            Arch::ResNet(r) => Some(r.input),
             Arch::Mlp { .. } => None,
         };
         if let Some(input) = input
@@ -236,6 +277,7 @@ impl Arch {
             Arch::Mlp { widths, norm } => mlp::entries(widths, *norm),
             Arch::LeNet5 { input } => lenet::entries(*input, 10),
             Arch::Vgg(v) => vgg::entries(v),
+            Arch::ResNet(r) => resnet::entries(r),
         };
         Arc::new(Layout::new(entries).expect("architecture layouts are valid"))
     }
@@ -248,6 +290,7 @@ impl Arch {
             Arch::Mlp { widths, norm } => mlp::perm_spec(widths, *norm, &layout),
             Arch::LeNet5 { input } => lenet::perm_spec(*input, &layout),
             Arch::Vgg(v) => vgg::perm_spec(v, &layout),
+            Arch::ResNet(r) => resnet::perm_spec(r, &layout),
         }
         .expect("architecture permutation specs fit their layouts")
     }
@@ -259,7 +302,7 @@ impl Arch {
             Arch::Mlp {
                 norm: Norm::None, ..
             } => Some("fc1"),
-            Arch::Mlp { .. } | Arch::LeNet5 { .. } | Arch::Vgg(_) => None,
+            Arch::Mlp { .. } | Arch::LeNet5 { .. } | Arch::Vgg(_) | Arch::ResNet(_) => None,
         }
     }
 
@@ -272,6 +315,7 @@ impl Arch {
                 let s = v.input[1] + 2 * (v.first_pad() - 1);
                 v.channels()[0] * s * s
             }
+            Arch::ResNet(r) => r.channels(0) * r.input[1] * r.input[2],
         }
     }
 
@@ -281,6 +325,7 @@ impl Arch {
             Arch::Mlp { widths, .. } => widths[0] * widths[1],
             Arch::LeNet5 { input } => self.first_layer_units() * input[0] * 25,
             Arch::Vgg(v) => self.first_layer_units() * v.input[0] * 9,
+            Arch::ResNet(r) => self.first_layer_units() * r.input[0] * 9,
         }
     }
 
@@ -296,6 +341,7 @@ impl Arch {
                 self.first_layer_macs() + 50 * h2 * w2 * 20 * 25 + fc1 * 500 + 500 * self.classes()
             }
             Arch::Vgg(v) => vgg::macs_per_sample(v),
+            Arch::ResNet(r) => resnet::macs_per_sample(r),
         }
     }
 
@@ -305,6 +351,7 @@ impl Arch {
             Arch::Mlp { widths, .. } => (1..widths.len() - 1).map(|i| format!("fc{i}")).collect(),
             Arch::LeNet5 { .. } => vec!["conv1".into(), "conv2".into(), "fc1".into()],
             Arch::Vgg(v) => vgg::hidden_layers(v),
+            Arch::ResNet(r) => resnet::hidden_layers(r),
         }
     }
 
@@ -364,6 +411,7 @@ impl Arch {
             Arch::Mlp { widths, norm } => mlp::forward(widths, *norm, w, x, observe),
             Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
             Arch::Vgg(v) => vgg::forward(v, w, x, observe),
+            Arch::ResNet(r) => resnet::forward(r, w, x, observe),
         }
     }
 }

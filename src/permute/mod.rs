@@ -59,6 +59,10 @@ mod tests {
             ("mlp:20-7-7-7-7-10", 2),
             ("lenet5", 3),
             ("lenet5:3x32x32", 4),
+            ("mlp:20-16-12-10:norm=bn", 5),
+            ("vgg11:w=0.0625:in=1x8x8", 6),
+            ("vgg11:w=0.0625:norm=none:in=1x8x8", 7),
+            ("resnet20:in=1x8x8", 8),
         ] {
             let arch: Arch = spec.parse().unwrap();
             let ps = arch.perm_spec();
@@ -142,6 +146,9 @@ mod tests {
             ("mlp:12-16-16-5", 3..6),
             ("mlp:12-10-14-9-8-5", 6..9),
             ("lenet5:1x16x16", 9..10),
+            ("mlp:12-16-16-5:norm=bn", 10..12),
+            ("vgg11:w=0.0625:in=1x8x8", 12..13),
+            ("resnet20:in=1x8x8", 13..14),
         ] {
             let arch: Arch = spec.parse().unwrap();
             let ps = arch.perm_spec();

@@ -1,6 +1,7 @@
-//! VGG with and without batch normalisation: the spec strings, function-preserving
-//! permutations of conv channels, BN statistics and the flattening into `fc1`, weight matching
-//! that undoes them, and `train` / `connect` / `path` end to end on the digits (padded to 32×32).
+//! VGG with and without batch normalisation, and ResNet-20: the spec strings, function-preserving
+//! permutations of conv channels, BN statistics, the flattening into `fc1` and the residual
+//! streams, weight matching that undoes them, and `train` / `connect` / `path` end to end on the
+//! digits.
 
 use std::path::Path;
 
@@ -88,12 +89,43 @@ fn specs_parse_print_and_reject_bad_options() {
 }
 
 #[test]
+fn resnet20_specs_and_size() {
+    // ResNet-20 (He et al. 2016): 19 convolutions on the main path and two projection
+    // shortcuts, about 0.27M parameters at width 1.
+    let r: Arch = "resnet20".parse().unwrap();
+    assert_eq!(r.to_string(), "resnet20");
+    let convs = r
+        .layout()
+        .entries()
+        .iter()
+        .filter(|e| e.shape.len() == 4)
+        .count();
+    assert_eq!(convs, 19 + 2);
+    let params = r.param_count();
+    assert!((260_000..285_000).contains(&params), "{params}");
+    for s in ["resnet20:w=4", "resnet20:in=1x28x28"] {
+        assert_eq!(s.parse::<Arch>().unwrap().to_string(), s);
+    }
+    for bad in [
+        "resnet20:w=0",
+        "resnet20:w=1.5",
+        "resnet20:in=1x2x2",
+        "resnet20:norm=none",
+    ] {
+        let e = bad.parse::<Arch>().unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
     let dev = backend::device();
     for spec_str in [
         "vgg11:w=0.0625:in=1x8x8",
         "vgg11:w=0.0625:norm=none:in=1x8x8",
         "vgg16:w=0.0625:in=3x32x32",
+        "resnet20:in=1x8x8",
+        "resnet20:w=2:in=3x12x12",
     ] {
         let arch: Arch = spec_str.parse().unwrap();
         let spec = arch.perm_spec();
