@@ -2,9 +2,6 @@
 //! state's life (checkpoints, exact resume, untouched by the optimiser, permuted with its
 //! channels, recomputed at new points), and `connect` / `path` on an MLP-BN.
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use burn::tensor::{Tensor, TensorData};
 use modeconn::arch::Arch;
 use modeconn::backend;
@@ -16,48 +13,11 @@ use modeconn::params::{ParamSet, host_vec};
 use modeconn::permute::{Permutation, apply};
 use modeconn::weights::Weights;
 use modeconn::weights::norm::{BN_EPS, TrainMode, fold_stats};
-use serde_json::Value;
 
-fn modeconn() -> Command {
-    Command::cargo_bin("modeconn").unwrap()
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
+mod common;
+use common::{json, modeconn, perturbed};
 
 const ARCH: &str = "mlp:64-32-32-10:norm=bn";
-
-/// A set of `arch` with non-trivial γ, β and running statistics.
-fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
-    let dev = backend::device();
-    let p = arch.init(seed, &dev);
-    let vals = p
-        .layout()
-        .entries()
-        .iter()
-        .zip(p.to_vecs())
-        .map(|(e, v)| match e.name.rsplit('.').next().unwrap() {
-            "running_var" => v
-                .iter()
-                .enumerate()
-                .map(|(i, _)| 0.5 + 0.1 * i as f32)
-                .collect(),
-            "running_mean" | "bias" if e.name.starts_with("bn") => v
-                .iter()
-                .enumerate()
-                .map(|(i, _)| 0.05 * i as f32 - 0.3)
-                .collect(),
-            "weight" if e.name.starts_with("bn") => v
-                .iter()
-                .enumerate()
-                .map(|(i, _)| 0.8 + 0.02 * i as f32)
-                .collect(),
-            _ => v,
-        })
-        .collect();
-    ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
-}
 
 #[test]
 fn batch_norm_matches_hand_computed_statistics() {
@@ -195,50 +155,13 @@ fn training_tracks_state_resumes_exactly_and_recompute_reproduces_the_endpoint()
 #[test]
 fn a_curve_between_mlp_bns_beats_the_line() {
     let d = tempfile::tempdir().unwrap();
-    for s in ["1", "2"] {
-        modeconn()
-            .args([
-                "train", "--arch", ARCH, "--epochs", "10", "-q", "--seed", s, "--out",
-            ])
-            .arg(d.path().join(format!("w{s}")))
-            .assert()
-            .success();
-    }
-    let (a, b) = (
-        d.path().join("w1/model.safetensors"),
-        d.path().join("w2/model.safetensors"),
+    let (a, b, s) = common::two_minima_and_chain(
+        d.path(),
+        &["--arch", ARCH, "--epochs", "10"],
+        &["--epochs", "10"],
+        &["--points", "11"],
     );
-    modeconn()
-        .args(["connect", "--epochs", "10", "-q", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--out")
-        .arg(d.path().join("chain"))
-        .assert()
-        .success();
-    modeconn()
-        .args(["path", "--points", "11", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--curve")
-        .arg(format!(
-            "chain={}",
-            d.path().join("chain/curve.safetensors").display()
-        ))
-        .arg("--out")
-        .arg(d.path().join("path"))
-        .assert()
-        .success();
-    let s = json(&d.path().join("path/summary.json"));
-    let max = |p: &str| s[p]["test_loss"]["max"].as_f64().unwrap();
-    assert!(
-        max("chain") < max("line"),
-        "chain {} vs line {}",
-        max("chain"),
-        max("line")
-    );
+    common::assert_chain_below_line(&s);
     let run = json(&d.path().join("path/run.json"));
     let rec = &run["result"]["state_recomputed"];
     assert_eq!(

@@ -3,46 +3,14 @@
 //! streams, weight matching that undoes them, and `train` / `connect` / `path` end to end on the
 //! digits.
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use burn::tensor::{Tensor, TensorData};
 use modeconn::arch::Arch;
 use modeconn::backend;
-use modeconn::params::{ParamSet, host_vec};
+use modeconn::params::host_vec;
 use modeconn::permute::{Permutation, apply, weight_matching};
-use serde_json::Value;
 
-fn modeconn() -> Command {
-    Command::cargo_bin("modeconn").unwrap()
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-/// `arch`'s initialisation with non-trivial normalisation parameters and statistics.
-fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
-    let dev = backend::device();
-    let p = arch.init(seed, &dev);
-    let vals = p
-        .layout()
-        .entries()
-        .iter()
-        .zip(p.to_vecs())
-        .map(|(e, v)| {
-            let k = |a: f32, b: f32| (0..v.len()).map(|i| a + b * i as f32).collect::<Vec<_>>();
-            match (e.name.starts_with("bn"), e.name.rsplit('.').next().unwrap()) {
-                (true, "running_var") => k(0.5, 0.1),
-                (true, "running_mean") => k(-0.3, 0.05),
-                (true, "weight") => k(0.8, 0.02),
-                (true, "bias") => k(-0.1, 0.03),
-                _ => v,
-            }
-        })
-        .collect();
-    ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
-}
+mod common;
+use common::{json, perturbed};
 
 #[test]
 fn specs_parse_print_and_reject_bad_options() {
@@ -167,53 +135,26 @@ fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
 fn a_vgg_bn_trains_and_its_curve_beats_the_line() {
     let d = tempfile::tempdir().unwrap();
     let arch = "vgg11:w=0.0625:in=1x8x8";
-    for s in ["1", "2"] {
-        modeconn()
-            .args([
-                "train", "--arch", arch, "--epochs", "10", "--lr", "0.05", "-q",
-            ])
-            .args(["--train-subset", "1200", "--seed", s, "--out"])
-            .arg(d.path().join(format!("w{s}")))
-            .assert()
-            .success();
-        let m = json(&d.path().join(format!("w{s}/metrics.json")));
-        assert!(m["test_acc"].as_f64().unwrap() > 0.85, "seed {s}: {m}");
+    let (_, _, s) = common::two_minima_and_chain(
+        d.path(),
+        &[
+            "--arch",
+            arch,
+            "--epochs",
+            "10",
+            "--lr",
+            "0.05",
+            "--train-subset",
+            "1200",
+        ],
+        &["--epochs", "4", "--lr", "0.05"],
+        &["--points", "5", "--train-subset", "400"],
+    );
+    for w in ["w1", "w2"] {
+        let m = json(&d.path().join(w).join("metrics.json"));
+        assert!(m["test_acc"].as_f64().unwrap() > 0.85, "{w}: {m}");
     }
     let run = json(&d.path().join("w1/run.json"));
     assert_eq!(run["config"]["train_subset"], 1200);
-    let (a, b) = (
-        d.path().join("w1/model.safetensors"),
-        d.path().join("w2/model.safetensors"),
-    );
-    modeconn()
-        .args(["connect", "--epochs", "4", "--lr", "0.05", "-q", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--out")
-        .arg(d.path().join("chain"))
-        .assert()
-        .success();
-    modeconn()
-        .args(["path", "--points", "5", "--train-subset", "400", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--curve")
-        .arg(format!(
-            "chain={}",
-            d.path().join("chain/curve.safetensors").display()
-        ))
-        .arg("--out")
-        .arg(d.path().join("path"))
-        .assert()
-        .success();
-    let s = json(&d.path().join("path/summary.json"));
-    let max = |p: &str| s[p]["test_loss"]["max"].as_f64().unwrap();
-    assert!(
-        max("chain") < max("line"),
-        "chain {} vs line {}",
-        max("chain"),
-        max("line")
-    );
+    common::assert_chain_below_line(&s);
 }

@@ -9,64 +9,22 @@
 //!   layerwise-alpha, sparse-vd, ard, group-ard); ≥ 80% for the ensemble of 10 of a variance
 //!   network (its mode, zero-mean hidden weights, stays near chance and is not asserted).
 
-use std::path::Path;
+mod common;
+use common::{json, modeconn};
 
-use assert_cmd::Command;
-use serde_json::Value;
-
-fn modeconn() -> Command {
-    Command::cargo_bin("modeconn").unwrap()
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn f(v: &Value) -> f64 {
+fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 #[test]
 fn train_and_connect_with_defaults_learn() {
     let d = tempfile::tempdir().unwrap();
-    for s in ["1", "2"] {
-        modeconn()
-            .args(["train", "-q", "--seed", s, "--out"])
-            .arg(d.path().join(format!("w{s}")))
-            .assert()
-            .success();
-        let m = json(&d.path().join(format!("w{s}/metrics.json")));
+    let (_, _, s) = common::two_minima_and_chain(d.path(), &[], &[], &["--points", "21"]);
+    for w in ["w1", "w2"] {
+        let m = json(&d.path().join(w).join("metrics.json"));
         let acc = f(&m["test_acc"]);
-        assert!(acc >= 0.90, "train --seed {s}: test accuracy {acc}");
+        assert!(acc >= 0.90, "train, {w}: test accuracy {acc}");
     }
-    let (a, b) = (
-        d.path().join("w1/model.safetensors"),
-        d.path().join("w2/model.safetensors"),
-    );
-    modeconn()
-        .args(["connect", "-q", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--out")
-        .arg(d.path().join("chain"))
-        .assert()
-        .success();
-    modeconn()
-        .args(["path", "--points", "21", "--a"])
-        .arg(&a)
-        .arg("--b")
-        .arg(&b)
-        .arg("--curve")
-        .arg(format!(
-            "chain={}",
-            d.path().join("chain/curve.safetensors").display()
-        ))
-        .arg("--out")
-        .arg(d.path().join("path"))
-        .assert()
-        .success();
-    let s = json(&d.path().join("path/summary.json"));
     let err = |path: &str, k: &str| f(&s[path]["test_err"][k]);
     let worse_end = err("chain", "start").max(err("chain", "end"));
     assert!(

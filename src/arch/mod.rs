@@ -58,6 +58,15 @@ pub enum Arch {
     ResNet(resnet::ResNet),
 }
 
+/// `CxHxW` as `[c, h, w]`.
+fn parse_shape(s: &str) -> Option<[usize; 3]> {
+    let d = s
+        .split('x')
+        .map(|x| x.parse::<usize>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    <[usize; 3]>::try_from(d).ok()
+}
+
 impl FromStr for Arch {
     type Err = Error;
 
@@ -101,12 +110,8 @@ impl FromStr for Arch {
                 let input = if rest.is_empty() {
                     [1, 28, 28]
                 } else {
-                    let d = rest
-                        .split('x')
-                        .map(|w| w.parse::<usize>())
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|_| bad("input shape must look like `1x28x28`"))?;
-                    <[usize; 3]>::try_from(d).map_err(|_| bad("input shape must be CxHxW"))?
+                    parse_shape(rest)
+                        .ok_or_else(|| bad("input shape must be CxHxW, e.g. 1x28x28"))?
                 };
                 if input[0] == 0 || lenet::feature_hw(input[1], input[2]).is_none() {
                     return Err(bad("LeNet-5 needs inputs of at least 16×16 pixels"));
@@ -134,13 +139,8 @@ impl FromStr for Arch {
                         Some(("norm", "bn")) => v.norm = Norm::Bn,
                         Some(("norm", "none")) => v.norm = Norm::None,
                         Some(("in", d)) => {
-                            let d = d
-                                .split('x')
-                                .map(|x| x.parse::<usize>())
-                                .collect::<std::result::Result<Vec<_>, _>>()
-                                .map_err(|_| bad("in must look like `1x28x28`"))?;
-                            v.input =
-                                <[usize; 3]>::try_from(d).map_err(|_| bad("in must be CxHxW"))?;
+                            v.input = parse_shape(d)
+                                .ok_or_else(|| bad("in must be CxHxW, e.g. 1x28x28"))?;
                         }
                         _ => {
                             return Err(bad(&format!(
@@ -168,13 +168,8 @@ impl FromStr for Arch {
                                 .ok_or_else(|| bad("w must be an integer from 1 to 64"))?;
                         }
                         Some(("in", d)) => {
-                            let d = d
-                                .split('x')
-                                .map(|x| x.parse::<usize>())
-                                .collect::<std::result::Result<Vec<_>, _>>()
-                                .map_err(|_| bad("in must look like `1x28x28`"))?;
-                            r.input =
-                                <[usize; 3]>::try_from(d).map_err(|_| bad("in must be CxHxW"))?;
+                            r.input = parse_shape(d)
+                                .ok_or_else(|| bad("in must be CxHxW, e.g. 1x28x28"))?;
                         }
                         _ => {
                             return Err(bad(&format!(

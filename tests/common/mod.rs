@@ -1,0 +1,107 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use modeconn::arch::Arch;
+use modeconn::backend;
+use modeconn::params::ParamSet;
+use serde_json::Value;
+
+/// The `modeconn` binary.
+pub fn modeconn() -> Command {
+    Command::cargo_bin("modeconn").unwrap()
+}
+
+/// A JSON file's value.
+pub fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Two minima and a chain between them in `d`: `train ARGS --seed 1|2` into `w1`, `w2`,
+/// `connect ARGS` into `chain`, `path ARGS` with the line and the chain into `path`; returns
+/// the two model files and the path summary.
+pub fn two_minima_and_chain(
+    d: &Path,
+    train: &[&str],
+    connect: &[&str],
+    path: &[&str],
+) -> (PathBuf, PathBuf, Value) {
+    for s in ["1", "2"] {
+        modeconn()
+            .arg("train")
+            .args(train)
+            .args(["-q", "--seed", s, "--out"])
+            .arg(d.join(format!("w{s}")))
+            .assert()
+            .success();
+    }
+    let (a, b) = (
+        d.join("w1/model.safetensors"),
+        d.join("w2/model.safetensors"),
+    );
+    modeconn()
+        .arg("connect")
+        .args(connect)
+        .args(["-q", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.join("chain"))
+        .assert()
+        .success();
+    modeconn()
+        .arg("path")
+        .args(path)
+        .arg("--a")
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(format!(
+            "chain={}",
+            d.join("chain/curve.safetensors").display()
+        ))
+        .arg("--out")
+        .arg(d.join("path"))
+        .assert()
+        .success();
+    let s = json(&d.join("path/summary.json"));
+    (a, b, s)
+}
+
+/// The chain's worst test loss is below the straight line's.
+pub fn assert_chain_below_line(s: &Value) {
+    let max = |p: &str| s[p]["test_loss"]["max"].as_f64().unwrap();
+    assert!(
+        max("chain") < max("line"),
+        "chain {} vs line {}",
+        max("chain"),
+        max("line")
+    );
+}
+
+/// `arch`'s initialisation with non-trivial normalisation parameters and statistics.
+pub fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
+    let dev = backend::device();
+    let p = arch.init(seed, &dev);
+    let vals = p
+        .layout()
+        .entries()
+        .iter()
+        .zip(p.to_vecs())
+        .map(|(e, v)| {
+            let k = |a: f32, b: f32| (0..v.len()).map(|i| a + b * i as f32).collect::<Vec<_>>();
+            match (e.name.starts_with("bn"), e.name.rsplit('.').next().unwrap()) {
+                (true, "running_var") => k(0.5, 0.1),
+                (true, "running_mean") => k(-0.3, 0.05),
+                (true, "weight") => k(0.8, 0.02),
+                (true, "bias") => k(-0.1, 0.03),
+                _ => v,
+            }
+        })
+        .collect();
+    ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
+}
