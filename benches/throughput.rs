@@ -1,8 +1,11 @@
 //! Throughput benchmark through the same code the CLI uses (`train_step`, `evaluate`,
-//! [`Family`]) on synthetic 28×28 data. Train cases mirror `scripts/torch_reference.py` (SGD
-//! momentum 0.9, lr 0.01, batch 128); eval at batch 1000.
+//! [`Family`]) on synthetic data (28×28, or 3×32×32 for the CIFAR nets). The MLP and LeNet-5
+//! train cases mirror `scripts/torch_reference.py` (SGD momentum 0.9, lr 0.01, batch 128); eval
+//! at batch 1000.
 //!
 //! - `mlp_train`, `lenet5_train`: plain train step (steps/s, samples/s);
+//! - `vgg16bn_train`, `resnet20_train`, `vgg16bn_eval`, `resnet20_eval`: `vgg16:w=0.25` and
+//!   `resnet20` (BatchNorm in train mode) on 3×32×32 inputs (no PyTorch counterpart yet);
 //! - `mlp_curve_train`: one-bend PolyChain step on the MLP (point sampled per step);
 //! - `mlp_vd_train`: sparse variational dropout (local reparameterisation) step on the MLP;
 //!   `mlp_vdl_train` the same with one α per layer (Kingma et al. 2015), `mlp_gd_train` Gaussian
@@ -67,13 +70,16 @@ fn opts() -> Opts {
     }
 }
 
-fn synthetic(n: usize, seed: u64) -> Dataset {
+/// `n` random images of `arch`'s input shape (28×28 for an MLP).
+fn synthetic(arch: &Arch, n: usize, seed: u64) -> Dataset {
+    let shape = arch.image_shape().unwrap_or([1, 28, 28]);
+    let d: usize = shape.iter().product();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     Dataset {
         name: "synthetic".into(),
-        x: (0..n * 784).map(|_| rng.random::<f32>()).collect(),
+        x: (0..n * d).map(|_| rng.random::<f32>()).collect(),
         y: (0..n).map(|_| rng.random_range(0..10u8)).collect(),
-        shape: [1, 28, 28],
+        shape,
         classes: 10,
     }
 }
@@ -131,7 +137,7 @@ impl TrainCase {
         let device = backend::device();
         let ad = backend::train_device();
         // Leaked: objectives borrow their evaluation set for the life of the bench.
-        let data: &'static Dataset = Box::leak(Box::new(synthetic(128, 1)));
+        let data: &'static Dataset = Box::leak(Box::new(synthetic(arch, 128, 1)));
         let (params, obj): (ParamSet, Box<dyn Objective>) = match step {
             Step::Plain => (
                 arch.init(0, &device),
@@ -180,7 +186,7 @@ impl TrainCase {
             _ => 0.01,
         };
         let (xv, yv) = data.gather(&(0..128).collect::<Vec<_>>());
-        let x = Tensor::<2>::from_data(TensorData::new(xv, [128, 784]), &ad);
+        let x = Tensor::<2>::from_data(TensorData::new(xv, [128, data.dim()]), &ad);
         let y = Tensor::<1, Int>::from_data(TensorData::new(yv, [128]), &ad);
         let mut case = Self {
             params: Some(params),
@@ -266,9 +272,9 @@ fn cost_ratio(arch: &Arch, step: Step, seconds: f64) -> f64 {
 fn bench_family(arch: &Arch, plane: bool) -> (f64, f64, f64) {
     let device = backend::device();
     let (train, test) = if plane {
-        (synthetic(5_000, 3), synthetic(10_000, 4))
+        (synthetic(arch, 5_000, 3), synthetic(arch, 10_000, 4))
     } else {
-        (synthetic(10_000, 3), synthetic(10_000, 4))
+        (synthetic(arch, 10_000, 3), synthetic(arch, 10_000, 4))
     };
     let basis: Vec<Vec<f32>> = (0..3).map(|s| arch.init(s, &device).to_flat()).collect();
     let t0 = Instant::now();
@@ -302,7 +308,7 @@ fn bench_family(arch: &Arch, plane: bool) -> (f64, f64, f64) {
 /// Eval samples/s at batch 1000 over 5,000 samples.
 fn bench_eval(arch: &Arch, seconds: f64) -> f64 {
     let device = backend::device();
-    let data = synthetic(5000, 2);
+    let data = synthetic(arch, 5000, 2);
     let params = arch.init(0, &device);
     evaluate(arch, &params, &data, 1000, &device);
     let t0 = Instant::now();
@@ -323,6 +329,8 @@ fn main() {
     let o = opts();
     let mlp: Arch = "mlp:784-300-100-10".parse().unwrap();
     let lenet: Arch = "lenet5".parse().unwrap();
+    let vgg: Arch = "vgg16:w=0.25".parse().unwrap();
+    let resnet: Arch = "resnet20".parse().unwrap();
     let wanted = |name: &str| {
         o.only
             .as_deref()
@@ -337,6 +345,8 @@ fn main() {
         ("mlp_vdl_train", &mlp, Step::Vd(Method::LayerwiseAlpha)),
         ("mlp_gd_train", &mlp, Step::Vd(Method::Gaussian)),
         ("lenet5_train", &lenet, Step::Plain),
+        ("vgg16bn_train", &vgg, Step::Plain),
+        ("resnet20_train", &resnet, Step::Plain),
     ];
     for (name, arch, step) in train_cases {
         if !wanted(name) {
@@ -350,7 +360,12 @@ fn main() {
         println!("{name:<16} {r:>10.1} {:>12.0}", r * 128.0);
         results.push(json!({"name": name, "steps_per_s": r, "samples_per_s": r * 128.0}));
     }
-    for (name, arch) in [("mlp_eval", &mlp), ("lenet5_eval", &lenet)] {
+    for (name, arch) in [
+        ("mlp_eval", &mlp),
+        ("lenet5_eval", &lenet),
+        ("vgg16bn_eval", &vgg),
+        ("resnet20_eval", &resnet),
+    ] {
         if !wanted(name) {
             continue;
         }

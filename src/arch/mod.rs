@@ -225,15 +225,20 @@ impl Arch {
         }
     }
 
-    /// Errors unless the dataset's samples and classes fit this architecture.
-    pub fn check_data(&self, data: &Dataset) -> Result<()> {
-        let input = match self {
+    /// The image shape `[c, h, w]` a convolutional architecture expects (`None` for an MLP,
+    /// which sees flat vectors).
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        match self {
             Arch::LeNet5 { input } => Some(*input),
             Arch::Vgg(v) => Some(v.input),
             Arch::ResNet(r) => Some(r.input),
             Arch::Mlp { .. } => None,
-        };
-        if let Some(input) = input
+        }
+    }
+
+    /// Errors unless the dataset's samples and classes fit this architecture.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        if let Some(input) = self.image_shape()
             && input != data.shape
         {
             return Err(Error::Config(format!(
