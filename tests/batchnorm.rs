@@ -251,3 +251,47 @@ fn variational_models_of_bn_nets_are_refused_in_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("batch normalisation"), "{err}");
 }
+
+#[test]
+fn a_bn_checkpoint_without_its_running_statistics_is_a_one_line_error() {
+    use std::sync::Arc;
+
+    use modeconn::params::Layout;
+    use modeconn::params::io::{FileMeta, save};
+
+    let d = tempfile::tempdir().unwrap();
+    let arch: Arch = ARCH.parse().unwrap();
+    let p = arch.init(0, &backend::device());
+    let kept: Vec<usize> = (0..p.layout().len())
+        .filter(|&i| !p.layout().entries()[i].role.is_state())
+        .collect();
+    let layout = Arc::new(
+        Layout::new(
+            kept.iter()
+                .map(|&i| p.layout().entries()[i].clone())
+                .collect(),
+        )
+        .unwrap(),
+    );
+    let values = p.to_vecs();
+    let stripped = ParamSet::from_vecs(
+        layout,
+        kept.iter().map(|&i| values[i].clone()).collect(),
+        &backend::device(),
+    )
+    .unwrap();
+    let file = d.path().join("no-stats.safetensors");
+    save(&file, &FileMeta::new("model", ARCH), &[("", &stripped)]).unwrap();
+    let out = modeconn()
+        .args(["eval", "--model"])
+        .arg(&file)
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no-stats.safetensors") && err.contains("bn1.running_mean"),
+        "{err}"
+    );
+}
