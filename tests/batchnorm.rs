@@ -295,3 +295,44 @@ fn a_bn_checkpoint_without_its_running_statistics_is_a_one_line_error() {
         "{err}"
     );
 }
+
+#[test]
+fn fusing_batch_norm_into_the_layer_before_keeps_eval_logits() {
+    use modeconn::weights::norm::fuse;
+
+    let dev = backend::device();
+    for spec in [ARCH, "vgg11:w=0.0625:in=1x8x8"] {
+        let arch: Arch = spec.parse().unwrap();
+        let p = perturbed(&arch, 9);
+        let (plain, q) = fuse(&arch, &p).unwrap();
+        assert!(!plain.layout().has_state(), "{plain}");
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..4 * arch.input_dim())
+                    .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+                    .collect(),
+                [4, arch.input_dim()],
+            ),
+            &dev,
+        );
+        let a = host_vec(&arch.forward(&p, x.clone()));
+        let b = host_vec(&plain.forward(&q, x));
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{spec}: fused logits moved by {worst}"
+        );
+    }
+    assert!(
+        fuse(
+            &"resnet20".parse().unwrap(),
+            &"resnet20".parse::<Arch>().unwrap().init(0, &dev)
+        )
+        .is_none()
+    );
+}

@@ -225,3 +225,78 @@ pub fn fold_stats(params: &ParamSet, stats: &[BatchStats], m: f64) -> ParamSet {
     let device = params.tensors()[0].device();
     ParamSet::from_vecs(layout, values, &device).expect("same layout")
 }
+
+/// Folds every batch normalisation of a network in eval mode into the layer before it
+/// (`fc_i` or `conv_i` before `bn_i`): per output channel with `s = γ/√(σ² + ε)`,
+/// `W' = s·W` and `b' = β + s·(b − μ)` (`b = 0` for a layer without bias). Returns the plain
+/// architecture (`:norm=none`) and its parameters, which compute the same eval-mode logits;
+/// `None` for an architecture without a normalisation-free form.
+pub fn fuse(arch: &crate::arch::Arch, params: &ParamSet) -> Option<(crate::arch::Arch, ParamSet)> {
+    use crate::arch::{Arch, Norm};
+    // The plain architecture, and the prefix of the layers that a normalisation follows.
+    let (plain, prefix) = match arch {
+        Arch::Mlp {
+            widths,
+            norm: Norm::Bn,
+        } => (
+            Arch::Mlp {
+                widths: widths.clone(),
+                norm: Norm::None,
+            },
+            "fc",
+        ),
+        Arch::Vgg(v) if v.norm == Norm::Bn => (
+            Arch::Vgg(crate::arch::vgg::Vgg {
+                norm: Norm::None,
+                ..v.clone()
+            }),
+            "conv",
+        ),
+        _ => return None,
+    };
+    let layout = plain.layout();
+    let src = params.layout();
+    let vals = params.to_vecs();
+    let get = |name: &str| src.index_of(name).ok().map(|i| vals[i].clone());
+    let mut out = Vec::with_capacity(layout.len());
+    for e in layout.entries() {
+        let layer = e
+            .name
+            .rsplit_once('.')
+            .map(|(l, _)| l.to_string())
+            .unwrap_or_default();
+        let bn = layer
+            .strip_prefix(prefix)
+            .map(|i| format!("bn{i}"))
+            .unwrap_or_default();
+        let stats = (|| {
+            Some((
+                get(&format!("{bn}.weight"))?,
+                get(&format!("{bn}.bias"))?,
+                get(&running_mean_name(&bn))?,
+                get(&running_var_name(&bn))?,
+            ))
+        })();
+        let v = match (stats, e.name.ends_with(".weight")) {
+            (None, _) => get(&e.name).expect("the plain layout's tensors exist in the BN one"),
+            (Some((g, _, _, var)), true) => {
+                let w = get(&e.name).expect("the layer's weight");
+                let per = w.len() / g.len();
+                w.iter()
+                    .enumerate()
+                    .map(|(k, x)| x * g[k / per] / (var[k / per] + BN_EPS).sqrt())
+                    .collect()
+            }
+            (Some((g, beta, mean, var)), false) => {
+                let b = get(&e.name).unwrap_or_else(|| vec![0.0; g.len()]);
+                (0..g.len())
+                    .map(|c| beta[c] + g[c] / (var[c] + BN_EPS).sqrt() * (b[c] - mean[c]))
+                    .collect()
+            }
+        };
+        out.push(v);
+    }
+    let device = params.tensors()[0].device();
+    let fused = ParamSet::from_vecs(layout, out, &device).expect("plain layout");
+    Some((plain, fused))
+}
