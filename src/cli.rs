@@ -292,7 +292,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Architecture: mlp:W0-W1-...-WL (e.g. mlp:784-300-100-10), with batch normalisation
-    /// mlp:W0-...-WL:norm=bn (Linear without bias → BatchNorm → ReLU); lenet5 or lenet5:CxHxW;
+    /// mlp:W0-...-WL:norm=bn (Linear without bias → BatchNorm → ReLU) or :norm=ln (LayerNorm);
+    /// lenet5 or lenet5:CxHxW;
     /// vgg11 / vgg16 with :w=WIDTH, :norm=bn|none, :in=CxHxW (default 3x32x32); resnet20 with
     /// :w=N, :in=CxHxW [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
     #[arg(long, value_name = "SPEC")]

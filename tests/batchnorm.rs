@@ -336,3 +336,22 @@ fn fusing_batch_norm_into_the_layer_before_keeps_eval_logits() {
         .is_none()
     );
 }
+
+#[test]
+fn layer_normalisation_learns_without_state() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = "mlp:64-64-64-10:norm=ln";
+    modeconn()
+        .args(["train", "--arch", spec, "--epochs", "10", "-q", "--out"])
+        .arg(d.path().join("ln"))
+        .assert()
+        .success();
+    let m = json(&d.path().join("ln/metrics.json"));
+    assert!(m["test_acc"].as_f64().unwrap() > 0.9, "{m}");
+    let (arch, p) = load_model(&d.path().join("ln/model.safetensors"), &backend::device()).unwrap();
+    assert_eq!(arch.to_string(), spec);
+    assert!(!p.layout().has_state());
+    assert!(p.layout().index_of("ln1.weight").is_ok() && p.layout().index_of("fc1.bias").is_err());
+    let e = "vgg11:norm=ln".parse::<Arch>().unwrap_err().to_string();
+    assert!(e.contains("norm=ln"), "{e}");
+}

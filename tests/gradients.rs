@@ -111,6 +111,11 @@ fn mlp_gradient_matches_finite_differences() {
 }
 
 #[test]
+fn mlp_ln_gradient_matches_finite_differences() {
+    check("mlp:12-9-7-5:norm=ln", 6, 40, 5);
+}
+
+#[test]
 fn mlp_bn_gradient_matches_finite_differences() {
     // The batch statistics depend on every sample, so every input and γ, β enter each loss.
     check("mlp:12-9-7-5:norm=bn", 8, 40, 4);

@@ -2,7 +2,8 @@
 //! `784-300-100-10`). Layers are named `fc1 … fcL`; weights `[d_i, d_{i−1}]`. With batch
 //! normalisation (`:norm=bn`, the MLP-BN of Jordan et al. 2023) every hidden block is
 //! `fc_i` without bias → `bn_i` (γ, β, running mean and variance `[d_i]`) → ReLU; the output
-//! layer keeps its bias.
+//! layer keeps its bias. With layer normalisation (`:norm=ln`, the alternative Git Re-Basin
+//! uses) the blocks are `fc_i` without bias → `ln_i` (γ, β) → ReLU.
 
 use burn::tensor::Tensor;
 
@@ -31,6 +32,10 @@ pub fn entries(widths: &[usize], norm: Norm) -> Vec<Entry> {
             push(bias_name(&bn), vec![w[1]], Role::NormShift);
             push(running_mean_name(&bn), vec![w[1]], Role::RunningMean);
             push(running_var_name(&bn), vec![w[1]], Role::RunningVar);
+        } else if norm == Norm::Ln && hidden {
+            let ln = format!("ln{}", i + 1);
+            push(weight_name(&ln), vec![w[1]], Role::NormScale);
+            push(bias_name(&ln), vec![w[1]], Role::NormShift);
         } else {
             push(bias_name(&layer), vec![w[1]], Role::Bias);
         }
@@ -51,8 +56,12 @@ pub fn forward<W: Weights + ?Sized>(
     let mut h = x;
     for i in 1..=n {
         let layer = format!("fc{i}");
-        if i < n && norm == Norm::Bn {
-            h = relu(w.batch_norm(&format!("bn{i}"), w.dense(&layer, h)));
+        if i < n && norm != Norm::None {
+            let z = w.dense(&layer, h);
+            h = relu(match norm {
+                Norm::Bn => w.batch_norm(&format!("bn{i}"), z),
+                _ => w.layer_norm(&format!("ln{i}"), z),
+            });
             if let Some(observe) = observe.as_deref_mut() {
                 observe(&layer, h.clone());
             }
@@ -92,6 +101,11 @@ pub fn perm_spec(widths: &[usize], norm: Norm, layout: &Layout) -> Result<PermSp
                 running_mean_name(&bn),
                 running_var_name(&bn),
             ] {
+                b = b.param(&name, vec![unit(i)]);
+            }
+        } else if norm == Norm::Ln && i < n {
+            let ln = format!("ln{i}");
+            for name in [weight_name(&ln), bias_name(&ln)] {
                 b = b.param(&name, vec![unit(i)]);
             }
         } else {

@@ -34,6 +34,8 @@ pub enum Norm {
     None,
     /// Batch normalisation ([`crate::weights::norm`]).
     Bn,
+    /// Layer normalisation (MLP only): per-sample statistics, no state.
+    Ln,
 }
 
 /// A network architecture.
@@ -85,10 +87,11 @@ impl FromStr for Arch {
                 for opt in parts {
                     norm = match opt {
                         "norm=bn" => Norm::Bn,
+                        "norm=ln" => Norm::Ln,
                         "norm=none" => Norm::None,
                         _ => {
                             return Err(bad(&format!(
-                                "unknown option `{opt}` (expected norm=bn or norm=none)"
+                                "unknown option `{opt}` (expected norm=bn, norm=ln or norm=none)"
                             )));
                         }
                     };
@@ -101,8 +104,8 @@ impl FromStr for Arch {
                 if widths.len() < 2 || widths.contains(&0) {
                     return Err(bad("an MLP needs at least two positive widths"));
                 }
-                if norm == Norm::Bn && widths.len() < 3 {
-                    return Err(bad("norm=bn needs at least one hidden layer"));
+                if norm != Norm::None && widths.len() < 3 {
+                    return Err(bad("a normalisation needs at least one hidden layer"));
                 }
                 Ok(Arch::Mlp { widths, norm })
             }
@@ -195,6 +198,7 @@ impl fmt::Display for Arch {
                 match norm {
                     Norm::None => Ok(()),
                     Norm::Bn => write!(f, ":norm=bn"),
+                    Norm::Ln => write!(f, ":norm=ln"),
                 }
             }
             Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),

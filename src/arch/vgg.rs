@@ -84,6 +84,9 @@ impl Vgg {
         if blocks(self.depth).is_none() {
             return Err(format!("VGG depth {} (expected 11 or 16)", self.depth));
         }
+        if self.norm == Norm::Ln {
+            return Err("VGG takes norm=bn or norm=none".into());
+        }
         if self.width_micro == 0 {
             return Err("the width multiplier w must be positive".into());
         }
@@ -150,6 +153,7 @@ pub fn entries(v: &Vgg) -> Vec<Entry> {
                 push(running_var_name(&bn), vec![o], Role::RunningVar);
             }
             Norm::None => push(bias_name(&conv_name(i)), vec![o], Role::Bias),
+            Norm::Ln => unreachable!("Vgg::validate refuses layer normalisation"),
         }
         c_in = o;
     }
@@ -252,6 +256,7 @@ pub fn perm_spec(v: &Vgg, layout: &Layout) -> Result<PermSpec> {
                 }
             }
             Norm::None => b = b.param(&bias_name(&conv_name(i)), vec![own]),
+            Norm::Ln => unreachable!("Vgg::validate refuses layer normalisation"),
         }
     }
     let (fh, fw) = v.feature_hw();

@@ -190,6 +190,10 @@ impl Weights for CachedFirst<'_> {
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
         self.params.batch_norm2d(layer, x)
     }
+
+    fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        self.params.layer_norm(layer, x)
+    }
 }
 
 impl Family {

@@ -342,6 +342,15 @@ impl Weights for VarWeights<'_> {
         }
     }
 
+    /// On the means (the scale and shift are point estimates).
+    fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        crate::weights::norm::layer_norm(
+            x,
+            self.params.get::<1>(&mu_name(&weight_name(layer))),
+            self.params.get::<1>(&mu_name(&bias_name(layer))),
+        )
+    }
+
     /// Eval mode on the means (variational models of normalised networks are refused by
     /// [`VModel::new`]).
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {

@@ -29,6 +29,8 @@ pub trait Weights {
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
     /// [`Weights::batch_norm`] of a convolution's output `[batch, c, h, w]`, per channel.
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4>;
+    /// Layer normalisation of `x: [batch, c]` ([`norm::layer_norm`]), the same in every mode.
+    fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
@@ -99,6 +101,14 @@ impl Weights for ParamSet {
             self.get(&bias_name(layer)),
             self.get(&norm::running_mean_name(layer)),
             self.get(&norm::running_var_name(layer)),
+        )
+    }
+
+    fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        norm::layer_norm(
+            x,
+            self.get(&weight_name(layer)),
+            self.get(&bias_name(layer)),
         )
     }
 

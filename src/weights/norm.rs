@@ -62,6 +62,16 @@ pub fn batch_norm_train(
     (y, mean.reshape([c]), var.reshape([c]))
 }
 
+/// Layer normalisation (Ba et al. 2016) of `x: [batch, c]` over each sample's `c` features:
+/// `y = γ·(x − μ_x)/√(σ²_x + ε) + β` with the sample's mean and biased variance; no state.
+pub fn layer_norm(x: Tensor<2>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<2> {
+    let c = gamma.dims()[0];
+    let mean = x.clone().mean_dim(1);
+    let centred = x - mean;
+    let var = centred.clone().powi_scalar(2).mean_dim(1);
+    centred / (var + BN_EPS).sqrt() * gamma.reshape([1, c]) + beta.reshape([1, c])
+}
+
 /// Eval-mode batch normalisation of a convolution's output `x: [batch, c, h, w]` per channel.
 pub fn batch_norm_eval_4d(
     x: Tensor<4>,
@@ -186,6 +196,10 @@ impl Weights for TrainMode<'_> {
         );
         self.record(layer, n, mean, var);
         y
+    }
+
+    fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
+        self.params.layer_norm(layer, x)
     }
 
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
