@@ -107,7 +107,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         &[&train, &split.test],
         &device,
     )
-    .with_state_batches(opts.bn_batches);
+    .with_state_mode(Some(opts.bn_batches));
     let cells: Vec<(usize, usize)> = (0..ys.len())
         .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
         .collect();

@@ -267,22 +267,15 @@ impl Family {
         }
     }
 
-    /// Recompute members' state on the first `batches` batches only (`None`: all).
-    pub fn with_state_batches(mut self, batches: Option<usize>) -> Self {
-        self.state_batches = batches;
-        self
-    }
-
-    /// [`Family::with_state_batches`], or with `None` no recomputation: members are evaluated
-    /// with their interpolated state (for comparison with the recomputed one).
+    /// How members' state is treated: `Some(batches)` recomputes it on the first `batches`
+    /// batches (`Some(None)`: all, the default); `None` evaluates members with their
+    /// interpolated state (for comparison with the recomputed one).
     pub fn with_state_mode(mut self, recompute: Option<Option<usize>>) -> Self {
         match recompute {
-            Some(batches) => self.with_state_batches(batches),
-            None => {
-                self.state_data = None;
-                self
-            }
+            Some(batches) => self.state_batches = batches,
+            None => self.state_data = None,
         }
+        self
     }
 
     /// `params` with its state recomputed on the family's state data (when it has state).

@@ -13,8 +13,8 @@
 
 use std::cell::RefCell;
 
-use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, TensorData};
 
 use super::Weights;
 use crate::params::{ParamSet, host_vec};
@@ -104,18 +104,6 @@ pub fn batch_norm_train_4d(
     let y = centred / (var.clone() + BN_EPS).sqrt() * gamma.reshape([1, c, 1, 1])
         + beta.reshape([1, c, 1, 1]);
     (y, mean.reshape([c]), var.reshape([c]))
-}
-
-/// `[batch, c, h, w]` as `[batch·h·w, c]` (every spatial position a sample of its channel).
-pub fn channels_last(x: Tensor<4>) -> Tensor<2> {
-    let [b, c, h, w] = x.dims();
-    x.permute([0, 2, 3, 1]).reshape([b * h * w, c])
-}
-
-/// The inverse of [`channels_last`] for a batch of `b` maps of `h × w`.
-pub fn channels_first(x: Tensor<2>, b: usize, h: usize, w: usize) -> Tensor<4> {
-    let c = x.dims()[1];
-    x.reshape([b, h, w, c]).permute([0, 3, 1, 2])
 }
 
 /// One normalisation layer's statistics of one train-mode batch.
@@ -215,13 +203,11 @@ impl Weights for TrainMode<'_> {
 }
 
 /// Folds one batch's statistics into the state of `params` with momentum `m`:
-/// `r ← (1 − m)·r + m·s` (the unbiased variance for the running variance); returns the new set.
+/// `r ← (1 − m)·r + m·s` (the unbiased variance for the running variance); returns the new set,
+/// which shares every other tensor with `params`.
 pub fn fold_stats(params: &ParamSet, stats: &[BatchStats], m: f64) -> ParamSet {
-    if stats.is_empty() {
-        return params.clone();
-    }
     let layout = params.layout().clone();
-    let mut values = params.to_vecs();
+    let mut tensors = params.tensors().to_vec();
     let m = m as f32;
     for s in stats {
         for (name, batch) in [
@@ -231,13 +217,16 @@ pub fn fold_stats(params: &ParamSet, stats: &[BatchStats], m: f64) -> ParamSet {
             let i = layout
                 .index_of(&name)
                 .expect("normalisation layers have running statistics");
-            for (r, b) in values[i].iter_mut().zip(batch) {
-                *r = (1.0 - m) * *r + m * b;
-            }
+            let r: Vec<f32> = host_vec(&tensors[i])
+                .iter()
+                .zip(batch)
+                .map(|(r, b)| (1.0 - m) * r + m * b)
+                .collect();
+            let n = r.len();
+            tensors[i] = Tensor::from_data(TensorData::new(r, [n]), &tensors[i].device());
         }
     }
-    let device = params.tensors()[0].device();
-    ParamSet::from_vecs(layout, values, &device).expect("same layout")
+    ParamSet::from_tensors(layout, tensors).expect("same layout")
 }
 
 /// Folds every batch normalisation of a network in eval mode into the layer before it
