@@ -64,30 +64,17 @@ fn batch_norm_matches_hand_computed_statistics() {
 
 #[test]
 fn permuting_an_mlp_bn_keeps_eval_logits_and_matching_recovers_it() {
-    let dev = backend::device();
     let arch: Arch = ARCH.parse().unwrap();
     let spec = arch.perm_spec();
     let p = perturbed(&arch, 3);
-    let x = Tensor::<2>::from_data(
-        TensorData::new(
-            (0..5 * 64)
-                .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-                .collect(),
-            [5, 64],
-        ),
-        &dev,
-    );
+    let x = common::inputs(&arch, 5);
     let perm = Permutation::random(&spec, 11);
     let q = apply(&spec, &perm, &p).unwrap();
     let (a, b) = (
         host_vec(&arch.forward(&p, x.clone())),
         host_vec(&arch.forward(&q, x)),
     );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = common::max_abs_diff(&a, &b);
     assert!(worst <= 1e-5, "logits moved by {worst}");
     let m = modeconn::permute::weight_matching(&spec, &p, &q, &Default::default()).unwrap();
     let back = apply(&spec, &m.perm, &q).unwrap();
@@ -306,23 +293,11 @@ fn fusing_batch_norm_into_the_layer_before_keeps_eval_logits() {
         let p = perturbed(&arch, 9);
         let (plain, q) = fuse(&arch, &p).unwrap();
         assert!(!plain.layout().has_state(), "{plain}");
-        let x = Tensor::<2>::from_data(
-            TensorData::new(
-                (0..4 * arch.input_dim())
-                    .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-                    .collect(),
-                [4, arch.input_dim()],
-            ),
-            &dev,
-        );
+        let x = common::inputs(&arch, 4);
         let a = host_vec(&arch.forward(&p, x.clone()));
         let b = host_vec(&plain.forward(&q, x));
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = common::max_abs_diff(&a, &b);
         assert!(
             worst <= 1e-4 * scale,
             "{spec}: fused logits moved by {worst}"

@@ -3,9 +3,7 @@
 //! streams, weight matching that undoes them, and `train` / `connect` / `path` end to end on the
 //! digits.
 
-use burn::tensor::{Tensor, TensorData};
 use modeconn::arch::Arch;
-use modeconn::backend;
 use modeconn::params::host_vec;
 use modeconn::permute::{Permutation, apply, weight_matching};
 
@@ -87,7 +85,6 @@ fn resnet20_specs_and_size() {
 
 #[test]
 fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
-    let dev = backend::device();
     for spec_str in [
         "vgg11:w=0.0625:in=1x8x8",
         "vgg11:w=0.0625:norm=none:in=1x8x8",
@@ -99,15 +96,7 @@ fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
         let spec = arch.perm_spec();
         let p = perturbed(&arch, 5);
         let n = 3;
-        let x = Tensor::<2>::from_data(
-            TensorData::new(
-                (0..n * arch.input_dim())
-                    .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-                    .collect(),
-                [n, arch.input_dim()],
-            ),
-            &dev,
-        );
+        let x = common::inputs(&arch, n);
         let perm = Permutation::random(&spec, 17);
         let q = apply(&spec, &perm, &p).unwrap();
         let (a, b) = (
@@ -115,11 +104,7 @@ fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
             host_vec(&arch.forward(&q, x)),
         );
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = common::max_abs_diff(&a, &b);
         assert!(worst <= 1e-5 * scale, "{spec_str}: logits moved by {worst}");
         let m = weight_matching(&spec, &p, &q, &Default::default()).unwrap();
         let back = apply(&spec, &m.perm, &q).unwrap();

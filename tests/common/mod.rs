@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use burn::tensor::{Tensor, TensorData};
 use modeconn::arch::Arch;
 use modeconn::backend;
 use modeconn::params::ParamSet;
@@ -104,4 +105,26 @@ pub fn perturbed(arch: &Arch, seed: u64) -> ParamSet {
         })
         .collect();
     ParamSet::from_vecs(p.layout().clone(), vals, &dev).unwrap()
+}
+
+/// `n` fixed inputs in [−1, 1) for `arch`, `[n, input_dim]`.
+pub fn inputs(arch: &Arch, n: usize) -> Tensor<2> {
+    let d = arch.input_dim();
+    Tensor::<2>::from_data(
+        TensorData::new(
+            (0..n * d)
+                .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+                .collect(),
+            [n, d],
+        ),
+        &backend::device(),
+    )
+}
+
+/// The largest absolute difference of two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
