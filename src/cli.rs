@@ -507,6 +507,10 @@ pub struct ConnectArgs {
     /// Also train the endpoints (frozen by default).
     #[arg(long)]
     pub train_ends: bool,
+    /// Fit the curve on N training samples drawn with the seed `--seed` (the midpoint's
+    /// statistics are recomputed on them too) [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -530,12 +534,36 @@ impl ConnectArgs {
             kind: self.curve,
             bends: self.bends,
             train_ends: self.train_ends,
+            train_subset: self.train_subset,
             wd: self.train.wd(&LoopDefaults::CURVE),
             data: self.data.resolve()?,
             loop_cfg: self.train.resolve(&LoopDefaults::CURVE)?,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })
+    }
+}
+
+/// The samples of the statistics pass at every evaluated point (`path`, `plane`, `probe`).
+#[derive(Debug, Args)]
+pub struct StateSampleArgs {
+    /// Networks with batch normalisation (and `--repair`): compute each evaluated point's
+    /// statistics on N batches of 128 training samples, drawn with --bn-seed [default: all
+    /// training samples, in order].
+    #[arg(long, value_name = "N")]
+    pub bn_batches: Option<usize>,
+    /// Seed of the samples --bn-batches draws.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub bn_seed: u64,
+}
+
+impl StateSampleArgs {
+    /// The typed sample (checked where it is used).
+    pub fn resolve(&self) -> crate::eval::state::StateSample {
+        crate::eval::state::StateSample {
+            batches: self.bn_batches,
+            seed: self.bn_seed,
+        }
     }
 }
 
@@ -558,14 +586,19 @@ pub struct PathArgs {
     /// Evaluate train metrics on the first N training samples only (bounds the cost).
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
-    /// Networks with batch normalisation: recompute each evaluated point's running
-    /// statistics on the first N batches of 128 training samples [default: all of them].
-    #[arg(long, value_name = "N")]
-    pub bn_batches: Option<usize>,
+    /// The statistics pass at every evaluated point.
+    #[command(flatten)]
+    pub bn: StateSampleArgs,
     /// Networks with batch normalisation: evaluate every point with the interpolated running
     /// statistics instead of recomputing them (for comparison with the default "BN reset").
     #[arg(long)]
     pub no_bn_reset: bool,
+    /// Networks without normalisation: also evaluate the line with REPAIR (Jordan et al.
+    /// 2023) as the path `line-repair`: at every point each hidden channel's pre-activation
+    /// mean and standard deviation are rescaled to the endpoints' interpolated ones, measured
+    /// on the samples --bn-batches/--bn-seed pick.
+    #[arg(long)]
+    pub repair: bool,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -584,9 +617,9 @@ impl PathArgs {
                 None if i == 0 => ("curve".to_string(), c.as_str()),
                 None => (format!("curve{}", i + 1), c.as_str()),
             };
-            if name == "line" || name.is_empty() || name.contains(',') {
+            if name == "line" || name == "line-repair" || name.is_empty() || name.contains(',') {
                 return Err(Error::Config(format!(
-                    "--curve `{c}`: the name must be non-empty, not `line`, without commas"
+                    "--curve `{c}`: the name must be non-empty, not `line` or `line-repair`, without commas"
                 )));
             }
             if curves.iter().any(|(n, _): &(String, PathBuf)| *n == name) {
@@ -600,8 +633,9 @@ impl PathArgs {
             curves,
             points: self.points,
             train_subset: self.train_subset,
-            bn_batches: self.bn_batches,
+            bn_sample: self.bn.resolve(),
             bn_reset: !self.no_bn_reset,
+            repair: self.repair,
             data: self.data.resolve()?,
             out: self.out.clone(),
         })
@@ -708,10 +742,12 @@ pub struct ProbeArgs {
     /// Evaluate train metrics on the first N training samples only.
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
-    /// Networks with batch normalisation: recompute each evaluated point's running
-    /// statistics on the first N batches of 128 training samples [default: all of them].
-    #[arg(long, value_name = "N")]
-    pub bn_batches: Option<usize>,
+    /// The statistics pass at every evaluated point.
+    #[command(flatten)]
+    pub bn: StateSampleArgs,
+    /// Networks without normalisation: also evaluate each line with REPAIR (`path --repair`).
+    #[arg(long)]
+    pub repair: bool,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -738,7 +774,8 @@ impl ProbeArgs {
             wd: self.train.wd(&LoopDefaults::CURVE),
             points: self.points,
             train_subset: self.train_subset,
-            bn_batches: self.bn_batches,
+            bn_sample: self.bn.resolve(),
+            repair: self.repair,
             data: self.data.resolve()?,
             out: self.out.clone(),
             quiet: self.quiet,
@@ -767,10 +804,9 @@ pub struct PlaneArgs {
     /// Evaluate train loss on the first N training samples only.
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
-    /// Networks with batch normalisation: recompute each evaluated point's running
-    /// statistics on the first N batches of 128 training samples [default: all of them].
-    #[arg(long, value_name = "N")]
-    pub bn_batches: Option<usize>,
+    /// The statistics pass at every evaluated point.
+    #[command(flatten)]
+    pub bn: StateSampleArgs,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -789,7 +825,7 @@ impl PlaneArgs {
             grid: self.grid,
             margin: self.margin,
             train_subset: self.train_subset,
-            bn_batches: self.bn_batches,
+            bn_sample: self.bn.resolve(),
             data: self.data.resolve()?,
             out: self.out.clone(),
         })

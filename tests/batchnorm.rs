@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 use modeconn::arch::Arch;
 use modeconn::backend;
 use modeconn::data::{DataConfig, Source, load};
-use modeconn::eval::state::recompute;
+use modeconn::eval::state::{StateSample, recompute};
 use modeconn::eval::{EVAL_BATCH, evaluate};
 use modeconn::network_file::load_model;
 use modeconn::params::{ParamSet, host_vec};
@@ -121,7 +121,7 @@ fn training_tracks_state_resumes_exactly_and_recompute_reproduces_the_endpoint()
     // Recomputing the state on the training data reproduces the endpoint's evaluation within
     // the difference between the running average (momentum 0.1) and the exact mean.
     let split = load(&DataConfig::new(Source::Digits)).unwrap();
-    let r = recompute(&arch, &p, &split.train, None, &dev);
+    let r = recompute(&arch, &p, &split.train, &StateSample::ALL, &dev);
     let (e0, e1) = (
         evaluate(&arch, &p, &split.test, EVAL_BATCH, &dev),
         evaluate(&arch, &r, &split.test, EVAL_BATCH, &dev),
@@ -135,7 +135,7 @@ fn training_tracks_state_resumes_exactly_and_recompute_reproduces_the_endpoint()
         v[i].iter_mut().for_each(|x| *x = 100.0);
         ParamSet::from_vecs(p.layout().clone(), v, &dev).unwrap()
     };
-    let r2 = recompute(&arch, &wrecked, &split.train, None, &dev);
+    let r2 = recompute(&arch, &wrecked, &split.train, &StateSample::ALL, &dev);
     assert_eq!(r2.to_vecs(), r.to_vecs());
 }
 
@@ -170,6 +170,36 @@ fn a_curve_between_mlp_bns_beats_the_line() {
         (rec["batches"].clone(), rec["samples"].clone()),
         (2.into(), 256.into())
     );
+    assert_eq!(
+        (rec["subset"].as_str(), rec["seed"].as_u64()),
+        (Some("seeded"), Some(0))
+    );
+    // Another --bn-seed draws other samples: other statistics at the midpoint.
+    modeconn()
+        .args([
+            "path",
+            "--points",
+            "3",
+            "--bn-batches",
+            "2",
+            "--bn-seed",
+            "5",
+            "--a",
+        ])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.path().join("path2b"))
+        .assert()
+        .success();
+    let rec = json(&d.path().join("path2b/run.json"))["result"]["state_recomputed"].clone();
+    assert_eq!(rec["seed"].as_u64(), Some(5));
+    let mid = |dir: &str| {
+        let csv = std::fs::read_to_string(d.path().join(dir).join("path.csv")).unwrap();
+        csv.lines().nth(2).unwrap().to_string()
+    };
+    assert_ne!(mid("path2"), mid("path2b"), "the seed picks the samples");
     let out = modeconn()
         .args(["path", "--bn-batches", "0", "--a"])
         .arg(&a)

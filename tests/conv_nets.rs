@@ -143,3 +143,76 @@ fn a_vgg_bn_trains_and_its_curve_beats_the_line() {
     assert_eq!(run["config"]["train_subset"], 1200);
     common::assert_chain_below_line(&s);
 }
+
+/// MNIST under the crate root (`bash scripts/fetch-data.sh mnist`): `None` (with a skip note)
+/// when absent, a failure under `CI=true`, where `.ci/run` fetches it.
+fn mnist_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    if dir.join("train-images-idx3-ubyte").exists()
+        || dir.join("train-images-idx3-ubyte.gz").exists()
+    {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} not present under CI=true",
+        dir.display()
+    );
+    eprintln!("skipping: {} not present", dir.display());
+    None
+}
+
+/// The whole BN pipeline on real 28×28 images: a VGG-BN trained for 252 steps on an MNIST
+/// subset, a chain fitted in train mode on the same subset, and the path with the statistics
+/// recomputed at every point (on a seeded subset), whose chain stays below the line.
+#[test]
+fn a_vgg_bn_on_an_mnist_subset_its_curve_beats_the_line() {
+    let Some(dir) = mnist_dir() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let data = ["--data", "mnist", "--data-dir", dir.to_str().unwrap()];
+    let arch = "vgg11:w=0.0625:in=1x28x28";
+    let train = [
+        &data[..],
+        &[
+            "--arch",
+            arch,
+            "--epochs",
+            "4",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.05",
+        ],
+        &["--train-subset", "2000"],
+    ]
+    .concat();
+    let connect = [
+        &data[..],
+        &["--epochs", "2", "--batch-size", "32", "--lr", "0.05"],
+        &["--train-subset", "2000"],
+    ]
+    .concat();
+    let path = [
+        &data[..],
+        &[
+            "--points",
+            "5",
+            "--train-subset",
+            "2000",
+            "--bn-batches",
+            "4",
+        ],
+    ]
+    .concat();
+    let (_, _, s) = common::two_minima_and_chain(d.path(), &train, &connect, &path);
+    for w in ["w1", "w2"] {
+        let m = json(&d.path().join(w).join("metrics.json"));
+        assert!(m["test_acc"].as_f64().unwrap() > 0.9, "{w}: {m}");
+    }
+    let rec = json(&d.path().join("path/run.json"))["result"]["state_recomputed"].clone();
+    assert_eq!(
+        (rec["samples"].as_u64(), rec["subset"].as_str()),
+        (Some(512), Some("seeded"))
+    );
+    common::assert_chain_below_line(&s);
+}

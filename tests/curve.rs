@@ -11,6 +11,7 @@ use modeconn::curve::{Curve, CurveKind, CurveObjective};
 use modeconn::data::{DataConfig, Pixels, Source, load};
 use modeconn::eval::cross_entropy;
 use modeconn::eval::path::{PathSpec, grid, profile};
+use modeconn::eval::state::StateSample;
 use modeconn::params::ParamSet;
 use modeconn::train::{StepCtx, loss_and_grad};
 use rand::SeedableRng;
@@ -85,11 +86,13 @@ fn untrained_chain_is_the_straight_line() {
         name: "line",
         kind: CurveKind::Polychain,
         points: vec![a.to_flat(), b.to_flat()],
+        repair: None,
     };
     let chain = PathSpec {
         name: "curve",
         kind: c.kind,
         points: c.points.iter().map(|p| p.to_flat()).collect(),
+        repair: None,
     };
     let train = split.train.subset(200);
     let r1 = profile(
@@ -97,7 +100,7 @@ fn untrained_chain_is_the_straight_line() {
         &arch.layout(),
         &line,
         &ts,
-        (&train, Some(None)),
+        (&train, Some(StateSample::ALL)),
         &split.test,
         &device,
     );
@@ -106,7 +109,7 @@ fn untrained_chain_is_the_straight_line() {
         &arch.layout(),
         &chain,
         &ts,
-        (&train, Some(None)),
+        (&train, Some(StateSample::ALL)),
         &split.test,
         &device,
     );

@@ -27,6 +27,8 @@ pub struct ConnectOptions {
     pub bends: usize,
     /// Train the endpoints too.
     pub train_ends: bool,
+    /// Fit on this many training samples drawn with the loop's seed.
+    pub train_subset: Option<usize>,
     /// Weight decay on the sampled point `w(t)`.
     pub wd: f64,
     /// Data.
@@ -46,6 +48,8 @@ struct Resolved<'a> {
     curve: String,
     bends: usize,
     train_ends: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_subset: Option<usize>,
     wd: f64,
     data: &'a DataConfig,
     arch: String,
@@ -62,7 +66,13 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
             "--bends 0 leaves nothing to train (add bends or --train-ends)".into(),
         ));
     }
-    let split = load_data(&opts.data)?;
+    if opts.train_subset == Some(0) {
+        return Err(Error::Config("--train-subset must be at least 1".into()));
+    }
+    let mut split = load_data(&opts.data)?;
+    if let Some(n) = opts.train_subset {
+        split.train = split.train.random_subset(n, opts.loop_cfg.seed);
+    }
     arch.check_data(&split.train)?;
     // The decay acts on the sampled point w(t) through the objective, never on the control
     // points through the optimiser; record the optimiser as it really runs.
@@ -84,6 +94,7 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         curve: opts.kind.to_string(),
         bends: opts.bends,
         train_ends: opts.train_ends,
+        train_subset: opts.train_subset,
         wd: opts.wd,
         data: &opts.data,
         arch: arch.to_string(),

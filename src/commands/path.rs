@@ -12,6 +12,7 @@ use crate::curve::{Curve, CurveKind};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::path::{PathRow, PathSpec, grid, profile, summarize_path};
+use crate::eval::repair::Repair;
 use crate::network_file::load_pair;
 use crate::params::io::write_atomic;
 use crate::report::{RunRecord, write_json};
@@ -29,11 +30,14 @@ pub struct PathOptions {
     pub points: usize,
     /// Evaluate train metrics on the first N training samples only.
     pub train_subset: Option<usize>,
-    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
-    pub bn_batches: Option<usize>,
+    /// The samples of the state recomputation (networks with batch normalisation).
+    pub bn_sample: crate::eval::state::StateSample,
     /// Recompute the state at every point (false: interpolate it; networks with batch
     /// normalisation).
     pub bn_reset: bool,
+    /// Also evaluate the line with REPAIR (networks without normalisation), as the path
+    /// `line-repair`.
+    pub repair: bool,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -62,14 +66,12 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     if opts.train_subset == Some(0) {
         return Err(Error::Config("--train-subset must be at least 1".into()));
     }
-    if opts.bn_batches == Some(0) {
-        return Err(Error::Config("--bn-batches must be at least 1".into()));
-    }
+    opts.bn_sample.validate()?;
     let record = RunRecord::start(
         argv,
         json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
-               "train_subset": opts.train_subset, "bn_batches": opts.bn_batches,
-               "bn_reset": opts.bn_reset,
+               "train_subset": opts.train_subset, "bn_sample": opts.bn_sample,
+               "bn_reset": opts.bn_reset, "repair": opts.repair,
                "data": opts.data}),
         None,
     );
@@ -87,11 +89,30 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         Some(n) => split.train.subset(n),
         None => split.train.clone(),
     };
+    let repair = match opts.repair {
+        true => Some(Repair::new(
+            &arch,
+            &[a.clone(), b.clone()],
+            &train,
+            opts.bn_sample,
+            &device,
+        )?),
+        false => None,
+    };
     let mut specs = vec![PathSpec {
         name: "line",
         kind: CurveKind::Polychain,
         points: vec![flat(&a), flat(&b)],
+        repair: None,
     }];
+    if let Some(r) = &repair {
+        specs.push(PathSpec {
+            name: "line-repair",
+            kind: CurveKind::Polychain,
+            points: vec![flat(&a), flat(&b)],
+            repair: Some(r),
+        });
+    }
     for (name, file) in &opts.curves {
         let c = Curve::load(file, &device)?;
         if c.arch != arch {
@@ -106,6 +127,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
             name,
             kind: c.kind,
             points: c.points.iter().map(flat).collect(),
+            repair: None,
         });
     }
     let ts = grid(opts.points);
@@ -118,7 +140,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
             &layout,
             spec,
             &ts,
-            (&train, opts.bn_reset.then_some(opts.bn_batches)),
+            (&train, opts.bn_reset.then_some(opts.bn_sample)),
             &split.test,
             &device,
         );
@@ -130,9 +152,12 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
     let mut result = v.clone();
+    if opts.repair {
+        result["repair"] = opts.bn_sample.describe(&train);
+    }
     if !opts.bn_reset && layout.has_state() {
         result["state_recomputed"] = json!(false);
-    } else if let Some(s) = crate::eval::state::record(&layout, &train, opts.bn_batches) {
+    } else if let Some(s) = crate::eval::state::record(&layout, &train, &opts.bn_sample) {
         result["state_recomputed"] = s;
     }
     record.finish(&opts.out, result)?;
@@ -143,7 +168,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
 /// test-loss profile (start, end, max, barriers).
 pub fn summary_table(v: &Value) -> String {
     let mut s = format!(
-        "{:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "path", "length", "err(0)", "err(1)", "max err", "B_lin err", "max loss", "B_lin loss"
     );
     if let Some(map) = v.as_object() {
@@ -151,7 +176,7 @@ pub fn summary_table(v: &Value) -> String {
             let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
             writeln!(
                 s,
-                "{name:<10} {:>8.2} {:>8.2}% {:>8.2}% {:>8.2}% {:>8.2}% {:>9.4} {:>9.4}",
+                "{name:<12} {:>8.2} {:>8.2}% {:>8.2}% {:>8.2}% {:>8.2}% {:>9.4} {:>9.4}",
                 p["length"].as_f64().unwrap_or(f64::NAN),
                 100.0 * f("test_err", "start"),
                 100.0 * f("test_err", "end"),

@@ -37,8 +37,8 @@ pub struct PlaneOptions {
     pub margin: f64,
     /// Train metrics on the first N training samples only.
     pub train_subset: Option<usize>,
-    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
-    pub bn_batches: Option<usize>,
+    /// The samples of the state recomputation (networks with batch normalisation).
+    pub bn_sample: crate::eval::state::StateSample,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -50,9 +50,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     if opts.grid < 2 {
         return Err(Error::Config("--grid must be at least 2".into()));
     }
-    if opts.bn_batches == Some(0) {
-        return Err(Error::Config("--bn-batches must be at least 1".into()));
-    }
+    opts.bn_sample.validate()?;
     if !(opts.margin >= 0.0 && opts.margin.is_finite()) {
         return Err(Error::Config(
             "--margin must be a non-negative number".into(),
@@ -61,7 +59,8 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let record = RunRecord::start(
         argv,
         json!({"a": opts.a, "b": opts.b, "curve": opts.curve, "grid": opts.grid,
-               "margin": opts.margin, "train_subset": opts.train_subset, "data": opts.data}),
+               "margin": opts.margin, "train_subset": opts.train_subset,
+               "bn_sample": opts.bn_sample, "data": opts.data}),
         None,
     );
     let device = eval_device();
@@ -107,7 +106,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         &[&train, &split.test],
         &device,
     )
-    .with_state_mode(Some(opts.bn_batches));
+    .with_state_mode(Some(opts.bn_sample));
     let cells: Vec<(usize, usize)> = (0..ys.len())
         .flat_map(|j| (0..xs.len()).map(move |i| (j, i)))
         .collect();
@@ -136,7 +135,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         "x": xs, "y": ys, "train_loss": train_loss, "test_err": test_err,
         "w1": [0.0, 0.0], "w2": [len, 0.0], "bend": proj(&theta), "curve": curve_pts,
         "train_samples": train.len(), "test_samples": split.test.len(),
-        "state_recomputed": crate::eval::state::record(&arch.layout(), &train, opts.bn_batches),
+        "state_recomputed": crate::eval::state::record(&arch.layout(), &train, &opts.bn_sample),
     });
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     write_json(&opts.out.join("plane.json"), &plane)?;

@@ -37,8 +37,10 @@ pub struct ProbeOptions {
     pub points: usize,
     /// Train subset for path metrics.
     pub train_subset: Option<usize>,
-    /// Batches of the state recomputation (networks with batch normalisation; `None`: all).
-    pub bn_batches: Option<usize>,
+    /// The samples of the state recomputation (networks with batch normalisation).
+    pub bn_sample: crate::eval::state::StateSample,
+    /// Also evaluate each line with REPAIR (networks without normalisation).
+    pub repair: bool,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -46,6 +48,9 @@ pub struct ProbeOptions {
     /// Quiet.
     pub quiet: bool,
 }
+
+/// The paths of each pair in the table (`line-repair` with `--repair`).
+const PATHS: [&str; 3] = ["line", "line-repair", "chain"];
 
 fn model(dir: &Path) -> PathBuf {
     dir.join("model.safetensors")
@@ -63,11 +68,19 @@ fn sub_argv(command: &str, args: &[&dyn std::fmt::Display], more: Vec<String>) -
 
 /// Runs the probe; returns (and writes) the barrier table.
 pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
+    opts.bn_sample.validate()?;
+    if opts.repair {
+        crate::eval::repair::check(
+            &crate::network_file::load_model(&opts.a, &crate::backend::device())?.0,
+        )?;
+    }
     let record = RunRecord::start(
         argv.clone(),
         json!({"a": opts.a, "b": opts.b, "align": opts.align, "perm_seed": opts.perm_seed,
                "loop": opts.loop_cfg, "wd": opts.wd, "points": opts.points,
-               "train_subset": opts.train_subset, "data": opts.data}),
+               "train_subset": opts.train_subset, "bn_sample": opts.bn_sample,
+               "repair": opts.repair,
+               "data": opts.data}),
         Some(opts.loop_cfg.seed),
     );
     let out = &opts.out;
@@ -174,6 +187,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 kind: CurveKind::Polychain,
                 bends: 1,
                 train_ends: false,
+                train_subset: None,
                 wd: opts.wd,
                 data: opts.data.clone(),
                 loop_cfg: opts.loop_cfg.clone(),
@@ -194,8 +208,12 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
         if let Some(n) = opts.train_subset {
             more.extend(["--train-subset".to_string(), n.to_string()]);
         }
-        if let Some(n) = opts.bn_batches {
+        if let Some(n) = opts.bn_sample.batches {
             more.extend(["--bn-batches".to_string(), n.to_string()]);
+            more.extend(["--bn-seed".to_string(), opts.bn_sample.seed.to_string()]);
+        }
+        if opts.repair {
+            more.push("--repair".into());
         }
         let cmd = sub_argv(
             "path",
@@ -220,16 +238,20 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 curves: vec![("chain".into(), dir.join("chain/curve.safetensors"))],
                 points: opts.points,
                 train_subset: opts.train_subset,
-                bn_batches: opts.bn_batches,
+                bn_sample: opts.bn_sample,
                 bn_reset: true,
+                repair: opts.repair,
                 data: opts.data.clone(),
                 out: path_out,
             },
             cmd,
         )?;
         let mut row = Map::new();
-        for path in ["line", "chain"] {
+        for path in PATHS {
             let p = &s[path];
+            if p.is_null() {
+                continue;
+            }
             row.insert(
                 path.into(),
                 json!({
@@ -250,16 +272,19 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
 /// The barrier table as text: one row per pair and path.
 pub fn table(v: &Value) -> String {
     let mut s = format!(
-        "{:<12} {:<6} {:>10} {:>10} {:>11} {:>11}\n",
+        "{:<12} {:<11} {:>10} {:>10} {:>11} {:>11}\n",
         "pair", "path", "B_max loss", "B_lin loss", "B_max err%", "B_lin err%"
     );
     if let Some(m) = v.as_object() {
         for (pair, row) in m {
-            for path in ["line", "chain"] {
+            for path in PATHS {
                 let p = &row[path];
+                if p.is_null() {
+                    continue;
+                }
                 let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
                 s.push_str(&format!(
-                    "{pair:<12} {path:<6} {:>10.4} {:>10.4} {:>11.2} {:>11.2}\n",
+                    "{pair:<12} {path:<11} {:>10.4} {:>10.4} {:>11.2} {:>11.2}\n",
                     f("test_loss", "b_max"),
                     f("test_loss", "b_lin"),
                     100.0 * f("test_err", "b_max"),

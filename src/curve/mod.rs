@@ -19,7 +19,7 @@ use crate::arch::Arch;
 use crate::backend::into_host_vec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::state::recompute;
+use crate::eval::state::{StateSample, recompute};
 use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet};
@@ -370,7 +370,13 @@ impl Objective for CurveObjective<'_> {
         let points = self.assemble(params);
         let mid = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), 0.5);
         let data = self.state_data.unwrap_or(self.test);
-        let mid = recompute(&self.curve.arch, &mid, data, None, &self.device);
+        let mid = recompute(
+            &self.curve.arch,
+            &mid,
+            data,
+            &StateSample::ALL,
+            &self.device,
+        );
         let m = evaluate(&self.curve.arch, &mid, self.test, EVAL_BATCH, &self.device);
         Ok(vec![
             ("test_loss_mid".into(), json!(m.loss)),

@@ -19,6 +19,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::repair::Repair;
+use super::state::StateSample;
 use super::{EVAL_BATCH, Metrics, batch_stats, batch_tensors};
 use crate::arch::Arch;
 use crate::backend::{with_host, with_hosts};
@@ -52,8 +54,10 @@ pub struct Family {
     /// For a layout with state: the data (the first dataset) on which every member's state is
     /// recomputed before it is evaluated ([`crate::eval::state::recompute`]).
     state_data: Option<Dataset>,
-    /// Batches of that recomputation (`None`: all).
-    state_batches: Option<usize>,
+    /// The samples of that recomputation.
+    state_sample: StateSample,
+    /// REPAIR of every member ([`Family::with_repair`]).
+    repair: Option<Repair>,
     device: Device,
 }
 
@@ -262,28 +266,50 @@ impl Family {
             first,
             data,
             state_data,
-            state_batches: None,
+            state_sample: StateSample::ALL,
+            repair: None,
             device: device.clone(),
         }
     }
 
-    /// How members' state is treated: `Some(batches)` recomputes it on the first `batches`
-    /// batches (`Some(None)`: all, the default); `None` evaluates members with their
+    /// How members' state is treated: `Some(sample)` recomputes it on those samples of the
+    /// first dataset (the whole of it by default); `None` evaluates members with their
     /// interpolated state (for comparison with the recomputed one).
-    pub fn with_state_mode(mut self, recompute: Option<Option<usize>>) -> Self {
+    pub fn with_state_mode(mut self, recompute: Option<StateSample>) -> Self {
         match recompute {
-            Some(batches) => self.state_batches = batches,
+            Some(sample) => self.state_sample = sample,
             None => self.state_data = None,
         }
         self
     }
 
-    /// `params` with its state recomputed on the family's state data (when it has state).
-    fn with_state(&self, params: ParamSet) -> ParamSet {
-        match &self.state_data {
-            Some(d) => {
-                super::state::recompute(&self.arch, &params, d, self.state_batches, &self.device)
+    /// Every member repaired ([`super::repair`]) before it is evaluated: its hidden channels
+    /// rescaled to the statistics of its control points mixed with its coefficients. The
+    /// first layer is then evaluated from the member's own (rescaled) weights, not from cached
+    /// products.
+    pub fn with_repair(mut self, repair: Repair) -> Self {
+        self.repair = Some(repair);
+        self.first = None;
+        self.skipped = None;
+        for (_, batches) in &mut self.data {
+            for b in batches.iter_mut() {
+                b.z.clear();
             }
+        }
+        self
+    }
+
+    /// The member `c` (weights `params`) as it is evaluated: its state recomputed on the
+    /// family's state data (when it has state), and repaired when the family repairs.
+    fn prepare(&self, c: &[f64], params: ParamSet) -> ParamSet {
+        let params = match &self.state_data {
+            Some(d) => {
+                super::state::recompute(&self.arch, &params, d, &self.state_sample, &self.device)
+            }
+            None => params,
+        };
+        match &self.repair {
+            Some(r) => r.apply(&self.arch, &params, c, &self.device),
             None => params,
         }
     }
@@ -328,7 +354,7 @@ impl Family {
     pub fn metrics_of(&self, c: &[f64], w: &[f32]) -> Vec<Metrics> {
         let params =
             ParamSet::from_flat(self.layout.clone(), w, &self.device).expect("layout-sized member");
-        let params = self.with_state(params);
+        let params = self.prepare(c, params);
         self.data
             .iter()
             .map(|(n, batches)| {
@@ -382,7 +408,7 @@ impl Family {
         for group in cs.chunks(GROUP) {
             let members: Vec<ParamSet> = group
                 .par_iter()
-                .map(|c| self.with_state(self.eval_member(c)))
+                .map(|c| self.prepare(c, self.eval_member(c)))
                 .collect();
             let per_dataset: Vec<Vec<Metrics>> = self
                 .data

@@ -4,6 +4,7 @@
 pub mod family;
 pub mod path;
 pub mod plane;
+pub mod repair;
 pub mod state;
 
 use burn::tensor::activation::log_softmax;

@@ -20,6 +20,8 @@ use crate::arch::Arch;
 use crate::curve::CurveKind;
 use crate::data::Dataset;
 use crate::eval::family::Family;
+use crate::eval::repair::Repair;
+use crate::eval::state::StateSample;
 use crate::params::Layout;
 
 /// One evaluated point of a path (a row of `path.csv`).
@@ -151,20 +153,22 @@ pub struct PathSpec<'a> {
     pub kind: CurveKind,
     /// Control points as flat vectors in layout order.
     pub points: Vec<Vec<f32>>,
+    /// REPAIR every point before it is evaluated ([`Family::with_repair`]).
+    pub repair: Option<&'a Repair>,
 }
 
 /// Evaluates `spec` at every `t` (in parallel, [`Family::metrics_all`]) and returns the rows in
 /// `t` order.
 /// The control points form a [`Family`]: inputs are batched once and an MLP's first layer is
-/// combined from products cached per control point. `train` comes with the number of batches
-/// on which a network with state recomputes it at every point (`Some(None)`: all of them;
-/// `None`: no recomputation, the state is interpolated).
+/// combined from products cached per control point. `train` comes with the samples on which a
+/// network with state recomputes it at every point (`None`: no recomputation, the state is
+/// interpolated).
 pub fn profile(
     arch: &Arch,
     layout: &Arc<Layout>,
     spec: &PathSpec<'_>,
     ts: &[f64],
-    (train, state_batches): (&Dataset, Option<Option<usize>>),
+    (train, state): (&Dataset, Option<StateSample>),
     test: &Dataset,
     device: &Device,
 ) -> Vec<PathRow> {
@@ -176,7 +180,11 @@ pub fn profile(
         &[train, test],
         device,
     )
-    .with_state_mode(state_batches);
+    .with_state_mode(state);
+    let family = match spec.repair {
+        Some(r) => family.with_repair(r.clone()),
+        None => family,
+    };
     let coeffs: Vec<Vec<f64>> = ts.iter().map(|&t| spec.kind.coeffs(n, t)).collect();
     let metrics = family.metrics_all(&coeffs);
     // Step lengths ‖w(tᵢ) − w(tᵢ₋₁)‖ = ‖Σ_j (c_j(tᵢ) − c_j(tᵢ₋₁))·w_j‖ (the family is linear),
