@@ -1,11 +1,15 @@
 //! VGG with and without batch normalisation, and ResNet-20: the spec strings, function-preserving
 //! permutations of conv channels, BN statistics, the flattening into `fc1` and the residual
-//! streams, weight matching that undoes them, and `train` / `connect` / `path` end to end on the
-//! digits.
+//! streams, weight and activation matching that undo them, and `train` / `connect` / `path`
+//! end to end on the digits and on an MNIST subset.
 
 use modeconn::arch::Arch;
+use modeconn::data::Dataset;
+use modeconn::eval::state::{StateSample, recompute};
 use modeconn::params::host_vec;
-use modeconn::permute::{Permutation, apply, weight_matching};
+use modeconn::permute::{
+    Correlation, Permutation, activation_matching, activation_stats, apply, weight_matching,
+};
 
 mod common;
 use common::{json, perturbed};
@@ -84,7 +88,7 @@ fn resnet20_specs_and_size() {
 }
 
 #[test]
-fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
+fn permutations_keep_eval_logits_and_weight_and_activation_matching_undo_them() {
     for spec_str in [
         "vgg11:w=0.0625:in=1x8x8",
         "vgg11:w=0.0625:norm=none:in=1x8x8",
@@ -113,6 +117,53 @@ fn permutations_keep_eval_logits_and_weight_matching_undoes_them() {
             p.to_vecs(),
             "{spec_str}: matching did not undo it"
         );
+        // Activation matching (per-channel post-activation correlations over images and
+        // positions) undoes it too: each unit correlates perfectly with its own image. The
+        // statistics of a BN net are first recomputed on the images, so that its channels are
+        // normalised there rather than dead. (An untrained VGG without normalisation is left
+        // out: its deep activations shrink to nearly collinear features, between which
+        // correlations cannot tell units apart.)
+        if spec_str.contains("norm=none") {
+            continue;
+        }
+        let data = random_images(&arch, 64);
+        let dev = modeconn::backend::device();
+        let p = recompute(&arch, &p, &data, &StateSample::ALL, &dev);
+        let q = apply(&spec, &perm, &p).unwrap();
+        let stats = activation_stats(&arch, &p, &q, &data, 32, &dev).unwrap();
+        let am = activation_matching(&spec, &stats, Correlation::Pearson).unwrap();
+        // Units dead on every input (constant post-activations) have no correlation to match
+        // by; every live unit must be paired as weight matching pairs it.
+        let mut live = 0;
+        for (k, name) in am.perm.names.iter().enumerate() {
+            let st = stats.iter().find(|s| &s.name == name).unwrap();
+            let n = st.samples as f64;
+            for (i, (&s1, &s2)) in st.sum_a.iter().zip(&st.sq_a).enumerate() {
+                if s2 / n - (s1 / n).powi(2) > 1e-9 {
+                    live += 1;
+                    assert_eq!(
+                        am.perm.maps[k][i], m.perm.maps[k][i],
+                        "{spec_str}: {name} unit {i}"
+                    );
+                }
+            }
+        }
+        assert!(live > 0, "{spec_str}: no live unit");
+    }
+}
+
+/// `n` images of `arch`'s input shape with values uniform in [0, 1) (seeded).
+fn random_images(arch: &Arch, n: usize) -> Dataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let d = arch.input_dim();
+    let shape = arch.image_shape().expect("a conv net");
+    Dataset {
+        name: "random".into(),
+        x: (0..n * d).map(|_| rng.random::<f32>()).collect(),
+        y: (0..n).map(|i| (i % 10) as u8).collect(),
+        shape,
+        classes: 10,
     }
 }
 
