@@ -13,6 +13,8 @@ mod lrt;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod matmul;
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+mod norm;
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod pool;
 
 /// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
@@ -40,6 +42,31 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> 
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
         burn::tensor::module::conv2d(x, w, None, options)
+    }
+}
+
+/// Train-mode batch normalisation of `x: [n, c, ...]` per channel (axis 1), with the batch
+/// statistics: the output, and the per-channel batch mean and biased variance as host values.
+/// On the CPU backend one host op with its own backward pass (`norm.rs`); `None` on GPU
+/// backends, where the caller composes burn's ops.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+) -> Option<(Tensor<D>, Vec<f32>, Vec<f32>)> {
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        let d = x.dims();
+        let dims = [d[0], d[1], d[2..].iter().product()];
+        let (mean, var) = with_host(&x, |v| norm::channel_stats(v, dims));
+        let y = norm::batch_norm_train(x, gamma, beta)?;
+        let f32s = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+        Some((y, f32s(mean), f32s(var)))
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        let _ = (x, gamma, beta);
+        None
     }
 }
 

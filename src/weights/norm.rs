@@ -47,8 +47,10 @@ pub fn batch_norm_eval(
     (x - mean.reshape([1, c])) * scale.reshape([1, c]) + beta.reshape([1, c])
 }
 
-/// Train-mode batch normalisation of `x: [batch, c]`: the output, and the batch mean and
-/// biased batch variance `[c]` (differentiable; callers detach them for the state).
+/// Train-mode batch normalisation of `x: [batch, c]` composed of burn's ops (the portable form;
+/// [`TrainMode`] runs the CPU backend's host op, [`crate::backend::batch_norm_train`]): the
+/// output, and the batch mean and biased batch variance `[c]` (differentiable; callers detach
+/// them for the state).
 pub fn batch_norm_train(
     x: Tensor<2>,
     gamma: Tensor<1>,
@@ -85,8 +87,9 @@ pub fn batch_norm_eval_4d(
     (x - mean.reshape([1, c, 1, 1])) * scale.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1])
 }
 
-/// Train-mode batch normalisation of `x: [batch, c, h, w]` over the batch and the positions:
-/// the output and the per-channel mean and biased variance `[c]`.
+/// Train-mode batch normalisation of `x: [batch, c, h, w]` over the batch and the positions,
+/// composed of burn's ops (the portable form, as [`batch_norm_train`]): the output and the
+/// per-channel mean and biased variance `[c]`.
 pub fn batch_norm_train_4d(
     x: Tensor<4>,
     gamma: Tensor<1>,
@@ -147,13 +150,21 @@ impl<'a> TrainMode<'a> {
         }
     }
 
-    fn record(&self, layer: &str, n: usize, mean: Tensor<1>, var: Tensor<1>) {
+    fn record(&self, layer: &str, n: usize, mean: Vec<f32>, var: Vec<f32>) {
         self.stats.borrow_mut().push(BatchStats {
             layer: layer.to_string(),
             n,
-            mean: host_vec(&mean.detach()),
-            var: host_vec(&var.detach()),
+            mean,
+            var,
         });
+    }
+
+    /// `γ`, `β` of a normalisation layer.
+    fn affine(&self, layer: &str) -> (Tensor<1>, Tensor<1>) {
+        (
+            self.params.get(&super::weight_name(layer)),
+            self.params.get(&super::bias_name(layer)),
+        )
     }
 
     /// The statistics recorded so far, in forward order.
@@ -177,11 +188,12 @@ impl Weights for TrainMode<'_> {
 
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         let n = x.dims()[0];
-        let (y, mean, var) = batch_norm_train(
-            x,
-            self.params.get(&super::weight_name(layer)),
-            self.params.get(&super::bias_name(layer)),
-        );
+        let (g, b) = self.affine(layer);
+        let (y, mean, var) = crate::backend::batch_norm_train(x.clone(), g.clone(), b.clone())
+            .unwrap_or_else(|| {
+                let (y, mean, var) = batch_norm_train(x, g, b);
+                (y, host_vec(&mean.detach()), host_vec(&var.detach()))
+            });
         self.record(layer, n, mean, var);
         y
     }
@@ -191,13 +203,14 @@ impl Weights for TrainMode<'_> {
     }
 
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
-        let [b, _, h, w] = x.dims();
-        let (y, mean, var) = batch_norm_train_4d(
-            x,
-            self.params.get(&super::weight_name(layer)),
-            self.params.get(&super::bias_name(layer)),
-        );
-        self.record(layer, b * h * w, mean, var);
+        let [n, _, h, w] = x.dims();
+        let (g, b) = self.affine(layer);
+        let (y, mean, var) = crate::backend::batch_norm_train(x.clone(), g.clone(), b.clone())
+            .unwrap_or_else(|| {
+                let (y, mean, var) = batch_norm_train_4d(x, g, b);
+                (y, host_vec(&mean.detach()), host_vec(&var.detach()))
+            });
+        self.record(layer, n * h * w, mean, var);
         y
     }
 }

@@ -1,0 +1,311 @@
+//! Train-mode batch normalisation on the host, with its own backward pass, plugged into burn
+//! through a backend extension (`HostBatchNorm`) for the flex backend and its autodiff wrapper.
+//!
+//! Per channel `c` over the `m` values of the batch and the positions, with `μ`, the biased
+//! variance `σ²`, `r = 1/√(σ² + ε)` and `x̂ = (x − μ)·r` (Ioffe & Szegedy 2015):
+//! - forward: `y = γ·x̂ + β`;
+//! - backward: `∂L/∂β = Σ g`, `∂L/∂γ = Σ g·x̂`,
+//!   `∂L/∂x = γ·r·(g − Σg/m − x̂·Σ(g·x̂)/m)`.
+//!
+//! Why: composed of burn's ops the layer is about ten element-wise passes forward and more
+//! backward, each writing a tensor of the activation's size; here it is two reading passes and
+//! one writing pass each way. Sums run in `f64`, each channel's in a fixed order on one thread,
+//! so results do not depend on the number of threads.
+
+use std::sync::Arc;
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::host;
+
+/// `[n, c, plane]` of a tensor `[n, c, ...]`.
+fn dims(x: &FlexTensor) -> [usize; 3] {
+    let d = x.shape().to_vec();
+    [d[0], d[1], d[2..].iter().product()]
+}
+
+/// Per-channel mean and biased variance of `x: [n, c, plane]` (two passes, `f64` sums).
+pub fn channel_stats(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
+    let m = (n * plane) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let values = || (0..n).flat_map(move |s| &x[(s * c + ch) * plane..][..plane]);
+            let mean = values().map(|&v| f64::from(v)).sum::<f64>() / m;
+            let var = values()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / m;
+            (mean, var)
+        })
+        .unzip()
+}
+
+/// `1/√(σ² + ε)` per channel.
+fn inv_std(var: &[f64]) -> Vec<f64> {
+    let eps = f64::from(crate::weights::norm::BN_EPS);
+    var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
+}
+
+/// `y = γ·(x − μ)·r + β` per channel.
+fn forward_host(x: &[f32], d: [usize; 3], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+    let [_, c, plane] = d;
+    let (mean, var) = channel_stats(x, d);
+    let r = inv_std(&var);
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| (f64::from(gamma[ch]) * r[ch]) as f32)
+        .collect();
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| (f64::from(beta[ch]) - mean[ch] * f64::from(gamma[ch]) * r[ch]) as f32)
+        .collect();
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(c * plane)
+        .zip(x.par_chunks(c * plane))
+        .for_each(|(y, x)| {
+            for ch in 0..c {
+                let (s, t) = (scale[ch], shift[ch]);
+                let range = ch * plane..(ch + 1) * plane;
+                for (y, &x) in y[range.clone()].iter_mut().zip(&x[range]) {
+                    *y = x * s + t;
+                }
+            }
+        });
+    y
+}
+
+/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, `γ` and the output gradient.
+fn backward_host(
+    x: &[f32],
+    d: [usize; 3],
+    gamma: &[f32],
+    gy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [n, c, plane] = d;
+    let m = (n * plane) as f64;
+    let (mean, var) = channel_stats(x, d);
+    let r = inv_std(&var);
+    // Per channel: Σg and Σg·x̂.
+    let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for s in 0..n {
+                let at = (s * c + ch) * plane;
+                for (&g, &x) in gy[at..at + plane].iter().zip(&x[at..at + plane]) {
+                    let g = f64::from(g);
+                    sg += g;
+                    sgx += g * (f64::from(x) - mean[ch]) * r[ch];
+                }
+            }
+            (sg, sgx)
+        })
+        .unzip();
+    // ∂L/∂x = a·g + b·x + k per channel, with a = γr, b = −γr²·Σgx̂/m,
+    // k = −γr·Σg/m + γr²·μ·Σgx̂/m.
+    let coef: Vec<[f32; 3]> = (0..c)
+        .map(|ch| {
+            let gr = f64::from(gamma[ch]) * r[ch];
+            let b = -gr * r[ch] * sum_gx[ch] / m;
+            let k = -gr * sum_g[ch] / m - b * mean[ch];
+            [gr as f32, b as f32, k as f32]
+        })
+        .collect();
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(c * plane)
+        .zip(x.par_chunks(c * plane).zip(gy.par_chunks(c * plane)))
+        .for_each(|(dx, (x, gy))| {
+            for (ch, [a, b, k]) in coef.iter().enumerate() {
+                let range = ch * plane..(ch + 1) * plane;
+                for ((dx, &x), &g) in dx[range.clone()]
+                    .iter_mut()
+                    .zip(&x[range.clone()])
+                    .zip(&gy[range])
+                {
+                    *dx = a * g + b * x + k;
+                }
+            }
+        });
+    let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (dx, to32(sum_gx), to32(sum_g))
+}
+
+fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// Train-mode batch normalisation on the host (see the module docs). Only the flex backend
+/// and its autodiff wrapper implement it; [`batch_norm_train`] decides when it is used.
+#[backend_extension(Flex, Autodiff)]
+pub trait HostBatchNorm: Backend {
+    /// `γ·(x − μ_B)/√(σ²_B + ε) + β` per channel (axis 1) of `x: [n, c, ...]`.
+    fn host_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl HostBatchNorm for Flex {
+    fn host_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let y = forward_host(&host(&x), dims(&x), &host(&gamma), &host(&beta));
+        flex(y, x.shape().to_vec())
+    }
+}
+
+/// The backward step keeps the input and `γ`.
+#[derive(Debug)]
+struct HostBatchNormBackward;
+
+impl Backward<Flex, 3> for HostBatchNormBackward {
+    type State = (FlexTensor, Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let gy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma) = ops.state;
+        let c = gamma.len();
+        let (dx, dg, db) = backward_host(&host(&x), dims(&x), &gamma, &host(&gy));
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, x.shape().to_vec()));
+        }
+        if let Some(node) = node_g {
+            grads.register::<Flex>(node.id, flex(dg, vec![c]));
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, flex(db, vec![c]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
+    fn host_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let g = host(gamma.primitive()).to_vec();
+        let y = forward_host(
+            &host(x.primitive()),
+            dims(x.primitive()),
+            &g,
+            &host(beta.primitive()),
+        );
+        let y = flex(y, x.primitive().shape().to_vec());
+        match HostBatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), Arc::new(g)), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// Train-mode batch normalisation of `x: [n, c, ...]` per channel through [`HostBatchNorm`]
+/// (`f32` tensors); `None` for another dtype, which the caller composes from burn's ops.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+) -> Option<Tensor<D>> {
+    if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3] {
+        return None;
+    }
+    let y = <Dispatch as HostBatchNorm>::host_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+    );
+    Some(Tensor::from_dispatch(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor};
+
+    use super::*;
+    use crate::backend::conv::tests::normal;
+    use crate::backend::{train_device, with_host};
+    use crate::weights::norm::{batch_norm_train as composed2, batch_norm_train_4d as composed4};
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 2e-5 * scale,
+            "{what}: off by {worst} (scale {scale})"
+        );
+    }
+
+    /// `(y, ∂/∂x, ∂/∂γ, ∂/∂β)` of `Σ y·r` for a fixed `r`.
+    fn run<const D: usize>(
+        f: &dyn Fn(Tensor<D>, Tensor<1>, Tensor<1>) -> Tensor<D>,
+        shape: [usize; D],
+        dev: &Device,
+    ) -> [Vec<f32>; 4] {
+        let c = shape[1];
+        // Shifted and scaled inputs: the statistics are far from 0 and 1.
+        let x = (normal(shape, 1, dev) * 3.0 + 2.0).require_grad();
+        let g = (normal([c], 2, dev) + 1.0).require_grad();
+        let b = normal([c], 3, dev).require_grad();
+        let y = f(x.clone(), g.clone(), b.clone());
+        let r = normal(shape, 4, dev);
+        let grads = (y.clone() * r).sum().backward();
+        let v = |t: &Tensor<1>| with_host(t, <[f32]>::to_vec);
+        [
+            with_host(&y, <[f32]>::to_vec),
+            with_host(&x.grad(&grads).unwrap(), <[f32]>::to_vec),
+            v(&g.grad(&grads).unwrap()),
+            v(&b.grad(&grads).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn values_and_gradients_equal_the_composed_layer() {
+        let dev = train_device();
+        let host4 = run(
+            &|x, g, b| batch_norm_train(x, g, b).unwrap(),
+            [5, 3, 4, 6],
+            &dev,
+        );
+        let burn4 = run(&|x, g, b| composed4(x, g, b).0, [5, 3, 4, 6], &dev);
+        let host2 = run(&|x, g, b| batch_norm_train(x, g, b).unwrap(), [7, 4], &dev);
+        let burn2 = run(&|x, g, b| composed2(x, g, b).0, [7, 4], &dev);
+        for (host, burn) in [(host4, burn4), (host2, burn2)] {
+            for (what, (h, b)) in ["y", "dx", "dgamma", "dbeta"]
+                .iter()
+                .zip(host.iter().zip(&burn))
+            {
+                close(h, b, what);
+            }
+        }
+    }
+
+    #[test]
+    fn statistics_are_the_batch_mean_and_biased_variance() {
+        // Channel 0: samples (1, 2) and (3, 4) → mean 2.5, variance 1.25; channel 1: all 7.
+        let x = [1.0f32, 2.0, 7.0, 7.0, 3.0, 4.0, 7.0, 7.0];
+        let (mean, var) = channel_stats(&x, [2, 2, 2]);
+        assert_eq!(mean, vec![2.5, 7.0]);
+        assert_eq!(var, vec![1.25, 0.0]);
+    }
+}
