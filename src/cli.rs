@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::arch::Arch;
+use crate::arch::{Arch, Init};
 use crate::commands::align::{AlignMethod, AlignOptions};
 use crate::commands::connect::ConnectOptions;
 use crate::commands::path::PathOptions;
@@ -302,6 +302,10 @@ pub struct TrainArgs {
     /// whole test set) [default: all].
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
+    /// Initial weights: pytorch (PyTorch's default, U(±1/√fan_in)) or he (N(0, 2/fan_in),
+    /// zero biases: for deep networks without normalisation, e.g. vgg11:norm=none).
+    #[arg(long, value_enum, default_value_t = Init::Pytorch, value_name = "SCHEME")]
+    pub init: Init,
     /// Loop.
     #[command(flatten)]
     pub train: LoopArgs,
@@ -325,6 +329,7 @@ impl TrainArgs {
                 .transpose()?,
             loop_cfg: self.train.resolve(&LoopDefaults::TRAIN)?,
             train_subset: self.train_subset,
+            init: self.init,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })

@@ -183,3 +183,18 @@ fn divergence_is_reported_not_nan() {
     let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
     assert!(err.contains("diverged") && err.contains("--lr"), "{err}");
 }
+
+/// `--init he` draws other weights than the default and is recorded; the default is not
+/// written into the configuration (so earlier checkpoints still resume).
+#[test]
+fn the_initialisation_scheme_is_chosen_and_recorded() {
+    let d = tempfile::tempdir().unwrap();
+    train(&d.path().join("he"), &["--epochs", "1", "--init", "he"]).success();
+    train(&d.path().join("default"), &["--epochs", "1"]).success();
+    let he = read_json(&d.path().join("he/run.json"));
+    let default = read_json(&d.path().join("default/run.json"));
+    assert_eq!(he["config"]["init"], "he");
+    assert!(default["config"].get("init").is_none(), "{default}");
+    let model = |dir: &str| std::fs::read(d.path().join(dir).join("model.safetensors")).unwrap();
+    assert_ne!(model("he"), model("default"));
+}

@@ -16,6 +16,7 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::distr::{Distribution, Uniform};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -36,6 +37,26 @@ pub enum Norm {
     Bn,
     /// Layer normalisation (MLP only): per-sample statistics, no state.
     Ln,
+}
+
+/// How [`Arch::init_with`] draws weights and biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// PyTorch's default (Kaiming-uniform with a = √5): weights and biases
+    /// `~ U(−1/√fan_in, 1/√fan_in)`.
+    #[default]
+    Pytorch,
+    /// He et al. (2015): weights `~ N(0, 2/fan_in)`, biases 0; keeps the activations' scale
+    /// through deep ReLU networks without normalisation (a VGG without BatchNorm).
+    He,
+}
+
+impl Init {
+    /// Whether this is the default scheme.
+    pub fn is_default(&self) -> bool {
+        *self == Init::default()
+    }
 }
 
 /// A network architecture.
@@ -359,10 +380,15 @@ impl Arch {
         }
     }
 
-    /// PyTorch's default initialisation (Kaiming-uniform with a = √5): weights and biases
-    /// `~ U(−1/√fan_in, 1/√fan_in)`, drawn in layout order from a ChaCha8 stream seeded by `seed`;
-    /// normalisation scales and running variances 1, shifts and running means 0.
+    /// PyTorch's default initialisation ([`Init::Pytorch`]).
     pub fn init(&self, seed: u64, device: &Device) -> ParamSet {
+        self.init_with(Init::Pytorch, seed, device)
+    }
+
+    /// Initial parameters drawn in layout order from a ChaCha8 stream seeded by `seed`, the
+    /// weights and biases as `scheme` says; normalisation scales and running variances 1, shifts
+    /// and running means 0.
+    pub fn init_with(&self, scheme: Init, seed: u64, device: &Device) -> ParamSet {
         let layout = self.layout();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let values = layout
@@ -381,9 +407,23 @@ impl Arch {
                             .unwrap_or(1)
                     }
                 };
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                let dist = Uniform::new(-bound, bound).expect("finite bound");
-                (0..e.numel()).map(|_| dist.sample(&mut rng)).collect()
+                match scheme {
+                    Init::Pytorch => {
+                        let bound = 1.0 / (fan_in as f32).sqrt();
+                        let dist = Uniform::new(-bound, bound).expect("finite bound");
+                        (0..e.numel()).map(|_| dist.sample(&mut rng)).collect()
+                    }
+                    Init::He if e.role == Role::Bias => vec![0.0; e.numel()],
+                    Init::He => {
+                        let std = (2.0 / fan_in as f32).sqrt();
+                        (0..e.numel())
+                            .map(|_| {
+                                let z: f32 = rand_distr::StandardNormal.sample(&mut rng);
+                                std * z
+                            })
+                            .collect()
+                    }
+                }
             })
             .collect();
         ParamSet::from_vecs(layout, values, device).expect("layout-shaped values")
@@ -417,5 +457,51 @@ impl Arch {
             Arch::Vgg(v) => vgg::forward(v, w, x, observe),
             Arch::ResNet(r) => resnet::forward(r, w, x, observe),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// He initialisation: weights with standard deviation √(2/fan_in) (a conv layer's fan-in
+    /// is c·kh·kw), zero biases, normalisation at its identity; the default is PyTorch's.
+    #[test]
+    fn he_initialisation_has_the_fan_in_scale() {
+        let device = crate::backend::device();
+        let arch: Arch = "vgg11:w=0.25:norm=none".parse().unwrap();
+        let p = arch.init_with(Init::He, 3, &device);
+        let vals = p.to_vecs();
+        for (e, v) in arch.layout().entries().iter().zip(&vals) {
+            if e.role == Role::Bias {
+                assert!(v.iter().all(|&b| b == 0.0), "{}", e.name);
+                continue;
+            }
+            let fan_in: usize = e.shape[1..].iter().product();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+            let std = (v
+                .iter()
+                .map(|&x| (f64::from(x) - mean).powi(2))
+                .sum::<f64>()
+                / n)
+                .sqrt();
+            let want = (2.0 / fan_in as f64).sqrt();
+            let tol = 4.0 * want / (2.0 * n).sqrt() + 1e-12;
+            assert!((std - want).abs() < tol, "{}: std {std} vs {want}", e.name);
+            assert!(
+                mean.abs() < 4.0 * want / n.sqrt(),
+                "{}: mean {mean}",
+                e.name
+            );
+        }
+        assert_eq!(
+            arch.init(3, &device).to_vecs(),
+            arch.init_with(Init::Pytorch, 3, &device).to_vecs()
+        );
+        let bn: Arch = "vgg11:w=0.25".parse().unwrap();
+        let q = bn.init_with(Init::He, 3, &device);
+        let scale = q.layout().index_of("bn1.weight").unwrap();
+        assert!(q.to_vecs()[scale].iter().all(|&g| g == 1.0));
     }
 }

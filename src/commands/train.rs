@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{default_arch, eval_device, load_data};
-use crate::arch::Arch;
 use crate::arch::memory::TRAIN_COPIES;
+use crate::arch::{Arch, Init};
 use crate::data::DataConfig;
 use crate::error::Result;
 use crate::eval::{EVAL_BATCH, Metrics, evaluate};
@@ -27,6 +27,8 @@ pub struct TrainOptions {
     pub loop_cfg: LoopConfig,
     /// Train on this many training samples drawn with the loop's seed.
     pub train_subset: Option<usize>,
+    /// How the initial weights are drawn.
+    pub init: Init,
     /// Output directory.
     pub out: PathBuf,
     /// Resume / stop / quiet.
@@ -40,6 +42,8 @@ struct Resolved<'a> {
     arch: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     train_subset: Option<usize>,
+    #[serde(skip_serializing_if = "Init::is_default")]
+    init: Init,
     #[serde(flatten)]
     loop_cfg: &'a LoopConfig,
 }
@@ -74,6 +78,7 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         data: &opts.data,
         arch: arch.to_string(),
         train_subset: opts.train_subset,
+        init: opts.init,
         loop_cfg: &opts.loop_cfg,
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");
@@ -83,7 +88,7 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         TRAIN_COPIES + opts.loop_cfg.optim.slots(),
         opts.loop_cfg.batch_size,
     )?;
-    let init = arch.init(opts.loop_cfg.seed, &device);
+    let init = arch.init_with(opts.init, opts.loop_cfg.seed, &device);
     let mut obj = Classification::new(arch.clone(), &split.test, device.clone());
     let meta = FileMeta::new("model", &arch.to_string());
     let fitted = fit(
