@@ -5,7 +5,8 @@
 //!
 //! - `mlp_train`, `lenet5_train`: plain train step (steps/s, samples/s);
 //! - `vgg16bn_train`, `resnet20_train`, `vgg16bn_eval`, `resnet20_eval`: `vgg16:w=0.25` and
-//!   `resnet20` (BatchNorm in train mode) on 3×32×32 inputs (no PyTorch counterpart yet);
+//!   `resnet20` (BatchNorm in train mode) on 3×32×32 inputs, mirrored in
+//!   `scripts/torch_reference.py` (there with this step's weight decay 5e-4 as well);
 //! - `mlp_curve_train`: one-bend PolyChain step on the MLP (point sampled per step);
 //! - `mlp_vd_train`: sparse variational dropout (local reparameterisation) step on the MLP;
 //!   `mlp_vdl_train` the same with one α per layer (Kingma et al. 2015), `mlp_gd_train` Gaussian

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side speed of modeconn (burn flex) and PyTorch CPU on the same loops, 2 threads each,
 # run alternately ROUNDS times and compared by medians:
-#   - train steps at batch 128 (MLP 784-300-100-10, LeNet-5) and eval at batch 1000;
+#   - train steps at batch 128 (MLP 784-300-100-10, LeNet-5, and on 3x32x32 inputs with
+#     BatchNorm in train mode vgg16:w=0.25 and resnet20) and eval at batch 1000;
 #   - our variational (sparse VD; variational dropout with one alpha per layer; Gaussian dropout
 #     with a fixed alpha, the bare local reparameterisation) and curve train steps against our
 #     plain step (cost ratios);
@@ -47,7 +48,8 @@ ours, torch = load("ours"), load("torch")
 med = lambda rs, k: statistics.median(r[k] for r in rs)
 lines = []
 print(f"{'case':<16} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>7}   (median of {rounds})")
-for name in ["mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval"]:
+for name in ["mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval",
+             "vgg16bn_train", "vgg16bn_eval", "resnet20_train", "resnet20_eval"]:
     if name in ours and name in torch:
         o, t = med(ours[name], "samples_per_s"), med(torch[name], "samples_per_s")
         print(f"{name:<16} {o:>15.0f} {t:>16.0f} {o / t:>7.2f}")

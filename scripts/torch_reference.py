@@ -4,13 +4,27 @@
 Measures the throughput of the same loop that the Rust benchmark runs, so that the README can state
 the speed ratio Rust/PyTorch measured on one machine in one run:
 
-* models (input 1x28x28, 10 classes, PyTorch default initialisation):
-  - ``mlp``: 784-300-100-10, ReLU after the two hidden layers;
-  - ``lenet5`` (LeNet-5-Caffe): conv 5x5 1->20, ReLU, maxpool 2, conv 5x5 20->50, ReLU, maxpool 2,
-    fc 800->500, ReLU, fc 500->10;
-* ``<model>_train``: one SGD step at batch 128 = forward, mean cross-entropy, backward,
-  SGD(lr=0.01, momentum=0.9) step (gradients reset to None before each step);
-* ``<model>_eval``: forward under ``torch.no_grad()`` plus argmax, at batch 1000;
+* models (10 classes, PyTorch default initialisation), the layouts of modeconn's ``src/arch/``:
+  - ``mlp`` (input 1x28x28): 784-300-100-10, ReLU after the two hidden layers;
+  - ``lenet5`` (LeNet-5-Caffe, input 1x28x28): conv 5x5 1->20, ReLU, maxpool 2, conv 5x5 20->50,
+    ReLU, maxpool 2, fc 800->500, ReLU, fc 500->10;
+  - ``vgg16bn`` (modeconn's ``vgg16:w=0.25``, input 3x32x32): thirteen 3x3 convolutions (padding 1,
+    no bias) each followed by BatchNorm and ReLU, 16-16 | 32-32 | 64-64-64 | 128-128-128 |
+    128-128-128 channels, a 2x2 maxpool after each of the five blocks, then fc 128->128, ReLU,
+    fc 128->128, ReLU, fc 128->10 (956,154 trainable parameters, 2,112 running statistics);
+  - ``resnet20`` (input 3x32x32): 3x3 stem convolution 3->16 + BN + ReLU, three stages of three
+    basic blocks ``relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x))`` with 16, 32, 64 channels (3x3
+    convolutions without bias; the first block of stages 2 and 3 has stride 2 and a projection
+    shortcut ``s`` = 1x1 convolution with stride 2 + BN, the others the identity), global average
+    pooling, fc 64->10 (272,474 trainable parameters, 1,568 running statistics);
+  the parameter and running-statistic counts are checked against modeconn's layouts at start-up;
+* ``<model>_train``: one SGD step at batch 128 = forward (BatchNorm in train mode: batch
+  statistics, running statistics updated), mean cross-entropy, backward,
+  SGD(lr=0.01, momentum=0.9) step (gradients reset to None before each step); the vgg16bn and
+  resnet20 steps also have the weight decay of modeconn's bench step (``--wd``, 5e-4, applied by
+  the optimiser to every parameter, BatchNorm's included), the mlp and lenet5 steps none;
+* ``<model>_eval``: forward under ``torch.no_grad()`` in eval mode (BatchNorm with its running
+  statistics) plus argmax, at batch 1000;
 * data: synthetic and fixed, x ~ N(0, 1) and labels uniform in 0..9 from a seeded generator, built
   once before timing (no data loading, no host-to-device copies are measured);
 * protocol: ``--warmup`` untimed steps, then timed steps until at least ``--min-time`` seconds have
@@ -23,7 +37,7 @@ Reported per result: steps/s, samples/s (= steps/s x batch), ms/step, and an est
 
 Usage (after ``bash scripts/setup-torch.sh``)::
 
-    .venv-torch/bin/python scripts/torch_reference.py                  # all four, table
+    .venv-torch/bin/python scripts/torch_reference.py                  # all eight, table
     .venv-torch/bin/python scripts/torch_reference.py --json torch.json --repeats 3
     .venv-torch/bin/python scripts/torch_reference.py --only lenet5_train --steps 200
 
@@ -48,7 +62,8 @@ try:
 except ImportError:  # pragma: no cover - message for a missing venv
     sys.exit("torch is not importable: run `bash scripts/setup-torch.sh` and use .venv-torch/bin/python")
 
-BENCHMARKS = ("mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval")
+BENCHMARKS = ("mlp_train", "mlp_eval", "lenet5_train", "lenet5_eval",
+              "vgg16bn_train", "vgg16bn_eval", "resnet20_train", "resnet20_eval")
 
 
 class MLP(nn.Module):
@@ -84,11 +99,118 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
-MODELS = {"mlp": MLP, "lenet5": LeNet5}
+def conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """A bias-free convolution (padding 1 for 3x3, 0 for 1x1) and its BatchNorm."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
+    return conv, nn.BatchNorm2d(c_out)
 
 
-def forward_macs_per_sample(model: nn.Module) -> int:
-    """Multiply-adds of the Linear and Conv2d layers for one 1x28x28 sample (found with hooks)."""
+class VGG16BN(nn.Module):
+    """modeconn's ``vgg16:w=0.25`` (norm=bn, input 3x32x32): 13 conv-BN-ReLU in blocks of
+    2/2/3/3/3 with 64w..512w channels (w = 0.25, rounded), a 2x2 maxpool after each block,
+    fc 512w -> 512w -> 512w -> 10 with ReLU after the two hidden ones. Module names are
+    modeconn's parameter names (conv1..conv13, bn1..bn13, fc1..fc3)."""
+
+    BLOCKS = (2, 2, 3, 3, 3)
+
+    def __init__(self, width: float = 0.25, classes: int = 10) -> None:
+        super().__init__()
+        scaled = lambda c: max(1, int(c * width + 0.5))  # noqa: E731 - as Vgg::scaled
+        channels = [scaled(c) for c, n in zip((64, 128, 256, 512, 512), self.BLOCKS) for _ in range(n)]
+        c_in = 3
+        for i, c in enumerate(channels, 1):
+            conv, bn = conv_bn(c_in, c)
+            setattr(self, f"conv{i}", conv)
+            setattr(self, f"bn{i}", bn)
+            c_in = c
+        f = scaled(512)
+        self.fc1 = nn.Linear(c_in, f)  # 32x32 after five pools: 1x1
+        self.fc2 = nn.Linear(f, f)
+        self.fc3 = nn.Linear(f, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = 0
+        for n in self.BLOCKS:
+            for _ in range(n):
+                i += 1
+                x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+            x = F.max_pool2d(x, 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class BasicBlock(nn.Module):
+    """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, the shortcut a 1x1 convolution
+    with BatchNorm where the shape changes (projection), else the identity."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(c_in, c_out, stride)
+        self.conv2, self.bn2 = conv_bn(c_out, c_out)
+        projection = stride != 1 or c_in != c_out
+        self.shortcut = nn.Sequential(*conv_bn(c_in, c_out, stride, kernel=1)) if projection else nn.Sequential()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """modeconn's ``resnet20`` (input 3x32x32): stem conv 3->16 + BN + ReLU, three stages of three
+    basic blocks (16, 32, 64 channels; stride 2 and a projection shortcut in the first block of
+    stages 2 and 3), global average pooling, fc 64->10. Names as modeconn's (``conv1``, ``bn1``,
+    ``layer{k}.{j}.conv1|bn1|conv2|bn2|shortcut.0|shortcut.1``, ``fc``)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(3, 16)
+        c_in = 16
+        for k, c in enumerate((16, 32, 64), 1):
+            blocks = []
+            for j in range(3):
+                blocks.append(BasicBlock(c_in, c, 2 if k > 1 and j == 0 else 1))
+                c_in = c
+            setattr(self, f"layer{k}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(c_in, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+MODELS = {"mlp": MLP, "lenet5": LeNet5, "vgg16bn": VGG16BN, "resnet20": ResNet20}
+
+# Input [c, h, w] of each model.
+INPUT = {"mlp": (1, 28, 28), "lenet5": (1, 28, 28), "vgg16bn": (3, 32, 32), "resnet20": (3, 32, 32)}
+
+# (trainable parameters, running statistics) of modeconn's layouts (src/arch/*.rs: the layout's
+# entries with roles Weight/Bias/NormScale/NormShift, and RunningMean/RunningVar).
+LAYOUT_COUNTS = {
+    "mlp": (266_610, 0),
+    "lenet5": (431_080, 0),
+    "vgg16bn": (956_154, 2_112),
+    "resnet20": (272_474, 1_568),
+}
+
+
+def check_layout(model_name: str, model: nn.Module) -> tuple[int, int]:
+    """Asserts that the model has the parameter and running-statistic counts of modeconn's
+    layout; returns them."""
+    params = sum(p.numel() for p in model.parameters())
+    stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    want = LAYOUT_COUNTS[model_name]
+    if (params, stats) != want:
+        raise AssertionError(f"{model_name}: {params} parameters + {stats} running statistics, "
+                             f"modeconn's layout has {want[0]} + {want[1]}")
+    return params, stats
+
+
+def forward_macs_per_sample(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    """Multiply-adds of the Linear and Conv2d layers for one sample of ``shape`` (found with hooks,
+    in eval mode, so that BatchNorm's running statistics stay untouched)."""
     total = 0
 
     def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
@@ -100,29 +222,34 @@ def forward_macs_per_sample(model: nn.Module) -> int:
             total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
+        model(torch.zeros(1, *shape))
     for h in handles:
         h.remove()
     return total
 
 
-def synthetic_batch(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(batch: int, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 1, 28, 28, generator=gen)
+    x = torch.randn(batch, *shape, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
     return x, y
 
 
 def make_step(name: str, args: argparse.Namespace):
-    """(step function, batch size, FLOPs per step) for one benchmark name."""
+    """(step function, batch size, FLOPs per step, (parameters, running statistics)) for one
+    benchmark name."""
     model_name, mode = name.split("_")
     torch.manual_seed(args.seed)
     model = MODELS[model_name]()
-    macs = forward_macs_per_sample(model)
+    counts = check_layout(model_name, model)
+    shape = INPUT[model_name]
+    macs = forward_macs_per_sample(model, shape)
     if mode == "train":
-        x, y = synthetic_batch(args.batch, args.seed + 1)
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+        x, y = synthetic_batch(args.batch, shape, args.seed + 1)
+        wd = args.wd if model_name in ("vgg16bn", "resnet20") else 0.0
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=wd)
         model.train()
 
         def step() -> None:
@@ -131,16 +258,16 @@ def make_step(name: str, args: argparse.Namespace):
             loss.backward()
             opt.step()
 
-        return step, args.batch, 3 * 2 * macs * args.batch
+        return step, args.batch, 3 * 2 * macs * args.batch, counts
 
-    x, y = synthetic_batch(args.eval_batch, args.seed + 2)
+    x, y = synthetic_batch(args.eval_batch, shape, args.seed + 2)
     model.eval()
 
     def step() -> None:
         with torch.no_grad():
             model(x).argmax(dim=1)
 
-    return step, args.eval_batch, 2 * macs * args.eval_batch
+    return step, args.eval_batch, 2 * macs * args.eval_batch, counts
 
 
 def time_steps(step, args: argparse.Namespace) -> tuple[int, float]:
@@ -159,7 +286,7 @@ def time_steps(step, args: argparse.Namespace) -> tuple[int, float]:
 
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict:
-    step, batch, flops_per_step = make_step(name, args)
+    step, batch, flops_per_step, (params, stats) = make_step(name, args)
     for _ in range(args.warmup):
         step()
     runs = [time_steps(step, args) for _ in range(args.repeats)]
@@ -172,6 +299,8 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict:
         "samples_per_s": steps_per_s * batch,
         "ms_per_step": 1e3 / steps_per_s,
         "est_gflops": steps_per_s * flops_per_step / 1e9,
+        "parameters": params,
+        "running_stats": stats,
         "repeats": args.repeats,
         "runs": [{"steps": n, "seconds": s, "steps_per_s": n / s} for n, s in runs],
     }
@@ -201,14 +330,14 @@ def loadavg() -> list[float] | None:
 
 def print_table(report: dict) -> None:
     print(f"\nPyTorch {report['torch_version']} CPU, {report['threads']} threads, {report['cpu']}")
-    header = f"{'benchmark':<14} {'batch':>6} {'steps/s':>10} {'ms/step':>9} {'samples/s':>12} {'GFLOP/s':>8}"
+    header = f"{'benchmark':<15} {'batch':>6} {'steps/s':>10} {'ms/step':>9} {'samples/s':>12} {'GFLOP/s':>8}"
     if report["settings"]["repeats"] > 1:
         header += "   steps/s over repeats (min..max)"
     print(header)
     print("-" * len(header))
     for r in report["results"]:
         rate = r.get("steps_per_s", r.get("batches_per_s"))
-        line = (f"{r['name']:<14} {r['batch_size']:>6} {rate:>10.1f} {r['ms_per_step']:>9.3f} "
+        line = (f"{r['name']:<15} {r['batch_size']:>6} {rate:>10.1f} {r['ms_per_step']:>9.3f} "
                 f"{r['samples_per_s']:>12.0f} {r['est_gflops']:>8.1f}")
         if r["repeats"] > 1:
             rates = [run["steps_per_s"] for run in r["runs"]]
@@ -233,6 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="timed windows per benchmark; the median is reported")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", type=float, default=5e-4,
+                   help="weight decay of the vgg16bn and resnet20 train steps (the mlp and lenet5 steps have none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = p.parse_args(argv)
@@ -263,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": loadavg(),
         "settings": {k: getattr(args, k) for k in
                      ("batch", "eval_batch", "warmup", "min_time", "min_steps", "steps", "repeats",
-                      "lr", "momentum", "seed")},
+                      "lr", "momentum", "wd", "seed")},
     }
     print_table(report)
     if args.json:
