@@ -27,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::params::{ParamSet, Role};
 use crate::weights::{Weights, bias_name, weight_name};
 
-/// Variance floor inside the standard deviations (PyTorch's BatchNorm ε, as REPAIR's fused
-/// BatchNorm layers use).
-pub const EPS: f64 = 1e-5;
+/// A channel whose standard deviation on the statistics data is below this is constant there:
+/// REPAIR moves its mean and leaves its scale.
+pub const MIN_STD: f64 = 1e-6;
 
 /// Pre-activation statistics of one layer's output channels.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ pub struct ChannelStats {
     pub layer: String,
     /// Per-channel mean.
     pub mean: Vec<f64>,
-    /// Per-channel `√(var + ε)` (population variance).
+    /// Per-channel standard deviation (population variance).
     pub std: Vec<f64>,
 }
 
@@ -97,7 +97,7 @@ impl Recorder<'_> {
                 let std =
                     s.s2.iter()
                         .zip(&mean)
-                        .map(|(q, m)| ((q / n - m * m).max(0.0) + EPS).sqrt())
+                        .map(|(q, m)| (q / n - m * m).max(0.0).sqrt())
                         .collect();
                 ChannelStats {
                     layer: s.layer,
@@ -176,7 +176,7 @@ pub fn hidden_stats(
 }
 
 /// The targets `Σ_j c_j·(μ_j, σ_j)` of a family member from its control points' statistics
-/// (standard deviations floored at `√ε`).
+/// (standard deviations floored at 0).
 pub fn targets(stats: &[Vec<ChannelStats>], c: &[f64]) -> Vec<ChannelStats> {
     let mix = |f: &dyn Fn(&ChannelStats) -> &Vec<f64>, l: usize| -> Vec<f64> {
         let n = f(&stats[0][l]).len();
@@ -190,7 +190,7 @@ pub fn targets(stats: &[Vec<ChannelStats>], c: &[f64]) -> Vec<ChannelStats> {
             mean: mix(&|s| &s.mean, l),
             std: mix(&|s| &s.std, l)
                 .into_iter()
-                .map(|s| s.max(EPS.sqrt()))
+                .map(|s| s.max(0.0))
                 .collect(),
         })
         .collect()
@@ -223,7 +223,10 @@ pub fn repair(
         let channels = target.mean.len();
         let per = layout.entries()[w].numel() / channels;
         for ch in 0..channels {
-            let s = target.std[ch] / actual.std[ch];
+            let s = match actual.std[ch] < MIN_STD {
+                true => 1.0,
+                false => target.std[ch] / actual.std[ch],
+            };
             for v in &mut flat[offsets[w] + ch * per..offsets[w] + (ch + 1) * per] {
                 *v = (f64::from(*v) * s) as f32;
             }
