@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|all]      (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|all]      (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
 # variational (~4 min): `modeconn run analyses/mnist-variational.toml --rerun` (sparse VD with the
 #   deepbayes recipe, 20 epochs; a variance layer on fc1, 10 epochs; layer-wise α, 40 epochs;
 #   the KL figure), copied into figures/.
+# conv (~20 min): `modeconn run analyses/conv-connectivity.toml --profile vgg --set
+#   data=fashion-mnist` (two VGG16-BN of width 1/8, chain, Bezier, weight-matched line with and
+#   without the BN reset) into figures/conv, and `modeconn run analyses/mnist-repair.toml` (the
+#   weight-matched line of two VGG11 without normalisation, with and without REPAIR) into
+#   figures/repair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -28,5 +33,13 @@ if [[ "$WHAT" == all || "$WHAT" == variational ]]; then
   for f in sparse_vd variance layerwise_alpha kl; do
     rm -rf "figures/$f" && cp -r "runs/mnist-variational/figures/$f" "figures/$f"
   done
+fi
+if [[ "$WHAT" == all || "$WHAT" == conv ]]; then
+  bash scripts/fetch-data.sh fashion-mnist >/dev/null
+  $M run analyses/conv-connectivity.toml --profile vgg --set data=fashion-mnist \
+    --out runs/conv-fashion-mnist-vgg --rerun
+  rm -rf figures/conv && cp -r runs/conv-fashion-mnist-vgg/figures figures/conv
+  $M run analyses/mnist-repair.toml --rerun
+  rm -rf figures/repair && cp -r runs/mnist-repair/figures figures/repair
 fi
 ls figures/*/
