@@ -193,6 +193,47 @@ fn a_vgg_bn_trains_and_its_curve_beats_the_line() {
     let run = json(&d.path().join("w1/run.json"));
     assert_eq!(run["config"]["train_subset"], 1200);
     common::assert_chain_below_line(&s);
+    // The plane and the figures work unchanged for a BN net: every grid point's statistics are
+    // recomputed (and recorded), the bend and the endpoints sit on the plane.
+    let p = |f: &str| d.path().join(f);
+    common::modeconn()
+        .args([
+            "plane",
+            "--grid",
+            "3",
+            "--train-subset",
+            "200",
+            "--bn-batches",
+            "1",
+        ])
+        .arg("--a")
+        .arg(p("w1/model.safetensors"))
+        .arg("--b")
+        .arg(p("w2/model.safetensors"))
+        .arg("--curve")
+        .arg(p("chain/curve.safetensors"))
+        .arg("--out")
+        .arg(p("plane"))
+        .assert()
+        .success();
+    let plane = json(&p("plane/plane.json"));
+    let grid = plane["train_loss"].as_array().unwrap();
+    assert_eq!(grid.len(), 3);
+    assert!(
+        grid.iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .all(|v| v.as_f64().unwrap().is_finite())
+    );
+    let rec = &plane["state_recomputed"];
+    assert_eq!(rec["samples"], 128, "{rec}");
+    for dir in ["plane", "path"] {
+        common::modeconn()
+            .arg("plot")
+            .arg(p(dir))
+            .assert()
+            .success();
+    }
+    assert!(p("plane/plane_train_loss.png").exists() && p("path/path.png").exists());
 }
 
 /// MNIST under the crate root (`bash scripts/fetch-data.sh mnist`): `None` (with a skip note)
