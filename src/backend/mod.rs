@@ -56,12 +56,9 @@ pub fn batch_norm_train<const D: usize>(
 ) -> Option<(Tensor<D>, Vec<f32>, Vec<f32>)> {
     #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
     {
-        let d = x.dims();
-        let dims = [d[0], d[1], d[2..].iter().product()];
-        let (mean, var) = with_host(&x, |v| norm::channel_stats(v, dims));
-        let y = norm::batch_norm_train(x, gamma, beta)?;
-        let f32s = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
-        Some((y, f32s(mean), f32s(var)))
+        let (y, stats) = norm::batch_norm_train(x, gamma, beta)?;
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect();
+        Some((y, f32s(&stats.0), f32s(&stats.1)))
     }
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {

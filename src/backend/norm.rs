@@ -56,11 +56,14 @@ fn inv_std(var: &[f64]) -> Vec<f64> {
     var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
 }
 
-/// `y = γ·(x − μ)·r + β` per channel.
-fn forward_host(x: &[f32], d: [usize; 3], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+/// Per-channel batch mean and biased variance, computed once per layer and step.
+pub type Stats = Arc<(Vec<f64>, Vec<f64>)>;
+
+/// `y = γ·(x − μ)·r + β` per channel, with the batch statistics `(μ, σ²)` of `x`.
+fn forward_host(x: &[f32], d: [usize; 3], stats: &Stats, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     let [_, c, plane] = d;
-    let (mean, var) = channel_stats(x, d);
-    let r = inv_std(&var);
+    let (mean, var) = &**stats;
+    let r = inv_std(var);
     let scale: Vec<f32> = (0..c)
         .map(|ch| (f64::from(gamma[ch]) * r[ch]) as f32)
         .collect();
@@ -82,17 +85,18 @@ fn forward_host(x: &[f32], d: [usize; 3], gamma: &[f32], beta: &[f32]) -> Vec<f3
     y
 }
 
-/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, `γ` and the output gradient.
+/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient.
 fn backward_host(
     x: &[f32],
     d: [usize; 3],
+    stats: &Stats,
     gamma: &[f32],
     gy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [n, c, plane] = d;
     let m = (n * plane) as f64;
-    let (mean, var) = channel_stats(x, d);
-    let r = inv_std(&var);
+    let (mean, var) = &**stats;
+    let r = inv_std(var);
     // Per channel: Σg and Σg·x̂.
     let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
@@ -146,9 +150,11 @@ fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 /// and its autodiff wrapper implement it; [`batch_norm_train`] decides when it is used.
 #[backend_extension(Flex, Autodiff)]
 pub trait HostBatchNorm: Backend {
-    /// `γ·(x − μ_B)/√(σ²_B + ε) + β` per channel (axis 1) of `x: [n, c, ...]`.
+    /// `γ·(x − μ_B)/√(σ²_B + ε) + β` per channel (axis 1) of `x: [n, c, ...]`, given the
+    /// batch statistics `(μ_B, σ²_B)` of `x` ([`channel_stats`]).
     fn host_batch_norm_train(
         x: FloatTensor<Self>,
+        stats: Stats,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
@@ -157,27 +163,28 @@ pub trait HostBatchNorm: Backend {
 impl HostBatchNorm for Flex {
     fn host_batch_norm_train(
         x: FloatTensor<Self>,
+        stats: Stats,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let y = forward_host(&host(&x), dims(&x), &host(&gamma), &host(&beta));
+        let y = forward_host(&host(&x), dims(&x), &stats, &host(&gamma), &host(&beta));
         flex(y, x.shape().to_vec())
     }
 }
 
-/// The backward step keeps the input and `γ`.
+/// The backward step keeps the input, its statistics and `γ`.
 #[derive(Debug)]
 struct HostBatchNormBackward;
 
 impl Backward<Flex, 3> for HostBatchNormBackward {
-    type State = (FlexTensor, Arc<Vec<f32>>);
+    type State = (FlexTensor, Stats, Arc<Vec<f32>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_g, node_b] = ops.parents;
         let gy = grads.consume::<Flex>(&ops.node);
-        let (x, gamma) = ops.state;
+        let (x, stats, gamma) = ops.state;
         let c = gamma.len();
-        let (dx, dg, db) = backward_host(&host(&x), dims(&x), &gamma, &host(&gy));
+        let (dx, dg, db) = backward_host(&host(&x), dims(&x), &stats, &gamma, &host(&gy));
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, x.shape().to_vec()));
         }
@@ -193,6 +200,7 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
 impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
     fn host_batch_norm_train(
         x: FloatTensor<Self>,
+        stats: Stats,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
@@ -200,6 +208,7 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
         let y = forward_host(
             &host(x.primitive()),
             dims(x.primitive()),
+            &stats,
             &g,
             &host(beta.primitive()),
         );
@@ -209,28 +218,33 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), Arc::new(g)), y),
+            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), stats, Arc::new(g)), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
 
 /// Train-mode batch normalisation of `x: [n, c, ...]` per channel through [`HostBatchNorm`]
-/// (`f32` tensors); `None` for another dtype, which the caller composes from burn's ops.
+/// (`f32` tensors): the output and the batch statistics; `None` for another dtype, which the
+/// caller composes from burn's ops.
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
-) -> Option<Tensor<D>> {
+) -> Option<(Tensor<D>, Stats)> {
     if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3] {
         return None;
     }
+    let d = x.dims();
+    let dims = [d[0], d[1], d[2..].iter().product()];
+    let stats: Stats = Arc::new(super::with_host(&x, |v| channel_stats(v, dims)));
     let y = <Dispatch as HostBatchNorm>::host_batch_norm_train(
         x.into_dispatch(),
+        stats.clone(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
     );
-    Some(Tensor::from_dispatch(y))
+    Some((Tensor::from_dispatch(y), stats))
 }
 
 #[cfg(test)]
@@ -283,12 +297,16 @@ mod tests {
     fn values_and_gradients_equal_the_composed_layer() {
         let dev = train_device();
         let host4 = run(
-            &|x, g, b| batch_norm_train(x, g, b).unwrap(),
+            &|x, g, b| batch_norm_train(x, g, b).unwrap().0,
             [5, 3, 4, 6],
             &dev,
         );
         let burn4 = run(&|x, g, b| composed4(x, g, b).0, [5, 3, 4, 6], &dev);
-        let host2 = run(&|x, g, b| batch_norm_train(x, g, b).unwrap(), [7, 4], &dev);
+        let host2 = run(
+            &|x, g, b| batch_norm_train(x, g, b).unwrap().0,
+            [7, 4],
+            &dev,
+        );
         let burn2 = run(&|x, g, b| composed2(x, g, b).0, [7, 4], &dev);
         for (host, burn) in [(host4, burn4), (host2, burn2)] {
             for (what, (h, b)) in ["y", "dx", "dgamma", "dbeta"]
