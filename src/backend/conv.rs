@@ -5,7 +5,8 @@
 //! Per sample `b` (Chellapilla et al. 2006, the Caffe scheme), with `X_b = im2col(x_b)` of shape
 //! `[C·KH·KW, OH·OW]` and `W` viewed as `[O, C·KH·KW]`:
 //! - forward: `y_b = W·X_b` (already in `[O, OH, OW]`, i.e. NCHW, layout);
-//! - weight gradient: `∂L/∂W = Σ_b g_b·X_bᵀ`;
+//! - weight gradient: `∂L/∂W = Σ_b g_b·X_bᵀ`, computed as its transpose `[C·KH·KW, O]` (see
+//!   [`gemm_into_t`]: `X_bᵀ` is then packed with vector loads, not element by element);
 //! - input gradient: `∂L/∂x_b = col2im(Wᵀ·g_b)` (the adjoint of im2col scatters and adds).
 //!
 //! Why: flex computes a convolution's input gradient as a transposed convolution and its weight
@@ -30,7 +31,7 @@ use burn_flex::FlexTensor;
 use multiversion::multiversion;
 
 use super::host;
-use super::matmul::{Mat, gemm_into};
+use super::matmul::{Mat, gemm_into, gemm_into_t};
 use rayon::prelude::*;
 
 /// Samples per parallel task (fixed, so that sums do not depend on the thread count).
@@ -264,7 +265,8 @@ pub fn backward_host(
                     im2col(g, xb, &mut col);
                     &col
                 };
-                gemm_into(&mut dw, gb, Mat::new(cols, k, l).t(), true);
+                // Into `∂L/∂Wᵀ` (`[k, o]`): see `gemm_into_t`.
+                gemm_into_t(&mut dw, gb, Mat::new(cols, k, l).t(), true);
             }
             if let Some(dxc) = dxc.as_deref_mut() {
                 let dxb = &mut dxc[bi * g.chw()..(bi + 1) * g.chw()];
@@ -294,10 +296,17 @@ pub fn backward_host(
         (None, parts)
     };
     let dw = want_dw.then(|| {
-        let mut dw = vec![0.0f32; g.o * k];
+        let mut dwt = vec![0.0f32; g.o * k];
         for part in &parts {
-            for (a, b) in dw.iter_mut().zip(part) {
+            for (a, b) in dwt.iter_mut().zip(part) {
                 *a += b;
+            }
+        }
+        // `[k, o]` → `[o, k]`.
+        let mut dw = vec![0.0f32; g.o * k];
+        for (kk, row) in dwt.chunks(g.o).enumerate() {
+            for (oc, v) in row.iter().enumerate() {
+                dw[oc * k + kk] = *v;
             }
         }
         dw

@@ -79,6 +79,23 @@ impl<'a> Mat<'a> {
 /// `a` and `b` must pass [`Mat::check`], and `dst` must be valid for writes of the
 /// `a.rows × b.cols` block (row stride `ld`) and not alias `a` or `b`.
 unsafe fn gemm_block(dst: *mut f32, ld: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm_strided(dst, [ld, 1], a, b, accumulate) }
+}
+
+/// `dst = a·b` (`accumulate`: `dst += a·b`) on the calling thread, element `(i, j)` of `dst` at
+/// `i·rs + j·cs` for `[rs, cs] = strides`.
+///
+/// # Safety
+/// `a` and `b` must pass [`Mat::check`], and `dst` must be valid for writes of every element of
+/// the `a.rows × b.cols` block and not alias `a` or `b`.
+unsafe fn gemm_strided(
+    dst: *mut f32,
+    [rs, cs]: [usize; 2],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    accumulate: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
@@ -90,8 +107,8 @@ unsafe fn gemm_block(dst: *mut f32, ld: usize, a: Mat<'_>, b: Mat<'_>, accumulat
             n,
             k,
             dst,
-            1,
-            ld as isize,
+            cs as isize,
+            rs as isize,
             accumulate,
             a.v.as_ptr(),
             a.cs as isize,
@@ -123,6 +140,21 @@ pub fn gemm_into(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     check_product(dst, &a, &b);
     // SAFETY: checked above; `dst` is a distinct mutable borrow of exactly the output.
     unsafe { gemm_block(dst.as_mut_ptr(), b.cols, a, b, accumulate) }
+}
+
+/// `dst = (a·b)ᵀ` (`accumulate`: `dst += (a·b)ᵀ`), `dst` row-major `b.cols × a.rows`, on the
+/// calling thread.
+///
+/// `gemm` packs the operand that becomes its left-hand side into panels, with vector loads
+/// when that operand's columns are contiguous and one element at a time otherwise. For a
+/// row-major output that operand is `b`; for this transposed output it is `a`. So a product
+/// whose `b` is a transposed view of a large matrix (a convolution's weight gradient
+/// `g·colᵀ`, with `col` the large column matrix) is faster written transposed.
+pub fn gemm_into_t(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    check_product(dst, &a, &b);
+    // SAFETY: checked above (the transposed block has as many elements); `dst` is a distinct
+    // mutable borrow of exactly the output.
+    unsafe { gemm_strided(dst.as_mut_ptr(), [1, a.rows], a, b, accumulate) }
 }
 
 /// What to apply to each output element after the product: `y = act(y + bias[column])`.
@@ -372,6 +404,30 @@ mod tests {
             }
         }
     }
+    /// The transposed output holds the bits of the row-major product, transposed, with and
+    /// without accumulation, for a convolution's weight-gradient shapes (`g·colᵀ`: a short
+    /// `g`, a long inner side) and ragged ones.
+    #[test]
+    fn transposed_output_is_the_transpose() {
+        for (m, k, n) in [(16, 1024, 144), (50, 64, 500), (7, 33, 5), (64, 600, 576)] {
+            let (av, bv, cv) = (values(m * k, 6), values(n * k, 7), values(m * n, 8));
+            // `a·bᵀ` with `b: [n, k]`, as in `g·colᵀ`.
+            let (a, b) = (Mat::new(&av, m, k), Mat::new(&bv, n, k).t());
+            let transpose =
+                |v: &[f32]| -> Vec<f32> { (0..m * n).map(|t| v[(t % m) * n + t / m]).collect() };
+            let mut row = vec![0.0f32; m * n];
+            gemm_into(&mut row, a, b, false);
+            let mut col = vec![f32::NAN; m * n];
+            gemm_into_t(&mut col, a, b, false);
+            assert!(col == transpose(&row), "{m}×{k}×{n}");
+            let mut row = cv.clone();
+            gemm_into(&mut row, a, b, true);
+            let mut col = transpose(&cv);
+            gemm_into_t(&mut col, a, b, true);
+            assert!(col == transpose(&row), "{m}×{k}×{n}, accumulated");
+        }
+    }
+
     /// `product` writes every element (none of a NaN-filled buffer's NaNs survive the
     /// overwriting `gemm`), with the bits of `gemm_par`, on one thread and on three.
     #[test]
