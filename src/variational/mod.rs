@@ -264,6 +264,39 @@ pub enum Posterior {
     Variance,
 }
 
+/// The prior of a variational model, and so its KL term: the second axis of a method beside the
+/// posterior form of its layers ([`Posterior`]), chosen once from the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Log-uniform `p(|w|) ∝ 1/|w|`: Molchanov et al.'s (2017) KL approximation per weight
+    /// (`sparse-vd`; `layerwise-alpha` counts its one α once per weight).
+    LogUniform,
+    /// Empirical-Bayes Gaussian per weight (ARD): `KL = ½·log(1 + 1/α)` at the optimal prior
+    /// variance.
+    Ard,
+    /// Empirical-Bayes Gaussian per unit (group ARD), the prior variance shared by a unit's
+    /// incoming weights.
+    GroupArd,
+    /// Kingma et al.'s (2015) polynomial fit of the log-uniform KL for α ≤ 1 (`gaussian` with a
+    /// learned α).
+    Kingma,
+    /// No KL term (fixed-α Gaussian dropout, variance layers).
+    None,
+}
+
+impl Prior {
+    /// The prior of `config`'s method.
+    pub fn of(config: &VConfig) -> Self {
+        match config.method {
+            Method::SparseVd | Method::LayerwiseAlpha => Prior::LogUniform,
+            Method::Ard => Prior::Ard,
+            Method::GroupArd => Prior::GroupArd,
+            Method::Gaussian if config.learn_alpha => Prior::Kingma,
+            Method::Gaussian | Method::Variance => Prior::None,
+        }
+    }
+}
+
 /// A layer of the architecture and its posterior.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerInfo {
@@ -299,6 +332,8 @@ pub struct VModel {
     pub arch: Arch,
     /// The configuration.
     pub config: VConfig,
+    /// The prior (from the method; the posterior form is per layer, in [`VModel::layers`]).
+    pub prior: Prior,
     layers: Vec<LayerInfo>,
     layout: Arc<Layout>,
 }
@@ -453,6 +488,7 @@ impl VModel {
         let layout = Arc::new(Layout::new(entries)?);
         Ok(Self {
             arch,
+            prior: Prior::of(&config),
             config,
             layers,
             layout,
@@ -582,20 +618,24 @@ impl VModel {
         let mut total = Tensor::<1>::zeros([1], &device);
         for (l, la) in self.layers.iter().zip(log_alphas) {
             let Some(la) = la.clone() else { continue };
-            let term = match (self.config.method, l.q) {
-                (_, Posterior::Point | Posterior::Fixed { .. } | Posterior::Variance) => continue,
-                (Method::SparseVd, _) => kl::kl_log_uniform_t(la).sum(),
-                (Method::Ard, _) => kl::kl_ard_t(la).sum(),
-                (Method::GroupArd, _) => {
+            let weights = match l.q {
+                Posterior::Point | Posterior::Fixed { .. } | Posterior::Variance => continue,
+                Posterior::Additive => 1.0,
+                // One α stands for every weight of the layer.
+                Posterior::Shared { .. } => l.numel() as f32,
+            };
+            let term = match self.prior {
+                Prior::None => continue,
+                Prior::LogUniform => kl::kl_log_uniform_t(la).sum() * weights,
+                Prior::Ard => kl::kl_ard_t(la).sum() * weights,
+                Prior::Kingma => kl::kl_kingma_t(la).sum() * weights,
+                Prior::GroupArd => {
                     let theta2 = Self::flat(params, &mu_name(&weight_name(&l.name))).powi_scalar(2);
                     // σ² consistent with the clipped α: σ² = α·(θ² + ε).
                     let s2 = la.exp() * (theta2.clone() + THETA2_EPS);
                     let shape = [l.units(), l.fan_in()];
                     kl::kl_group_ard_t(theta2.reshape(shape), s2.reshape(shape))
                 }
-                (Method::LayerwiseAlpha, _) => kl::kl_log_uniform_t(la) * l.numel() as f32,
-                (Method::Gaussian, _) => kl::kl_kingma_t(la) * l.numel() as f32,
-                (Method::Variance, _) => continue,
             };
             total = total + term;
         }
@@ -635,7 +675,7 @@ impl VModel {
                     (Posterior::Variance, _) => vec![false; l.numel()],
                     (_, Some(la)) => {
                         let mut m: Vec<bool> = la.iter().map(|&a| a < PRUNE_LOG_ALPHA).collect();
-                        if self.config.method == Method::GroupArd {
+                        if self.prior == Prior::GroupArd {
                             let theta =
                                 host_vec(params.flat(&mu_name(&weight_name(&l.name))).expect("mu"));
                             let k = l.fan_in();

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::fused::{self, KlKind, Pass};
 use super::noise::standard_normals;
-use super::{LayerInfo, LrtVariance, Method, Posterior, VModel, log_sigma2_name, mu_name};
+use super::{LayerInfo, LrtVariance, Posterior, Prior, VModel, log_sigma2_name, mu_name};
 use crate::backend::{self, lrt_dense, lrt_dense_scaled, with_host};
 use crate::params::{ParamSet, host_vec};
 use crate::weights::{Weights, bias_name, conv2d, dense, weight_name};
@@ -40,12 +40,15 @@ struct WeightMoments<const D: usize> {
     bias: Tensor<1>,
 }
 
-/// The fused host pass of `model`'s additive layers: `sparse-vd` and `ard` (log-uniform / ARD KL
-/// with the model's clip and variance form); `None` for the other methods.
+/// The fused host pass of `model`'s additive layers under a per-weight log-uniform or ARD prior
+/// (`sparse-vd`, `ard`; with the model's clip and variance form); `None` for the other methods.
 pub fn fused_pass(model: &VModel) -> Option<Pass> {
-    let kl = match model.config.method {
-        Method::SparseVd => KlKind::LogUniform,
-        Method::Ard => KlKind::Ard,
+    if !model.layers().iter().any(|l| l.q == Posterior::Additive) {
+        return None;
+    }
+    let kl = match model.prior {
+        Prior::LogUniform => KlKind::LogUniform,
+        Prior::Ard => KlKind::Ard,
         _ => return None,
     };
     Some(Pass {
