@@ -360,7 +360,7 @@ impl Objective for CurveObjective<'_> {
         // (`w(t)` is read only when there is a decay).
         Ok(Gradient::Point {
             packed: s.packed,
-            g: grad,
+            inner: Box::new(Gradient::Values(grad)),
             decay: (self.wd != 0.0).then_some((self.wd as f32, weights)),
             scales: self.trainable.iter().map(|&j| s.coeffs[j]).collect(),
         })

@@ -16,15 +16,17 @@ use crate::params::{Layout, ParamSet};
 pub enum Gradient {
     /// The values, in the parameters' layout.
     Values(ParamSet),
-    /// The chain rule through a curve point `w = Σ_j c_j·θ_j` with the decay `½·λ·‖w‖²`: the
-    /// `k`-th block of the packed parameters (one trained point θ_j) has the gradient
-    /// `c_j·(g + λ·w)`, with `g = ∂CE/∂w` (`c_j·g` without a decay). The optimiser evaluates it
-    /// element by element in its own pass ([`TensorGradient::at`]), so it is never written out.
+    /// The chain rule through a family's point `w = Σ_j c_j·θ_j` (a curve point) with the decay
+    /// `½·λ·‖w‖²`: the `k`-th block of the packed parameters (one trained point θ_j) has the
+    /// gradient `c_j·(g + λ·w)`, with `g` the point objective's gradient in `w`'s layout
+    /// (`c_j·g` without a decay). `g` is any other form, so the chain rule composes: through
+    /// a variational point, `g` is itself [`Gradient::Chain`]. The optimiser evaluates it element
+    /// by element in its own pass ([`TensorGradient::at`]), so it is never written out.
     Point {
-        /// Layout of the packed parameters (`scales.len()` copies of `g`'s layout).
+        /// Layout of the packed parameters (`scales.len()` copies of `inner`'s layout).
         packed: Arc<Layout>,
-        /// `∂CE/∂w`.
-        g: ParamSet,
+        /// `g = ∂L/∂w`, in any form but this one.
+        inner: Box<Gradient>,
         /// `λ` and the point `w` (absent without a decay).
         decay: Option<(f32, ParamSet)>,
         /// `c_j` of each packed point, in packing order.
@@ -58,29 +60,41 @@ pub struct ChainRule {
     pub penalty_weight: f32,
 }
 
-/// One parameter tensor's gradient, as [`TensorGradient::at`] evaluates it from `g`.
+/// One parameter tensor's gradient, as [`TensorGradient::at`] evaluates it from `g`: the
+/// inner form's value, then the family point's scale and decay ([`Outer`]) if any.
 #[derive(Clone, Copy)]
 pub struct TensorGradient<'a> {
     g: &'a [f32],
     form: Form<'a>,
+    outer: Outer<'a>,
 }
 
-/// The forms of a [`TensorGradient`].
+/// The inner forms of a [`TensorGradient`].
 #[derive(Clone, Copy)]
 enum Form<'a> {
     /// `g`.
     Values,
-    /// `scale·(g + λ·w)`, or `scale·g` without a decay.
-    Point {
-        scale: f32,
-        decay: Option<(f32, &'a [f32])>,
-    },
     /// `(base + g⊙v) + r·k`, or `g⊙v + r·k` without a base (`g` is [`ChainRule::upstream`]).
     Chain {
         base: Option<&'a [f32]>,
         v: &'a [f32],
         k: &'a [f32],
         r: f32,
+    },
+}
+
+/// What a family point's chain rule does to the inner value `x` of element `i`.
+#[derive(Clone, Copy)]
+enum Outer<'a> {
+    /// `x`.
+    None,
+    /// `c·x`.
+    Scale(f32),
+    /// `c·(x + λ·w_i)`.
+    Decay {
+        scale: f32,
+        lambda: f32,
+        w: &'a [f32],
     },
 }
 
@@ -91,7 +105,12 @@ pub trait ElementLoop {
     fn run(self, get: impl Fn(usize) -> f32);
 }
 
-impl TensorGradient<'_> {
+impl<'a> TensorGradient<'a> {
+    /// The same inner gradient under a family point's `outer` transform.
+    fn within(self, outer: Outer<'a>) -> Self {
+        Self { outer, ..self }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.g.len()
@@ -106,10 +125,6 @@ impl TensorGradient<'_> {
     pub fn slice(&self, r: Range<usize>) -> TensorGradient<'_> {
         let form = match self.form {
             Form::Values => Form::Values,
-            Form::Point { scale, decay } => Form::Point {
-                scale,
-                decay: decay.map(|(l, w)| (l, &w[r.clone()])),
-            },
             Form::Chain { base, v, k, r: rw } => Form::Chain {
                 base: base.map(|b| &b[r.clone()]),
                 v: &v[r.clone()],
@@ -117,9 +132,18 @@ impl TensorGradient<'_> {
                 r: rw,
             },
         };
+        let outer = match self.outer {
+            Outer::Decay { scale, lambda, w } => Outer::Decay {
+                scale,
+                lambda,
+                w: &w[r.clone()],
+            },
+            o => o,
+        };
         TensorGradient {
             g: &self.g[r],
             form,
+            outer,
         }
     }
 
@@ -127,13 +151,8 @@ impl TensorGradient<'_> {
     #[inline(always)]
     pub fn at(&self, i: usize) -> f32 {
         let g = self.g;
-        match self.form {
+        let x = match self.form {
             Form::Values => g[i],
-            Form::Point { scale, decay: None } => scale * g[i],
-            Form::Point {
-                scale,
-                decay: Some((l, w)),
-            } => scale * (g[i] + l * w[i]),
             Form::Chain {
                 base: Some(b),
                 v,
@@ -146,25 +165,35 @@ impl TensorGradient<'_> {
                 k,
                 r,
             } => g[i] * v[i] + r * k[i],
+        };
+        match self.outer {
+            Outer::None => x,
+            Outer::Scale(c) => c * x,
+            Outer::Decay { scale, lambda, w } => scale * (x + lambda * w[i]),
         }
     }
 
-    /// Runs `l` with a getter for one form only, so that its loop has no branch on the form
-    /// per element (the same values as [`TensorGradient::at`]).
+    /// Runs `l` with a getter for one combination of forms only, so that its loop has no
+    /// branch on the form per element (the same values as [`TensorGradient::at`]).
     #[inline(always)]
     pub fn run(&self, l: impl ElementLoop) {
+        match self.outer {
+            Outer::None => self.run_inner(l, |x, _| x),
+            Outer::Scale(c) => self.run_inner(l, move |x, _| c * x),
+            Outer::Decay { scale, lambda, w } => {
+                let w = &w[..self.g.len()];
+                self.run_inner(l, move |x, i| scale * (x + lambda * w[i]))
+            }
+        }
+    }
+
+    /// [`TensorGradient::run`] for one outer transform.
+    #[inline(always)]
+    fn run_inner(&self, l: impl ElementLoop, outer: impl Fn(f32, usize) -> f32) {
         let n = self.g.len();
         let g = self.g;
         match self.form {
-            Form::Values => l.run(|i| g[i]),
-            Form::Point { scale, decay: None } => l.run(|i| scale * g[i]),
-            Form::Point {
-                scale,
-                decay: Some((lambda, w)),
-            } => {
-                let w = &w[..n];
-                l.run(|i| scale * (g[i] + lambda * w[i]))
-            }
+            Form::Values => l.run(|i| outer(g[i], i)),
             Form::Chain {
                 base: Some(b),
                 v,
@@ -172,7 +201,7 @@ impl TensorGradient<'_> {
                 r,
             } => {
                 let (b, v, k) = (&b[..n], &v[..n], &k[..n]);
-                l.run(|i| b[i] + g[i] * v[i] + r * k[i])
+                l.run(|i| outer(b[i] + g[i] * v[i] + r * k[i], i))
             }
             Form::Chain {
                 base: None,
@@ -181,7 +210,7 @@ impl TensorGradient<'_> {
                 r,
             } => {
                 let (v, k) = (&v[..n], &k[..n]);
-                l.run(|i| g[i] * v[i] + r * k[i])
+                l.run(|i| outer(g[i] * v[i] + r * k[i], i))
             }
         }
     }
@@ -194,6 +223,15 @@ impl Gradient {
             Gradient::Values(g) => g.layout(),
             Gradient::Point { packed, .. } => packed,
             Gradient::Chain { g, .. } => g.layout(),
+        }
+    }
+
+    /// The graph's gradient underneath (its device and layout are the gradient's own, or, for a
+    /// family point, its point's).
+    fn graph(&self) -> &ParamSet {
+        match self {
+            Gradient::Values(g) | Gradient::Chain { g, .. } => g,
+            Gradient::Point { inner, .. } => inner.graph(),
         }
     }
 
@@ -224,20 +262,26 @@ impl Gradient {
         }
         if let Gradient::Point {
             packed,
-            g,
+            inner,
             decay,
             scales,
         } = self
         {
-            if let Some((_, w)) = decay {
-                g.check_same_layout(w)?;
+            if matches!(**inner, Gradient::Point { .. }) {
+                return Err(Error::Config(
+                    "curve gradient: a family point's gradient inside another".into(),
+                ));
             }
-            if packed.len() != scales.len() * g.layout().len() {
+            inner.check()?;
+            if let Some((_, w)) = decay {
+                inner.graph().check_same_layout(w)?;
+            }
+            if packed.len() != scales.len() * inner.layout().len() {
                 return Err(Error::Config(format!(
                     "curve gradient: {} packed tensors for {} points of {}",
                     packed.len(),
                     scales.len(),
-                    g.layout().len()
+                    inner.layout().len()
                 )));
             }
         }
@@ -247,11 +291,41 @@ impl Gradient {
     /// Calls `f` with the gradient of parameter tensor `i` (read in place where the backend
     /// allows).
     pub fn with_tensor<R>(&self, i: usize, f: impl FnOnce(TensorGradient<'_>) -> R) -> R {
+        let Gradient::Point {
+            inner,
+            decay,
+            scales,
+            ..
+        } = self
+        else {
+            return self.with_inner(i, f);
+        };
+        let l = inner.layout().len();
+        let (k, j) = (i / l, i % l);
+        let scale = scales[k];
+        match decay {
+            None => inner.with_inner(j, |t| f(t.within(Outer::Scale(scale)))),
+            Some((lambda, w)) => with_host(&w.tensors()[j], |w| {
+                inner.with_inner(j, |t| {
+                    f(t.within(Outer::Decay {
+                        scale,
+                        lambda: *lambda,
+                        w,
+                    }))
+                })
+            }),
+        }
+    }
+
+    /// [`Gradient::with_tensor`] for the forms other than a family point's (which
+    /// [`Gradient::check`] keeps from nesting).
+    fn with_inner<R>(&self, i: usize, f: impl FnOnce(TensorGradient<'_>) -> R) -> R {
         match self {
             Gradient::Values(g) => with_host(&g.tensors()[i], |g| {
                 f(TensorGradient {
                     g,
                     form: Form::Values,
+                    outer: Outer::None,
                 })
             }),
             Gradient::Chain { g, chained } => match &chained[i] {
@@ -259,6 +333,7 @@ impl Gradient {
                     f(TensorGradient {
                         g,
                         form: Form::Values,
+                        outer: Outer::None,
                     })
                 }),
                 Some(c) => with_hosts(&[&c.upstream, &g.tensors()[i]], |ug| {
@@ -270,44 +345,21 @@ impl Gradient {
                             k: &c.d_penalty,
                             r: c.penalty_weight,
                         },
+                        outer: Outer::None,
                     })
                 }),
             },
-            Gradient::Point {
-                g, decay, scales, ..
-            } => {
-                let l = g.layout().len();
-                let (k, j) = (i / l, i % l);
-                let scale = scales[k];
-                match decay {
-                    None => with_host(&g.tensors()[j], |g| {
-                        f(TensorGradient {
-                            g,
-                            form: Form::Point { scale, decay: None },
-                        })
-                    }),
-                    Some((lambda, w)) => with_hosts(&[&g.tensors()[j], &w.tensors()[j]], |gw| {
-                        f(TensorGradient {
-                            g: gw[0],
-                            form: Form::Point {
-                                scale,
-                                decay: Some((*lambda, gw[1])),
-                            },
-                        })
-                    }),
-                }
-            }
+            Gradient::Point { .. } => unreachable!("a family point's gradient inside another"),
         }
     }
 
     /// The values as a parameter set.
     pub fn into_values(self) -> Result<ParamSet> {
         self.check()?;
-        let values = match self {
-            Gradient::Values(g) => return Ok(g),
-            Gradient::Point { ref g, .. } | Gradient::Chain { ref g, .. } => g,
-        };
-        let device = values.tensors()[0].device();
+        if let Gradient::Values(g) = self {
+            return Ok(g);
+        }
+        let device = self.graph().tensors()[0].device();
         let vecs = (0..self.layout().len())
             .map(|i| self.with_tensor(i, |s| (0..s.len()).map(|j| s.at(j)).collect()))
             .collect();
@@ -338,6 +390,89 @@ mod tests {
         Arc::new(Layout::new(entries).unwrap())
     }
 
+    /// A family point's gradient composes with the variational chain rule: each packed
+    /// point's block is `c_k·((g + u⊙v + r·k) + λ·w)` (and `c_k·(u⊙v + r·k)` for a tensor
+    /// that enters only through the host pass), whole, sliced and through the optimiser's
+    /// branch-free loop.
+    #[test]
+    fn point_gradient_composes_with_the_chain_rule() {
+        struct Collect<'a>(&'a mut Vec<f32>, usize);
+        impl ElementLoop for Collect<'_> {
+            fn run(self, get: impl Fn(usize) -> f32) {
+                self.0.extend((0..self.1).map(get));
+            }
+        }
+        let base = layout("", 1);
+        let dev = backend::device();
+        let g = set(&base, vec![vec![1.0, -2.0, 3.0, 0.5], vec![4.0, 0.0, -1.0]]);
+        let w = set(&base, vec![vec![2.0, 1.0, -3.0, 1.0], vec![2.0, 3.0, 4.0]]);
+        let (u, v, k) = (
+            vec![0.5f32, 1.5, -1.0, 2.0],
+            vec![2.0f32, -1.0, 0.25, 1.0],
+            vec![1.0f32, 2.0, 3.0, 4.0],
+        );
+        let (r, lambda, cs) = (0.1f32, 0.5f32, [0.25f32, -2.0]);
+        let rule = |with_graph| ChainRule {
+            with_graph,
+            upstream: Tensor::from_data(burn::tensor::TensorData::new(u.clone(), [4]), &dev),
+            d_output: Arc::new(v.clone()),
+            d_penalty: Arc::new(k.clone()),
+            penalty_weight: r,
+        };
+        for with_graph in [true, false] {
+            let chain = Gradient::Chain {
+                g: g.clone(),
+                chained: vec![Some(rule(with_graph)), None],
+            };
+            let grad = Gradient::Point {
+                packed: layout("point", 2),
+                inner: Box::new(chain),
+                decay: Some((lambda, w.clone())),
+                scales: cs.to_vec(),
+            };
+            let got = grad.clone().into_values().unwrap().to_vecs();
+            let (gv, wv) = (g.to_vecs(), w.to_vecs());
+            for (i, vals) in got.iter().enumerate() {
+                let (c, j) = (cs[i / 2], i % 2);
+                let want: Vec<f32> = (0..vals.len())
+                    .map(|e| {
+                        let inner = if j == 0 {
+                            let graph = if with_graph { gv[0][e] } else { 0.0 };
+                            graph + u[e] * v[e] + r * k[e]
+                        } else {
+                            gv[1][e]
+                        };
+                        c * (inner + lambda * wv[j][e])
+                    })
+                    .collect();
+                for (a, b) in vals.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "tensor {i}");
+                }
+                let mut looped = Vec::new();
+                grad.with_tensor(i, |t| t.run(Collect(&mut looped, t.len())));
+                assert_eq!(&looped, vals, "tensor {i}: the loop's values are `at`'s");
+                let sliced = grad.with_tensor(i, |t| {
+                    let t = t.slice(1..3);
+                    vec![t.at(0), t.at(1)]
+                });
+                assert_eq!(sliced, vals[1..3].to_vec(), "tensor {i}, sliced");
+            }
+        }
+        // A point inside a point is refused.
+        let nested = Gradient::Point {
+            packed: layout("point", 1),
+            inner: Box::new(Gradient::Point {
+                packed: base.clone(),
+                inner: Box::new(Gradient::Values(g.clone())),
+                decay: None,
+                scales: vec![1.0],
+            }),
+            decay: None,
+            scales: vec![1.0],
+        };
+        assert!(nested.check().is_err());
+    }
+
     /// A curve-point gradient holds `c_k·(g + λ·w)` for each packed point, whole or a slice at
     /// a time; values pass through unchanged.
     #[test]
@@ -352,7 +487,7 @@ mod tests {
         let (l, cs) = (0.5f32, [0.25f32, -2.0]);
         let grad = Gradient::Point {
             packed: packed.clone(),
-            g: g.clone(),
+            inner: Box::new(Gradient::Values(g.clone())),
             decay: Some((l, w.clone())),
             scales: cs.to_vec(),
         };
@@ -376,7 +511,7 @@ mod tests {
         }
         let plain = Gradient::Point {
             packed: packed.clone(),
-            g: g.clone(),
+            inner: Box::new(Gradient::Values(g.clone())),
             decay: None,
             scales: cs.to_vec(),
         };
@@ -390,7 +525,7 @@ mod tests {
         );
         let bad = Gradient::Point {
             packed,
-            g,
+            inner: Box::new(Gradient::Values(g)),
             decay: None,
             scales: vec![1.0],
         };

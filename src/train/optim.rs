@@ -502,7 +502,7 @@ mod tests {
         ] {
             let point = Gradient::Point {
                 packed: packed.clone(),
-                g: g.clone(),
+                inner: Box::new(Gradient::Values(g.clone())),
                 decay: Some((5e-4, w.clone())),
                 scales: vec![0.3, -1.7],
             };
