@@ -7,8 +7,10 @@ use burn::tensor::Device;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
+use crate::model::Model;
 use crate::params::ParamSet;
 use crate::params::io::{FileMeta, Loaded, save};
+use crate::variational::{is_variational, load_vmodel};
 
 /// Saves a network (atomically).
 pub fn save_model(path: &Path, arch: &Arch, params: &ParamSet) -> Result<()> {
@@ -50,4 +52,54 @@ pub fn load_pair(
         )));
     }
     Ok((arch, pa, pb))
+}
+
+/// Loads a plain network or a variational model (a `vtrain` model file or checkpoint).
+pub fn load_any(path: &Path, device: &Device) -> Result<(Model, ParamSet)> {
+    let variational = is_variational(&Loaded::open(path)?.meta);
+    if variational {
+        let (m, p, _) = load_vmodel(path, device)?;
+        Ok((Model::Variational(m), p))
+    } else {
+        let (a, p) = load_model(path, device)?;
+        Ok((Model::Plain(a), p))
+    }
+}
+
+/// Whether the file at `path` holds a variational model (reads its header and metadata).
+pub fn holds_variational(path: &Path) -> Result<bool> {
+    Ok(is_variational(&Loaded::open(path)?.meta))
+}
+
+/// Loads two plain networks or two variational models of one architecture and configuration:
+/// `(flag, file)` each names the flag in errors.
+pub fn load_any_pair(
+    a: (&str, &Path),
+    b: (&str, &Path),
+    device: &Device,
+) -> Result<(Model, ParamSet, ParamSet)> {
+    let (ma, pa) = load_any(a.1, device)?;
+    let (mb, pb) = load_any(b.1, device)?;
+    if ma != mb {
+        let what = |m: &Model| match m.variational() {
+            None => format!("a plain {m}"),
+            Some(_) => format!("a {m} variational model"),
+        };
+        let detail = match (ma.variational(), mb.variational()) {
+            (Some(x), Some(y)) if x.arch == y.arch && x.config.method == y.config.method => {
+                " with other variational settings"
+            }
+            _ => "",
+        };
+        return Err(Error::Config(format!(
+            "{} {} is {} but {} {} is {}{detail}: the two must share one architecture and kind",
+            a.0,
+            a.1.display(),
+            what(&ma),
+            b.0,
+            b.1.display(),
+            what(&mb)
+        )));
+    }
+    Ok((ma, pa, pb))
 }

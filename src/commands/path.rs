@@ -115,11 +115,11 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     }
     for (name, file) in &opts.curves {
         let c = Curve::load(file, &device)?;
-        if c.arch != arch {
+        if c.model != crate::model::Model::Plain(arch.clone()) {
             return Err(Error::Config(format!(
                 "--curve {} is a {} curve but the endpoints are {arch}",
                 file.display(),
-                c.arch
+                c.model
             )));
         }
         c.check_ends(&a, &b, &format!("--curve {}", file.display()))?;

@@ -66,11 +66,11 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
     let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let curve = Curve::load(&opts.curve, &device)?;
-    if curve.arch != arch {
+    if curve.model != crate::model::Model::Plain(arch.clone()) {
         return Err(Error::Config(format!(
-            "--curve {} is a {} but --a and --b are {arch}: the networks must share one architecture",
+            "--curve {} is a {} curve but --a and --b are {arch}: the networks must share one architecture",
             opts.curve.display(),
-            curve.arch
+            curve.model
         )));
     }
     let split = load_data(&opts.data)?;

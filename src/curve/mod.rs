@@ -20,19 +20,23 @@ use crate::backend::into_host_vec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::state::{StateSample, recompute};
-use crate::eval::{EVAL_BATCH, cross_entropy, evaluate};
+use crate::model::Model;
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet};
-use crate::train::{Gradient, Objective, Scalars, StepCtx};
-use crate::weights::norm::TrainMode;
+use crate::train::{Classification, Gradient, Objective, Scalars, StepCtx};
+use crate::variational::{VConfig, VModel};
 
-/// A curve: its kind, architecture and control points (endpoints first and last).
+/// A curve: its kind, model and control points (endpoints first and last).
+///
+/// The points of a curve between variational models hold every variational parameter (θ,
+/// log σ², per-layer log α): its points interpolate in the space the models are stored in,
+/// (θ, log σ²) (REFERENCE: Rossi et al. 2023 interpolate means and standard deviations).
 #[derive(Debug, Clone)]
 pub struct Curve {
     /// Curve family.
     pub kind: CurveKind,
-    /// Architecture of every point.
-    pub arch: Arch,
+    /// What every point is the parameters of (a plain network or a variational model).
+    pub model: Model,
     /// Control points `θ_0 … θ_{n−1}` (no autodiff).
     pub points: Vec<ParamSet>,
     /// Whether the endpoints were trained too (`connect --train-ends`); when false they are the
@@ -49,7 +53,7 @@ impl Curve {
     pub fn init_linear(
         kind: CurveKind,
         bends: usize,
-        arch: Arch,
+        model: impl Into<Model>,
         a: &ParamSet,
         b: &ParamSet,
     ) -> Result<Self> {
@@ -68,10 +72,15 @@ impl Curve {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             kind,
-            arch,
+            model: model.into(),
             points,
             ends_trained: false,
         })
+    }
+
+    /// The architecture of every point.
+    pub fn arch(&self) -> &Arch {
+        self.model.arch()
     }
 
     /// Number of control points.
@@ -120,12 +129,15 @@ impl Curve {
 
     /// Saves all control points with the curve kind in the metadata (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut meta = FileMeta::new("curve", &self.arch.to_string());
+        let mut meta = FileMeta::new("curve", &self.arch().to_string());
         meta.extra = json!({
             "curve": self.kind.to_string(),
             "points": self.len(),
             "train_ends": self.ends_trained,
         });
+        if let Some(m) = self.model.variational() {
+            meta.extra["variational"] = json!(m.config);
+        }
         let names: Vec<String> = (0..self.len()).map(prefix).collect();
         let sets: Vec<(&str, &ParamSet)> = names
             .iter()
@@ -153,14 +165,22 @@ impl Curve {
             as usize;
         // Files written before this field existed are read as frozen-ends curves (the default).
         let ends_trained = f.meta.extra["train_ends"].as_bool().unwrap_or(false);
-        let layout = arch.layout();
+        let model = match f.meta.extra.get("variational") {
+            None => Model::Plain(arch),
+            Some(v) => {
+                let config: VConfig = serde_json::from_value(v.clone())
+                    .map_err(|e| bad(format!("invalid variational metadata: {e}")))?;
+                Model::Variational(VModel::new(arch, config).map_err(|e| bad(e.to_string()))?)
+            }
+        };
+        let layout = model.layout();
         let points = (0..n)
             .map(|j| f.take_set(&prefix(j), &layout, device))
             .collect::<Result<Vec<_>>>()?;
         f.finish()?;
         Ok(Self {
             kind,
-            arch,
+            model,
             points,
             ends_trained,
         })
@@ -212,14 +232,18 @@ fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet
 }
 
 /// The curve-fitting objective: one `t ~ U(0,1)` per minibatch, loss
-/// `CE(w(t)) + ½·wd·‖w(t)‖²`; frozen points enter as constants.
+/// `P(w(t)) + ½·wd·‖w(t)‖²` for a per-point objective `P` — cross-entropy for plain networks
+/// ([`Classification`], normalisation layers in train mode), the ELBO of the point's posterior
+/// for variational models ([`crate::variational::objective::Elbo`]); frozen points enter as
+/// constants.
 ///
 /// The point `w(t) = Σ_j c_j(t)·θ_j` is formed on the host ([`Objective::weights`]), into the
-/// last step's buffers, and the graph differentiates the network at `w(t)` only; the chain rule
-/// to the trained points, `∂L/∂θ_j = c_j(t)·(∂CE/∂w + wd·w(t))`, is applied by the optimiser
-/// inside its update pass ([`Objective::pull_back`] returns a [`Gradient::Point`]). Forming
-/// `w(t)` and its decay term in the graph instead cost as much again as the network's own step.
-pub struct CurveObjective<'a> {
+/// last step's buffers, and handed to the point objective, whose graph differentiates at `w(t)`
+/// only; the chain rule to the trained points, `∂L/∂θ_j = c_j(t)·(∂P/∂w + wd·w(t))`, is applied
+/// by the optimiser inside its update pass ([`Objective::pull_back`] returns a
+/// [`Gradient::Point`] around the point objective's own gradient form). Forming `w(t)` and its
+/// decay term in the graph instead cost as much again as the network's own step.
+pub struct CurveObjective<'a, P: Objective = Classification<'a>> {
     /// The curve (frozen points are read from here).
     pub curve: Curve,
     /// Indices of the trained points, in packing order.
@@ -230,6 +254,8 @@ pub struct CurveObjective<'a> {
     pub test: &'a Dataset,
     /// Evaluation device.
     pub device: Device,
+    /// The per-point objective.
+    point: P,
     /// Data on which the midpoint's state is recomputed before its evaluation (networks with
     /// normalisation layers; [`CurveObjective::with_state_data`]; default: `test`).
     state_data: Option<&'a Dataset>,
@@ -247,15 +273,35 @@ struct Sampled {
     sq_norm: f64,
     /// Layout of the packed trained points.
     packed: Arc<Layout>,
+    /// Whether the point objective extended the point with its own host pass (and so maps
+    /// the gradient back itself).
+    extended: bool,
 }
 
 impl<'a> CurveObjective<'a> {
-    /// The objective for training the points `trainable` of `curve` with decay `wd` on the
-    /// sampled point, evaluating the midpoint on `test` after each epoch.
+    /// The objective for training the points `trainable` of a plain network's `curve` with
+    /// decay `wd` on the sampled point, evaluating the midpoint on `test` after each epoch.
     pub fn new(
         curve: Curve,
         trainable: Vec<usize>,
         wd: f64,
+        test: &'a Dataset,
+        device: Device,
+    ) -> Self {
+        let point = Classification::new(curve.arch().clone(), test, device.clone());
+        Self::with_point(curve, trainable, wd, point, test, device)
+    }
+}
+
+impl<'a, P: Objective> CurveObjective<'a, P> {
+    /// The objective for training the points `trainable` of `curve` with the per-point
+    /// objective `point` (which also evaluates the midpoint after each epoch) and decay `wd`
+    /// on the sampled point.
+    pub fn with_point(
+        curve: Curve,
+        trainable: Vec<usize>,
+        wd: f64,
+        point: P,
         test: &'a Dataset,
         device: Device,
     ) -> Self {
@@ -265,6 +311,7 @@ impl<'a> CurveObjective<'a> {
             wd,
             test,
             device,
+            point,
             state_data: None,
             sampled: None,
             last_point: None,
@@ -287,7 +334,7 @@ impl<'a> CurveObjective<'a> {
     }
 }
 
-impl Objective for CurveObjective<'_> {
+impl<P: Objective> Objective for CurveObjective<'_, P> {
     fn weights(&mut self, params: &ParamSet, ctx: &mut StepCtx<'_>) -> Option<ParamSet> {
         let t: f64 = ctx.rng.random();
         let points = self.assemble(params);
@@ -308,47 +355,50 @@ impl Objective for CurveObjective<'_> {
             .unwrap_or_default();
         let (w, sq_norm) = ParamSet::combination_into(&refs, &coeffs, buffers)
             .expect("control points share one layout");
+        let device = params.tensors()[0].device();
+        let w = ParamSet::from_vecs(points[0].layout().clone(), w, &device)
+            .expect("shaped like the points");
+        self.last_point = Some(w.clone());
+        // The point objective's own host pass, if it has one (a variational point's
+        // variances), extends the point.
+        let extended = self.point.weights(&w, ctx);
         self.sampled = Some(Sampled {
             t,
             coeffs,
             sq_norm,
             packed: params.layout().clone(),
+            extended: extended.is_some(),
         });
-        let device = params.tensors()[0].device();
-        let w = ParamSet::from_vecs(points[0].layout().clone(), w, &device)
-            .expect("shaped like the points");
-        self.last_point = Some(w.clone());
-        Some(w)
+        Some(extended.unwrap_or(w))
     }
 
-    /// `weights` are the leaves of `w(t)` drawn by [`Objective::weights`] for this step.
+    /// `weights` are the leaves drawn by [`Objective::weights`] for this step.
     fn loss(
         &mut self,
         weights: &ParamSet,
         x: Tensor<2>,
         y: Tensor<1, Int>,
-        _ctx: &mut StepCtx<'_>,
+        ctx: &mut StepCtx<'_>,
     ) -> (Tensor<1>, Scalars) {
-        let s = self
-            .sampled
-            .as_ref()
-            .expect("CurveObjective::weights runs before loss");
-        // Normalisation layers in train mode at the sampled point (Garipov et al. 2018): a
-        // curve's points carry no meaningful running statistics; they are recomputed wherever
-        // a point is evaluated.
-        let logits = if weights.layout().has_state() {
-            self.curve.arch.forward(&TrainMode::new(weights), x)
-        } else {
-            self.curve.arch.forward(weights, x)
+        let (sq_norm, t) = {
+            let s = self
+                .sampled
+                .as_ref()
+                .expect("CurveObjective::weights runs before loss");
+            (s.sq_norm, s.t)
         };
-        let ce = cross_entropy(logits, y);
+        // Normalisation layers run in train mode at the sampled point (Garipov et al. 2018):
+        // a curve's points carry no meaningful running statistics; they are recomputed
+        // wherever a point is evaluated.
+        let (loss, mut scalars) = self.point.loss(weights, x, y, ctx);
         // The decay's value only: its gradient enters in `pull_back`.
         let loss = if self.wd > 0.0 {
-            ce + (0.5 * self.wd * s.sq_norm) as f32
+            loss + (0.5 * self.wd * sq_norm) as f32
         } else {
-            ce
+            loss
         };
-        (loss, vec![("t", s.t)])
+        scalars.push(("t", t));
+        (loss, scalars)
     }
 
     fn pull_back(&mut self, weights: ParamSet, grad: ParamSet) -> Result<Gradient> {
@@ -356,31 +406,35 @@ impl Objective for CurveObjective<'_> {
             .sampled
             .take()
             .expect("CurveObjective::weights runs before pull_back");
-        // `∂L/∂θ_j = c_j·(∂CE/∂w + wd·w(t))`, formed by the optimiser inside its update pass
+        let inner = match s.extended {
+            true => self.point.pull_back(weights, grad)?,
+            false => Gradient::Values(grad),
+        };
+        // `∂L/∂θ_j = c_j·(∂P/∂w + wd·w(t))`, formed by the optimiser inside its update pass
         // (`w(t)` is read only when there is a decay).
+        let w = self.last_point.clone().expect("drawn by weights");
         Ok(Gradient::Point {
             packed: s.packed,
-            inner: Box::new(Gradient::Values(grad)),
-            decay: (self.wd != 0.0).then_some((self.wd as f32, weights)),
+            inner: Box::new(inner),
+            decay: (self.wd != 0.0).then_some((self.wd as f32, w)),
             scales: self.trainable.iter().map(|&j| s.coeffs[j]).collect(),
         })
     }
 
-    fn epoch_end(&mut self, params: &ParamSet, _epoch: usize) -> Result<Vec<(String, Value)>> {
+    fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>> {
         let points = self.assemble(params);
         let mid = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), 0.5);
         let data = self.state_data.unwrap_or(self.test);
         let mid = recompute(
-            &self.curve.arch,
+            self.curve.arch(),
             &mid,
             data,
             &StateSample::ALL,
             &self.device,
         );
-        let m = evaluate(&self.curve.arch, &mid, self.test, EVAL_BATCH, &self.device);
-        Ok(vec![
-            ("test_loss_mid".into(), json!(m.loss)),
-            ("test_acc_mid".into(), json!(m.acc)),
-        ])
+        let m = self.point.epoch_end(&mid, epoch)?;
+        Ok(m.into_iter()
+            .map(|(k, v)| (format!("{k}_mid"), v))
+            .collect())
     }
 }
