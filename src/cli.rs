@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::arch::{Arch, Init};
 use crate::commands::align::{AlignMethod, AlignOptions};
-use crate::commands::connect::ConnectOptions;
+use crate::commands::connect::{ConnectOptions, PointObjective};
 use crate::commands::path::PathOptions;
 use crate::commands::permute::PermuteOptions;
 use crate::commands::vtrain::VtrainOptions;
@@ -393,7 +393,7 @@ pub struct VtrainArgs {
     pub train: LoopArgs,
     /// KL weight warm-up: pytorch (= ramp:0.04:0.02, the deepbayes notebook: 0.04 in the first
     /// epoch, +0.02 per epoch, at most 1), theano (= linear:5:20), none, linear:START:END,
-    /// slope:RATE (RATE·epoch, 1-based), ramp:FIRST:RATE.
+    /// slope:RATE (RATE·epoch, 1-based), ramp:FIRST:RATE, off (no KL: the likelihood only).
     #[arg(long, default_value = "pytorch", value_name = "SCHEDULE")]
     pub kl_warmup: String,
     /// Initial θ ~ N(0, S²) with zero biases [default: the architecture's PyTorch init].
@@ -497,10 +497,12 @@ impl VtrainArgs {
 /// `modeconn connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// First endpoint (model.safetensors).
+    /// First endpoint: a network (`train`'s model.safetensors) or a variational model
+    /// (`vtrain`'s).
     #[arg(long, value_name = "FILE")]
     pub a: PathBuf,
-    /// Second endpoint (model.safetensors), same architecture.
+    /// Second endpoint, of the same architecture and kind (for variational models, the same
+    /// method and settings).
     #[arg(long, value_name = "FILE")]
     pub b: PathBuf,
     /// Curve family: polychain (the chain w1 → w0 → w2 of Garipov et al. 2018) or bezier.
@@ -516,6 +518,14 @@ pub struct ConnectArgs {
     /// statistics are recomputed on them too) [default: all].
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
+    /// Between variational models: what the sampled point q_t minimises, the negative ELBO
+    /// N·CE(f(x; w ~ q_t)) + KL(q_t ‖ p) (the cross-entropy sampled through the local
+    /// reparameterisation) or its likelihood term only. The control points hold every
+    /// variational parameter (θ, log σ², a layer's log α), so the curve interpolates in
+    /// (θ, log σ²) space; the loop's defaults are vtrain's (Adam 3e-3, batch 100, constant
+    /// rate, no weight decay).
+    #[arg(long, value_enum, default_value_t = PointObjective::Elbo)]
+    pub objective: PointObjective,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -531,8 +541,12 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    /// Validated options.
+    /// Validated options (the loop's defaults follow the endpoints' kind, read from --a).
     pub fn resolve(&self) -> Result<ConnectOptions> {
+        let defaults = match crate::network_file::holds_variational(&self.a)? {
+            true => LoopDefaults::VARIATIONAL,
+            false => LoopDefaults::CURVE,
+        };
         Ok(ConnectOptions {
             a: self.a.clone(),
             b: self.b.clone(),
@@ -540,9 +554,10 @@ impl ConnectArgs {
             bends: self.bends,
             train_ends: self.train_ends,
             train_subset: self.train_subset,
-            wd: self.train.wd(&LoopDefaults::CURVE),
+            wd: self.train.wd(&defaults),
+            objective: self.objective,
             data: self.data.resolve()?,
-            loop_cfg: self.train.resolve(&LoopDefaults::CURVE)?,
+            loop_cfg: self.train.resolve(&defaults)?,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })

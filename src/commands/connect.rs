@@ -9,10 +9,33 @@ use super::{eval_device, load_data};
 use crate::curve::{Curve, CurveKind, CurveObjective};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
-use crate::network_file::load_pair;
+use crate::model::Model;
+use crate::network_file::load_any_pair;
 use crate::params::io::FileMeta;
 use crate::report::RunRecord;
-use crate::train::{LoopConfig, OptimConfig, RunControl, fit};
+use crate::train::{LoopConfig, Objective, OptimConfig, RunControl, fit};
+use crate::variational::objective::{Elbo, EvalConfig, Warmup};
+
+/// What a variational curve's sampled point minimises (`--objective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PointObjective {
+    /// The negative ELBO of the point's posterior: `N·CE(f(x; w ~ q_t)) + KL(q_t ‖ p)`, the
+    /// cross-entropy sampled through the local reparameterisation.
+    #[default]
+    Elbo,
+    /// The likelihood term only: `N·CE(f(x; w ~ q_t))`.
+    Nll,
+}
+
+impl PointObjective {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointObjective::Elbo => "elbo",
+            PointObjective::Nll => "nll",
+        }
+    }
+}
 
 /// Validated options of `modeconn connect`.
 #[derive(Debug, Clone)]
@@ -29,8 +52,10 @@ pub struct ConnectOptions {
     pub train_ends: bool,
     /// Fit on this many training samples drawn with the loop's seed.
     pub train_subset: Option<usize>,
-    /// Weight decay on the sampled point `w(t)`.
+    /// Weight decay on the sampled point `w(t)` (plain networks).
     pub wd: f64,
+    /// A variational curve's per-point objective.
+    pub objective: PointObjective,
     /// Data.
     pub data: DataConfig,
     /// Loop settings (the optimiser's own decay must be 0).
@@ -51,6 +76,10 @@ struct Resolved<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     train_subset: Option<usize>,
     wd: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objective: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
     data: &'a DataConfig,
     arch: String,
     #[serde(flatten)]
@@ -60,7 +89,14 @@ struct Resolved<'a> {
 /// Runs `connect`; writes `out/curve.safetensors`, `metrics.jsonl`, `run.json`.
 pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
-    let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    let arch = model.arch().clone();
+    if model.variational().is_some() && opts.wd != 0.0 {
+        return Err(Error::Config(format!(
+            "--wd {}: a curve between variational models is regularised by the KL of its points; weight decay applies to plain networks",
+            opts.wd
+        )));
+    }
     if opts.bends == 0 && !opts.train_ends {
         return Err(Error::Config(
             "--bends 0 leaves nothing to train (add bends or --train-ends)".into(),
@@ -96,6 +132,8 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         train_ends: opts.train_ends,
         train_subset: opts.train_subset,
         wd: opts.wd,
+        objective: model.variational().map(|_| opts.objective.name()),
+        method: model.variational().map(|m| m.config.method.to_string()),
         data: &opts.data,
         arch: arch.to_string(),
         loop_cfg: &loop_cfg,
@@ -106,22 +144,54 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         opts.bends + 2 + crate::arch::memory::TRAIN_COPIES + opts.loop_cfg.optim.slots(),
         opts.loop_cfg.batch_size,
     )?;
-    let mut curve = Curve::init_linear(opts.kind, opts.bends, arch.clone(), &a, &b)?;
+    let mut curve = Curve::init_linear(opts.kind, opts.bends, model.clone(), &a, &b)?;
     let idx = curve.trainable(opts.train_ends);
     let packed = curve.pack(&idx);
-    let mut obj = CurveObjective::new(
-        curve.clone(),
-        idx.clone(),
-        opts.wd,
-        &split.test,
-        device.clone(),
-    )
-    .with_state_data(&split.train);
+    let mut obj: Box<dyn Objective + '_> = match &model {
+        Model::Plain(_) => Box::new(
+            CurveObjective::new(
+                curve.clone(),
+                idx.clone(),
+                opts.wd,
+                &split.test,
+                device.clone(),
+            )
+            .with_state_data(&split.train),
+        ),
+        Model::Variational(m) => {
+            let warmup = match opts.objective {
+                PointObjective::Elbo => Warmup::None,
+                PointObjective::Nll => Warmup::Off,
+            };
+            // The midpoint's mode after every epoch, one sample after the last.
+            let eval = EvalConfig {
+                ensembles: Vec::new(),
+                seed: loop_cfg.seed,
+                every: usize::MAX,
+            };
+            let elbo = Elbo::new(
+                m.clone(),
+                warmup,
+                &split.test,
+                eval,
+                loop_cfg.epochs,
+                device.clone(),
+            );
+            Box::new(CurveObjective::with_point(
+                curve.clone(),
+                idx.clone(),
+                0.0,
+                elbo,
+                &split.test,
+                device.clone(),
+            ))
+        }
+    };
     let meta = FileMeta::new("curve", &arch.to_string());
     let fitted = fit(
         packed,
         &split.train,
-        &mut obj,
+        obj.as_mut(),
         &loop_cfg,
         &opts.ctl,
         &opts.out,

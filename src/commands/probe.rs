@@ -189,6 +189,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 train_ends: false,
                 train_subset: None,
                 wd: opts.wd,
+                objective: Default::default(),
                 data: opts.data.clone(),
                 loop_cfg: opts.loop_cfg.clone(),
                 out: chain,

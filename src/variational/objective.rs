@@ -8,7 +8,8 @@
 //! - `linear:S:E` (`theano`: S = 5, E = 20): `rw = clamp((e − S)/(E − S), 0, 1)`;
 //! - `slope:R`: `rw = min(R·(e + 1), 1)`;
 //! - `ramp:F:R` (`pytorch` = `ramp:0.04:0.02`, the deepbayes notebook): `rw = min(F + R·e, 1)`;
-//! - `none`: `rw = 1`.
+//! - `none`: `rw = 1`;
+//! - `off`: `rw = 0` (the likelihood term only).
 
 use std::fmt;
 use std::str::FromStr;
@@ -58,6 +59,8 @@ pub enum Warmup {
     },
     /// Always 1.
     None,
+    /// Always 0: the likelihood term only.
+    Off,
 }
 
 impl Warmup {
@@ -76,6 +79,7 @@ impl Warmup {
             Warmup::Slope { rate } => (rate * (epoch + 1) as f64).min(1.0),
             Warmup::Ramp { first, rate } => (first + rate * epoch as f64).min(1.0),
             Warmup::None => 1.0,
+            Warmup::Off => 0.0,
         }
     }
 }
@@ -85,7 +89,7 @@ impl FromStr for Warmup {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Config(format!(
-                "--kl-warmup `{s}`: expected theano (= linear:5:20), pytorch (= ramp:0.04:0.02), none, linear:START:END, slope:RATE or ramp:FIRST:RATE"
+                "--kl-warmup `{s}`: expected theano (= linear:5:20), pytorch (= ramp:0.04:0.02), none, off, linear:START:END, slope:RATE or ramp:FIRST:RATE"
             ))
         };
         let parts: Vec<&str> = s.split(':').collect();
@@ -98,6 +102,7 @@ impl FromStr for Warmup {
                 rate: 0.02,
             },
             ["none"] => Warmup::None,
+            ["off"] => Warmup::Off,
             ["linear", a, b] => Warmup::Linear {
                 start: a.parse().map_err(|_| bad())?,
                 end: b.parse().map_err(|_| bad())?,
@@ -129,6 +134,7 @@ impl fmt::Display for Warmup {
             Warmup::Slope { rate } => write!(f, "slope:{rate}"),
             Warmup::Ramp { first, rate } => write!(f, "ramp:{first}:{rate}"),
             Warmup::None => write!(f, "none"),
+            Warmup::Off => write!(f, "off"),
         }
     }
 }
@@ -502,6 +508,11 @@ mod tests {
         assert!((s.rw(0) - 0.02).abs() < 1e-12);
         assert!((s.rw(9) - 0.2).abs() < 1e-12);
         assert_eq!("none".parse::<Warmup>().unwrap().rw(0), 1.0);
+        let off: Warmup = "off".parse().unwrap();
+        assert_eq!(
+            (off.rw(0), off.rw(99), off.to_string()),
+            (0.0, 0.0, "off".into())
+        );
         for bad in ["slope:-1", "linear:5", "ramp", "ramp:0.1:0", "ramp:-1:0.1"] {
             assert!(bad.parse::<Warmup>().is_err(), "{bad}");
         }
