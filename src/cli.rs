@@ -590,10 +590,12 @@ impl StateSampleArgs {
 /// `modeconn path`.
 #[derive(Debug, Args)]
 pub struct PathArgs {
-    /// First endpoint (t = 0).
+    /// First endpoint (t = 0): a network, or a variational model (then every point is
+    /// evaluated on its mode, on one weight sample and on ensembles of K samples, with its KL
+    /// and compression, and the summary adds the marginalised barrier of the one-sample NLL).
     #[arg(long, value_name = "FILE")]
     pub a: PathBuf,
-    /// Second endpoint (t = 1).
+    /// Second endpoint (t = 1), of the same architecture and kind.
     #[arg(long, value_name = "FILE")]
     pub b: PathBuf,
     /// A fitted curve (curve.safetensors) to evaluate too; repeat for several, optionally
@@ -619,6 +621,13 @@ pub struct PathArgs {
     /// on the samples --bn-batches/--bn-seed pick.
     #[arg(long)]
     pub repair: bool,
+    /// Variational endpoints: ensemble sizes evaluated on the test set at every point, e.g.
+    /// 10,20, or none.
+    #[arg(long, default_value = "10", value_name = "K,K")]
+    pub ensemble: String,
+    /// Variational endpoints: seed of the sampling noise, the same at every point.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub eval_seed: u64,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -656,6 +665,10 @@ impl PathArgs {
             bn_sample: self.bn.resolve(),
             bn_reset: !self.no_bn_reset,
             repair: self.repair,
+            sampling: crate::variational::path::PathSampling {
+                ensembles: crate::variational::eval::parse_ensembles(&self.ensemble, "--ensemble")?,
+                seed: self.eval_seed,
+            },
             data: self.data.resolve()?,
             out: self.out.clone(),
         })

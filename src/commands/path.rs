@@ -13,9 +13,13 @@ use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::path::{PathRow, PathSpec, grid, profile, summarize_path};
 use crate::eval::repair::Repair;
-use crate::network_file::load_pair;
+use crate::model::Model;
+use crate::network_file::load_any_pair;
+use crate::params::ParamSet;
 use crate::params::io::write_atomic;
 use crate::report::{RunRecord, write_json};
+use crate::variational::VModel;
+use crate::variational::path::{self as vpath, PathSampling};
 
 /// Validated options of `modeconn path`.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct PathOptions {
     /// Also evaluate the line with REPAIR (networks without normalisation), as the path
     /// `line-repair`.
     pub repair: bool,
+    /// Variational endpoints: the ensemble sizes and noise seed of every point.
+    pub sampling: PathSampling,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -72,11 +78,16 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
         json!({"a": opts.a, "b": opts.b, "curves": opts.curves, "points": opts.points,
                "train_subset": opts.train_subset, "bn_sample": opts.bn_sample,
                "bn_reset": opts.bn_reset, "repair": opts.repair,
+               "ensemble": opts.sampling.ensembles, "eval_seed": opts.sampling.seed,
                "data": opts.data}),
         None,
     );
     let device = eval_device();
-    let (arch, a, b) = load_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    let arch = match model {
+        Model::Plain(arch) => arch,
+        Model::Variational(m) => return run_variational(opts, record, &m, (a, b), &device),
+    };
     // The geometry ignores state, recomputed at every point; without the reset the state is
     // interpolated with the rest.
     let flat = |p: &crate::params::ParamSet| match opts.bn_reset {
@@ -164,9 +175,83 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     Ok(v)
 }
 
+/// `path` between two variational models: mode, one sample and ensembles at every point of the
+/// line and of each curve (fitted between the same two models).
+fn run_variational(
+    opts: &PathOptions,
+    record: RunRecord,
+    model: &VModel,
+    (a, b): (ParamSet, ParamSet),
+    device: &burn::tensor::Device,
+) -> Result<Value> {
+    if opts.repair {
+        return Err(Error::Config(
+            "--repair applies to plain networks; the endpoints are variational models".into(),
+        ));
+    }
+    let split = load_data(&opts.data)?;
+    model.arch.check_data(&split.train)?;
+    let train = match opts.train_subset {
+        Some(n) => split.train.subset(n),
+        None => split.train.clone(),
+    };
+    let mut paths = vec![(
+        "line".to_string(),
+        CurveKind::Polychain,
+        vec![a.clone(), b.clone()],
+    )];
+    for (name, file) in &opts.curves {
+        let c = Curve::load(file, device)?;
+        if c.model != Model::Variational(model.clone()) {
+            return Err(Error::Config(format!(
+                "--curve {} is a {} curve but the endpoints are {} variational models",
+                file.display(),
+                c.model,
+                Model::Variational(model.clone())
+            )));
+        }
+        c.check_ends(&a, &b, &format!("--curve {}", file.display()))?;
+        paths.push((name.clone(), c.kind, c.points));
+    }
+    let ts = grid(opts.points);
+    let ks = &opts.sampling.ensembles;
+    let mut rows = Vec::new();
+    let mut summary = serde_json::Map::new();
+    for (name, kind, points) in &paths {
+        let r = vpath::profile(
+            model,
+            name,
+            *kind,
+            points,
+            &ts,
+            (&train, &split.test),
+            &opts.sampling,
+            device,
+        );
+        summary.insert(name.clone(), vpath::summarize_path(&r, ks));
+        rows.extend(r);
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    write_atomic(
+        &opts.out.join("path.csv"),
+        vpath::rows_csv(&rows, ks).as_bytes(),
+    )?;
+    let v = Value::Object(summary);
+    write_json(&opts.out.join("summary.json"), &v)?;
+    record.finish(&opts.out, v.clone())?;
+    Ok(v)
+}
+
 /// A short human-readable table of a path summary: per path, length and the test-error and
 /// test-loss profile (start, end, max, barriers).
 pub fn summary_table(v: &Value) -> String {
+    let variational = v
+        .as_object()
+        .and_then(|m| m.values().next())
+        .is_some_and(|p| p.get("test_mode_err").is_some());
+    if variational {
+        return variational_table(v);
+    }
     let mut s = format!(
         "{:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "path", "length", "err(0)", "err(1)", "max err", "B_lin err", "max loss", "B_lin loss"
@@ -184,6 +269,47 @@ pub fn summary_table(v: &Value) -> String {
                 100.0 * f("test_err", "b_lin"),
                 f("test_loss", "max"),
                 f("test_loss", "b_lin"),
+            )
+            .expect("write to string");
+        }
+    }
+    s
+}
+
+/// [`summary_table`] for variational paths: per path, the test error of the mode at both ends
+/// and its maximum, the maximum test error of one sample and of the largest ensemble, and the
+/// marginalised barrier of the test NLL.
+fn variational_table(v: &Value) -> String {
+    let mut s = format!(
+        "{:<12} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10}\n",
+        "path", "length", "mode(0)", "mode(1)", "max mode", "max sample", "max ens", "B_marg nll"
+    );
+    if let Some(map) = v.as_object() {
+        for (name, p) in map {
+            let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
+            // The largest ensemble's column (`test_ens{K}_err` with the largest K).
+            let ens = p
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .filter_map(|k| {
+                    k.strip_prefix("test_ens")?
+                        .strip_suffix("_err")?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .max()
+                .map_or(f64::NAN, |k| f(&format!("test_ens{k}_err"), "max"));
+            writeln!(
+                s,
+                "{name:<12} {:>8.2} {:>8.2}% {:>8.2}% {:>8.2}% {:>9.2}% {:>8.2}% {:>10.4}",
+                p["length"].as_f64().unwrap_or(f64::NAN),
+                100.0 * f("test_mode_err", "start"),
+                100.0 * f("test_mode_err", "end"),
+                100.0 * f("test_mode_err", "max"),
+                100.0 * f("test_sample_err", "max"),
+                100.0 * ens,
+                p["marginal_barrier_test"].as_f64().unwrap_or(f64::NAN),
             )
             .expect("write to string");
         }

@@ -242,6 +242,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 bn_sample: opts.bn_sample,
                 bn_reset: true,
                 repair: opts.repair,
+                sampling: Default::default(),
                 data: opts.data.clone(),
                 out: path_out,
             },

@@ -19,7 +19,120 @@ fn read(path: &Path) -> Result<String> {
 /// Loss and error along every path of a `path.csv`; writes `<out>/path.{png,svg}`. Every
 /// figure function takes an optional size in pixels (default: per figure).
 pub fn path_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    if is_variational_path(csv)? {
+        return variational_path_figure(csv, out, size);
+    }
     paths_figure(&[(csv.to_path_buf(), None)], out, size)
+}
+
+/// Whether a `path.csv` holds variational paths (a `test_mode_err` column).
+pub fn is_variational_path(csv: &Path) -> Result<bool> {
+    Ok(read(csv)?
+        .lines()
+        .next()
+        .is_some_and(|h| h.split(',').any(|c| c == "test_mode_err")))
+}
+
+/// The variational paths of a `path.csv` (`path` between variational models): test NLL and
+/// test error of the mode (solid), one sample (dashed) and the largest ensemble (markers) for
+/// every path, one colour a path, and the KL along each; writes `<out>/path.{png,svg}`.
+pub fn variational_path_figure(
+    csv: &Path,
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
+    let text = read(csv)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| {
+            Error::data(
+                csv,
+                format!("no `{name}` column (not a variational path.csv)"),
+            )
+        })
+    };
+    // The largest ensemble, if any.
+    let ens = header
+        .iter()
+        .filter_map(|h| {
+            h.strip_prefix("test_ens")?
+                .strip_suffix("_err")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    let mut kinds = vec![
+        ("mode".to_string(), "test_mode"),
+        ("sample".into(), "test_sample"),
+    ];
+    let ens_prefix = ens.map(|k| format!("test_ens{k}"));
+    if let (Some(k), Some(p)) = (ens, &ens_prefix) {
+        kinds.push((format!("ensemble of {k}"), p.as_str()));
+    }
+    let (ip, it, ikl) = (col("path")?, col("t")?, col("kl")?);
+    let idx: Vec<[usize; 2]> = kinds
+        .iter()
+        .map(|(_, p)| Ok([col(&format!("{p}_loss"))?, col(&format!("{p}_err"))?]))
+        .collect::<Result<_>>()?;
+    // Per path: rows of [t, kl, (loss, err) per kind].
+    let mut order: Vec<String> = Vec::new();
+    let mut rows: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| -> Result<f64> {
+            f.get(i)
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
+        };
+        let name = f.get(ip).unwrap_or(&"").to_string();
+        if !order.contains(&name) {
+            order.push(name.clone());
+        }
+        let mut r = vec![num(it)?, num(ikl)?];
+        for [l, e] in &idx {
+            r.push(num(*l)?);
+            r.push(num(*e)?);
+        }
+        rows.entry(name).or_default().push(r);
+    }
+    let mut panels = Vec::new();
+    for (m, title) in [(0usize, "Test loss (NLL)"), (1, "Test error (%)")] {
+        let scale = if m == 1 { 100.0 } else { 1.0 };
+        let mut series = Vec::new();
+        for (c, name) in order.iter().enumerate() {
+            for (k, (kind, _)) in kinds.iter().enumerate() {
+                let pts = rows[name]
+                    .iter()
+                    .map(|r| (r[0], r[2 + 2 * k + m] * scale))
+                    .collect();
+                let mut s = Series::new(format!("{name}: {kind}"), pts, c);
+                s.dashed = k == 1;
+                s.markers = k == 2;
+                series.push(s);
+            }
+        }
+        let mut p = Panel::lines(title, "t", title, series);
+        p.log_y = m == 0;
+        panels.push(p);
+    }
+    let kl = order
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            Series::new(
+                name.clone(),
+                rows[name].iter().map(|r| (r[0], r[1])).collect(),
+                c,
+            )
+        })
+        .collect();
+    panels.push(Panel::lines("KL(q_t || p)", "t", "KL", kl));
+    let fig = Panels {
+        title: "Variational models along the line and the fitted curves: mode (solid), one sample (dashed), ensemble (markers)".into(),
+        panels,
+    };
+    save(&fig, &out.join("path"), size.unwrap_or((1500, 460)))
 }
 
 /// The paths of several `path.csv` files on the same axes; a file given with a label has its
@@ -32,6 +145,12 @@ pub fn paths_figure(
     let mut paths: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for (csv, label) in inputs {
+        if is_variational_path(csv)? {
+            return Err(Error::data(
+                csv,
+                "holds variational paths, drawn one file at a time (plot DIR)",
+            ));
+        }
         read_paths(csv, label.as_deref(), &mut paths, &mut order)?;
     }
     draw_paths(&paths, &order, out, size)

@@ -25,6 +25,7 @@ pub mod fused;
 pub mod kl;
 pub mod noise;
 pub mod objective;
+pub mod path;
 pub mod weights;
 
 use std::fmt;

@@ -1,0 +1,189 @@
+//! End to end on the embedded digits: two sparse-VD models, `connect` between them, `path` with
+//! mode / one-sample / ensemble columns, `plot`; and the one-line errors of mixed or mismatched
+//! endpoints.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn modeconn() -> Command {
+    Command::cargo_bin("modeconn").unwrap()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn vtrain(dir: &Path, name: &str, method: &str, seed: &str) -> PathBuf {
+    let out = dir.join(name);
+    modeconn()
+        .args([
+            "vtrain", "--method", method, "--data", "digits", "--epochs", "8",
+        ])
+        .args(["--ensemble", "none", "--quiet", "--seed", seed, "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    out.join("variational.safetensors")
+}
+
+/// `path.csv` as rows of name → value.
+fn csv_rows(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn sparse_vd_pair_connects_and_its_paths_report_mode_sample_and_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        vtrain(dir.path(), "a", "sparse-vd", "1"),
+        vtrain(dir.path(), "b", "sparse-vd", "2"),
+    );
+    let c = dir.path().join("c");
+    modeconn()
+        .args([
+            "connect", "--data", "digits", "--epochs", "4", "--quiet", "--a",
+        ])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(&c)
+        .assert()
+        .success();
+    let run = read_json(&c.join("run.json"));
+    assert_eq!(run["config"]["objective"], "elbo", "{run}");
+    assert_eq!(run["config"]["method"], "sparse-vd");
+    // vtrain's loop defaults: Adam.
+    assert_eq!(run["config"]["optim"]["kind"], "adam", "{run}");
+    let log = std::fs::read_to_string(c.join("metrics.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    for k in [
+        "test_mode_acc_mid",
+        "test_sample_acc_mid",
+        "kl",
+        "nll",
+        "compression_mid",
+    ] {
+        assert!(last[k].is_number(), "metrics lack {k}: {last}");
+    }
+
+    let p = dir.path().join("p");
+    modeconn()
+        .args([
+            "path",
+            "--data",
+            "digits",
+            "--points",
+            "5",
+            "--ensemble",
+            "3",
+            "--a",
+        ])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(c.join("curve.safetensors"))
+        .arg("--out")
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("B_marg nll"));
+    let rows = csv_rows(&p.join("path.csv"));
+    assert_eq!(rows.len(), 10, "5 points on the line and on the curve");
+    for k in [
+        "test_mode_err",
+        "test_sample_err",
+        "test_ens3_err",
+        "test_ens3_loss",
+        "train_sample_loss",
+        "kl",
+        "compression",
+        "dl",
+    ] {
+        assert!(rows[0].contains_key(k), "path.csv lacks {k}");
+    }
+    // The curve's ends are the models: its rows at t = 0 and 1 are the line's, every column
+    // (the same parameters and the same noise) but the step length.
+    let (line, curve): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r["path"] == "line");
+    for (l, c) in [(line[0], curve[0]), (line[4], curve[4])] {
+        for (k, v) in l.iter().filter(|(k, _)| *k != "path" && *k != "dl") {
+            assert_eq!(v, &c[k], "column {k} at t = {}", l["t"]);
+        }
+    }
+    // The line's ends are the models as vtrain evaluated them.
+    let sa = read_json(&a.parent().unwrap().join("summary.json"));
+    let mode_err: f64 = line[0]["test_mode_err"].parse().unwrap();
+    assert!((mode_err - (1.0 - sa["mode_acc"].as_f64().unwrap())).abs() < 1e-12);
+    let s = read_json(&p.join("summary.json"));
+    for path in ["line", "curve"] {
+        let b = s[path]["marginal_barrier_test"].as_f64().unwrap();
+        assert!(b.is_finite(), "{path}: {s}");
+        assert!(s[path]["test_ens3_err"]["max"].as_f64().unwrap() <= 1.0);
+    }
+    let files = modeconn().arg("plot").arg(&p).assert().success();
+    let out = String::from_utf8(files.get_output().stdout.clone()).unwrap();
+    assert!(out.contains("path.png"), "{out}");
+    assert!(p.join("path.svg").exists());
+}
+
+#[test]
+fn mixed_or_mismatched_endpoints_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vtrain(dir.path(), "v", "sparse-vd", "1");
+    let w = vtrain(dir.path(), "w", "variance", "2");
+    let plain = dir.path().join("plain");
+    modeconn()
+        .args([
+            "train", "--data", "digits", "--epochs", "1", "--quiet", "--out",
+        ])
+        .arg(&plain)
+        .assert()
+        .success();
+    let plain = plain.join("model.safetensors");
+    let fails = |args: &[&str], files: &[&Path], needle: &str| {
+        let out = dir.path().join("bad");
+        let mut cmd = modeconn();
+        cmd.args(args);
+        for (flag, f) in ["--a", "--b"].iter().zip(files) {
+            cmd.arg(flag).arg(f);
+        }
+        let a = cmd.arg("--out").arg(&out).assert().failure().code(1);
+        let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!out.exists(), "nothing written: {err}");
+    };
+    for cmd in ["connect", "path"] {
+        fails(&[cmd, "--data", "digits"], &[&v, &plain], "--b");
+        fails(&[cmd, "--data", "digits"], &[&v, &w], "variance");
+    }
+    fails(
+        &["connect", "--data", "digits", "--wd", "1e-4"],
+        &[&v, &v],
+        "--wd",
+    );
+    fails(
+        &["path", "--data", "digits", "--ensemble", "0"],
+        &[&v, &v],
+        "--ensemble",
+    );
+    fails(
+        &["path", "--data", "digits", "--repair"],
+        &[&v, &v],
+        "--repair",
+    );
+}
