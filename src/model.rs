@@ -7,8 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::arch::Arch;
-use crate::params::Layout;
-use crate::variational::VModel;
+use crate::error::Result;
+use crate::params::{Layout, ParamSet, Role};
+use crate::permute::PermSpec;
+use crate::variational::{LOG_SIGMA2, MU, VModel};
 
 /// A plain network or a variational model.
 #[derive(Debug, Clone)]
@@ -34,6 +36,39 @@ impl Model {
             Model::Plain(a) => a.layout(),
             Model::Variational(m) => m.layout().clone(),
         }
+    }
+
+    /// The permutation spec of the parameter set: the architecture's, carried over to every
+    /// variational tensor ([`PermSpec::lifted`]).
+    pub fn perm_spec(&self) -> Result<PermSpec> {
+        let spec = self.arch().perm_spec();
+        match self {
+            Model::Plain(_) => Ok(spec),
+            Model::Variational(m) => spec.lifted(m.layout()),
+        }
+    }
+
+    /// What weight matching compares: the parameters on the architecture's layout — for a
+    /// variational model its means, and for a zero-mean (variance) layer's weight its standard
+    /// deviations `σ = exp(½·log σ²)`, the only place such a layer keeps its information.
+    pub fn matching_view(&self, params: &ParamSet) -> Result<ParamSet> {
+        let Model::Variational(m) = self else {
+            return Ok(params.clone());
+        };
+        let base = m.arch.layout();
+        let values = base
+            .entries()
+            .iter()
+            .map(|e| {
+                if let Ok(t) = params.flat(&format!("{MU}{}", e.name)) {
+                    return Ok(crate::params::host_vec(t));
+                }
+                debug_assert_eq!(e.role, Role::Weight, "only weights lose their means");
+                let ls2 = crate::params::host_vec(params.flat(&format!("{LOG_SIGMA2}{}", e.name))?);
+                Ok(ls2.iter().map(|v| (0.5 * v).exp()).collect())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ParamSet::from_vecs(base, values, &params.tensors()[0].device())
     }
 
     /// The variational model, if this is one.

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::params::ParamSet;
 use crate::params::io::{FileMeta, Loaded, save};
-use crate::variational::{is_variational, load_vmodel};
+use crate::variational::{is_variational, load_vmodel, save_vmodel};
 
 /// Saves a network (atomically).
 pub fn save_model(path: &Path, arch: &Arch, params: &ParamSet) -> Result<()> {
@@ -102,4 +102,21 @@ pub fn load_any_pair(
         )));
     }
     Ok((ma, pa, pb))
+}
+
+/// The file name a command writes a model of this kind to: `model.safetensors` for a network,
+/// `variational.safetensors` for a variational model (as `train` and `vtrain` do).
+pub fn file_name(model: &Model) -> &'static str {
+    match model {
+        Model::Plain(_) => "model.safetensors",
+        Model::Variational(_) => "variational.safetensors",
+    }
+}
+
+/// Saves a network or a variational model (atomically), readable by [`load_any`].
+pub fn save_any(path: &Path, model: &Model, params: &ParamSet) -> Result<()> {
+    match model {
+        Model::Plain(a) => save_model(path, a, params),
+        Model::Variational(m) => save_vmodel(path, m, params, serde_json::Value::Null),
+    }
 }

@@ -1,19 +1,21 @@
 //! `modeconn align`: permute network B's hidden units to match network A, by weight matching or
-//! activation matching (see [`crate::permute::matching`]). Writes the aligned B as
-//! `model.safetensors` (an ordinary model file), `permutation.json`, `summary.json` (the matching
-//! objective before and after) and `run.json` into `--out`.
+//! activation matching (see [`crate::permute::matching`]); variational models by weight matching
+//! on their means (on σ for zero-mean layers), every variational tensor of a unit moved with
+//! it. Writes the aligned B as `model.safetensors` (an ordinary model file;
+//! `variational.safetensors` for a variational model), `permutation.json`, `summary.json` (the
+//! matching objective before and after) and `run.json` into `--out`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::permute::{distance, max_logit_diff, write_permutation};
+use super::permute::{distance, max_logit_diff_of, write_permutation};
 use super::{eval_device, load_data};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::EVAL_BATCH;
-use crate::network_file::{load_pair, save_model};
+use crate::network_file::{file_name, load_any_pair, save_any};
 use crate::permute::{
     Correlation, MatchOptions, activation_matching, activation_stats, apply, weight_matching,
 };
@@ -70,12 +72,21 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
     });
     let record = RunRecord::start(argv, config, Some(opts.matching.seed));
     let device = eval_device();
-    let (arch, b, a) = load_pair(("--model", &opts.model), ("--to", &opts.to), &device)?;
+    let (kind, b, a) = load_any_pair(("--model", &opts.model), ("--to", &opts.to), &device)?;
+    let arch = kind.arch().clone();
+    if kind.variational().is_some() && opts.method == AlignMethod::Activations {
+        return Err(Error::Config(
+            "--method activations: variational models are aligned by weight matching (--method weights, on the means, and on σ where a layer is zero-mean)".into(),
+        ));
+    }
+    // Matched on the architecture's parameters (a variational model's means, or σ), applied to
+    // every tensor of the parameter set.
     let spec = arch.perm_spec();
     let started = Instant::now();
     let (perm, details) = match opts.method {
         AlignMethod::Weights => {
-            let m = weight_matching(&spec, &a, &b, &opts.matching)?;
+            let (va, vb) = (kind.matching_view(&a)?, kind.matching_view(&b)?);
+            let m = weight_matching(&spec, &va, &vb, &opts.matching)?;
             let details = json!({
                 "objective": "sum over parameters of <W_A, pi(W_B)>_F",
                 "objective_before": m.objective[0],
@@ -109,9 +120,9 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
         }
     };
     let match_time = started.elapsed().as_secs_f64();
-    let aligned = apply(&spec, &perm, &b)?;
-    let model = opts.out.join("model.safetensors");
-    save_model(&model, &arch, &aligned)?;
+    let aligned = apply(&kind.perm_spec()?, &perm, &b)?;
+    let model = opts.out.join(file_name(&kind));
+    save_any(&model, &kind, &aligned)?;
     write_permutation(
         &opts.out.join("permutation.json"),
         &arch,
@@ -125,11 +136,11 @@ pub fn run(opts: &AlignOptions, argv: Vec<String>) -> Result<Value> {
         "aligned": model,
         "method": opts.method,
         "identity": perm.is_identity(),
-        "inner_product_before": a.dot(&b)?,
-        "inner_product_after": a.dot(&aligned)?,
+        "inner_product_before": kind.matching_view(&a)?.dot(&kind.matching_view(&b)?)?,
+        "inner_product_after": kind.matching_view(&a)?.dot(&kind.matching_view(&aligned)?)?,
         "distance_before": distance(&a, &b)?,
         "distance_after": distance(&a, &aligned)?,
-        "max_logit_diff": max_logit_diff(&arch, &b, &aligned, 0, &device),
+        "max_logit_diff": max_logit_diff_of(&kind, &b, &aligned, 0, &device),
     });
     if let (Some(s), Some(d)) = (summary.as_object_mut(), details.as_object()) {
         s.extend(d.clone());

@@ -1,6 +1,7 @@
 //! `modeconn permute`: apply a seeded random, function-preserving permutation of the hidden units
-//! to a saved network. Writes `model.safetensors` (an ordinary model file), `permutation.json`,
-//! `summary.json` and `run.json` into `--out`.
+//! to a saved network or variational model (every variational tensor of a unit moves with it).
+//! Writes `model.safetensors` (an ordinary model file; `variational.safetensors` for a
+//! variational model), `permutation.json`, `summary.json` and `run.json` into `--out`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,8 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::arch::Arch;
 use crate::error::Result;
-use crate::network_file::{load_model, save_model};
+use crate::model::Model;
+use crate::network_file::{file_name, load_any, save_any};
 use crate::params::ParamSet;
 use crate::permute::{Permutation, apply};
 use crate::report::{RunRecord, write_json};
@@ -47,6 +49,22 @@ pub fn max_logit_diff(arch: &Arch, w1: &ParamSet, w2: &ParamSet, seed: u64, dev:
     f64::from(diff.into_scalar::<f32>())
 }
 
+/// [`max_logit_diff`] of two parameter sets of `model`: for variational models, of their modes
+/// (the sampled predictions agree in distribution: the noise of a permuted unit is drawn
+/// at its new position).
+pub fn max_logit_diff_of(
+    model: &Model,
+    w1: &ParamSet,
+    w2: &ParamSet,
+    seed: u64,
+    dev: &Device,
+) -> f64 {
+    match model {
+        Model::Plain(a) => max_logit_diff(a, w1, w2, seed, dev),
+        Model::Variational(m) => max_logit_diff(&m.arch, &m.mode(w1), &m.mode(w2), seed, dev),
+    }
+}
+
 /// `‖w1 − w2‖₂`.
 pub fn distance(w1: &ParamSet, w2: &ParamSet) -> Result<f64> {
     Ok(w1.sub(w2)?.norm())
@@ -71,12 +89,13 @@ pub fn run(opts: &PermuteOptions, argv: Vec<String>) -> Result<Value> {
     let config = json!({"model": opts.model, "seed": opts.seed, "out": opts.out});
     let record = RunRecord::start(argv, config, Some(opts.seed));
     let device = eval_device();
-    let (arch, w) = load_model(&opts.model, &device)?;
-    let spec = arch.perm_spec();
+    let (kind, w) = load_any(&opts.model, &device)?;
+    let arch = kind.arch().clone();
+    let spec = kind.perm_spec()?;
     let perm = Permutation::random(&spec, opts.seed);
     let pw = apply(&spec, &perm, &w)?;
-    let model = opts.out.join("model.safetensors");
-    save_model(&model, &arch, &pw)?;
+    let model = opts.out.join(file_name(&kind));
+    save_any(&model, &kind, &pw)?;
     write_permutation(
         &opts.out.join("permutation.json"),
         &arch,
@@ -91,7 +110,7 @@ pub fn run(opts: &PermuteOptions, argv: Vec<String>) -> Result<Value> {
         "units": perm.maps.iter().map(Vec::len).sum::<usize>(),
         "units_moved": perm.maps.iter().map(Vec::len).sum::<usize>() - fixed_points(&perm),
         "distance": distance(&w, &pw)?,
-        "max_logit_diff": max_logit_diff(&arch, &w, &pw, opts.seed, &device),
+        "max_logit_diff": max_logit_diff_of(&kind, &w, &pw, opts.seed, &device),
     });
     write_json(&opts.out.join("summary.json"), &summary)?;
     record.finish(&opts.out, summary.clone())?;

@@ -226,6 +226,41 @@ impl PermSpec {
         out
     }
 
+    /// This spec carried over to a layout whose entries are this spec's parameters under a
+    /// prefix (a variational model's `mu/fc1.weight`, `log_sigma2/fc1.weight`): every such
+    /// entry gets the axes of its parameter, so one permutation moves a unit's mean and
+    /// variance together; an entry of another shape (a layer's single `log_alpha`) is fixed.
+    /// Errors name an entry that matches no parameter.
+    pub fn lifted(&self, layout: &Layout) -> Result<PermSpec> {
+        let params = layout
+            .entries()
+            .iter()
+            .map(|e| {
+                let base = e.name.split_once('/').map_or(e.name.as_str(), |(_, b)| b);
+                let p = self.params.iter().find(|p| p.name == base).ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "permutation spec: `{}` matches no parameter of the network",
+                        e.name
+                    ))
+                })?;
+                let axes = if p.shape == e.shape {
+                    p.axes.clone()
+                } else {
+                    vec![None; e.shape.len()]
+                };
+                Ok(ParamAxes {
+                    name: e.name.clone(),
+                    shape: e.shape.clone(),
+                    axes,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(PermSpec {
+            perms: self.perms.clone(),
+            params,
+        })
+    }
+
     /// Human-readable `name:axis` list of what each permutation acts on (for result files).
     pub fn describe(&self) -> Vec<(String, Vec<String>)> {
         (0..self.perms.len())

@@ -1,0 +1,167 @@
+//! Permutations of variational models: one permutation moves every variational tensor of a
+//! unit (its means, log σ², a layer's log α stays), so the mode's logits, the KL and the
+//! sparsity are unchanged and the sampled predictive is the same distribution; weight matching
+//! on the means (on σ for zero-mean layers) recovers a known permutation.
+
+use burn::tensor::{Tensor, TensorData};
+use modeconn::backend;
+use modeconn::data::Dataset;
+use modeconn::model::Model;
+use modeconn::params::ParamSet;
+use modeconn::permute::{MatchOptions, Permutation, apply, weight_matching};
+use modeconn::variational::eval::{Sampling, evaluate_variational};
+use modeconn::variational::{Method, VConfig, VModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A model with per-weight log σ² spread around log θ² − 1 (or, zero-mean layers, in
+/// [−5, −1)), so that α differs from weight to weight and some weights are pruned.
+fn spread(m: &VModel, seed: u64) -> ParamSet {
+    let device = backend::device();
+    let p = m.init(seed, &device);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 50);
+    let names: Vec<String> = p
+        .layout()
+        .entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    let vecs = p.to_vecs();
+    let out = names
+        .iter()
+        .zip(&vecs)
+        .map(|(n, v)| match n.strip_prefix("log_sigma2/") {
+            Some(w) => match names.iter().position(|x| *x == format!("mu/{w}")) {
+                Some(k) => vecs[k]
+                    .iter()
+                    .map(|t| (t * t + 1e-8).ln() + rng.random_range(-5.0f32..6.0))
+                    .collect(),
+                None => (0..v.len())
+                    .map(|_| rng.random_range(-5.0f32..-1.0))
+                    .collect(),
+            },
+            None if n.starts_with("log_alpha/") => vec![-2.0; v.len()],
+            None => v.clone(),
+        })
+        .collect();
+    ParamSet::from_vecs(p.layout().clone(), out, &device).unwrap()
+}
+
+fn data(arch: &modeconn::arch::Arch, n: usize) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let d = arch.input_dim();
+    let shape = match d {
+        784 => [1, 28, 28],
+        _ => [1, 1, d],
+    };
+    Dataset {
+        name: "random".into(),
+        x: (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        y: (0..n).map(|i| (i % arch.classes()) as u8).collect(),
+        shape,
+        classes: arch.classes(),
+    }
+}
+
+#[test]
+fn permuting_a_variational_model_keeps_its_mode_kl_sparsity_and_predictive() {
+    let device = backend::device();
+    for (arch, method) in [
+        ("mlp:12-9-7-3", Method::SparseVd),
+        ("mlp:12-9-7-3", Method::LayerwiseAlpha),
+        ("mlp:12-9-7-3", Method::GroupArd),
+        ("mlp:12-9-7-3", Method::Variance),
+        ("lenet5", Method::SparseVd),
+    ] {
+        let m = VModel::new(arch.parse().unwrap(), VConfig::new(method)).unwrap();
+        let model = Model::Variational(m.clone());
+        let w = spread(&m, 1);
+        let spec = model.perm_spec().unwrap();
+        let perm = Permutation::random(&spec, 3);
+        assert!(!perm.is_identity());
+        let pw = apply(&spec, &perm, &w).unwrap();
+        assert!(pw.sub(&w).unwrap().norm() > 0.0, "{arch} {method}: moved");
+        let kl = |p: &ParamSet| m.kl(p).into_scalar::<f32>() as f64;
+        assert!(
+            (kl(&w) - kl(&pw)).abs() <= 1e-5 * kl(&w).abs().max(1.0),
+            "{arch} {method}: KL {} vs {}",
+            kl(&w),
+            kl(&pw)
+        );
+        let (s, ps) = (m.stats(&w), m.stats(&pw));
+        assert_eq!(s.compression, ps.compression, "{arch} {method}");
+        for (a, b) in s.layers.iter().zip(&ps.layers) {
+            assert_eq!(
+                (a.sparsity, a.units_removed),
+                (b.sparsity, b.units_removed),
+                "{arch} {method} {}",
+                a.name
+            );
+        }
+        let d = data(&m.arch, 64);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(d.x.clone(), [64, m.arch.input_dim()]),
+            &device,
+        );
+        let logits = |p: &ParamSet| {
+            m.arch
+                .forward(&m.mode(p), x.clone())
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let (l, pl) = (logits(&w), logits(&pw));
+        let diff = l
+            .iter()
+            .zip(&pl)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "{arch} {method}: mode logits differ by {diff}"
+        );
+        // The sampled predictive: the same distribution (the noise of a moved unit is drawn at
+        // its new position), so a large ensemble's NLL agrees to Monte Carlo accuracy.
+        let sampling = Sampling {
+            ensembles: &[100],
+            seed: 4,
+        };
+        let e = evaluate_variational(&m, &w, &d, Some(sampling), 64, &device);
+        let pe = evaluate_variational(&m, &pw, &d, Some(sampling), 64, &device);
+        let (a, b) = (e.ensembles[0].1.loss, pe.ensembles[0].1.loss);
+        assert!(
+            (a - b).abs() <= 0.02 * a.max(0.1),
+            "{arch} {method}: NLL {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn weight_matching_recovers_a_known_permutation_of_a_variational_model() {
+    for method in [Method::SparseVd, Method::Variance, Method::LayerwiseAlpha] {
+        let m = VModel::new("mlp:12-9-7-3".parse().unwrap(), VConfig::new(method)).unwrap();
+        let model = Model::Variational(m.clone());
+        let w = spread(&m, 2);
+        let spec = model.perm_spec().unwrap();
+        let perm = Permutation::random(&spec, 8);
+        let pw = apply(&spec, &perm, &w).unwrap();
+        // Align the permuted copy back to the original: matched on the means (σ where a layer
+        // is zero-mean), applied to every tensor.
+        let base = m.arch.perm_spec();
+        let found = weight_matching(
+            &base,
+            &model.matching_view(&w).unwrap(),
+            &model.matching_view(&pw).unwrap(),
+            &MatchOptions::default(),
+        )
+        .unwrap()
+        .perm;
+        assert_eq!(found, perm.inverse(), "{method}");
+        let back = apply(&spec, &found, &pw).unwrap();
+        assert_eq!(
+            back.to_vecs(),
+            w.to_vecs(),
+            "{method}: every tensor restored"
+        );
+    }
+}
