@@ -798,13 +798,18 @@ pub struct ProbeArgs {
 impl ProbeArgs {
     /// Validated options.
     pub fn resolve(&self) -> Result<crate::commands::probe::ProbeOptions> {
+        // The loop's defaults follow the endpoints' kind, as in `connect`.
+        let defaults = match crate::network_file::holds_variational(&self.a)? {
+            true => LoopDefaults::VARIATIONAL,
+            false => LoopDefaults::CURVE,
+        };
         Ok(crate::commands::probe::ProbeOptions {
             a: self.a.clone(),
             b: self.b.clone(),
             align: self.align,
             perm_seed: self.perm_seed,
-            loop_cfg: self.train.resolve(&LoopDefaults::CURVE)?,
-            wd: self.train.wd(&LoopDefaults::CURVE),
+            loop_cfg: self.train.resolve(&defaults)?,
+            wd: self.train.wd(&defaults),
             points: self.points,
             train_subset: self.train_subset,
             bn_sample: self.bn.resolve(),

@@ -140,6 +140,45 @@ fn sparse_vd_pair_connects_and_its_paths_report_mode_sample_and_ensemble() {
     assert!(p.join("path.svg").exists());
 }
 
+/// `probe` on a variational pair: every pair's line and chain with the mode's barriers and the
+/// marginalised barrier; aligning w2 to w1 (weight matching on the means) lowers the line's.
+#[test]
+fn probe_runs_on_a_variational_pair_and_alignment_lowers_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        vtrain(dir.path(), "a", "sparse-vd", "1"),
+        vtrain(dir.path(), "b", "sparse-vd", "2"),
+    );
+    let out = dir.path().join("probe");
+    modeconn()
+        .args([
+            "probe", "--data", "digits", "--epochs", "2", "--points", "5", "-q",
+        ])
+        .arg("--a")
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("B_marg nll"));
+    let s = read_json(&out.join("summary.json"));
+    for pair in ["w1-w2", "w1-pi_w1", "w1-pi_w2", "w1-align_w2"] {
+        for path in ["line", "chain"] {
+            let p = &s[pair][path];
+            assert!(p["marginal_barrier_test"].is_number(), "{pair} {path}: {s}");
+            assert!(
+                p["test_mode_err"]["b_max"].is_number(),
+                "{pair} {path}: {s}"
+            );
+        }
+    }
+    assert!(out.join("align_w2/variational.safetensors").exists());
+    let b = |pair: &str| s[pair]["line"]["test_mode_loss"]["b_max"].as_f64().unwrap();
+    assert!(b("w1-align_w2") < b("w1-w2"), "{s}");
+}
+
 #[test]
 fn mixed_or_mismatched_endpoints_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();

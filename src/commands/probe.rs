@@ -13,7 +13,7 @@ use super::path::PathOptions;
 use super::permute::PermuteOptions;
 use crate::curve::CurveKind;
 use crate::data::DataConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::permute::{Correlation, MatchOptions};
 use crate::report::{RunRecord, write_json};
 use crate::train::{LoopConfig, RunControl};
@@ -52,8 +52,13 @@ pub struct ProbeOptions {
 /// The paths of each pair in the table (`line-repair` with `--repair`).
 const PATHS: [&str; 3] = ["line", "line-repair", "chain"];
 
-fn model(dir: &Path) -> PathBuf {
-    dir.join("model.safetensors")
+/// The model file a sub-step wrote into `dir` (`variational.safetensors` for variational
+/// endpoints).
+fn model(dir: &Path, variational: bool) -> PathBuf {
+    dir.join(match variational {
+        true => "variational.safetensors",
+        false => "model.safetensors",
+    })
 }
 
 /// The command line of a sub-step, recorded in its `run.json`: `modeconn COMMAND ARGS...`.
@@ -69,6 +74,17 @@ fn sub_argv(command: &str, args: &[&dyn std::fmt::Display], more: Vec<String>) -
 /// Runs the probe; returns (and writes) the barrier table.
 pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
     opts.bn_sample.validate()?;
+    let variational = crate::network_file::holds_variational(&opts.a)?;
+    if variational && opts.repair {
+        return Err(Error::Config(
+            "--repair applies to plain networks; the endpoints are variational models".into(),
+        ));
+    }
+    if variational && opts.align == AlignMethod::Activations {
+        return Err(Error::Config(
+            "--align activations: variational models are aligned by weight matching (--align weights)".into(),
+        ));
+    }
     if opts.repair {
         crate::eval::repair::check(
             &crate::network_file::load_model(&opts.a, &crate::backend::device())?.0,
@@ -152,9 +168,9 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
     )?;
     let pairs: [(&str, PathBuf); 4] = [
         ("w1-w2", opts.b.clone()),
-        ("w1-pi_w1", model(&out.join("pi_w1"))),
-        ("w1-pi_w2", model(&out.join("pi_w2"))),
-        ("w1-align_w2", model(&out.join("align_w2"))),
+        ("w1-pi_w1", model(&out.join("pi_w1"), variational)),
+        ("w1-pi_w2", model(&out.join("pi_w2"), variational)),
+        ("w1-align_w2", model(&out.join("align_w2"), variational)),
     ];
     let mut table = Map::new();
     for (name, b) in pairs {
@@ -249,19 +265,36 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
             cmd,
         )?;
         let mut row = Map::new();
+        // Variational paths: the mode's and one sample's metrics, and the marginalised barrier.
+        let metrics: &[&str] = match variational {
+            false => &["test_loss", "test_err"],
+            true => &[
+                "test_mode_loss",
+                "test_mode_err",
+                "test_sample_loss",
+                "test_sample_err",
+            ],
+        };
         for path in PATHS {
             let p = &s[path];
             if p.is_null() {
                 continue;
             }
-            row.insert(
-                path.into(),
-                json!({
-                    "test_loss": {"b_max": p["test_loss"]["b_max"], "b_lin": p["test_loss"]["b_lin"], "max": p["test_loss"]["max"]},
-                    "test_err": {"b_max": p["test_err"]["b_max"], "b_lin": p["test_err"]["b_lin"], "max": p["test_err"]["max"]},
-                    "length": p["length"],
-                }),
-            );
+            let mut r = Map::new();
+            for m in metrics {
+                r.insert(
+                    m.to_string(),
+                    json!({"b_max": p[m]["b_max"], "b_lin": p[m]["b_lin"], "max": p[m]["max"]}),
+                );
+            }
+            r.insert("length".into(), p["length"].clone());
+            if variational {
+                r.insert(
+                    "marginal_barrier_test".into(),
+                    p["marginal_barrier_test"].clone(),
+                );
+            }
+            row.insert(path.into(), Value::Object(r));
         }
         table.insert(name.into(), Value::Object(row));
     }
@@ -271,11 +304,27 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
     Ok(v)
 }
 
-/// The barrier table as text: one row per pair and path.
+/// The barrier table as text: one row per pair and path (for variational pairs, of the mode,
+/// with the marginalised barrier of the one-sample NLL).
 pub fn table(v: &Value) -> String {
+    let variational = v
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|row| row.as_object()?.values().next().cloned())
+        .is_some_and(|p| p.get("test_mode_err").is_some());
+    let (loss, err) = match variational {
+        true => ("test_mode_loss", "test_mode_err"),
+        false => ("test_loss", "test_err"),
+    };
     let mut s = format!(
-        "{:<12} {:<11} {:>10} {:>10} {:>11} {:>11}\n",
-        "pair", "path", "B_max loss", "B_lin loss", "B_max err%", "B_lin err%"
+        "{:<12} {:<11} {:>10} {:>10} {:>11} {:>11}{}\n",
+        "pair",
+        "path",
+        "B_max loss",
+        "B_lin loss",
+        "B_max err%",
+        "B_lin err%",
+        if variational { "  B_marg nll" } else { "" }
     );
     if let Some(m) = v.as_object() {
         for (pair, row) in m {
@@ -286,12 +335,17 @@ pub fn table(v: &Value) -> String {
                 }
                 let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
                 s.push_str(&format!(
-                    "{pair:<12} {path:<11} {:>10.4} {:>10.4} {:>11.2} {:>11.2}\n",
-                    f("test_loss", "b_max"),
-                    f("test_loss", "b_lin"),
-                    100.0 * f("test_err", "b_max"),
-                    100.0 * f("test_err", "b_lin"),
+                    "{pair:<12} {path:<11} {:>10.4} {:>10.4} {:>11.2} {:>11.2}",
+                    f(loss, "b_max"),
+                    f(loss, "b_lin"),
+                    100.0 * f(err, "b_max"),
+                    100.0 * f(err, "b_lin"),
                 ));
+                if variational {
+                    let b = p["marginal_barrier_test"].as_f64().unwrap_or(f64::NAN);
+                    s.push_str(&format!(" {b:>12.4}"));
+                }
+                s.push('\n');
             }
         }
     }
