@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::arch::{Arch, Init};
 use crate::commands::align::{AlignMethod, AlignOptions};
-use crate::commands::connect::{ConnectOptions, PointObjective};
+use crate::commands::connect::{ConnectOptions, MaskMode, PointObjective};
 use crate::commands::path::PathOptions;
 use crate::commands::permute::PermuteOptions;
 use crate::commands::vtrain::VtrainOptions;
@@ -41,21 +41,28 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a saved network (loss and accuracy on train and test).
     Eval(EvalArgs),
-    /// Fit a low-loss curve (polychain or Bezier) between two trained networks; writes
-    /// curve.safetensors, metrics.jsonl and run.json into --out.
+    /// Fit a low-loss curve (polychain or Bezier) between two trained networks or two
+    /// variational models; writes curve.safetensors, metrics.jsonl and run.json into --out.
     Connect(ConnectArgs),
-    /// Evaluate loss and error along the straight line between two networks and along fitted
-    /// curves; writes path.csv and summary.json (barriers, arc-length means) into --out.
+    /// Evaluate loss and error along the straight line between two networks (or variational
+    /// models: mode, one sample, ensembles) and along fitted curves; writes path.csv and
+    /// summary.json (barriers, arc-length means) into --out.
     Path(PathArgs),
     /// Train a variational model (sparse VD, ARD, group ARD, Gaussian dropout, layer-wise α,
     /// variance layers); writes variational.safetensors, mode.safetensors, metrics.jsonl,
     /// summary.json and run.json into --out.
     Vtrain(VtrainArgs),
+    /// Turn a sparse-VD, ARD or group-ARD model into the plain masked network of its mode
+    /// (weights with log α > 3 removed); writes model.safetensors, mask.safetensors,
+    /// summary.json and run.json into --out.
+    Prune(PruneArgs),
     /// Apply a seeded random, function-preserving permutation of the hidden units to a saved
-    /// network; writes model.safetensors, permutation.json, summary.json and run.json into --out.
+    /// network or variational model; writes model.safetensors (variational.safetensors),
+    /// permutation.json, summary.json and run.json into --out.
     Permute(PermuteArgs),
     /// Permute network --model's hidden units to match network --to (weight or activation
-    /// matching); writes the aligned model.safetensors, permutation.json, summary.json (matching
+    /// matching; variational models by weight matching on their means); writes the aligned
+    /// model.safetensors (variational.safetensors), permutation.json, summary.json (matching
     /// objective before/after) and run.json into --out.
     Align(AlignArgs),
     /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
@@ -526,6 +533,12 @@ pub struct ConnectArgs {
     /// rate, no weight decay).
     #[arg(long, value_enum, default_value_t = PointObjective::Elbo)]
     pub objective: PointObjective,
+    /// Between two pruned networks (modeconn prune; each directory holds mask.safetensors):
+    /// keep the bends inside the union or the intersection of the endpoints' masks, or let them
+    /// go anywhere (none, through the dense space; Evci et al. 2019). The masked-out entries of
+    /// a bend take no part in the loss and are zero in the fitted curve.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mask: Option<MaskMode>,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -556,6 +569,7 @@ impl ConnectArgs {
             train_subset: self.train_subset,
             wd: self.train.wd(&defaults),
             objective: self.objective,
+            mask: self.mask,
             data: self.data.resolve()?,
             loop_cfg: self.train.resolve(&defaults)?,
             out: self.out.clone(),
@@ -678,7 +692,7 @@ impl PathArgs {
 /// `modeconn permute`.
 #[derive(Debug, Args)]
 pub struct PermuteArgs {
-    /// The saved network (model.safetensors).
+    /// The saved network (model.safetensors) or variational model (variational.safetensors).
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
     /// Seed of the random permutation.
@@ -695,6 +709,32 @@ impl PermuteArgs {
         Ok(PermuteOptions {
             model: self.model.clone(),
             seed: self.seed,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The variational model (vtrain's variational.safetensors) of method sparse-vd, ard or
+    /// group-ard.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Data (the pruned network's test metrics are recorded).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl PruneArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::prune::PruneOptions> {
+        Ok(crate::commands::prune::PruneOptions {
+            model: self.model.clone(),
+            data: self.data.resolve()?,
             out: self.out.clone(),
         })
     }
@@ -954,6 +994,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         }
         Command::Vtrain(a) => commands::vtrain::run(&a.resolve()?, argv)?,
         Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
+        Command::Prune(a) => commands::prune::run(&a.resolve()?, argv)?,
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
         Command::Run(a) => {
             let analysis = Analysis::load(&a.spec)?;

@@ -179,6 +179,131 @@ fn probe_runs_on_a_variational_pair_and_alignment_lowers_the_line() {
     assert!(b("w1-align_w2") < b("w1-w2"), "{s}");
 }
 
+/// Reads a safetensors file's tensors by name (f32, little-endian).
+fn tensors(p: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (n, vals)
+        })
+        .collect()
+}
+
+/// `prune` keeps the mode's metrics (the pruned network is the mode) and writes its mask;
+/// `connect --mask union|intersection|none` between two pruned networks keeps the bend inside
+/// the union or the intersection, or lets it go anywhere.
+#[test]
+fn pruned_pair_connects_inside_and_outside_its_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pruned = Vec::new();
+    for (name, seed) in [("a", "1"), ("b", "2")] {
+        let v = vtrain(dir.path(), name, "sparse-vd", seed);
+        let out = dir.path().join(format!("pruned_{name}"));
+        modeconn()
+            .args(["prune", "--data", "digits", "--model"])
+            .arg(&v)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let s = read_json(&out.join("summary.json"));
+        let vs = read_json(&v.parent().unwrap().join("summary.json"));
+        assert_eq!(
+            s["test_acc"], vs["mode_acc"],
+            "the pruned network is the mode"
+        );
+        assert_eq!(s["test_loss"], vs["mode_nll"]);
+        assert_eq!(s["compression"], vs["compression"]);
+        // Pruned weights are zero exactly where the mask is 0.
+        let (w, m) = (
+            tensors(&out.join("model.safetensors")),
+            tensors(&out.join("mask.safetensors")),
+        );
+        let kept = m["fc1.weight"].iter().filter(|&&k| k == 1.0).count();
+        assert!(
+            kept > 0 && kept < m["fc1.weight"].len(),
+            "fc1 partly pruned"
+        );
+        for (x, k) in w["fc1.weight"].iter().zip(&m["fc1.weight"]) {
+            assert!(*k == 1.0 || *x == 0.0);
+        }
+        pruned.push(out);
+    }
+    let (ma, mb) = (
+        tensors(&pruned[0].join("mask.safetensors")),
+        tensors(&pruned[1].join("mask.safetensors")),
+    );
+    for mode in ["union", "intersection", "none"] {
+        let out = dir.path().join(format!("c_{mode}"));
+        modeconn()
+            .args([
+                "connect", "--data", "digits", "--epochs", "3", "-q", "--mask", mode,
+            ])
+            .arg("--a")
+            .arg(pruned[0].join("model.safetensors"))
+            .arg("--b")
+            .arg(pruned[1].join("model.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let c = tensors(&out.join("curve.safetensors"));
+        let bend = &c["point1/fc1.weight"];
+        let (mut inside, mut outside) = (0, 0);
+        for (i, x) in bend.iter().enumerate() {
+            let (a, b) = (ma["fc1.weight"][i] == 1.0, mb["fc1.weight"][i] == 1.0);
+            let allowed = match mode {
+                "union" => a || b,
+                "intersection" => a && b,
+                _ => true,
+            };
+            if allowed {
+                inside += usize::from(*x != 0.0);
+            } else {
+                assert_eq!(*x, 0.0, "{mode}: bend entry {i} outside the mask");
+                outside += 1;
+            }
+        }
+        assert!(inside > 0, "{mode}: the bend is not empty");
+        assert_eq!(
+            outside > 0,
+            mode != "none",
+            "{mode}: some entries are masked out"
+        );
+        assert_eq!(read_json(&out.join("run.json"))["config"]["mask"], mode);
+    }
+    // A pair without masks beside it.
+    let plain = dir.path().join("plain");
+    modeconn()
+        .args(["train", "--data", "digits", "--epochs", "1", "-q", "--out"])
+        .arg(&plain)
+        .assert()
+        .success();
+    let a = modeconn()
+        .args(["connect", "--data", "digits", "--mask", "union", "--a"])
+        .arg(plain.join("model.safetensors"))
+        .arg("--b")
+        .arg(plain.join("model.safetensors"))
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(
+        err.contains("mask.safetensors") && err.contains("modeconn prune"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad").exists());
+}
+
 #[test]
 fn mixed_or_mismatched_endpoints_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();

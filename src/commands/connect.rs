@@ -16,6 +16,29 @@ use crate::report::RunRecord;
 use crate::train::{LoopConfig, Objective, OptimConfig, RunControl, fit};
 use crate::variational::objective::{Elbo, EvalConfig, Warmup};
 
+/// Where the bends of a curve between two pruned networks may live (`--mask`; Evci et al.
+/// 2019).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaskMode {
+    /// Inside the union of the endpoints' masks (a weight kept by either).
+    Union,
+    /// Inside their intersection (weights kept by both).
+    Intersection,
+    /// Anywhere (through the dense space).
+    None,
+}
+
+impl MaskMode {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskMode::Union => "union",
+            MaskMode::Intersection => "intersection",
+            MaskMode::None => "none",
+        }
+    }
+}
+
 /// What a variational curve's sampled point minimises (`--objective`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum PointObjective {
@@ -56,6 +79,8 @@ pub struct ConnectOptions {
     pub wd: f64,
     /// A variational curve's per-point objective.
     pub objective: PointObjective,
+    /// Between pruned networks: where the bends may live.
+    pub mask: Option<MaskMode>,
     /// Data.
     pub data: DataConfig,
     /// Loop settings (the optimiser's own decay must be 0).
@@ -80,6 +105,8 @@ struct Resolved<'a> {
     objective: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mask: Option<&'static str>,
     data: &'a DataConfig,
     arch: String,
     #[serde(flatten)]
@@ -134,6 +161,7 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         wd: opts.wd,
         objective: model.variational().map(|_| opts.objective.name()),
         method: model.variational().map(|m| m.config.method.to_string()),
+        mask: opts.mask.map(MaskMode::name),
         data: &opts.data,
         arch: arch.to_string(),
         loop_cfg: &loop_cfg,
@@ -144,7 +172,14 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         opts.bends + 2 + crate::arch::memory::TRAIN_COPIES + opts.loop_cfg.optim.slots(),
         opts.loop_cfg.batch_size,
     )?;
+    let bend_mask = match opts.mask {
+        None | Some(MaskMode::None) => None,
+        Some(mode) => Some(masks(opts, mode, &model, &device)?),
+    };
     let mut curve = Curve::init_linear(opts.kind, opts.bends, model.clone(), &a, &b)?;
+    if let Some(m) = &bend_mask {
+        crate::curve::mask_bends(&mut curve.points, m);
+    }
     let idx = curve.trainable(opts.train_ends);
     let packed = curve.pack(&idx);
     let mut obj: Box<dyn Objective + '_> = match &model {
@@ -156,7 +191,8 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
                 &split.test,
                 device.clone(),
             )
-            .with_state_data(&split.train),
+            .with_state_data(&split.train)
+            .with_bend_mask_opt(bend_mask.clone()),
         ),
         Model::Variational(m) => {
             let warmup = match opts.objective {
@@ -202,10 +238,64 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         return Ok(v);
     }
     curve.unpack(&idx, &fitted.params);
+    if let Some(m) = &bend_mask {
+        crate::curve::mask_bends(&mut curve.points, m);
+    }
     curve.ends_trained = opts.train_ends;
     let path = opts.out.join("curve.safetensors");
     curve.save(&path)?;
     let v = json!({"curve": path, "points": curve.len(), "kind": opts.kind.to_string()});
     record.finish(&opts.out, v.clone())?;
     Ok(v)
+}
+
+/// The bends' mask of `mode` from the pruned endpoints' masks (`mask.safetensors` beside each
+/// model file, written by `modeconn prune`), one 0/1 vector per parameter.
+fn masks(
+    opts: &ConnectOptions,
+    mode: MaskMode,
+    model: &Model,
+    device: &burn::tensor::Device,
+) -> Result<Vec<Vec<f32>>> {
+    let Model::Plain(arch) = model else {
+        return Err(Error::Config(format!(
+            "--mask {}: the endpoints are variational models; prune them first (modeconn prune)",
+            mode.name()
+        )));
+    };
+    if opts.train_ends {
+        return Err(Error::Config(format!(
+            "--mask {} restricts the bends; --train-ends would move the endpoints off their masks",
+            mode.name()
+        )));
+    }
+    let beside = |flag: &str, file: &std::path::Path| -> Result<Vec<Vec<f32>>> {
+        let path = file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(super::prune::MASK_FILE);
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "--mask {}: no {} beside {flag} {} (write one with modeconn prune)",
+                mode.name(),
+                super::prune::MASK_FILE,
+                file.display()
+            )));
+        }
+        Ok(super::prune::load_mask(&path, arch, flag, device)?.to_vecs())
+    };
+    let (ma, mb) = (beside("--a", &opts.a)?, beside("--b", &opts.b)?);
+    Ok(ma
+        .iter()
+        .zip(&mb)
+        .map(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| match mode {
+                    MaskMode::Union => p.max(*q),
+                    _ => p.min(*q),
+                })
+                .collect()
+        })
+        .collect())
 }

@@ -9,6 +9,7 @@ pub mod permute;
 pub mod plane;
 pub mod plot;
 pub mod probe;
+pub mod prune;
 pub mod train;
 pub mod vtrain;
 

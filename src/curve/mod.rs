@@ -210,6 +210,22 @@ impl Curve {
     }
 }
 
+/// Multiplies every bend (every point but the first and the last) by `mask` (0/1 per
+/// parameter, in the points' layout).
+pub fn mask_bends(points: &mut [ParamSet], mask: &[Vec<f32>]) {
+    let n = points.len();
+    for p in points.iter_mut().take(n - 1).skip(1) {
+        let device = p.tensors()[0].device();
+        let values = p
+            .to_vecs()
+            .into_iter()
+            .zip(mask)
+            .map(|(v, m)| v.iter().zip(m).map(|(x, k)| x * k).collect())
+            .collect();
+        *p = ParamSet::from_vecs(p.layout().clone(), values, &device).expect("the points' layout");
+    }
+}
+
 /// `Σ_j c_j(t) θ_j` for the given points (differentiable in whichever points carry autodiff).
 pub fn point_of(kind: CurveKind, points: &[&ParamSet], t: f64) -> ParamSet {
     let c: Vec<f32> = kind
@@ -256,6 +272,9 @@ pub struct CurveObjective<'a, P: Objective = Classification<'a>> {
     pub device: Device,
     /// The per-point objective.
     point: P,
+    /// 0/1 per parameter (in the points' layout) that the bends are multiplied by wherever they
+    /// are used ([`CurveObjective::with_bend_mask`]).
+    bend_mask: Option<Vec<Vec<f32>>>,
     /// Data on which the midpoint's state is recomputed before its evaluation (networks with
     /// normalisation layers; [`CurveObjective::with_state_data`]; default: `test`).
     state_data: Option<&'a Dataset>,
@@ -312,10 +331,25 @@ impl<'a, P: Objective> CurveObjective<'a, P> {
             test,
             device,
             point,
+            bend_mask: None,
             state_data: None,
             sampled: None,
             last_point: None,
         }
+    }
+
+    /// Restrict the bends to a 0/1 mask (curves between pruned networks inside the union or
+    /// the intersection of their masks, Evci et al. 2019): every use of a bend multiplies it
+    /// by the mask, so its masked-out entries take no part in the loss and stay out of the
+    /// fitted curve ([`mask_bends`]); the endpoints are untouched.
+    pub fn with_bend_mask(self, mask: Vec<Vec<f32>>) -> Self {
+        self.with_bend_mask_opt(Some(mask))
+    }
+
+    /// [`CurveObjective::with_bend_mask`] when `mask` is some.
+    pub fn with_bend_mask_opt(mut self, mask: Option<Vec<Vec<f32>>>) -> Self {
+        self.bend_mask = mask;
+        self
     }
 
     /// Recompute the evaluated midpoint's state on `data` (the training set).
@@ -329,6 +363,9 @@ impl<'a, P: Objective> CurveObjective<'a, P> {
         let mut points = self.curve.points.clone();
         for (&j, p) in self.trainable.iter().zip(trained) {
             points[j] = p;
+        }
+        if let Some(m) = &self.bend_mask {
+            mask_bends(&mut points, m);
         }
         points
     }

@@ -30,8 +30,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run.
-pub const COMMANDS: [&str; 10] = [
-    "train", "eval", "connect", "path", "permute", "align", "probe", "vtrain", "plane", "plot",
+pub const COMMANDS: [&str; 11] = [
+    "train", "eval", "connect", "path", "permute", "align", "probe", "vtrain", "prune", "plane",
+    "plot",
 ];
 
 /// One step of an analysis.
