@@ -68,8 +68,9 @@ pub enum Command {
     /// The permuted-minima probe: line and fitted chain for (w1, w2), (w1, π(w1)),
     /// (w1, π(w2)) and (w1, align(w2)), with a table of barriers in --out/summary.json.
     Probe(ProbeArgs),
-    /// Evaluate train loss and test error on the plane through w1, a curve's bend and w2;
-    /// writes plane.json and plane.csv into --out.
+    /// Evaluate train loss and test error on the plane through w1, a curve's bend and w2
+    /// (variational models: the mode's and one sample's); writes plane.json and plane.csv into
+    /// --out.
     Plane(PlaneArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run), or `kl` for the KL approximation figure.

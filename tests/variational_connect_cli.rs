@@ -134,6 +134,37 @@ fn sparse_vd_pair_connects_and_its_paths_report_mode_sample_and_ensemble() {
         assert!(b.is_finite(), "{path}: {s}");
         assert!(s[path]["test_ens3_err"]["max"].as_f64().unwrap() <= 1.0);
     }
+    // The plane through a, the bend and b: the mode's train loss and test error, and one
+    // sample's, at every cell.
+    let pl = dir.path().join("plane");
+    modeconn()
+        .args(["plane", "--data", "digits", "--grid", "5", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(c.join("curve.safetensors"))
+        .arg("--out")
+        .arg(&pl)
+        .assert()
+        .success();
+    let plane = read_json(&pl.join("plane.json"));
+    for k in [
+        "train_loss",
+        "test_err",
+        "train_sample_loss",
+        "test_sample_err",
+    ] {
+        let g = plane[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("plane lacks {k}"));
+        assert_eq!(g.len(), 5);
+        assert!(
+            g.iter()
+                .flat_map(|r| r.as_array().unwrap())
+                .all(|v| v.as_f64().unwrap().is_finite())
+        );
+    }
     let files = modeconn().arg("plot").arg(&p).assert().success();
     let out = String::from_utf8(files.get_output().stdout.clone()).unwrap();
     assert!(out.contains("path.png"), "{out}");
