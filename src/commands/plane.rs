@@ -25,6 +25,9 @@ use crate::network_file::load_any_pair;
 use crate::params::ParamSet;
 use crate::variational::eval::{Sampling, evaluate_variational};
 
+/// One grid cell's (train loss, test error).
+type Cell = (f64, f64);
+
 /// Noise seed of the one-sample evaluation of a variational plane (the same at every cell).
 const VARIATIONAL_SEED: u64 = 0;
 use crate::params::io::write_atomic;
@@ -117,7 +120,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
         .collect();
     // Per cell (train loss, test error); for variational models of the mode, with one
     // sample's beside them.
-    let (values, sampled): (Vec<(f64, f64)>, Option<Vec<(f64, f64)>>) = match &model {
+    let (values, sampled): (Vec<Cell>, Option<Vec<Cell>>) = match &model {
         Model::Plain(_) => {
             let family = Family::new(
                 &arch,
