@@ -362,6 +362,12 @@ pub struct EvalArgs {
     /// Variational models: seed of the sampling noise [default: as in training].
     #[arg(long, value_name = "SEED")]
     pub eval_seed: Option<u64>,
+    /// Variational models: the zero-mean ablation (Neklyudov et al. 2019) — evaluate with the
+    /// weight means of these layers set to 0 and their variances kept, e.g. fc1 or conv1,fc2.
+    /// A layer whose α has run to infinity keeps its information in the variances: its sampled
+    /// predictions survive, its mode does not.
+    #[arg(long, value_name = "LAYER,LAYER", value_delimiter = ',')]
+    pub zero_mean: Vec<String>,
 }
 
 impl EvalArgs {
@@ -377,6 +383,7 @@ impl EvalArgs {
                 .map(|s| crate::variational::eval::parse_ensembles(s, "--ensemble"))
                 .transpose()?,
             eval_seed: self.eval_seed,
+            zero_mean: self.zero_mean.clone(),
         })
     }
 }

@@ -165,3 +165,67 @@ fn weight_matching_recovers_a_known_permutation_of_a_variational_model() {
         );
     }
 }
+
+/// The zero-mean ablation (Neklyudov et al. 2019): a layer whose α has run off keeps its
+/// information in the variances, so setting its means to 0 leaves the sampled logits (same
+/// noise) all but unchanged, while its mode is zero; with a small α the same ablation destroys
+/// the layer. A layer the model lacks is refused.
+#[test]
+fn zero_mean_ablation_keeps_samples_only_where_alpha_ran_off() {
+    use modeconn::variational::weights::VarWeights;
+    let device = backend::device();
+    let m = VModel::new(
+        "mlp:12-9-3".parse().unwrap(),
+        VConfig::new(Method::LayerwiseAlpha),
+    )
+    .unwrap();
+    let base = spread(&m, 4);
+    let x = Tensor::<2>::from_data(TensorData::new(data(&m.arch, 32).x, [32, 12]), &device);
+    let with_log_alpha = |la: f32| {
+        let vecs = base
+            .layout()
+            .entries()
+            .iter()
+            .zip(base.to_vecs())
+            .map(|(e, v)| {
+                if e.name == "log_alpha/fc1.weight" {
+                    vec![la]
+                } else {
+                    v
+                }
+            })
+            .collect();
+        ParamSet::from_vecs(base.layout().clone(), vecs, &device).unwrap()
+    };
+    let ablated = m.clone().with_zero_mean(&["fc1".to_string()]).unwrap();
+    let sample = |model: &VModel, p: &ParamSet| -> Vec<f32> {
+        let w = VarWeights::new(model, p, ChaCha8Rng::seed_from_u64(3));
+        model
+            .arch
+            .forward(&w, x.clone())
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let rel = |a: &[f32], b: &[f32]| {
+        let d: f32 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        d / a.iter().map(|x| x * x).sum::<f32>().sqrt()
+    };
+    // α = e¹⁵: the means are e^−7.5 of the noise's scale.
+    let p = with_log_alpha(15.0);
+    assert!(rel(&sample(&m, &p), &sample(&ablated, &p)) < 1e-2);
+    // α = e^−4: the means carry the layer.
+    let p = with_log_alpha(-4.0);
+    assert!(rel(&sample(&m, &p), &sample(&ablated, &p)) > 0.1);
+    // The ablated layer's mode is zero; the others are untouched.
+    let (mode, full) = (ablated.mode(&p), m.mode(&p));
+    assert!(mode.to_vecs()[0].iter().all(|&v| v == 0.0), "fc1.weight");
+    assert_eq!(mode.to_vecs()[2], full.to_vecs()[2], "fc2.weight");
+    let e = m.clone().with_zero_mean(&["fc7".to_string()]).unwrap_err();
+    assert!(e.to_string().contains("fc7"), "{e}");
+}

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{eval_device, load_data};
 use crate::data::DataConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, evaluate};
 use crate::network_file::load_model;
 use crate::params::io::Loaded;
@@ -29,6 +29,9 @@ pub struct EvalOptions {
     pub ensemble: Option<Vec<usize>>,
     /// Variational models: noise seed (default: the one recorded at training).
     pub eval_seed: Option<u64>,
+    /// Variational models: layers evaluated with their means set to zero (the zero-mean
+    /// ablation, [`crate::variational::VModel::with_zero_mean`]).
+    pub zero_mean: Vec<String>,
 }
 
 /// Runs `eval`; returns the metrics (same keys as `train`'s `metrics.json`).
@@ -38,6 +41,12 @@ pub fn run(opts: &EvalOptions) -> Result<Value> {
         && variational::is_variational(&f.meta)
     {
         return run_variational(opts, &device);
+    }
+    if !opts.zero_mean.is_empty() {
+        return Err(Error::Config(format!(
+            "--zero-mean applies to variational models; {} is a network",
+            opts.model.display()
+        )));
     }
     let (arch, params) = load_model(&opts.model, &device)?;
     let split = load_data(&opts.data)?;
@@ -56,6 +65,7 @@ pub fn run(opts: &EvalOptions) -> Result<Value> {
 /// ensemble sizes unless overridden.
 fn run_variational(opts: &EvalOptions, device: &burn::tensor::Device) -> Result<Value> {
     let (model, params, meta) = variational::load_vmodel(&opts.model, device)?;
+    let model = model.with_zero_mean(&opts.zero_mean)?;
     let split = load_data(&opts.data)?;
     model.arch.check_data(&split.test)?;
     let ks = match &opts.ensemble {
@@ -70,7 +80,10 @@ fn run_variational(opts: &EvalOptions, device: &burn::tensor::Device) -> Result<
         ensembles: &ks,
         seed,
     };
-    let out = summary(&model, &params, &split.test, sampling, device);
+    let mut out = summary(&model, &params, &split.test, sampling, device);
+    if !opts.zero_mean.is_empty() {
+        out.insert("zero_mean".into(), serde_json::json!(opts.zero_mean));
+    }
     let m = Value::Object(out);
     if let Some(out) = &opts.out {
         write_json(out, &m)?;

@@ -337,6 +337,8 @@ pub struct VModel {
     pub prior: Prior,
     layers: Vec<LayerInfo>,
     layout: Arc<Layout>,
+    /// Layers evaluated with their means set to zero ([`VModel::with_zero_mean`]).
+    zero_mean: Vec<String>,
 }
 
 /// Name of the mean of an architecture tensor.
@@ -493,7 +495,36 @@ impl VModel {
             config,
             layers,
             layout,
+            zero_mean: Vec::new(),
         })
+    }
+
+    /// The zero-mean ablation of Neklyudov et al. (2019): the same model evaluated with the
+    /// weight means θ of `layers` set to 0 while their variances (`α·θ²`, σ²) are kept, so that
+    /// each such layer is a variance layer `q(w) = N(0, σ²)`; its mode is 0. When a layer's α
+    /// has run to infinity its information lives in the variances, and sampled predictions
+    /// survive the ablation. Errors name a layer the architecture lacks.
+    pub fn with_zero_mean(mut self, layers: &[String]) -> Result<Self> {
+        for l in layers {
+            if !self.layers.iter().any(|x| &x.name == l) {
+                return Err(Error::Config(format!(
+                    "--zero-mean: `{l}` is not a layer of {} (layers: {})",
+                    self.arch,
+                    self.layers
+                        .iter()
+                        .map(|x| x.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        self.zero_mean = layers.to_vec();
+        Ok(self)
+    }
+
+    /// Whether layer `name` is evaluated zero-mean ([`VModel::with_zero_mean`]).
+    pub fn is_zero_mean(&self, name: &str) -> bool {
+        self.zero_mean.iter().any(|l| l == name)
     }
 
     /// The prefixed layout of the trainable set.
@@ -702,7 +733,8 @@ impl VModel {
     }
 
     /// The mode as a plain network on the architecture's layout: `θ ⊙ mask` (see
-    /// [`VModel::keep_mask`]), zeros for variance layers, biases unchanged.
+    /// [`VModel::keep_mask`]), zeros for variance layers and zero-mean ablated ones, biases
+    /// unchanged.
     pub fn mode(&self, params: &ParamSet) -> ParamSet {
         let device = params.tensors()[0].device();
         let masks = self.keep_mask(params);
@@ -716,6 +748,9 @@ impl VModel {
                     return mu.expect("biases always have means");
                 }
                 let layer = e.name.trim_end_matches(".weight");
+                if self.is_zero_mean(layer) {
+                    return vec![0.0; e.numel()];
+                }
                 let mask = &masks.iter().find(|(n, _)| n == layer).expect("layer").1;
                 match mu {
                     None => vec![0.0; e.numel()],

@@ -201,6 +201,8 @@ impl<'a> VarWeights<'a> {
                 (Some(t.clone()), Some(t.powi_scalar(2) * a))
             }
         };
+        // The zero-mean ablation: the weights keep their variance, lose their mean.
+        let mean = mean.filter(|_| !self.model.is_zero_mean(&layer.name));
         WeightMoments { mean, var, bias }
     }
 
@@ -287,7 +289,9 @@ impl<'a> VarWeights<'a> {
     /// variance layer its moments and noise.
     fn dense_act(&self, layer: &str, x: Tensor<2>, relu: bool) -> Tensor<2> {
         let info = self.model.layer(layer);
-        if let Posterior::Shared { .. } | Posterior::Fixed { .. } = info.q {
+        if matches!(info.q, Posterior::Shared { .. } | Posterior::Fixed { .. })
+            && !self.model.is_zero_mean(layer)
+        {
             // v = α·θ⊙θ with one α for the layer: formed inside the op.
             let p = self.params;
             let theta = p.get::<2>(&mu_name(&weight_name(layer)));
