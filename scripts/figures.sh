@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|conv|all]      (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|all]   (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
@@ -12,6 +12,11 @@
 #   without the BN reset) into figures/conv, and `modeconn run analyses/mnist-repair.toml` (the
 #   weight-matched line of two VGG11 without normalisation, with and without REPAIR) into
 #   figures/repair.
+# vconnect (~15 min): `modeconn run analyses/mnist-variational-connectivity.toml --rerun`
+#   (sparse-VD and variance-network pairs: line vs ELBO and likelihood chains, before and after
+#   alignment; the pruned pair with masked chains) into figures/variational_connectivity.
+# phase (~15 min): `modeconn run analyses/mnist-phase-transition.toml --rerun` (layer-wise α on
+#   LeNet-5 and the zero-mean ablation of each layer) into figures/phase_transition.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -41,5 +46,15 @@ if [[ "$WHAT" == all || "$WHAT" == conv ]]; then
   rm -rf figures/conv && cp -r runs/conv-fashion-mnist-vgg/figures figures/conv
   $M run analyses/mnist-repair.toml --rerun
   rm -rf figures/repair && cp -r runs/mnist-repair/figures figures/repair
+fi
+if [[ "$WHAT" == all || "$WHAT" == vconnect ]]; then
+  $M run analyses/mnist-variational-connectivity.toml --rerun
+  rm -rf figures/variational_connectivity
+  cp -r runs/mnist-variational-connectivity/figures figures/variational_connectivity
+fi
+if [[ "$WHAT" == all || "$WHAT" == phase ]]; then
+  $M run analyses/mnist-phase-transition.toml --rerun
+  rm -rf figures/phase_transition
+  cp -r runs/mnist-phase-transition/figures/lwa figures/phase_transition
 fi
 ls figures/*/
