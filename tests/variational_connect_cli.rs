@@ -165,6 +165,29 @@ fn sparse_vd_pair_connects_and_its_paths_report_mode_sample_and_ensemble() {
                 .all(|v| v.as_f64().unwrap().is_finite())
         );
     }
+    // An interrupted variational curve resumes to the same bytes.
+    let r = dir.path().join("resumed");
+    let connect = |extra: &[&str]| {
+        modeconn()
+            .args([
+                "connect", "--data", "digits", "--epochs", "4", "--quiet", "--a",
+            ])
+            .arg(&a)
+            .arg("--b")
+            .arg(&b)
+            .arg("--out")
+            .arg(&r)
+            .args(extra)
+            .assert()
+            .success();
+    };
+    connect(&["--stop-after", "2"]);
+    connect(&["--resume"]);
+    assert_eq!(
+        std::fs::read(r.join("curve.safetensors")).unwrap(),
+        std::fs::read(c.join("curve.safetensors")).unwrap(),
+        "resume is exact"
+    );
     let files = modeconn().arg("plot").arg(&p).assert().success();
     let out = String::from_utf8(files.get_output().stdout.clone()).unwrap();
     assert!(out.contains("path.png"), "{out}");
@@ -310,6 +333,49 @@ fn pruned_pair_connects_inside_and_outside_its_masks() {
         );
         assert_eq!(read_json(&out.join("run.json"))["config"]["mask"], mode);
     }
+    // A mask of another architecture beside an endpoint.
+    let other = dir.path().join("other");
+    let v3 = modeconn()
+        .args([
+            "vtrain",
+            "--method",
+            "sparse-vd",
+            "--data",
+            "digits",
+            "--arch",
+            "mlp:64-32-10",
+        ])
+        .args(["--epochs", "1", "--ensemble", "none", "-q", "--out"])
+        .arg(&other)
+        .assert();
+    v3.success();
+    modeconn()
+        .args(["prune", "--data", "digits", "--model"])
+        .arg(other.join("variational.safetensors"))
+        .arg("--out")
+        .arg(&other)
+        .assert()
+        .success();
+    std::fs::copy(
+        other.join("mask.safetensors"),
+        pruned[1].join("mask.safetensors"),
+    )
+    .unwrap();
+    let a = modeconn()
+        .args(["connect", "--data", "digits", "--mask", "union", "--a"])
+        .arg(pruned[0].join("model.safetensors"))
+        .arg("--b")
+        .arg(pruned[1].join("model.safetensors"))
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("mlp:64-32-10"),
+        "{err}"
+    );
     // A pair without masks beside it.
     let plain = dir.path().join("plain");
     modeconn()
