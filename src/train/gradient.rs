@@ -61,7 +61,7 @@ pub struct ChainRule {
 }
 
 /// One parameter tensor's gradient, as [`TensorGradient::at`] evaluates it from `g`: the
-/// inner form's value, then the family point's scale and decay ([`Outer`]) if any.
+/// inner form's value, then the family point's scale and decay (`Outer`) if any.
 #[derive(Clone, Copy)]
 pub struct TensorGradient<'a> {
     g: &'a [f32],
