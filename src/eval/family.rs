@@ -167,6 +167,10 @@ macro_rules! combine_k {
 combine_k!(combine1 = 1, combine2 = 2, combine3 = 3);
 
 impl Weights for CachedFirst<'_> {
+    fn param(&self, name: &str) -> Tensor<1> {
+        self.params.param(name)
+    }
+
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         if layer == self.layer {
             self.first(false)

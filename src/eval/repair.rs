@@ -110,6 +110,10 @@ impl Recorder<'_> {
 }
 
 impl Weights for Recorder<'_> {
+    fn param(&self, name: &str) -> Tensor<1> {
+        self.params.param(name)
+    }
+
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         let y = self.params.dense(layer, x);
         let [_, c] = y.dims();

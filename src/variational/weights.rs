@@ -333,6 +333,11 @@ impl<'a> VarWeights<'a> {
 }
 
 impl Weights for VarWeights<'_> {
+    /// The mean of a point parameter (a normalisation layer's γ, β or running statistics).
+    fn param(&self, name: &str) -> Tensor<1> {
+        self.params.get(&mu_name(name))
+    }
+
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         self.dense_act(layer, x, false)
     }

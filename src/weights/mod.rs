@@ -31,6 +31,10 @@ pub trait Weights {
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4>;
     /// Layer normalisation of `x: [batch, c]` ([`norm::layer_norm`]), the same in every mode.
     fn layer_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2>;
+    /// A point parameter by its architecture name, e.g. a normalisation layer's `bn1.weight`
+    /// (γ) or its running mean (a variational source answers with its mean `mu/bn1.weight`):
+    /// what wrappers such as [`norm::TrainMode`] compute a layer from.
+    fn param(&self, name: &str) -> Tensor<1>;
 }
 
 /// `x·Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`.
@@ -82,6 +86,10 @@ impl ParamSet {
 }
 
 impl Weights for ParamSet {
+    fn param(&self, name: &str) -> Tensor<1> {
+        self.get(name)
+    }
+
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         dense(x, self.get(&weight_name(layer)), self.bias(layer))
     }

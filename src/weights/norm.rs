@@ -134,16 +134,17 @@ impl BatchStats {
     }
 }
 
-/// A parameter set computing normalisation layers in train mode (batch statistics), recording
-/// each layer's statistics for the caller; every other layer as the set itself.
-pub struct TrainMode<'a> {
-    params: &'a ParamSet,
+/// A weights source (a parameter set, a variational source) computing normalisation layers in
+/// train mode (batch statistics), recording each layer's statistics for the caller; every other
+/// layer as the source itself.
+pub struct TrainMode<'a, W: Weights + ?Sized = ParamSet> {
+    params: &'a W,
     stats: RefCell<Vec<BatchStats>>,
 }
 
-impl<'a> TrainMode<'a> {
+impl<'a, W: Weights + ?Sized> TrainMode<'a, W> {
     /// Train-mode view of `params`.
-    pub fn new(params: &'a ParamSet) -> Self {
+    pub fn new(params: &'a W) -> Self {
         Self {
             params,
             stats: RefCell::new(Vec::new()),
@@ -162,8 +163,8 @@ impl<'a> TrainMode<'a> {
     /// `γ`, `β` of a normalisation layer.
     fn affine(&self, layer: &str) -> (Tensor<1>, Tensor<1>) {
         (
-            self.params.get(&super::weight_name(layer)),
-            self.params.get(&super::bias_name(layer)),
+            self.params.param(&super::weight_name(layer)),
+            self.params.param(&super::bias_name(layer)),
         )
     }
 
@@ -173,7 +174,11 @@ impl<'a> TrainMode<'a> {
     }
 }
 
-impl Weights for TrainMode<'_> {
+impl<W: Weights + ?Sized> Weights for TrainMode<'_, W> {
+    fn param(&self, name: &str) -> Tensor<1> {
+        self.params.param(name)
+    }
+
     fn dense(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         self.params.dense(layer, x)
     }
