@@ -256,20 +256,6 @@ fn a_curve_between_mlp_bns_beats_the_line() {
 }
 
 #[test]
-fn variational_models_of_bn_nets_are_refused_in_one_line() {
-    let d = tempfile::tempdir().unwrap();
-    let out = modeconn()
-        .args(["vtrain", "--method", "sparse-vd", "--arch", ARCH, "--out"])
-        .arg(d.path().join("v"))
-        .assert()
-        .failure()
-        .code(1);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("batch normalisation"), "{err}");
-}
-
-#[test]
 fn a_bn_checkpoint_without_its_running_statistics_is_a_one_line_error() {
     use std::sync::Arc;
 

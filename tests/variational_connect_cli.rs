@@ -448,3 +448,74 @@ fn mixed_or_mismatched_endpoints_are_one_line_errors() {
         "--repair",
     );
 }
+
+/// A variational model of a network with batch normalisation: the dense layers variational,
+/// γ, β and the running statistics point estimates; train mode in training (the statistics
+/// folded into the running ones), eval mode in evaluation; exact resume; permutations keep the
+/// mode; curves between such models are refused for now.
+#[test]
+fn variational_models_with_batch_norm_train_resume_and_permute() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        modeconn()
+            .args(["vtrain", "--method", "sparse-vd", "--data", "digits"])
+            .args([
+                "--arch",
+                "mlp:64-32-10:norm=bn",
+                "--epochs",
+                "6",
+                "--ensemble",
+                "none",
+            ])
+            .args(["--seed", "3", "-q", "--out"])
+            .arg(out)
+            .args(extra)
+            .assert()
+            .success();
+    };
+    let full = dir.path().join("full");
+    run(&full, &[]);
+    let s = read_json(&full.join("summary.json"));
+    assert!(s["mode_acc"].as_f64().unwrap() > 0.8, "{s}");
+    let t = tensors(&full.join("variational.safetensors"));
+    assert!(
+        t["mu/bn1.running_mean"].iter().any(|&v| v != 0.0),
+        "statistics folded"
+    );
+    assert!(t["mu/bn1.running_var"].iter().any(|&v| v != 1.0));
+    assert!(t.contains_key("log_sigma2/fc1.weight") && !t.contains_key("log_sigma2/bn1.weight"));
+    let resumed = dir.path().join("resumed");
+    run(&resumed, &["--stop-after", "3"]);
+    run(&resumed, &["--resume"]);
+    assert_eq!(
+        std::fs::read(resumed.join("variational.safetensors")).unwrap(),
+        std::fs::read(full.join("variational.safetensors")).unwrap(),
+        "resume is exact"
+    );
+    let perm = dir.path().join("perm");
+    modeconn()
+        .args(["permute", "--seed", "4", "--model"])
+        .arg(full.join("variational.safetensors"))
+        .arg("--out")
+        .arg(&perm)
+        .assert()
+        .success();
+    let p = read_json(&perm.join("summary.json"));
+    assert!(p["max_logit_diff"].as_f64().unwrap() < 1e-4, "{p}");
+    let a = modeconn()
+        .args(["connect", "--data", "digits", "--a"])
+        .arg(full.join("variational.safetensors"))
+        .arg("--b")
+        .arg(perm.join("variational.safetensors"))
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("batch normalisation"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad").exists());
+}

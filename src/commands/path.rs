@@ -84,6 +84,7 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     );
     let device = eval_device();
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
+    model.check_family()?;
     let arch = match model {
         Model::Plain(arch) => arch,
         Model::Variational(m) => return run_variational(opts, record, &m, (a, b), &device),

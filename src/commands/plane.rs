@@ -77,6 +77,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let arch = model.arch().clone();
+    model.check_family()?;
     let curve = Curve::load(&opts.curve, &device)?;
     if curve.model != model {
         return Err(Error::Config(format!(

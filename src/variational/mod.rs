@@ -360,15 +360,14 @@ impl VModel {
     /// Builds the model, validating the configuration against the architecture.
     pub fn new(arch: Arch, config: VConfig) -> Result<Self> {
         let base = arch.layout();
-        if base.has_state() {
-            return Err(Error::Config(format!(
-                "--arch {arch}: variational models of networks with batch normalisation are not supported"
-            )));
-        }
+        // The variational layers: dense and convolution weights. A normalisation layer's γ and
+        // β, biases and running statistics stay point estimates (`mu/`, the statistics with
+        // their state role).
+        let is_layer = |e: &Entry| e.role == Role::Weight;
         let names: Vec<String> = base
             .entries()
             .iter()
-            .filter(|e| e.role == Role::Weight)
+            .filter(|e| is_layer(e))
             .map(|e| e.name.trim_end_matches(".weight").to_string())
             .collect();
         if let VarianceLayers::Named(vl) = &config.variance_layers {
@@ -426,7 +425,7 @@ impl VModel {
         let layers: Vec<LayerInfo> = base
             .entries()
             .iter()
-            .filter(|e| e.role == Role::Weight)
+            .filter(|e| is_layer(e))
             .enumerate()
             .map(|(index, e)| {
                 let name = e.name.trim_end_matches(".weight").to_string();
@@ -459,7 +458,7 @@ impl VModel {
         let mut entries: Vec<Entry> = Vec::new();
         for e in base.entries() {
             let layer = e.name.trim_end_matches(".weight");
-            let zero_mean = e.role == Role::Weight
+            let zero_mean = is_layer(e)
                 && layers
                     .iter()
                     .any(|l| l.name == layer && l.q == Posterior::Variance);
@@ -565,6 +564,8 @@ impl VModel {
                     match self.config.init.std {
                         None => base_vals[i].clone(),
                         Some(_) if e.role == Role::Bias => vec![0.0; e.numel()],
+                        // Normalisation layers and their statistics start as the network's.
+                        Some(_) if e.role != Role::Weight => base_vals[i].clone(),
                         Some(s) => {
                             let d = Normal::new(0.0, s as f32).expect("positive std");
                             (0..e.numel()).map(|_| d.sample(&mut rng)).collect()
@@ -744,8 +745,8 @@ impl VModel {
             .iter()
             .map(|e| {
                 let mu = params.flat(&mu_name(&e.name)).ok().map(host_vec);
-                if e.role == Role::Bias {
-                    return mu.expect("biases always have means");
+                if e.role != Role::Weight {
+                    return mu.expect("biases, normalisation layers and state have means");
                 }
                 let layer = e.name.trim_end_matches(".weight");
                 if self.is_zero_mean(layer) {

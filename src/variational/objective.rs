@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EVAL_BATCH, cross_entropy};
 use crate::params::{Entry, Layout, ParamSet, Role};
 use crate::train::{ChainRule, Gradient, Objective, StepCtx};
+use crate::weights::norm::{BatchStats, TrainMode};
 use crate::weights::weight_name;
 
 /// KL weight schedule (`--kl-warmup`).
@@ -178,6 +179,9 @@ pub struct Elbo<'a> {
     /// The last step's host pass buffers, per fused layer in order, for reuse: the derivatives
     /// lent to its gradient come back once the optimiser has dropped it.
     lent: Vec<(Terms, [Arc<Vec<f32>>; 4])>,
+    /// The batch statistics of the last step's normalisation layers (train mode), under the
+    /// model's names (`mu/bn1`), for the loop to fold into the running statistics.
+    stats: Vec<BatchStats>,
 }
 
 /// One fused layer's host pass for the current step.
@@ -225,6 +229,7 @@ impl<'a> Elbo<'a> {
             device,
             step: None,
             lent: Vec::new(),
+            stats: Vec::new(),
         }
     }
 }
@@ -360,12 +365,33 @@ impl Objective for Elbo<'_> {
             }
             None => VarWeights::new(&self.model, params, noise),
         };
-        let nll = cross_entropy(self.model.arch.forward(&w, x), y);
+        // Normalisation layers in train mode, on batch statistics (their γ, β are point
+        // estimates; the sampled layers feed them).
+        let logits = if self.model.layout().has_state() {
+            let tm = TrainMode::new(&w);
+            let logits = self.model.arch.forward(&tm, x);
+            self.stats = tm
+                .into_stats()
+                .into_iter()
+                .map(|s| BatchStats {
+                    layer: mu_name(&s.layer),
+                    ..s
+                })
+                .collect();
+            logits
+        } else {
+            self.model.arch.forward(&w, x)
+        };
+        let nll = cross_entropy(logits, y);
         let kl = w.kl();
         let nll_v = nll.clone().into_scalar::<f32>() as f64;
         let kl_v = kl.clone().into_scalar::<f32>() as f64;
         let loss = nll * ctx.n_train as f32 + kl * rw as f32;
         (loss, vec![("nll", nll_v), ("kl", kl_v), ("rw", rw)])
+    }
+
+    fn take_batch_stats(&mut self) -> Vec<BatchStats> {
+        std::mem::take(&mut self.stats)
     }
 
     fn epoch_end(&mut self, params: &ParamSet, epoch: usize) -> Result<Vec<(String, Value)>> {

@@ -170,9 +170,22 @@ impl<'a> VarWeights<'a> {
             .expect("a stochastic layer")
     }
 
+    /// The layer's bias mean; zeros for a layer without a bias (one followed by a
+    /// normalisation layer).
+    fn bias(&self, layer: &LayerInfo) -> Tensor<1> {
+        let name = mu_name(&bias_name(&layer.name));
+        match self.params.layout().index_of(&name) {
+            Ok(_) => self.params.get::<1>(&name),
+            Err(_) => {
+                let device = self.params.tensors()[0].device();
+                Tensor::zeros([layer.units()], &device)
+            }
+        }
+    }
+
     fn moments<const D: usize>(&self, layer: &LayerInfo) -> WeightMoments<D> {
         let p = self.params;
-        let bias = p.get::<1>(&mu_name(&bias_name(&layer.name)));
+        let bias = self.bias(layer);
         let theta = || p.get::<D>(&mu_name(&weight_name(&layer.name)));
         let shape: [usize; D] = layer.shape.clone().try_into().expect("layer rank");
         let (mean, var) = match layer.q {
@@ -295,7 +308,7 @@ impl<'a> VarWeights<'a> {
             // v = α·θ⊙θ with one α for the layer: formed inside the op.
             let p = self.params;
             let theta = p.get::<2>(&mu_name(&weight_name(layer)));
-            let bias = p.get::<1>(&mu_name(&bias_name(layer)));
+            let bias = self.bias(info);
             let alpha = self.layer_log_alpha(info).exp();
             let [n, _] = x.dims();
             let xi = self.standard_normal([n, info.units()], &x.device());
@@ -363,8 +376,8 @@ impl Weights for VarWeights<'_> {
         )
     }
 
-    /// Eval mode on the means (variational models of normalised networks are refused by
-    /// [`VModel::new`]).
+    /// Eval mode on the means (running statistics); training wraps the source in
+    /// [`crate::weights::norm::TrainMode`] for batch statistics.
     fn batch_norm2d(&self, layer: &str, x: Tensor<4>) -> Tensor<4> {
         let get = |name: String| self.params.get::<1>(&mu_name(&name));
         crate::weights::norm::batch_norm_eval_4d(
@@ -376,8 +389,8 @@ impl Weights for VarWeights<'_> {
         )
     }
 
-    /// Eval mode on the means (variational models of normalised networks are refused by
-    /// [`VModel::new`] until their state is handled).
+    /// Eval mode on the means (running statistics); training wraps the source in
+    /// [`crate::weights::norm::TrainMode`] for batch statistics.
     fn batch_norm(&self, layer: &str, x: Tensor<2>) -> Tensor<2> {
         let get = |name: String| self.params.get::<1>(&mu_name(&name));
         crate::weights::norm::batch_norm_eval(
