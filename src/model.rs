@@ -71,21 +71,6 @@ impl Model {
         ParamSet::from_vecs(base, values, &params.tensors()[0].device())
     }
 
-    /// Errors unless points between two such models can be evaluated: every point of a curve,
-    /// path or plane gets its running statistics recomputed, which this toolkit does for plain
-    /// networks but not yet for variational models with normalisation layers (their statistics
-    /// would come from sampled weights).
-    pub fn check_family(&self) -> Result<()> {
-        match self {
-            Model::Variational(m) if m.layout().has_state() => {
-                Err(crate::error::Error::Config(format!(
-                    "{self}: curves, paths and planes between variational models with batch normalisation are not supported yet (their points' running statistics are not recomputed)"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// The variational model, if this is one.
     pub fn variational(&self) -> Option<&VModel> {
         match self {

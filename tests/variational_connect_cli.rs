@@ -452,7 +452,7 @@ fn mixed_or_mismatched_endpoints_are_one_line_errors() {
 /// A variational model of a network with batch normalisation: the dense layers variational,
 /// γ, β and the running statistics point estimates; train mode in training (the statistics
 /// folded into the running ones), eval mode in evaluation; exact resume; permutations keep the
-/// mode; curves between such models are refused for now.
+/// mode; curves and paths between two such models, every point's statistics recomputed.
 #[test]
 fn variational_models_with_batch_norm_train_resume_and_permute() {
     let dir = tempfile::tempdir().unwrap();
@@ -502,20 +502,70 @@ fn variational_models_with_batch_norm_train_resume_and_permute() {
         .success();
     let p = read_json(&perm.join("summary.json"));
     assert!(p["max_logit_diff"].as_f64().unwrap() < 1e-4, "{p}");
-    let a = modeconn()
-        .args(["connect", "--data", "digits", "--a"])
-        .arg(full.join("variational.safetensors"))
-        .arg("--b")
-        .arg(perm.join("variational.safetensors"))
-        .arg("--out")
-        .arg(dir.path().join("bad"))
+    // A curve between two such models, and the path with every point's statistics recomputed
+    // (sampled weights, exact means over the training data): at t = 0 the line is the first
+    // model within the EMA-vs-exact difference of its statistics.
+    let other = dir.path().join("other");
+    modeconn()
+        .args(["vtrain", "--method", "sparse-vd", "--data", "digits"])
+        .args([
+            "--arch",
+            "mlp:64-32-10:norm=bn",
+            "--epochs",
+            "6",
+            "--ensemble",
+            "none",
+        ])
+        .args(["--seed", "4", "-q", "--out"])
+        .arg(&other)
         .assert()
-        .failure()
-        .code(1);
-    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
-    assert!(
-        err.trim().lines().count() == 1 && err.contains("batch normalisation"),
-        "{err}"
+        .success();
+    let (va, vb) = (
+        full.join("variational.safetensors"),
+        other.join("variational.safetensors"),
     );
-    assert!(!dir.path().join("bad").exists());
+    let c = dir.path().join("c");
+    modeconn()
+        .args(["connect", "--data", "digits", "--epochs", "3", "-q", "--a"])
+        .arg(&va)
+        .arg("--b")
+        .arg(&vb)
+        .arg("--out")
+        .arg(&c)
+        .assert()
+        .success();
+    let p = dir.path().join("p");
+    modeconn()
+        .args([
+            "path",
+            "--data",
+            "digits",
+            "--points",
+            "3",
+            "--ensemble",
+            "2",
+            "--a",
+        ])
+        .arg(&va)
+        .arg("--b")
+        .arg(&vb)
+        .arg("--curve")
+        .arg(c.join("curve.safetensors"))
+        .arg("--out")
+        .arg(&p)
+        .assert()
+        .success();
+    let sp = read_json(&p.join("summary.json"));
+    let start = sp["line"]["test_mode_err"]["start"].as_f64().unwrap();
+    let own = 1.0 - s["mode_acc"].as_f64().unwrap();
+    assert!(
+        (start - own).abs() <= 0.03,
+        "path start {start} vs the model's {own}"
+    );
+    for path in ["line", "curve"] {
+        let m = sp[path]["test_mode_err"]["max"].as_f64().unwrap();
+        assert!(m.is_finite() && m <= 1.0, "{path}: {sp}");
+    }
+    let run = read_json(&p.join("run.json"));
+    assert_eq!(run["result"]["state_recomputed"]["data"], "train", "{run}");
 }

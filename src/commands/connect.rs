@@ -118,7 +118,6 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let arch = model.arch().clone();
-    model.check_family()?;
     if model.variational().is_some() && opts.wd != 0.0 {
         return Err(Error::Config(format!(
             "--wd {}: a curve between variational models is regularised by the KL of its points; weight decay applies to plain networks",

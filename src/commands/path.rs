@@ -84,7 +84,6 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     );
     let device = eval_device();
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
-    model.check_family()?;
     let arch = match model {
         Model::Plain(arch) => arch,
         Model::Variational(m) => return run_variational(opts, record, &m, (a, b), &device),
@@ -226,7 +225,7 @@ fn run_variational(
             points,
             &ts,
             (&train, &split.test),
-            &opts.sampling,
+            (&opts.sampling, &opts.bn_sample),
             device,
         );
         summary.insert(name.clone(), vpath::summarize_path(&r, ks));
@@ -239,7 +238,11 @@ fn run_variational(
     )?;
     let v = Value::Object(summary);
     write_json(&opts.out.join("summary.json"), &v)?;
-    record.finish(&opts.out, v.clone())?;
+    let mut result = v.clone();
+    if let Some(s) = crate::eval::state::record(model.layout(), &train, &opts.bn_sample) {
+        result["state_recomputed"] = s;
+    }
+    record.finish(&opts.out, result)?;
     Ok(v)
 }
 

@@ -20,6 +20,7 @@ use crate::eval::EVAL_BATCH;
 use crate::eval::family::Family;
 use crate::eval::path::grid;
 use crate::eval::plane::PlaneBasis;
+use crate::eval::state::recompute_model;
 use crate::model::Model;
 use crate::network_file::load_any_pair;
 use crate::params::ParamSet;
@@ -77,7 +78,6 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
     let device = eval_device();
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let arch = model.arch().clone();
-    model.check_family()?;
     let curve = Curve::load(&opts.curve, &device)?;
     if curve.model != model {
         return Err(Error::Config(format!(
@@ -151,6 +151,7 @@ pub fn run(opts: &PlaneOptions, argv: Vec<String>) -> Result<Value> {
                         .collect();
                     let p = ParamSet::from_flat(m.layout().clone(), &w, &device)
                         .expect("the models' layout");
+                    let p = recompute_model(&model, &p, &train, &opts.bn_sample, &device);
                     let tr =
                         evaluate_variational(m, &p, &train, Some(sampling), EVAL_BATCH, &device);
                     let te = evaluate_variational(

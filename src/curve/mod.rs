@@ -19,7 +19,7 @@ use crate::arch::Arch;
 use crate::backend::into_host_vec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::state::{StateSample, recompute};
+use crate::eval::state::{StateSample, recompute_model};
 use crate::model::Model;
 use crate::params::io::{FileMeta, Loaded, save};
 use crate::params::{Entry, Layout, ParamSet};
@@ -462,8 +462,8 @@ impl<P: Objective> Objective for CurveObjective<'_, P> {
         let points = self.assemble(params);
         let mid = point_of(self.curve.kind, &points.iter().collect::<Vec<_>>(), 0.5);
         let data = self.state_data.unwrap_or(self.test);
-        let mid = recompute(
-            self.curve.arch(),
+        let mid = recompute_model(
+            &self.curve.model,
             &mid,
             data,
             &StateSample::ALL,

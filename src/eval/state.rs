@@ -116,6 +116,49 @@ pub fn recompute(
     out
 }
 
+/// [`recompute`] for either kind of model: a variational model's normalisation layers see the
+/// outputs of sampled weights (the local reparameterisation, noise from a ChaCha8 stream seeded
+/// with the sample's seed, one stream per batch), as in its training; its state is stored under
+/// `mu/`.
+pub fn recompute_model(
+    model: &crate::model::Model,
+    params: &ParamSet,
+    data: &Dataset,
+    sample: &StateSample,
+    device: &Device,
+) -> ParamSet {
+    use rand::SeedableRng;
+    let m = match model {
+        crate::model::Model::Plain(arch) => return recompute(arch, params, data, sample, device),
+        crate::model::Model::Variational(m) => m,
+    };
+    if !params.layout().has_state() {
+        return params.clone();
+    }
+    let mut seen = 0usize;
+    let mut out = params.clone();
+    for (bi, chunk) in sample.indices(data.len()).chunks(STATE_BATCH).enumerate() {
+        let (x, _) = batch_tensors(data, chunk, device);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sample.seed);
+        rng.set_stream(bi as u64);
+        let w = crate::variational::weights::VarWeights::new(m, params, rng);
+        let tm = TrainMode::new(&w);
+        m.arch.forward(&tm, x);
+        let stats: Vec<BatchStats> = tm
+            .into_stats()
+            .into_iter()
+            .map(|s| BatchStats {
+                layer: crate::variational::mu_name(&s.layer),
+                ..s
+            })
+            .collect();
+        let b = chunk.len();
+        out = fold_stats(&out, &stats, b as f64 / (seen + b) as f64);
+        seen += b;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,8 @@ use crate::curve::{CurveKind, point_of};
 use crate::data::Dataset;
 use crate::eval::EVAL_BATCH;
 use crate::eval::path::summarize;
+use crate::eval::state::{StateSample, recompute_model};
+use crate::model::Model;
 use crate::params::ParamSet;
 
 /// One evaluated point of a variational path.
@@ -38,7 +40,8 @@ pub struct VPathRow {
     pub kl: f64,
     /// The mode's `|W| / |W ≠ 0|`.
     pub compression: f64,
-    /// Distance to the previous point in the stored parameters (θ, log σ², log α).
+    /// Distance to the previous point in the stored parameters (θ, log σ², log α; with their
+    /// running statistics, which are recomputed rather than interpolated).
     pub dl: f64,
 }
 
@@ -62,7 +65,9 @@ impl Default for PathSampling {
 }
 
 /// Evaluates the path through `points` (a curve of kind `kind`; the line is a polychain through
-/// two points) at every `t` of `ts`.
+/// two points) at every `t` of `ts`. A model with normalisation layers gets every point's
+/// running statistics recomputed on the samples of `train` that `state` picks
+/// ([`recompute_model`], sampled weights).
 #[allow(clippy::too_many_arguments)]
 pub fn profile(
     model: &VModel,
@@ -71,15 +76,16 @@ pub fn profile(
     points: &[ParamSet],
     ts: &[f64],
     (train, test): (&Dataset, &Dataset),
-    sampling: &PathSampling,
+    (sampling, state): (&PathSampling, &StateSample),
     device: &Device,
 ) -> Vec<VPathRow> {
     let refs: Vec<&ParamSet> = points.iter().collect();
+    let whole = Model::Variational(model.clone());
     let mut prev: Option<Vec<f32>> = None;
     ts.iter()
         .map(|&t| {
             let p = point_of(kind, &refs, t);
-            let flat = p.to_flat();
+            let flat = p.to_flat_trained();
             let dl = prev.as_ref().map_or(0.0, |q| {
                 q.iter()
                     .zip(&flat)
@@ -88,6 +94,7 @@ pub fn profile(
                     .sqrt()
             });
             prev = Some(flat);
+            let p = recompute_model(&whole, &p, train, state, device);
             let one = Sampling {
                 ensembles: &[],
                 seed: sampling.seed,
