@@ -28,7 +28,7 @@ impl Arch {
     pub fn activations_per_sample(&self) -> u128 {
         match self {
             Arch::Mlp { widths, .. } => widths.iter().map(|&w| w as u128).sum(),
-            Arch::LeNet5 { input } => {
+            Arch::LeNet5 { input, .. } => {
                 let [c, h, w] = input.map(|d| d as u128);
                 let (h1, w1) = (h.saturating_sub(4), w.saturating_sub(4));
                 let (h2, w2) = ((h1 / 2).saturating_sub(4), (w1 / 2).saturating_sub(4));

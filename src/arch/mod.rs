@@ -70,10 +70,14 @@ pub enum Arch {
         /// Normalisation of the hidden layers.
         norm: Norm,
     },
-    /// LeNet-5-Caffe on `[c, h, w]` inputs with 10 classes.
+    /// LeNet-5-Caffe on `[c, h, w]` inputs with 10 classes; with `norm = Bn` every hidden layer
+    /// is conv / Linear without bias → BatchNorm → ReLU (the LeNet-5-BN of Neklyudov et al.'s
+    /// variance networks).
     LeNet5 {
         /// Input image shape.
         input: [usize; 3],
+        /// Normalisation of the hidden layers (none or BatchNorm).
+        norm: Norm,
     },
     /// VGG11 / VGG16 ([`vgg`]), with a width multiplier and a normalisation choice.
     Vgg(vgg::Vgg),
@@ -131,16 +135,27 @@ impl FromStr for Arch {
                 Ok(Arch::Mlp { widths, norm })
             }
             "lenet5" => {
-                let input = if rest.is_empty() {
-                    [1, 28, 28]
-                } else {
-                    parse_shape(rest)
-                        .ok_or_else(|| bad("input shape must be CxHxW, e.g. 1x28x28"))?
-                };
+                let mut input = [1, 28, 28];
+                let mut norm = Norm::None;
+                for opt in rest.split(':').filter(|o| !o.is_empty()) {
+                    match opt {
+                        "norm=bn" => norm = Norm::Bn,
+                        "norm=none" => norm = Norm::None,
+                        _ if opt.starts_with("norm=") => {
+                            return Err(bad(&format!(
+                                "unknown option `{opt}` (LeNet-5 takes norm=bn or norm=none)"
+                            )));
+                        }
+                        _ => {
+                            input = parse_shape(opt)
+                                .ok_or_else(|| bad("input shape must be CxHxW, e.g. 1x28x28"))?
+                        }
+                    }
+                }
                 if input[0] == 0 || lenet::feature_hw(input[1], input[2]).is_none() {
                     return Err(bad("LeNet-5 needs inputs of at least 16×16 pixels"));
                 }
-                Ok(Arch::LeNet5 { input })
+                Ok(Arch::LeNet5 { input, norm })
             }
             "vgg11" | "vgg16" => {
                 let mut v = vgg::Vgg {
@@ -222,7 +237,13 @@ impl fmt::Display for Arch {
                     Norm::Ln => write!(f, ":norm=ln"),
                 }
             }
-            Arch::LeNet5 { input } => write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2]),
+            Arch::LeNet5 { input, norm } => {
+                write!(f, "lenet5:{}x{}x{}", input[0], input[1], input[2])?;
+                match norm {
+                    Norm::Bn => write!(f, ":norm=bn"),
+                    _ => Ok(()),
+                }
+            }
             Arch::Vgg(v) => write!(f, "vgg{}{}", v.depth, v.options()),
             Arch::ResNet(r) => write!(f, "resnet20{}", r.options()),
         }
@@ -234,7 +255,7 @@ impl Arch {
     pub fn input_dim(&self) -> usize {
         match self {
             Arch::Mlp { widths, .. } => widths[0],
-            Arch::LeNet5 { input } => input.iter().product(),
+            Arch::LeNet5 { input, .. } => input.iter().product(),
             Arch::Vgg(v) => v.input.iter().product(),
             Arch::ResNet(r) => r.input.iter().product(),
         }
@@ -254,7 +275,7 @@ impl Arch {
     /// which sees flat vectors).
     pub fn image_shape(&self) -> Option<[usize; 3]> {
         match self {
-            Arch::LeNet5 { input } => Some(*input),
+            Arch::LeNet5 { input, .. } => Some(*input),
             Arch::Vgg(v) => Some(v.input),
             Arch::ResNet(r) => Some(r.input),
             Arch::Mlp { .. } => None,
@@ -300,7 +321,7 @@ impl Arch {
     pub fn layout(&self) -> Arc<Layout> {
         let entries = match self {
             Arch::Mlp { widths, norm } => mlp::entries(widths, *norm),
-            Arch::LeNet5 { input } => lenet::entries(*input, 10),
+            Arch::LeNet5 { input, norm } => lenet::entries(*input, 10, *norm),
             Arch::Vgg(v) => vgg::entries(v),
             Arch::ResNet(r) => resnet::entries(r),
         };
@@ -313,7 +334,7 @@ impl Arch {
         let layout = self.layout();
         match self {
             Arch::Mlp { widths, norm } => mlp::perm_spec(widths, *norm, &layout),
-            Arch::LeNet5 { input } => lenet::perm_spec(*input, &layout),
+            Arch::LeNet5 { input, norm } => lenet::perm_spec(*input, *norm, &layout),
             Arch::Vgg(v) => vgg::perm_spec(v, &layout),
             Arch::ResNet(r) => resnet::perm_spec(r, &layout),
         }
@@ -335,7 +356,7 @@ impl Arch {
     pub fn first_layer_units(&self) -> usize {
         match self {
             Arch::Mlp { widths, .. } => widths[1],
-            Arch::LeNet5 { input } => 20 * (input[1] - 4) * (input[2] - 4),
+            Arch::LeNet5 { input, .. } => 20 * (input[1] - 4) * (input[2] - 4),
             Arch::Vgg(v) => {
                 let s = v.input[1] + 2 * (v.first_pad() - 1);
                 v.channels()[0] * s * s
@@ -348,7 +369,7 @@ impl Arch {
     pub fn first_layer_macs(&self) -> usize {
         match self {
             Arch::Mlp { widths, .. } => widths[0] * widths[1],
-            Arch::LeNet5 { input } => self.first_layer_units() * input[0] * 25,
+            Arch::LeNet5 { input, .. } => self.first_layer_units() * input[0] * 25,
             Arch::Vgg(v) => self.first_layer_units() * v.input[0] * 9,
             Arch::ResNet(r) => self.first_layer_units() * r.input[0] * 9,
         }
@@ -359,7 +380,7 @@ impl Arch {
     pub fn macs_per_sample(&self) -> usize {
         match self {
             Arch::Mlp { widths, .. } => widths.windows(2).map(|w| w[0] * w[1]).sum(),
-            Arch::LeNet5 { input } => {
+            Arch::LeNet5 { input, .. } => {
                 let (h1, w1) = (input[1] - 4, input[2] - 4);
                 let (h2, w2) = (h1 / 2 - 4, w1 / 2 - 4);
                 let fc1 = lenet::fc1_inputs(*input);
@@ -453,7 +474,7 @@ impl Arch {
     ) -> Tensor<2> {
         match self {
             Arch::Mlp { widths, norm } => mlp::forward(widths, *norm, w, x, observe),
-            Arch::LeNet5 { input } => lenet::forward(*input, w, x, observe),
+            Arch::LeNet5 { input, norm } => lenet::forward(*input, *norm, w, x, observe),
             Arch::Vgg(v) => vgg::forward(v, w, x, observe),
             Arch::ResNet(r) => resnet::forward(r, w, x, observe),
         }
@@ -466,6 +487,41 @@ mod tests {
 
     /// He initialisation: weights with standard deviation √(2/fan_in) (a conv layer's fan-in
     /// is c·kh·kw), zero biases, normalisation at its identity; the default is PyTorch's.
+    /// `lenet5:norm=bn` parses, prints in full and parses back to itself; its hidden layers lose
+    /// their biases to BatchNorm; other normalisations are refused.
+    #[test]
+    fn lenet5_bn_spec_round_trips() {
+        let a: Arch = "lenet5:norm=bn".parse().unwrap();
+        assert_eq!(a.to_string(), "lenet5:1x28x28:norm=bn");
+        assert_eq!(a.to_string().parse::<Arch>().unwrap(), a);
+        assert_eq!(
+            "lenet5:3x32x32:norm=bn"
+                .parse::<Arch>()
+                .unwrap()
+                .image_shape(),
+            Some([3, 32, 32])
+        );
+        assert_eq!(
+            "lenet5".parse::<Arch>().unwrap().to_string(),
+            "lenet5:1x28x28"
+        );
+        let names: Vec<String> = a
+            .layout()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        for n in ["bn1.running_var", "bn2.weight", "bn3.bias", "fc2.bias"] {
+            assert!(names.contains(&n.to_string()), "{n}");
+        }
+        for n in ["conv1.bias", "conv2.bias", "fc1.bias"] {
+            assert!(!names.contains(&n.to_string()), "{n}");
+        }
+        assert!(a.layout().has_state());
+        let e = "lenet5:norm=ln".parse::<Arch>().unwrap_err().to_string();
+        assert!(e.contains("norm=ln"), "{e}");
+    }
+
     #[test]
     fn he_initialisation_has_the_fan_in_scale() {
         let device = crate::backend::device();

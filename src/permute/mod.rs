@@ -59,6 +59,7 @@ mod tests {
             ("mlp:20-7-7-7-7-10", 2),
             ("lenet5", 3),
             ("lenet5:3x32x32", 4),
+            ("lenet5:norm=bn", 11),
             ("mlp:20-16-12-10:norm=bn", 5),
             ("mlp:20-16-12-10:norm=ln", 9),
             ("vgg11:w=0.0625:in=1x8x8", 6),
@@ -103,7 +104,9 @@ mod tests {
             "{e}"
         );
         let lenet: Arch = "lenet5:3x32x32".parse().unwrap();
-        let e = crate::arch::lenet::perm_spec([1, 28, 28], &lenet.layout()).unwrap_err();
+        let e =
+            crate::arch::lenet::perm_spec([1, 28, 28], crate::arch::Norm::None, &lenet.layout())
+                .unwrap_err();
         let e = e.to_string();
         assert!(
             e.contains("`fc1.weight` axis 1 has size 1250") && e.contains("blocks of 16"),
