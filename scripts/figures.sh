@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|all]   (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|all]   (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
@@ -17,6 +17,8 @@
 #   alignment; the pruned pair with masked chains) into figures/variational_connectivity.
 # phase (~15 min): `modeconn run analyses/mnist-phase-transition.toml --rerun` (layer-wise α on
 #   LeNet-5 and the zero-mean ablation of each layer) into figures/phase_transition.
+# vnets (~16 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
+#   its hidden layers, and with every layer, zero-mean) into figures/variance_networks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -56,5 +58,10 @@ if [[ "$WHAT" == all || "$WHAT" == phase ]]; then
   $M run analyses/mnist-phase-transition.toml --rerun
   rm -rf figures/phase_transition
   cp -r runs/mnist-phase-transition/figures/lwa figures/phase_transition
+fi
+if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
+  $M run analyses/mnist-variance-networks.toml --rerun
+  rm -rf figures/variance_networks && mkdir -p figures/variance_networks
+  cp runs/mnist-variance-networks/figures/lenet5_bn_hidden/vtrain.* figures/variance_networks/
 fi
 ls figures/*/
