@@ -436,9 +436,10 @@ pub struct VtrainArgs {
     #[arg(long)]
     pub learn_alpha: bool,
     /// variance: the zero-mean layers: hidden (every layer but the output layer, which stays a
-    /// point estimate), all (every layer; with a zero-mean output layer the logits have mean 0,
-    /// so by Jensen's inequality the expected cross-entropy is at least ln K, chance: it does
-    /// not learn, with or without normalisation), or a list such as fc1,fc2 [default: hidden].
+    /// point estimate), all (every layer; a zero-mean output layer gives the logits the same
+    /// mean, its bias, for every input, so by Jensen's inequality the expected cross-entropy is
+    /// no better than a constant prediction's: it does not learn), or a list such as fc1,fc2
+    /// [default: hidden].
     #[arg(long, value_name = "LAYERS")]
     pub variance_layers: Option<String>,
     /// Ensemble sizes evaluated on the test set, e.g. 10,20, or none.
