@@ -292,17 +292,8 @@ fn variational_table(v: &Value) -> String {
         for (name, p) in map {
             let f = |m: &str, k: &str| p[m][k].as_f64().unwrap_or(f64::NAN);
             // The largest ensemble's column (`test_ens{K}_err` with the largest K).
-            let ens = p
-                .as_object()
-                .into_iter()
-                .flat_map(|o| o.keys())
-                .filter_map(|k| {
-                    k.strip_prefix("test_ens")?
-                        .strip_suffix("_err")?
-                        .parse::<usize>()
-                        .ok()
-                })
-                .max()
+            let keys = p.as_object().into_iter().flat_map(|o| o.keys());
+            let ens = vpath::largest_ensemble(keys.map(String::as_str))
                 .map_or(f64::NAN, |k| f(&format!("test_ens{k}_err"), "max"));
             writeln!(
                 s,

@@ -11,6 +11,7 @@ use super::plane::PlaneFigure;
 use super::{Panel, PanelKind, Panels, SIZE, Series, save};
 use crate::error::{Error, Result};
 use crate::variational::kl::{kl_exact, kl_log_uniform};
+use crate::variational::path::largest_ensemble;
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
@@ -33,6 +34,48 @@ pub fn is_variational_path(csv: &Path) -> Result<bool> {
         .is_some_and(|h| h.split(',').any(|c| c == "test_mode_err")))
 }
 
+/// The rows of a `path.csv` as `(path name, values)`, the values taken from the columns that
+/// `wanted(header)` names, in that order; errors name a missing column or a bad number.
+fn read_path_rows(
+    csv: &Path,
+    wanted: impl FnOnce(&[String]) -> Vec<String>,
+) -> Result<Vec<(String, Vec<f64>)>> {
+    let text = read(csv)?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let col = |name: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            Error::data(csv, format!("no `{name}` column (not a modeconn path.csv)"))
+        })
+    };
+    let ip = col("path")?;
+    let idx: Vec<usize> = wanted(&header)
+        .iter()
+        .map(|m| col(m))
+        .collect::<Result<_>>()?;
+    let rows = lines
+        .enumerate()
+        .map(|(n, line)| {
+            let f: Vec<&str> = line.split(',').collect();
+            let values = idx
+                .iter()
+                .map(|&i| {
+                    f.get(i)
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            Ok((f.get(ip).unwrap_or(&"").to_string(), values))
+        })
+        .collect::<Result<_>>()?;
+    Ok(rows)
+}
+
 /// The variational paths of a `path.csv` (`path` between variational models): test NLL and
 /// test error of the mode (solid), one sample (dashed) and the largest ensemble (markers) for
 /// every path, one colour a path, and the KL along each; writes `<out>/path.{png,svg}`.
@@ -41,58 +84,28 @@ pub fn variational_path_figure(
     out: &Path,
     size: Option<(u32, u32)>,
 ) -> Result<Vec<PathBuf>> {
-    let text = read(csv)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header.iter().position(|h| *h == name).ok_or_else(|| {
-            Error::data(
-                csv,
-                format!("no `{name}` column (not a variational path.csv)"),
-            )
-        })
-    };
-    // The largest ensemble, if any.
-    let ens = header
-        .iter()
-        .filter_map(|h| {
-            h.strip_prefix("test_ens")?
-                .strip_suffix("_err")?
-                .parse::<usize>()
-                .ok()
-        })
-        .max();
-    let mut kinds = vec![
-        ("mode".to_string(), "test_mode"),
-        ("sample".into(), "test_sample"),
+    // Mode, one sample and the largest ensemble, if any: (label, column prefix).
+    let mut kinds: Vec<(String, String)> = vec![
+        ("mode".into(), "test_mode".into()),
+        ("sample".into(), "test_sample".into()),
     ];
-    let ens_prefix = ens.map(|k| format!("test_ens{k}"));
-    if let (Some(k), Some(p)) = (ens, &ens_prefix) {
-        kinds.push((format!("ensemble of {k}"), p.as_str()));
-    }
-    let (ip, it, ikl) = (col("path")?, col("t")?, col("kl")?);
-    let idx: Vec<[usize; 2]> = kinds
-        .iter()
-        .map(|(_, p)| Ok([col(&format!("{p}_loss"))?, col(&format!("{p}_err"))?]))
-        .collect::<Result<_>>()?;
-    // Per path: rows of [t, kl, (loss, err) per kind].
+    let table = read_path_rows(csv, |header| {
+        if let Some(k) = largest_ensemble(header.iter().map(String::as_str)) {
+            kinds.push((format!("ensemble of {k}"), format!("test_ens{k}")));
+        }
+        // Per row: [t, kl, (loss, err) per kind].
+        let mut c = vec!["t".to_string(), "kl".into()];
+        for (_, p) in &kinds {
+            c.push(format!("{p}_loss"));
+            c.push(format!("{p}_err"));
+        }
+        c
+    })?;
     let mut order: Vec<String> = Vec::new();
     let mut rows: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
-    for (n, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let num = |i: usize| -> Result<f64> {
-            f.get(i)
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
-        };
-        let name = f.get(ip).unwrap_or(&"").to_string();
+    for (name, r) in table {
         if !order.contains(&name) {
             order.push(name.clone());
-        }
-        let mut r = vec![num(it)?, num(ikl)?];
-        for [l, e] in &idx {
-            r.push(num(*l)?);
-            r.push(num(*e)?);
         }
         rows.entry(name).or_default().push(r);
     }
@@ -164,25 +177,9 @@ fn read_paths(
     paths: &mut BTreeMap<String, Vec<Vec<f64>>>,
     order: &mut Vec<String>,
 ) -> Result<()> {
-    let text = read(csv)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header.iter().position(|h| *h == name).ok_or_else(|| {
-            Error::data(csv, format!("no `{name}` column (not a modeconn path.csv)"))
-        })
-    };
-    let (ip, it) = (col("path")?, col("t")?);
-    let metrics = ["test_loss", "test_err", "train_loss"];
-    let idx: Vec<usize> = metrics.iter().map(|m| col(m)).collect::<Result<_>>()?;
-    for (n, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let num = |i: usize| -> Result<f64> {
-            f.get(i)
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| Error::data(csv, format!("line {}: bad number", n + 2)))
-        };
-        let name = f.get(ip).unwrap_or(&"").to_string();
+    let wanted = ["t", "test_loss", "test_err", "train_loss"];
+    let rows = read_path_rows(csv, |_| wanted.map(String::from).to_vec())?;
+    for (name, row) in rows {
         let name = match label {
             Some(l) if name == "line" => l.to_string(),
             Some(l) => format!("{l}: {name}"),
@@ -190,10 +187,6 @@ fn read_paths(
         };
         if !order.contains(&name) {
             order.push(name.clone());
-        }
-        let mut row = vec![num(it)?];
-        for &i in &idx {
-            row.push(num(i)?);
         }
         paths.entry(name).or_default().push(row);
     }

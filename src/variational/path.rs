@@ -141,6 +141,19 @@ pub fn columns(ks: &[usize]) -> Vec<String> {
     c
 }
 
+/// The largest K among column names of the form `test_ens{K}_err` ([`columns`]).
+pub fn largest_ensemble<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {
+    names
+        .into_iter()
+        .filter_map(|h| {
+            h.strip_prefix("test_ens")?
+                .strip_suffix("_err")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+}
+
 /// The row's values in [`columns`] order.
 fn values(r: &VPathRow) -> Vec<f64> {
     let pair = |m: &crate::eval::Metrics| [m.loss, 1.0 - m.acc];
