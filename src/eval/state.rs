@@ -98,22 +98,11 @@ pub fn recompute(
     sample: &StateSample,
     device: &Device,
 ) -> ParamSet {
-    if !params.layout().has_state() {
-        return params.clone();
-    }
-    let mut seen = 0usize;
-    let mut out = params.clone();
-    for chunk in sample.indices(data.len()).chunks(STATE_BATCH) {
-        let (x, _) = batch_tensors(data, chunk, device);
+    fold_batches(params, data, sample, device, |_, x| {
         let tm = TrainMode::new(params);
         arch.forward(&tm, x);
-        let stats: Vec<BatchStats> = tm.into_stats();
-        let b = chunk.len();
-        // After a reset (the first batch replaces the state), momentum b/(seen + b).
-        out = fold_stats(&out, &stats, b as f64 / (seen + b) as f64);
-        seen += b;
-    }
-    out
+        tm.into_stats()
+    })
 }
 
 /// [`recompute`] for either kind of model: a variational model's normalisation layers see the
@@ -132,6 +121,32 @@ pub fn recompute_model(
         crate::model::Model::Plain(arch) => return recompute(arch, params, data, sample, device),
         crate::model::Model::Variational(m) => m,
     };
+    fold_batches(params, data, sample, device, |bi, x| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sample.seed);
+        rng.set_stream(bi as u64);
+        let w = crate::variational::weights::VarWeights::new(m, params, rng);
+        let tm = TrainMode::new(&w);
+        m.arch.forward(&tm, x);
+        tm.into_stats()
+            .into_iter()
+            .map(|s| BatchStats {
+                layer: crate::variational::mu_name(&s.layer),
+                ..s
+            })
+            .collect()
+    })
+}
+
+/// The state pass shared by [`recompute`] and [`recompute_model`]: `stats(batch index, x)` gives
+/// one train-mode batch's statistics, folded into `params`' state after a reset (the first batch
+/// replaces it, then momentum b/(seen + b): the exact mean over the samples).
+fn fold_batches(
+    params: &ParamSet,
+    data: &Dataset,
+    sample: &StateSample,
+    device: &Device,
+    stats: impl Fn(usize, burn::tensor::Tensor<2>) -> Vec<BatchStats>,
+) -> ParamSet {
     if !params.layout().has_state() {
         return params.clone();
     }
@@ -139,21 +154,8 @@ pub fn recompute_model(
     let mut out = params.clone();
     for (bi, chunk) in sample.indices(data.len()).chunks(STATE_BATCH).enumerate() {
         let (x, _) = batch_tensors(data, chunk, device);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sample.seed);
-        rng.set_stream(bi as u64);
-        let w = crate::variational::weights::VarWeights::new(m, params, rng);
-        let tm = TrainMode::new(&w);
-        m.arch.forward(&tm, x);
-        let stats: Vec<BatchStats> = tm
-            .into_stats()
-            .into_iter()
-            .map(|s| BatchStats {
-                layer: crate::variational::mu_name(&s.layer),
-                ..s
-            })
-            .collect();
         let b = chunk.len();
-        out = fold_stats(&out, &stats, b as f64 / (seen + b) as f64);
+        out = fold_stats(&out, &stats(bi, x), b as f64 / (seen + b) as f64);
         seen += b;
     }
     out
