@@ -2,6 +2,8 @@
 //! variational chain rule) against finite differences; the endpoints of a variational curve are
 //! the two models; an untrained chain is the line.
 
+mod common;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use modeconn::backend;
 use modeconn::curve::{Curve, CurveKind, CurveObjective};
@@ -21,43 +23,10 @@ fn model(method: Method) -> VModel {
     VModel::new(ARCH.parse().unwrap(), VConfig::new(method)).unwrap()
 }
 
-/// A model of `method` from `seed`, with every per-weight log σ² set to `log θ² + u`, u in
-/// [−4, 2) (zero-mean layers: log σ² in [−4, −2)), and every per-layer log α to −1: α inside
-/// the clip, so the loss is smooth.
+/// A model of `method` from `seed` with α inside the clip, so the loss is smooth: log σ² =
+/// log θ² + u, u in [−4, 2) (zero-mean layers: log σ² in [−4, −2)), per-layer log α −1.
 fn endpoint(m: &VModel, seed: u64) -> ParamSet {
-    let device = backend::device();
-    let p = m.init(seed, &device);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
-    let vecs = p.to_vecs();
-    let names: Vec<String> = p
-        .layout()
-        .entries()
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    let out = names
-        .iter()
-        .zip(&vecs)
-        .map(|(name, v)| {
-            if let Some(layer) = name.strip_prefix("log_sigma2/") {
-                match names.iter().position(|n| *n == format!("mu/{layer}")) {
-                    Some(k) => vecs[k]
-                        .iter()
-                        .map(|t| (t * t + 1e-8).ln() + rng.random_range(-4.0f32..2.0))
-                        .collect(),
-                    // A zero-mean (variance) layer: σ around e^(−1.5).
-                    None => (0..v.len())
-                        .map(|_| rng.random_range(-4.0f32..-2.0))
-                        .collect(),
-                }
-            } else if name.starts_with("log_alpha/") {
-                vec![-1.0; v.len()]
-            } else {
-                v.clone()
-            }
-        })
-        .collect();
-    ParamSet::from_vecs(p.layout().clone(), out, &device).unwrap()
+    common::spread_posterior(m, seed, seed + 100, -4.0..2.0, -4.0..-2.0, -1.0)
 }
 
 fn tiny_data(n: usize) -> Dataset {

@@ -3,6 +3,8 @@
 //! sparsity are unchanged and the sampled predictive is the same distribution; weight matching
 //! on the means (on σ for zero-mean layers) recovers a known permutation.
 
+mod common;
+
 use burn::tensor::{Tensor, TensorData};
 use modeconn::backend;
 use modeconn::data::Dataset;
@@ -14,37 +16,10 @@ use modeconn::variational::{Method, VConfig, VModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A model with per-weight log σ² spread around log θ² − 1 (or, zero-mean layers, in
+/// A model with per-weight log σ² spread around log θ² (u in [−5, 6); zero-mean layers in
 /// [−5, −1)), so that α differs from weight to weight and some weights are pruned.
 fn spread(m: &VModel, seed: u64) -> ParamSet {
-    let device = backend::device();
-    let p = m.init(seed, &device);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed + 50);
-    let names: Vec<String> = p
-        .layout()
-        .entries()
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    let vecs = p.to_vecs();
-    let out = names
-        .iter()
-        .zip(&vecs)
-        .map(|(n, v)| match n.strip_prefix("log_sigma2/") {
-            Some(w) => match names.iter().position(|x| *x == format!("mu/{w}")) {
-                Some(k) => vecs[k]
-                    .iter()
-                    .map(|t| (t * t + 1e-8).ln() + rng.random_range(-5.0f32..6.0))
-                    .collect(),
-                None => (0..v.len())
-                    .map(|_| rng.random_range(-5.0f32..-1.0))
-                    .collect(),
-            },
-            None if n.starts_with("log_alpha/") => vec![-2.0; v.len()],
-            None => v.clone(),
-        })
-        .collect();
-    ParamSet::from_vecs(p.layout().clone(), out, &device).unwrap()
+    common::spread_posterior(m, seed, seed + 50, -5.0..6.0, -5.0..-1.0, -2.0)
 }
 
 fn data(arch: &modeconn::arch::Arch, n: usize) -> Dataset {

@@ -128,3 +128,47 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)
 }
+
+/// A variational model of `m` from `seed` with its variances spread out, so that α differs
+/// from weight to weight (the initial log σ² = −10 would make every weight alike): every
+/// per-weight log σ² becomes `log θ² + u`, u ~ U(`around_theta`), or, for a zero-mean weight,
+/// a draw from U(`zero_mean`); every per-layer log α becomes `log_alpha`. The draws come from
+/// a ChaCha8 stream seeded with `stream`.
+pub fn spread_posterior(
+    m: &modeconn::variational::VModel,
+    seed: u64,
+    stream: u64,
+    around_theta: std::ops::Range<f32>,
+    zero_mean: std::ops::Range<f32>,
+    log_alpha: f32,
+) -> ParamSet {
+    use rand::{Rng, SeedableRng};
+    let device = backend::device();
+    let p = m.init(seed, &device);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream);
+    let names: Vec<String> = p
+        .layout()
+        .entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    let vecs = p.to_vecs();
+    let out = names
+        .iter()
+        .zip(&vecs)
+        .map(|(n, v)| match n.strip_prefix("log_sigma2/") {
+            Some(w) => match names.iter().position(|x| *x == format!("mu/{w}")) {
+                Some(k) => vecs[k]
+                    .iter()
+                    .map(|t| (t * t + 1e-8).ln() + rng.random_range(around_theta.clone()))
+                    .collect(),
+                None => (0..v.len())
+                    .map(|_| rng.random_range(zero_mean.clone()))
+                    .collect(),
+            },
+            None if n.starts_with("log_alpha/") => vec![log_alpha; v.len()],
+            None => v.clone(),
+        })
+        .collect();
+    ParamSet::from_vecs(p.layout().clone(), out, &device).unwrap()
+}
