@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::params::ParamSet;
 use crate::params::io::{FileMeta, Loaded, save};
-use crate::variational::{is_variational, load_vmodel, save_vmodel};
+use crate::variational::{is_variational, save_vmodel, vmodel_from};
 
 /// Saves a network (atomically).
 pub fn save_model(path: &Path, arch: &Arch, params: &ParamSet) -> Result<()> {
@@ -23,7 +23,11 @@ pub fn save_model(path: &Path, arch: &Arch, params: &ParamSet) -> Result<()> {
 
 /// Loads a network, checking every name and shape against its architecture's layout.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Arch, ParamSet)> {
-    let mut f = Loaded::open(path)?;
+    model_from(Loaded::open(path)?, path, device)
+}
+
+/// [`load_model`] of a file already read.
+fn model_from(mut f: Loaded, path: &Path, device: &Device) -> Result<(Arch, ParamSet)> {
     f.expect_kind(&["model"])?;
     let arch: Arch = f.meta.arch.parse().map_err(|e: Error| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -34,34 +38,14 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Arch, ParamSet)> {
     Ok((arch, params))
 }
 
-/// Loads two networks of one architecture: `(flag, file)` each names the flag in errors.
-pub fn load_pair(
-    a: (&str, &Path),
-    b: (&str, &Path),
-    device: &Device,
-) -> Result<(Arch, ParamSet, ParamSet)> {
-    let (arch, pa) = load_model(a.1, device)?;
-    let (arch_b, pb) = load_model(b.1, device)?;
-    if arch != arch_b {
-        return Err(Error::Config(format!(
-            "{} {} is a {arch} but {} {} is a {arch_b}: the networks must share one architecture",
-            a.0,
-            a.1.display(),
-            b.0,
-            b.1.display()
-        )));
-    }
-    Ok((arch, pa, pb))
-}
-
 /// Loads a plain network or a variational model (a `vtrain` model file or checkpoint).
 pub fn load_any(path: &Path, device: &Device) -> Result<(Model, ParamSet)> {
-    let variational = is_variational(&Loaded::open(path)?.meta);
-    if variational {
-        let (m, p, _) = load_vmodel(path, device)?;
+    let f = Loaded::open(path)?;
+    if is_variational(&f.meta) {
+        let (m, p, _) = vmodel_from(f, path, device)?;
         Ok((Model::Variational(m), p))
     } else {
-        let (a, p) = load_model(path, device)?;
+        let (a, p) = model_from(f, path, device)?;
         Ok((Model::Plain(a), p))
     }
 }

@@ -852,7 +852,15 @@ pub fn save_vmodel(path: &Path, model: &VModel, params: &ParamSet, extra: Value)
 /// and shape against the layout its metadata implies. Returns the model's metadata (for a
 /// checkpoint, the metadata of the model it is a checkpoint of).
 pub fn load_vmodel(path: &Path, device: &Device) -> Result<(VModel, ParamSet, FileMeta)> {
-    let mut f = Loaded::open(path)?;
+    vmodel_from(Loaded::open(path)?, path, device)
+}
+
+/// [`load_vmodel`] of a file already read.
+pub fn vmodel_from(
+    mut f: Loaded,
+    path: &Path,
+    device: &Device,
+) -> Result<(VModel, ParamSet, FileMeta)> {
     if !is_variational(&f.meta) {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
