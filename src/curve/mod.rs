@@ -449,11 +449,14 @@ impl<P: Objective> Objective for CurveObjective<'_, P> {
         };
         // `∂L/∂θ_j = c_j·(∂P/∂w + wd·w(t))`, formed by the optimiser inside its update pass
         // (`w(t)` is read only when there is a decay).
-        let w = self.last_point.clone().expect("drawn by weights");
+        let decay = (self.wd != 0.0).then(|| {
+            let w = self.last_point.clone().expect("drawn by weights");
+            (self.wd as f32, w)
+        });
         Ok(Gradient::Point {
             packed: s.packed,
             inner: Box::new(inner),
-            decay: (self.wd != 0.0).then_some((self.wd as f32, w)),
+            decay,
             scales: self.trainable.iter().map(|&j| s.coeffs[j]).collect(),
         })
     }
