@@ -438,10 +438,16 @@ pub struct VtrainArgs {
     /// variance: the zero-mean layers: hidden (every layer but the output layer, which stays a
     /// point estimate), all (every layer; a zero-mean output layer gives the logits the same
     /// mean, its bias, for every input, so by Jensen's inequality the expected cross-entropy is
-    /// no better than a constant prediction's: it does not learn), or a list such as fc1,fc2
-    /// [default: hidden].
+    /// no better than a constant prediction's: train it with --train-samples K > 1), or a list
+    /// such as fc1,fc2 [default: hidden].
     #[arg(long, value_name = "LAYERS")]
     pub variance_layers: Option<String>,
+    /// Sampled networks per training step. With K > 1 the data term is the multi-sample
+    /// bound N·mean −log((1/K)·Σ_k p(y | x, w_k)), w_k ~ q drawn independently: it rewards the
+    /// ensemble rather than each sample, which lets a zero-mean output layer learn (Neklyudov
+    /// et al. 2019 train variance networks so). A step costs K forward and backward passes.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub train_samples: usize,
     /// Ensemble sizes evaluated on the test set, e.g. 10,20, or none.
     #[arg(long, default_value = "10,20", value_name = "K,K")]
     pub ensemble: String,
@@ -504,6 +510,7 @@ impl VtrainArgs {
                 seed: self.eval_seed.unwrap_or(self.train.seed),
                 every: self.eval_every,
             },
+            train_samples: self.train_samples,
             loop_cfg,
             out: self.out.clone(),
             ctl: self.control.resolve(),
@@ -543,6 +550,11 @@ pub struct ConnectArgs {
     /// rate, no weight decay).
     #[arg(long, value_enum, default_value_t = PointObjective::Elbo)]
     pub objective: PointObjective,
+    /// Between variational models: sampled networks per step; with K > 1 the point's data
+    /// term is the multi-sample bound −log((1/K)·Σ_k p(y | x, w_k)) (see vtrain
+    /// --train-samples; needed for variance networks whose output layer is zero-mean).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub train_samples: usize,
     /// Between two pruned networks (modeconn prune; each directory holds mask.safetensors):
     /// keep the bends inside the union or the intersection of the endpoints' masks, or let them
     /// go anywhere (none, through the dense space; Evci et al. 2019). The masked-out entries of
@@ -579,6 +591,7 @@ impl ConnectArgs {
             train_subset: self.train_subset,
             wd: self.train.wd(&defaults),
             objective: self.objective,
+            train_samples: self.train_samples,
             mask: self.mask,
             data: self.data.resolve()?,
             loop_cfg: self.train.resolve(&defaults)?,

@@ -438,6 +438,39 @@ fn mixed_or_mismatched_endpoints_are_one_line_errors() {
         "--wd",
     );
     fails(
+        &["connect", "--data", "digits", "--train-samples", "4"],
+        &[&plain, &plain],
+        "--train-samples",
+    );
+    fails(
+        &["connect", "--data", "digits", "--train-samples", "0"],
+        &[&v, &v],
+        "--train-samples",
+    );
+    // Several samples per step between variance networks: trained, and recorded.
+    let k2 = dir.path().join("k2");
+    modeconn()
+        .args([
+            "connect",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--train-samples",
+            "2",
+        ])
+        .arg("--a")
+        .arg(&w)
+        .arg("--b")
+        .arg(&w)
+        .args(["-q", "--out"])
+        .arg(&k2)
+        .assert()
+        .success();
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(k2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["train_samples"], 2, "{run}");
+    fails(
         &["path", "--data", "digits", "--ensemble", "0"],
         &[&v, &v],
         "--ensemble",

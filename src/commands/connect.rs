@@ -79,6 +79,8 @@ pub struct ConnectOptions {
     pub wd: f64,
     /// A variational curve's per-point objective.
     pub objective: PointObjective,
+    /// Sampled networks per step of a variational curve ([`Elbo::with_samples`]).
+    pub train_samples: usize,
     /// Between pruned networks: where the bends may live.
     pub mask: Option<MaskMode>,
     /// Data.
@@ -103,6 +105,8 @@ struct Resolved<'a> {
     wd: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     objective: Option<&'static str>,
+    #[serde(skip_serializing_if = "super::vtrain::is_one")]
+    train_samples: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,6 +126,15 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         return Err(Error::Config(format!(
             "--wd {}: a curve between variational models is regularised by the KL of its points; weight decay applies to plain networks",
             opts.wd
+        )));
+    }
+    if opts.train_samples == 0 {
+        return Err(Error::Config("--train-samples must be at least 1".into()));
+    }
+    if model.variational().is_none() && opts.train_samples > 1 {
+        return Err(Error::Config(format!(
+            "--train-samples {}: sampling applies to variational endpoints; --a and --b are plain networks",
+            opts.train_samples
         )));
     }
     if opts.bends == 0 && !opts.train_ends {
@@ -160,6 +173,7 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         train_subset: opts.train_subset,
         wd: opts.wd,
         objective: model.variational().map(|_| opts.objective.name()),
+        train_samples: opts.train_samples,
         method: model.variational().map(|m| m.config.method.to_string()),
         mask: opts.mask.map(MaskMode::name),
         data: &opts.data,
@@ -212,7 +226,8 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
                 eval,
                 loop_cfg.epochs,
                 device.clone(),
-            );
+            )
+            .with_samples(opts.train_samples);
             Box::new(CurveObjective::with_point(
                 curve.clone(),
                 idx.clone(),

@@ -206,6 +206,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 train_subset: None,
                 wd: opts.wd,
                 objective: Default::default(),
+                train_samples: 1,
                 mask: None,
                 data: opts.data.clone(),
                 loop_cfg: opts.loop_cfg.clone(),

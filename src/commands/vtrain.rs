@@ -44,6 +44,8 @@ pub struct VtrainOptions {
     pub warmup: Warmup,
     /// Evaluation settings.
     pub eval: EvalConfig,
+    /// Sampled networks per step ([`Elbo::with_samples`]).
+    pub train_samples: usize,
     /// Loop settings.
     pub loop_cfg: LoopConfig,
     /// Output directory.
@@ -60,8 +62,15 @@ struct Resolved<'a> {
     variational: &'a VConfig,
     kl_warmup: String,
     eval: &'a EvalConfig,
+    #[serde(skip_serializing_if = "is_one")]
+    train_samples: usize,
     #[serde(flatten)]
     loop_cfg: &'a LoopConfig,
+}
+
+/// One sample per step, the default, is left out of the recorded configuration.
+pub(crate) fn is_one(k: &usize) -> bool {
+    *k == 1
 }
 
 /// Runs `vtrain`; returns the summary (also written to `out/summary.json`).
@@ -70,6 +79,9 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
     let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
     arch.check_data(&split.train)?;
     opts.loop_cfg.validate()?;
+    if opts.train_samples == 0 {
+        return Err(Error::Config("--train-samples must be at least 1".into()));
+    }
     if opts.eval.every == 0 {
         return Err(Error::Config("--eval-every must be at least 1".into()));
     }
@@ -85,6 +97,7 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
         variational: &opts.config,
         kl_warmup: opts.warmup.to_string(),
         eval: &opts.eval,
+        train_samples: opts.train_samples,
         loop_cfg: &opts.loop_cfg,
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");
@@ -98,7 +111,8 @@ pub fn run(opts: &VtrainOptions, argv: Vec<String>) -> Result<Value> {
         opts.eval.clone(),
         opts.loop_cfg.epochs,
         device.clone(),
-    );
+    )
+    .with_samples(opts.train_samples);
     // The evaluation settings travel with the model so that `eval` reproduces the summary.
     let eval_extra = json!({"eval_seed": opts.eval.seed, "ensembles": opts.eval.ensembles});
     let mut meta = model.meta();

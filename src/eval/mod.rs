@@ -69,6 +69,28 @@ pub fn cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
+/// The negative log-likelihood of the mean of K predictive distributions, averaged over the
+/// batch: `−mean_b log( (1/K)·Σ_k softmax(z_k)_{y_b} )` for `logits = [z_1, …, z_K]`, each
+/// `[b, classes]` — the multi-sample objective of an ensemble of sampled networks (a tighter
+/// bound on the marginal likelihood than the mean of the K cross-entropies; Neklyudov et al.
+/// 2019 train variance networks with it). Computed as a log-sum-exp over k of the picked
+/// log-probabilities, shifted by their (constant) maximum. One logit matrix gives
+/// [`cross_entropy`].
+pub fn ensemble_nll(logits: Vec<Tensor<2>>, y: Tensor<1, Int>) -> Tensor<1> {
+    let k = logits.len();
+    assert!(k > 0, "at least one logit matrix");
+    let b = y.dims()[0];
+    let idx = y.reshape([b, 1]);
+    let picked: Vec<Tensor<2>> = logits
+        .into_iter()
+        .map(|z| log_softmax(z, 1).gather(1, idx.clone()))
+        .collect();
+    let picked = Tensor::cat(picked, 1); // [b, k]
+    let m = picked.clone().max_dim(1).detach();
+    let lse = (picked - m.clone()).exp().sum_dim(1).log() + m;
+    (lse - (k as f32).ln()).mean().neg()
+}
+
 /// Sum of cross-entropies and number of correct predictions for one batch of logits `[b, k]`
 /// against labels `[b]`: per row `ln Σ_j e^{x_j − m} − (x_y − m)` with `m` the row's maximum
 /// (in f32, summed over rows in f64), correct when the row's first maximum is at `y`. One host
@@ -200,5 +222,57 @@ mod tests {
         assert!((nll - want).abs() < 1e-5, "{nll} vs {want}");
         let (nll, _) = stats_of(vec![0.0, f32::NAN, 1.0], 3, vec![2]);
         assert!(nll.is_nan());
+    }
+
+    /// The multi-sample NLL is `−log` of the mean predicted probability of the label, computed
+    /// in f64 from the softmaxes directly, on logits whose scales make the log-sum-exp shift
+    /// matter; one matrix gives the cross-entropy, and K copies of one matrix give it too.
+    #[test]
+    fn ensemble_nll_is_the_log_of_the_mean_probability() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (b, c) = (7usize, 4usize);
+        let y: Vec<i64> = (0..b).map(|_| rng.random_range(0..c as i64)).collect();
+        let labels = || Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [b]), &device());
+        let tensor =
+            |x: &[f32]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), [b, c]), &device());
+        for scale in [0.5f32, 20.0] {
+            let zs: Vec<Vec<f32>> = (0..3)
+                .map(|_| {
+                    (0..b * c)
+                        .map(|_| scale * rng.random_range(-1.0..1.0))
+                        .collect()
+                })
+                .collect();
+            let got = ensemble_nll(zs.iter().map(|z| tensor(z)).collect(), labels())
+                .into_scalar::<f32>() as f64;
+            let mut want = 0.0;
+            for (r, &label) in y.iter().enumerate() {
+                let mean_p: f64 = zs
+                    .iter()
+                    .map(|z| {
+                        let row = &z[r * c..(r + 1) * c];
+                        let m = row.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+                        let den: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+                        (row[label as usize] as f64 - m).exp() / den
+                    })
+                    .sum::<f64>()
+                    / zs.len() as f64;
+                want -= mean_p.ln() / b as f64;
+            }
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "scale {scale}: {got} vs {want}"
+            );
+            let ce = cross_entropy(tensor(&zs[0]), labels()).into_scalar::<f32>() as f64;
+            for k in [1, 3] {
+                let same =
+                    ensemble_nll(vec![tensor(&zs[0]); k], labels()).into_scalar::<f32>() as f64;
+                assert!(
+                    (same - ce).abs() <= 1e-5 * ce.max(1.0),
+                    "{k} copies: {same} vs {ce}"
+                );
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ use super::{Posterior, VModel, log_sigma2_name, mu_name};
 use crate::backend::with_host;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::{EVAL_BATCH, cross_entropy};
+use crate::eval::{EVAL_BATCH, cross_entropy, ensemble_nll};
 use crate::params::{Entry, Layout, ParamSet, Role};
 use crate::train::{ChainRule, Gradient, Objective, StepCtx};
 use crate::weights::norm::{BatchStats, TrainMode};
@@ -182,6 +182,8 @@ pub struct Elbo<'a> {
     /// The batch statistics of the last step's normalisation layers (train mode), under the
     /// model's names (`mu/bn1`), for the loop to fold into the running statistics.
     stats: Vec<BatchStats>,
+    /// Sampled networks per step ([`Elbo::with_samples`]).
+    samples: usize,
 }
 
 /// One fused layer's host pass for the current step.
@@ -230,8 +232,68 @@ impl<'a> Elbo<'a> {
             step: None,
             lent: Vec::new(),
             stats: Vec::new(),
+            samples: 1,
         }
     }
+
+    /// The objective with `k` sampled networks per step (`--train-samples`): the data term
+    /// becomes `N · mean_batch −log( (1/k)·Σ_j softmax(f(x; w_j))_y )`, `w_j ~ q` drawn
+    /// independently (local reparameterisation, one noise stream each), the multi-sample bound
+    /// on the marginal likelihood ([`crate::eval::ensemble_nll`]; Neklyudov et al. 2019 train
+    /// variance networks with it). It rewards the ensemble rather than each sample: with k = 1
+    /// a zero-mean output layer cannot beat its bias (by Jensen, `E CE(z) ≥ CE(E z)`), with
+    /// k > 1 it can. Normalisation layers fold the mean over the k passes of their batch
+    /// statistics. `k = 1` is the ELBO, bit for bit.
+    pub fn with_samples(mut self, k: usize) -> Self {
+        self.samples = k.max(1);
+        self
+    }
+}
+
+/// The logits of one sampled network of `model`; with normalisation layers, in train mode on
+/// batch statistics (their γ, β are point estimates; the sampled layers feed them), whose
+/// statistics are appended to `stats` under the model's names (`mu/bn1`).
+fn sampled_logits(
+    model: &VModel,
+    w: &VarWeights<'_>,
+    x: Tensor<2>,
+    stats: &mut Vec<BatchStats>,
+) -> Tensor<2> {
+    if !model.layout().has_state() {
+        return model.arch.forward(w, x);
+    }
+    let tm = TrainMode::new(w);
+    let logits = model.arch.forward(&tm, x);
+    stats.extend(tm.into_stats().into_iter().map(|s| BatchStats {
+        layer: mu_name(&s.layer),
+        ..s
+    }));
+    logits
+}
+
+/// The per-layer mean of `k` passes' batch statistics, `stats` holding the passes one after
+/// another (each pass's layers in one order).
+fn mean_stats(stats: Vec<BatchStats>, k: usize) -> Vec<BatchStats> {
+    let per = stats.len() / k;
+    let mut out: Vec<BatchStats> = stats[..per].to_vec();
+    for (i, s) in stats.iter().enumerate().skip(per) {
+        let o = &mut out[i % per];
+        debug_assert_eq!(o.layer, s.layer);
+        for (a, b) in o.mean.iter_mut().zip(&s.mean) {
+            *a += b;
+        }
+        for (a, b) in o.var.iter_mut().zip(&s.var) {
+            *a += b;
+        }
+    }
+    let inv = 1.0 / k as f32;
+    for o in &mut out {
+        o.mean
+            .iter_mut()
+            .chain(o.var.iter_mut())
+            .for_each(|v| *v *= inv);
+    }
+    out
 }
 
 impl Objective for Elbo<'_> {
@@ -365,24 +427,26 @@ impl Objective for Elbo<'_> {
             }
             None => VarWeights::new(&self.model, params, noise),
         };
-        // Normalisation layers in train mode, on batch statistics (their γ, β are point
-        // estimates; the sampled layers feed them).
-        let logits = if self.model.layout().has_state() {
-            let tm = TrainMode::new(&w);
-            let logits = self.model.arch.forward(&tm, x);
-            self.stats = tm
-                .into_stats()
-                .into_iter()
-                .map(|s| BatchStats {
-                    layer: mu_name(&s.layer),
-                    ..s
-                })
-                .collect();
-            logits
+        self.stats.clear();
+        let mut passes = Vec::with_capacity(self.samples);
+        for _ in 1..self.samples {
+            passes.push(w.with_noise(ChaCha8Rng::seed_from_u64(ctx.rng.next_u64())));
+        }
+        let (model, stats) = (&self.model, &mut self.stats);
+        let mut logits = vec![sampled_logits(model, &w, x.clone(), stats)];
+        logits.extend(
+            passes
+                .iter()
+                .map(|p| sampled_logits(model, p, x.clone(), stats)),
+        );
+        let nll = if logits.len() == 1 {
+            cross_entropy(logits.pop().expect("one pass"), y)
         } else {
-            self.model.arch.forward(&w, x)
+            ensemble_nll(logits, y)
         };
-        let nll = cross_entropy(logits, y);
+        if self.samples > 1 {
+            self.stats = mean_stats(std::mem::take(&mut self.stats), self.samples);
+        }
         let kl = w.kl();
         let nll_v = nll.clone().into_scalar::<f32>() as f64;
         let kl_v = kl.clone().into_scalar::<f32>() as f64;
@@ -423,7 +487,9 @@ mod tests {
     use crate::variational::{LrtVariance, Method, VConfig};
 
     /// The host chain rule (`weights` → graph at the variances → `pull_back`) gives the loss and
-    /// gradients of the pass spliced into the graph, for both fused KLs and both variance forms.
+    /// gradients of the pass spliced into the graph, for both fused KLs and both variance forms,
+    /// with one sampled network per step and with three (their gradients summed at the shared
+    /// variance leaves).
     #[test]
     fn host_chain_rule_matches_the_spliced_graph() {
         let device = backend::device();
@@ -439,10 +505,11 @@ mod tests {
             shape: [1, 2, 3],
             classes: 3,
         };
-        for (method, variance) in [
-            (Method::SparseVd, LrtVariance::AlphaTheta2),
-            (Method::SparseVd, LrtVariance::Sigma2),
-            (Method::Ard, LrtVariance::AlphaTheta2),
+        for (method, variance, samples) in [
+            (Method::SparseVd, LrtVariance::AlphaTheta2, 1),
+            (Method::SparseVd, LrtVariance::Sigma2, 1),
+            (Method::Ard, LrtVariance::AlphaTheta2, 1),
+            (Method::SparseVd, LrtVariance::AlphaTheta2, 3),
         ] {
             let mut cfg = VConfig::new(method);
             cfg.lrt_variance = variance;
@@ -472,7 +539,8 @@ mod tests {
                 seed: 0,
                 every: 1,
             };
-            let mut obj = Elbo::new(model, Warmup::None, &data, eval, 1, device.clone());
+            let mut obj = Elbo::new(model, Warmup::None, &data, eval, 1, device.clone())
+                .with_samples(samples);
             let x = || Tensor::<2>::from_data(TensorData::new(xv.clone(), [b, d]), &ad);
             let y = || Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [b]), &ad);
             let run = |obj: &mut Elbo<'_>, host: bool| {
@@ -514,6 +582,97 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With a zero-mean output layer at uniform logits (`p = 1/C`) and noise on the label's logit
+    /// only (variance `s²`), the expected data term per sample is, to second order in `s`,
+    /// `−log p − s²·(1 − p)/2·[(1 − 2p) − (1 − p)/K]` (the mean softmax gains from the
+    /// convexity of `p_y` in `z_y`, the log of a K-sample mean loses Jensen's gap): one sample
+    /// (K = 1) is penalised for the label's variance, so the output layer's σ can only shrink
+    /// (the Jensen bound), while K = 8 samples reward it (`(1 − 2p) > (1 − p)/K` for C = 10) —
+    /// the way an ensemble of zero-mean networks learns. The sign of the mean gradient in the
+    /// label row's log σ², over many draws, shows both.
+    #[test]
+    fn several_samples_reward_a_zero_mean_output_layer_one_does_not() {
+        use crate::variational::VarianceLayers;
+        let device = backend::device();
+        let ad = backend::train_device();
+        let arch: Arch = "mlp:6-10".parse().unwrap();
+        let (b, d) = (256usize, 6usize);
+        let xv: Vec<f32> = (0..b * d).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let yv: Vec<i64> = vec![0; b];
+        let data = Dataset {
+            name: "tiny".into(),
+            x: xv.clone(),
+            y: vec![0; b],
+            shape: [1, 2, 3],
+            classes: 10,
+        };
+        let mut cfg = VConfig::new(Method::Variance);
+        cfg.variance_layers = VarianceLayers::All;
+        let model = VModel::new(arch, cfg).unwrap();
+        // σ = 0.1 in the label's row (class 0), 1e-3 elsewhere, zero bias: zero-mean logits,
+        // the label's with a small spread, the others nearly constant.
+        let p = model.init(0, &device);
+        let p = ParamSet::from_vecs(
+            p.layout().clone(),
+            p.to_vecs()
+                .into_iter()
+                .zip(p.layout().entries())
+                .map(|(v, e)| {
+                    if e.name.starts_with("log_sigma2/") {
+                        (0..v.len())
+                            .map(|i| if i < d { 0.01f32.ln() } else { 1e-6f32.ln() })
+                            .collect()
+                    } else {
+                        vec![0.0; v.len()]
+                    }
+                })
+                .collect(),
+            &device,
+        )
+        .unwrap();
+        let ls2 = p.layout().index_of("log_sigma2/fc1.weight").unwrap();
+        let mean_grad = |k: usize| {
+            let eval = EvalConfig {
+                ensembles: vec![],
+                seed: 0,
+                every: 1,
+            };
+            let mut obj = Elbo::new(model.clone(), Warmup::Off, &data, eval, 1, device.clone())
+                .with_samples(k);
+            let mut total = 0.0f64;
+            let draws = 64;
+            for seed in 0..draws {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut ctx = StepCtx {
+                    epoch: 0,
+                    step: 0,
+                    rng: &mut rng,
+                    n_train: 1,
+                };
+                let x = Tensor::<2>::from_data(TensorData::new(xv.clone(), [b, d]), &ad);
+                let y = Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [b]), &ad);
+                let (_, g, _) = loss_and_grad(&p, &mut obj, x, y, &mut ctx).unwrap();
+                total += g.to_vecs()[ls2][..d].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            total / draws as f64
+        };
+        let (one, eight) = (mean_grad(1), mean_grad(8));
+        assert!(
+            one > 0.0,
+            "one sample: mean ∂L/∂log σ² = {one} (should shrink σ)"
+        );
+        assert!(
+            eight < 0.0,
+            "eight samples: mean ∂L/∂log σ² = {eight} (should grow σ)"
+        );
+        // The ratio of the two second-order terms: (1−p)[(1−2p) − (1−p)/K] at K = 8 over K = 1.
+        let p = 0.1;
+        let term = |k: f64| (1.0 - p) * ((1.0 - 2.0 * p) - (1.0 - p) / k);
+        let want = term(8.0) / term(1.0);
+        let got = eight / one;
+        assert!((got / want - 1.0).abs() < 0.25, "ratio {got} vs {want}");
     }
 
     #[test]

@@ -146,6 +146,19 @@ impl<'a> VarWeights<'a> {
         }
     }
 
+    /// The same source drawing its noise from `rng` instead: another sample of the network
+    /// from one set of log α / fused terms (the multi-sample objective of
+    /// [`super::objective::Elbo::with_samples`]).
+    pub fn with_noise(&self, rng: ChaCha8Rng) -> Self {
+        Self {
+            model: self.model,
+            params: self.params,
+            log_alphas: self.log_alphas.clone(),
+            fused: self.fused.clone(),
+            noise: RefCell::new(rng),
+        }
+    }
+
     /// The KL term of the ELBO for these parameters ([`VModel::kl`], with the fused layers'
     /// KL from the fused pass).
     pub fn kl(&self) -> Tensor<1> {
