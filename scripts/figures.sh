@@ -17,8 +17,9 @@
 #   alignment; the pruned pair with masked chains) into figures/variational_connectivity.
 # phase (~15 min): `modeconn run analyses/mnist-phase-transition.toml --rerun` (layer-wise α on
 #   LeNet-5 and the zero-mean ablation of each layer) into figures/phase_transition.
-# vnets (~16 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
-#   its hidden layers, and with every layer, zero-mean) into figures/variance_networks.
+# vnets (~60 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
+#   its hidden layers, and with every layer, zero-mean, one and four samples per step; the line and
+#   the chain between two hidden-layer variance nets) into figures/variance_networks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -63,5 +64,9 @@ if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
   $M run analyses/mnist-variance-networks.toml --rerun
   rm -rf figures/variance_networks && mkdir -p figures/variance_networks
   cp runs/mnist-variance-networks/figures/lenet5_bn_hidden/vtrain.* figures/variance_networks/
+  for e in png svg; do
+    cp runs/mnist-variance-networks/figures/lenet5_bn_k4/vtrain.$e figures/variance_networks/vtrain_k4.$e
+    cp runs/mnist-variance-networks/figures/hidden_path/path.$e figures/variance_networks/hidden_path.$e
+  done
 fi
 ls figures/*/

@@ -129,23 +129,28 @@ pub fn variational_path_figure(
         p.log_y = m == 0;
         panels.push(p);
     }
-    let kl = order
-        .iter()
-        .enumerate()
-        .map(|(c, name)| {
-            Series::new(
-                name.clone(),
-                rows[name].iter().map(|r| (r[0], r[1])).collect(),
-                c,
-            )
-        })
-        .collect();
-    panels.push(Panel::lines("KL(q_t || p)", "t", "KL", kl));
+    // Methods without a KL term (variance networks) write KL = 0 everywhere: no panel for them.
+    let has_kl = rows.values().flatten().any(|r| r[1] != 0.0);
+    if has_kl {
+        let kl = order
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                Series::new(
+                    name.clone(),
+                    rows[name].iter().map(|r| (r[0], r[1])).collect(),
+                    c,
+                )
+            })
+            .collect();
+        panels.push(Panel::lines("KL(q_t || p)", "t", "KL", kl));
+    }
+    let width = if has_kl { 1500 } else { 1200 };
     let fig = Panels {
-        title: "Variational models along the line and the fitted curves: mode (solid), one sample (dashed), ensemble (markers)".into(),
+        title: "Along the line and the fitted curves: mode (solid), one sample (dashed), ensemble (markers)".into(),
         panels,
     };
-    save(&fig, &out.join("path"), size.unwrap_or((1500, 460)))
+    save(&fig, &out.join("path"), size.unwrap_or((width, 460)))
 }
 
 /// The paths of several `path.csv` files on the same axes; a file given with a label has its
