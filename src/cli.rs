@@ -72,8 +72,13 @@ pub enum Command {
     /// (variational models: the mode's and one sample's); writes plane.json and plane.csv into
     /// --out.
     Plane(PlaneArgs),
+    /// The local dimension of the set of minima at an interpolating plain MLP (squared error on
+    /// N one-hot points fitted to ‖r‖ ≤ 1e-6 in f64): the singular values of the residual
+    /// Jacobian, its rank at the largest gap, and D − rank beside D − N·K; writes spectrum.csv,
+    /// dimension.json, model.safetensors, spectrum.png/svg and run.json into --out.
+    Dimension(DimensionArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
-    /// a vtrain run), or `kl` for the KL approximation figure.
+    /// a vtrain run, a dimension run), or `kl` for the KL approximation figure.
     Plot(PlotArgs),
     /// The main job on the embedded digits data (seconds on 2 cores): two MLPs, the line, a chain
     /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
@@ -884,6 +889,84 @@ impl ProbeArgs {
     }
 }
 
+/// `modeconn dimension`.
+#[derive(Debug, Args)]
+pub struct DimensionArgs {
+    /// A plain MLP, mlp:W0-W1-…-K (no normalisation) [default: mlp:64-128-10 on digits,
+    /// mlp:D-300-100-10 otherwise].
+    #[arg(long, value_name = "SPEC", conflicts_with = "model")]
+    pub arch: Option<String>,
+    /// Start the fit from this network (model.safetensors of a plain MLP) instead of a seeded
+    /// initialisation; its architecture is used.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of training points N (drawn at random with --points-seed). The Jacobian is
+    /// N·K × D in f64: memory ≈ 8·(2·N·K·D + (N·K)²) bytes (N = 200, K = 10 on mlp:64-128-10,
+    /// D = 9610: 0.3 GiB).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub points: usize,
+    /// Seed of the choice of the N points (keep it to compare minima on the same points).
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub points_seed: u64,
+    /// Seed of the initial weights (PyTorch's default initialisation).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Full-batch Adam steps on the squared error before the Levenberg–Marquardt polish.
+    #[arg(long, default_value_t = 20000, value_name = "STEPS")]
+    pub adam_steps: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// The residual norm ‖r‖₂ a fit must reach; above it nothing is written.
+    #[arg(long, default_value_t = 1e-6)]
+    pub tol: f64,
+    /// At most this many accepted Levenberg–Marquardt steps.
+    #[arg(long, default_value_t = 100, value_name = "STEPS")]
+    pub max_lm: usize,
+    /// Refuse a Jacobian whose memory estimate (see --points) exceeds this many GiB.
+    #[arg(long, default_value_t = 4.0, value_name = "GIB")]
+    pub max_memory: f64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl DimensionArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::dimension::DimensionOptions> {
+        if !(self.max_memory > 0.0 && self.max_memory.is_finite()) {
+            return Err(Error::Config(
+                "--max-memory must be a positive number of GiB".into(),
+            ));
+        }
+        Ok(crate::commands::dimension::DimensionOptions {
+            arch: self
+                .arch
+                .as_deref()
+                .map(|a| a.parse::<Arch>())
+                .transpose()?,
+            model: self.model.clone(),
+            data: self.data.resolve()?,
+            points: self.points,
+            points_seed: self.points_seed,
+            seed: self.seed,
+            adam_steps: self.adam_steps,
+            lr: self.lr,
+            tol: self.tol,
+            max_lm: self.max_lm,
+            max_memory: (self.max_memory * (1u64 << 30) as f64) as u64,
+            quiet: self.quiet,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -936,7 +1019,8 @@ impl PlaneArgs {
 /// `modeconn plot`.
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// A result directory or file (path.csv, plane.json, metrics.jsonl of vtrain), or `kl`.
+    /// A result directory or file (path.csv, plane.json, metrics.jsonl of vtrain, spectrum.csv of
+    /// dimension), or `kl`.
     /// Several path results (`path` output directories or path.csv files) are drawn on the
     /// same axes; `LABEL=DIR` draws that result's straight line under LABEL.
     #[arg(required = true, value_name = "INPUT")]
@@ -986,6 +1070,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             return Ok((v, t));
         }
         Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
+        Command::Dimension(a) => {
+            let v = commands::dimension::run(&a.resolve()?, argv)?;
+            let t = commands::dimension::table(&v);
+            return Ok((v, t));
+        }
         Command::Plot(a) => {
             let inputs = a
                 .inputs

@@ -29,6 +29,7 @@ pub mod data;
 pub mod elementary;
 pub mod error;
 pub mod eval;
+pub mod minima;
 pub mod model;
 pub mod network_file;
 pub mod params;

@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod connect;
+pub mod dimension;
 pub mod eval;
 pub mod path;
 pub mod permute;

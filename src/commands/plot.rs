@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, vtrain_figure,
+    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, spectrum_figure,
+    vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -126,9 +127,12 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
             }
         }
     }
+    if wants("spectrum.csv") {
+        files.extend(spectrum_figure(&dir, &out, opts.size)?);
+    }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, or `kl`)",
             input.display()
         )));
     }

@@ -1,0 +1,653 @@
+//! The set of minima of the interpolating problem and its local dimension (Cooper 2018; REFERENCE
+//! §7).
+//!
+//! Setting: a ReLU MLP `f(x; θ)` with `D` parameters fitted by squared error to one-hot targets on
+//! `N` points with `K` outputs, no weight decay. The minima set is
+//! `M = {θ : f(x_i; θ) = y_i ∀i}`; with residuals `r(θ) ∈ ℝ^{N·K}` and Jacobian
+//! `J = ∂r/∂θ` (`N·K × D`), `T_θM = ker J`, the Hessian of `½‖r‖²` at `θ ∈ M` is `JᵀJ`, and the
+//! local dimension is `D − rank J`, generically `D − N·K`. Every hidden ReLU unit gives one exact
+//! kernel direction (its incoming weights and bias scaled up, its outgoing weights down:
+//! `d/ds (w_in·eˢ, b·eˢ, w_out·e⁻ˢ)`), so `rank J ≤ D − H`.
+//!
+//! Everything here is in `f64` on the host: [`ReluMlp`] evaluates the network of an
+//! [`Arch::Mlp`] (the same layout and parameter order as the architecture's own forward, tested
+//! against it), [`fit`] reaches `‖r‖ ≤ tol` (Adam, then minimum-norm Levenberg–Marquardt steps
+//! `δ = −Jᵀ(JJᵀ + λI)⁻¹r`), [`Spectrum::of`] takes the singular values of `J` and places the
+//! numerical rank at the largest gap between consecutive values on a log scale.
+
+use faer::Mat;
+use faer::linalg::solvers::Solve;
+
+use crate::arch::{Arch, Norm};
+use crate::error::{Error, Result};
+
+/// A ReLU MLP evaluated in `f64` from a flat parameter vector in the layout order of
+/// [`Arch::Mlp`] (`fc1.weight [d1, d0]`, `fc1.bias`, `fc2.weight`, … row-major).
+#[derive(Debug, Clone)]
+pub struct ReluMlp {
+    widths: Vec<usize>,
+}
+
+/// Offsets of one layer's weight and bias in the flat vector.
+#[derive(Debug, Clone, Copy)]
+struct LayerAt {
+    w: usize,
+    b: usize,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl ReluMlp {
+    /// The network of `arch`, which must be a plain MLP (no normalisation layers).
+    pub fn of(arch: &Arch) -> Result<Self> {
+        match arch {
+            Arch::Mlp {
+                widths,
+                norm: Norm::None,
+            } => Ok(Self {
+                widths: widths.clone(),
+            }),
+            _ => Err(Error::Config(format!(
+                "--arch {arch}: the interpolating setting needs a plain MLP (mlp:D-H-…-K without normalisation)"
+            ))),
+        }
+    }
+
+    /// Number of parameters `D`.
+    pub fn num_params(&self) -> usize {
+        self.widths.windows(2).map(|w| w[1] * (w[0] + 1)).sum()
+    }
+
+    /// Number of outputs `K`.
+    pub fn outputs(&self) -> usize {
+        *self.widths.last().expect("at least two widths")
+    }
+
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.widths[0]
+    }
+
+    /// Number of hidden ReLU units `H`.
+    pub fn hidden_units(&self) -> usize {
+        self.widths[1..self.widths.len() - 1].iter().sum()
+    }
+
+    fn layers(&self) -> Vec<LayerAt> {
+        let mut at = 0;
+        self.widths
+            .windows(2)
+            .map(|w| {
+                let l = LayerAt {
+                    w: at,
+                    b: at + w[0] * w[1],
+                    inputs: w[0],
+                    outputs: w[1],
+                };
+                at = l.b + w[1];
+                l
+            })
+            .collect()
+    }
+
+    /// Pre-activations of every layer for one input (the last is the output).
+    fn pre_activations(&self, theta: &[f64], x: &[f64]) -> Vec<Vec<f64>> {
+        let layers = self.layers();
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            let h: Vec<f64> = match i {
+                0 => x.to_vec(),
+                _ => out[i - 1].iter().map(|&a| a.max(0.0)).collect(),
+            };
+            let a = (0..l.outputs)
+                .map(|o| {
+                    let row = &theta[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                    theta[l.b + o] + row.iter().zip(&h).map(|(w, v)| w * v).sum::<f64>()
+                })
+                .collect();
+            out.push(a);
+        }
+        out
+    }
+
+    /// Outputs `[n, K]` row-major for inputs `x` `[n, d0]`.
+    pub fn forward(&self, theta: &[f64], x: &[f64]) -> Vec<f64> {
+        x.chunks_exact(self.inputs())
+            .flat_map(|xi| self.pre_activations(theta, xi).pop().expect("a layer"))
+            .collect()
+    }
+
+    /// Residuals `r = f(x) − y` (`[n·K]`) and, when `jacobian`, `J = ∂r/∂θ` row-major
+    /// `[n·K, D]` (row `i·K + k` is `∂f_k(x_i)/∂θ`; at a ReLU's kink the derivative 0 is taken).
+    pub fn residuals(&self, theta: &[f64], x: &[f64], y: &[f64], jacobian: bool) -> Residuals {
+        let (k, d) = (self.outputs(), self.num_params());
+        let layers = self.layers();
+        let n = x.len() / self.inputs();
+        let mut r = Vec::with_capacity(n * k);
+        let mut jac = if jacobian {
+            vec![0.0; n * k * d]
+        } else {
+            Vec::new()
+        };
+        for (i, xi) in x.chunks_exact(self.inputs()).enumerate() {
+            let pre = self.pre_activations(theta, xi);
+            let out = pre.last().expect("a layer");
+            r.extend(out.iter().zip(&y[i * k..(i + 1) * k]).map(|(f, t)| f - t));
+            if !jacobian {
+                continue;
+            }
+            // Δ (K × d_l): ∂f_k/∂a_l for every output k, from the top down.
+            let mut delta: Vec<f64> = (0..k * k)
+                .map(|j| if j / k == j % k { 1.0 } else { 0.0 })
+                .collect();
+            for (li, l) in layers.iter().enumerate().rev() {
+                let h: Vec<f64> = match li {
+                    0 => xi.to_vec(),
+                    _ => pre[li - 1].iter().map(|&a| a.max(0.0)).collect(),
+                };
+                for kk in 0..k {
+                    let row = &mut jac[(i * k + kk) * d..(i * k + kk + 1) * d];
+                    let dk = &delta[kk * l.outputs..(kk + 1) * l.outputs];
+                    for (o, &g) in dk.iter().enumerate() {
+                        row[l.b + o] = g;
+                        if g != 0.0 {
+                            let dst = &mut row[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                            for (dv, &hv) in dst.iter_mut().zip(&h) {
+                                *dv = g * hv;
+                            }
+                        }
+                    }
+                }
+                if li == 0 {
+                    break;
+                }
+                let below = &pre[li - 1];
+                let mut next = vec![0.0; k * l.inputs];
+                for kk in 0..k {
+                    let dk = &delta[kk * l.outputs..(kk + 1) * l.outputs];
+                    let nk = &mut next[kk * l.inputs..(kk + 1) * l.inputs];
+                    for (o, &g) in dk.iter().enumerate() {
+                        if g == 0.0 {
+                            continue;
+                        }
+                        let row = &theta[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                        for (nv, &w) in nk.iter_mut().zip(row) {
+                            *nv += g * w;
+                        }
+                    }
+                    for (nv, &a) in nk.iter_mut().zip(below) {
+                        if a <= 0.0 {
+                            *nv = 0.0;
+                        }
+                    }
+                }
+                delta = next;
+            }
+        }
+        Residuals { r, jac, d }
+    }
+
+    /// `½‖r‖²` and its gradient `Jᵀr`, by one backward pass per input.
+    pub fn loss_and_gradient(&self, theta: &[f64], x: &[f64], y: &[f64]) -> (f64, Vec<f64>) {
+        let k = self.outputs();
+        let layers = self.layers();
+        let mut grad = vec![0.0; self.num_params()];
+        let mut loss = 0.0;
+        for (i, xi) in x.chunks_exact(self.inputs()).enumerate() {
+            let pre = self.pre_activations(theta, xi);
+            let mut delta: Vec<f64> = pre
+                .last()
+                .expect("a layer")
+                .iter()
+                .zip(&y[i * k..(i + 1) * k])
+                .map(|(f, t)| f - t)
+                .collect();
+            loss += 0.5 * delta.iter().map(|v| v * v).sum::<f64>();
+            for (li, l) in layers.iter().enumerate().rev() {
+                let h: Vec<f64> = match li {
+                    0 => xi.to_vec(),
+                    _ => pre[li - 1].iter().map(|&a| a.max(0.0)).collect(),
+                };
+                let mut next = vec![0.0; l.inputs];
+                for (o, &g) in delta.iter().enumerate() {
+                    grad[l.b + o] += g;
+                    if g == 0.0 {
+                        continue;
+                    }
+                    let w = &theta[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                    let gw = &mut grad[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                    for ((gv, &hv), (nv, &wv)) in gw.iter_mut().zip(&h).zip(next.iter_mut().zip(w))
+                    {
+                        *gv += g * hv;
+                        *nv += g * wv;
+                    }
+                }
+                if li == 0 {
+                    break;
+                }
+                for (nv, &a) in next.iter_mut().zip(&pre[li - 1]) {
+                    if a <= 0.0 {
+                        *nv = 0.0;
+                    }
+                }
+                delta = next;
+            }
+        }
+        (loss, grad)
+    }
+
+    /// Hidden units whose pre-activation is `≤ 0` on every input of `x`: each adds exact
+    /// kernel directions beyond the generic count (its incoming weights and bias move freely
+    /// while it stays off, and its outgoing weights multiply zero).
+    pub fn dead_units(&self, theta: &[f64], x: &[f64]) -> usize {
+        let mut alive: Vec<Vec<bool>> = self.widths[1..self.widths.len() - 1]
+            .iter()
+            .map(|&w| vec![false; w])
+            .collect();
+        for xi in x.chunks_exact(self.inputs()) {
+            let pre = self.pre_activations(theta, xi);
+            for (l, a) in alive.iter_mut().enumerate() {
+                for (u, v) in a.iter_mut().enumerate() {
+                    *v |= pre[l][u] > 0.0;
+                }
+            }
+        }
+        alive.iter().flatten().filter(|&&v| !v).count()
+    }
+
+    /// The `H` rescaling directions at `theta`, one per hidden unit: its incoming weights and
+    /// bias at `+θ`, its outgoing weights at `−θ`, zero elsewhere (`d/ds` of the rescaling by
+    /// `eˢ`). Each lies in `ker J` exactly (ReLU is positively homogeneous).
+    pub fn rescaling_directions(&self, theta: &[f64]) -> Vec<Vec<f64>> {
+        let layers = self.layers();
+        let mut out = Vec::with_capacity(self.hidden_units());
+        for pair in layers.windows(2) {
+            let (l, next) = (pair[0], pair[1]);
+            for j in 0..l.outputs {
+                let mut v = vec![0.0; self.num_params()];
+                let rows = l.w + j * l.inputs..l.w + (j + 1) * l.inputs;
+                v[rows.clone()].copy_from_slice(&theta[rows]);
+                v[l.b + j] = theta[l.b + j];
+                for o in 0..next.outputs {
+                    let at = next.w + o * next.inputs + j;
+                    v[at] = -theta[at];
+                }
+                out.push(v);
+            }
+        }
+        out
+    }
+}
+
+/// Residuals and (optionally) the Jacobian of [`ReluMlp::residuals`].
+#[derive(Debug, Clone)]
+pub struct Residuals {
+    /// `r = f(x) − y`, `[n·K]`.
+    pub r: Vec<f64>,
+    /// `J` row-major `[n·K, D]` (empty when not asked for).
+    pub jac: Vec<f64>,
+    d: usize,
+}
+
+impl Residuals {
+    /// `‖r‖₂`.
+    pub fn norm(&self) -> f64 {
+        self.r.iter().map(|v| v * v).sum::<f64>().sqrt()
+    }
+
+    /// `J·v`.
+    pub fn jac_times(&self, v: &[f64]) -> Vec<f64> {
+        self.jac
+            .chunks_exact(self.d)
+            .map(|row| row.iter().zip(v).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+
+    /// The Jacobian as a dense matrix.
+    pub fn jac_matrix(&self) -> Mat<f64> {
+        let m = self.r.len();
+        Mat::from_fn(m, self.d, |i, j| self.jac[i * self.d + j])
+    }
+
+    /// The minimum-norm Levenberg–Marquardt step `δ = −Jᵀ(JJᵀ + λI)⁻¹ r` (the Gauss–Newton
+    /// step `−J⁺r` as λ → 0); `None` if the damped system is not positive definite.
+    pub fn min_norm_step(&self, lambda: f64) -> Option<Vec<f64>> {
+        let m = self.r.len();
+        let j = self.jac_matrix();
+        let mut a = &j * j.transpose();
+        for i in 0..m {
+            a[(i, i)] += lambda;
+        }
+        let llt = a.llt(faer::Side::Lower).ok()?;
+        let rhs = Mat::from_fn(m, 1, |i, _| self.r[i]);
+        let u = llt.solve(&rhs);
+        let step = j.transpose() * &u;
+        Some((0..self.d).map(|i| -step[(i, 0)]).collect())
+    }
+}
+
+/// Settings of [`fit`].
+#[derive(Debug, Clone, Copy)]
+pub struct FitConfig {
+    /// Full-batch Adam steps on `½‖r‖²/N` before the polish.
+    pub adam_steps: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Target `‖r‖₂`.
+    pub tol: f64,
+    /// At most this many accepted Levenberg–Marquardt steps.
+    pub max_lm: usize,
+}
+
+/// What [`fit`] reached.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    /// The parameters.
+    pub theta: Vec<f64>,
+    /// `‖r‖₂` after Adam.
+    pub residual_after_adam: f64,
+    /// `‖r‖₂` at the end.
+    pub residual: f64,
+    /// Accepted Levenberg–Marquardt steps.
+    pub lm_steps: usize,
+}
+
+/// Fits `net` from `theta` to the targets `y` on `x` until `‖r‖₂ ≤ tol`: full-batch Adam
+/// (β = 0.9, 0.999), then minimum-norm Levenberg–Marquardt steps with the damping λ scaled to
+/// the mean diagonal of `JJᵀ` (÷10 on success, ×10 on failure), stopping early when three
+/// accepted steps in a row gain less than 0.1% each. `progress` sees
+/// `(phase, step, ‖r‖)` now and then.
+pub fn fit(
+    net: &ReluMlp,
+    mut theta: Vec<f64>,
+    x: &[f64],
+    y: &[f64],
+    cfg: FitConfig,
+    mut progress: impl FnMut(&str, usize, f64),
+) -> Fit {
+    let n = (x.len() / net.inputs()).max(1) as f64;
+    let (mut m, mut v) = (vec![0.0; theta.len()], vec![0.0; theta.len()]);
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-12);
+    for t in 1..=cfg.adam_steps {
+        let (loss, g) = net.loss_and_gradient(&theta, x, y);
+        if (2.0 * loss).sqrt() <= cfg.tol {
+            break;
+        }
+        if t % 500 == 0 {
+            progress("adam", t, (2.0 * loss).sqrt());
+        }
+        let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+        for i in 0..theta.len() {
+            let gi = g[i] / n;
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            theta[i] -= cfg.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+        }
+    }
+    let mut res = net.residuals(&theta, x, y, true);
+    let residual_after_adam = res.norm();
+    let mut mu = 1e-3;
+    let mut lm_steps = 0;
+    let mut tries = 0;
+    let mut stalled = 0;
+    while res.norm() > cfg.tol && lm_steps < cfg.max_lm && tries < 10 * cfg.max_lm.max(1) {
+        tries += 1;
+        let scale = res.jac.iter().map(|v| v * v).sum::<f64>() / res.r.len().max(1) as f64;
+        let Some(step) = res.min_norm_step(mu * scale.max(f64::MIN_POSITIVE)) else {
+            mu *= 10.0;
+            continue;
+        };
+        let trial: Vec<f64> = theta.iter().zip(&step).map(|(a, b)| a + b).collect();
+        let next = net.residuals(&trial, x, y, true);
+        if next.norm() < res.norm() {
+            // A step that gains less than 0.1% counts towards a stall: three in a row end the
+            // polish (the residual left lies outside the range of J, e.g. rank J < N·K).
+            stalled = match next.norm() > 0.999 * res.norm() {
+                true => stalled + 1,
+                false => 0,
+            };
+            theta = trial;
+            res = next;
+            lm_steps += 1;
+            mu = (mu / 10.0).max(1e-15);
+            progress("lm", lm_steps, res.norm());
+            if stalled >= 3 {
+                break;
+            }
+        } else {
+            mu *= 10.0;
+            if mu > 1e12 {
+                break;
+            }
+        }
+    }
+    Fit {
+        residual: res.norm(),
+        theta,
+        residual_after_adam,
+        lm_steps,
+    }
+}
+
+/// The singular values of `J` and the numerical rank at their largest log-gap.
+#[derive(Debug, Clone)]
+pub struct Spectrum {
+    /// Singular values, largest first (`min(N·K, D)` of them).
+    pub values: Vec<f64>,
+    /// The noise floor `σ₁·ε·max(N·K, D)`: values below it are zero to working precision (and
+    /// are read as the floor when gaps are measured).
+    pub floor: f64,
+    /// Numerical rank: the number of values above the largest gap.
+    pub rank: usize,
+    /// `σ_rank / σ_{rank+1}` (with the floor standing for a missing or smaller `σ_{rank+1}`).
+    pub gap_ratio: f64,
+}
+
+impl Spectrum {
+    /// The spectrum of the `m × d` matrix `j`. The gap is searched between consecutive values and
+    /// between the smallest value and the floor, so a full-rank matrix has rank `min(m, d)`.
+    pub fn of(j: &Mat<f64>) -> Result<Self> {
+        let values = j
+            .singular_values()
+            .map_err(|e| Error::Config(format!("singular values of the Jacobian: {e:?}")))?;
+        let dim = j.nrows().max(j.ncols()) as f64;
+        let floor = values.first().copied().unwrap_or(0.0) * f64::EPSILON * dim;
+        Ok(Self::from_values(values, floor))
+    }
+
+    /// The rank rule on given values (largest first) and floor.
+    pub fn from_values(values: Vec<f64>, floor: f64) -> Self {
+        let floor = floor.max(f64::MIN_POSITIVE);
+        let at = |i: usize| values.get(i).copied().unwrap_or(0.0).max(floor);
+        let (mut rank, mut best) = (0, 1.0);
+        for i in 0..values.len() {
+            let ratio = at(i) / at(i + 1);
+            if ratio > best {
+                (rank, best) = (i + 1, ratio);
+            }
+        }
+        Self {
+            values,
+            floor,
+            rank,
+            gap_ratio: best,
+        }
+    }
+}
+
+/// Bytes of a dense `m × d` Jacobian in `f64`, its `m × m` Gram matrix and the singular value
+/// decomposition's copy (`≈ 2·m·d + m²` values).
+pub fn jacobian_bytes(m: usize, d: usize) -> u64 {
+    8 * (2 * m as u64 * d as u64 + m as u64 * m as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| scale * rng.random_range(-1.0..1.0))
+            .collect()
+    }
+
+    fn one_hot(n: usize, k: usize) -> Vec<f64> {
+        (0..n * k)
+            .map(|i| if (i / k) % k == i % k { 1.0 } else { 0.0 })
+            .collect()
+    }
+
+    /// The f64 network is the architecture's own: its outputs equal `Arch::forward` on the same
+    /// weights (to f32 rounding), so a fitted θ saved as a model means what it meant here.
+    #[test]
+    fn forward_is_the_architectures() {
+        use burn::tensor::{Tensor, TensorData};
+        let arch: Arch = "mlp:5-7-4-3".parse().unwrap();
+        let device = crate::backend::device();
+        let p = arch.init(3, &device);
+        let theta: Vec<f64> = p.to_flat_trained().into_iter().map(f64::from).collect();
+        let net = ReluMlp::of(&arch).unwrap();
+        assert_eq!(net.num_params(), theta.len());
+        let x = random(9 * 5, 4, 2.0);
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let x64: Vec<f64> = x32.iter().map(|&v| f64::from(v)).collect();
+        let xt = Tensor::<2>::from_data(TensorData::new(x32, [9, 5]), &device);
+        let theirs = crate::params::set::host_vec(&arch.forward(&p, xt));
+        let ours = net.forward(&theta, &x64);
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!(
+                (a - f64::from(*b)).abs() < 1e-5 * (1.0 + a.abs()),
+                "{a} vs {b}"
+            );
+        }
+        assert!(
+            "mlp:5-7-3:norm=bn"
+                .parse::<Arch>()
+                .map(|a| ReluMlp::of(&a).is_err())
+                .unwrap()
+        );
+    }
+
+    /// The analytic Jacobian against central differences of the residuals, and the gradient
+    /// `Jᵀr` against the Jacobian.
+    #[test]
+    fn jacobian_and_gradient_match_finite_differences() {
+        let net = ReluMlp::of(&"mlp:4-5-3-2".parse().unwrap()).unwrap();
+        let d = net.num_params();
+        let theta = random(d, 1, 0.8);
+        let (x, y) = (random(6 * 4, 2, 1.0), one_hot(6, 2));
+        let res = net.residuals(&theta, &x, &y, true);
+        let h = 1e-6;
+        for p in 0..d {
+            let mut a = theta.clone();
+            let mut b = theta.clone();
+            a[p] += h;
+            b[p] -= h;
+            let (ra, rb) = (
+                net.residuals(&a, &x, &y, false),
+                net.residuals(&b, &x, &y, false),
+            );
+            for row in 0..res.r.len() {
+                let fd = (ra.r[row] - rb.r[row]) / (2.0 * h);
+                let an = res.jac[row * d + p];
+                assert!((fd - an).abs() < 1e-7, "J[{row},{p}] {an} vs {fd}");
+            }
+        }
+        let (_, g) = net.loss_and_gradient(&theta, &x, &y);
+        for (p, gp) in g.iter().enumerate() {
+            let jtr: f64 = (0..res.r.len())
+                .map(|row| res.jac[row * d + p] * res.r[row])
+                .sum();
+            assert!((gp - jtr).abs() < 1e-10, "grad {p}");
+        }
+    }
+
+    /// A linear model `f = Wx + b` on N < d + 1 generic points: J has rank exactly N·K (its rows
+    /// are `e_k ⊗ [x_i, 1]`), so the minima set has dimension `D − N·K`; the fit reaches it.
+    #[test]
+    fn linear_model_dimension_is_exact() {
+        let net = ReluMlp::of(&"mlp:6-3".parse().unwrap()).unwrap();
+        let (n, k, d) = (4, 3, net.num_params());
+        let (x, y) = (random(n * 6, 3, 1.0), one_hot(n, k));
+        let cfg = FitConfig {
+            adam_steps: 0,
+            lr: 0.0,
+            tol: 1e-10,
+            max_lm: 50,
+        };
+        let f = fit(&net, random(d, 4, 0.1), &x, &y, cfg, |_, _, _| {});
+        assert!(f.residual <= 1e-10, "{}", f.residual);
+        let s = Spectrum::of(&net.residuals(&f.theta, &x, &y, true).jac_matrix()).unwrap();
+        assert_eq!(s.rank, n * k);
+        assert_eq!(d - s.rank, 21 - 12);
+        assert!(s.gap_ratio > 1e8, "{}", s.gap_ratio);
+    }
+
+    /// At an interpolating point of a ReLU MLP: the rescaling directions lie in ker J to 1e-8,
+    /// the Hessian of ½‖r‖² (central differences of the gradient) equals JᵀJ, and a
+    /// Gauss–Newton step from the point moves it by less than 1e-8.
+    #[test]
+    fn at_a_minimum_kernel_hessian_and_projection_hold() {
+        let net = ReluMlp::of(&"mlp:5-8-3".parse().unwrap()).unwrap();
+        let (n, k, d) = (6, 3, net.num_params());
+        let (x, y) = (random(n * 5, 5, 1.0), one_hot(n, k));
+        let cfg = FitConfig {
+            adam_steps: 2000,
+            lr: 1e-2,
+            tol: 1e-12,
+            max_lm: 100,
+        };
+        let f = fit(&net, random(d, 6, 0.5), &x, &y, cfg, |_, _, _| {});
+        assert!(f.residual <= 1e-12, "{}", f.residual);
+        let res = net.residuals(&f.theta, &x, &y, true);
+        let jnorm = res.jac.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for v in net.rescaling_directions(&f.theta) {
+            let vn = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            let jv = res.jac_times(&v);
+            let r = jv.iter().map(|a| a * a).sum::<f64>().sqrt() / (jnorm * vn);
+            assert!(r < 1e-8, "rescaling direction: ‖Jv‖/(‖J‖‖v‖) = {r}");
+        }
+        // Hessian-vector products along random directions.
+        for seed in 0..3 {
+            let v = random(d, 10 + seed, 1.0);
+            let h = 1e-5;
+            let shifted = |s: f64| {
+                let t: Vec<f64> = f.theta.iter().zip(&v).map(|(a, b)| a + s * b).collect();
+                net.loss_and_gradient(&t, &x, &y).1
+            };
+            let (gp, gm) = (shifted(h), shifted(-h));
+            let jv = res.jac_times(&v);
+            for p in 0..d {
+                let fd = (gp[p] - gm[p]) / (2.0 * h);
+                let jtjv: f64 = (0..jv.len())
+                    .map(|row| res.jac[row * d + p] * jv[row])
+                    .sum();
+                assert!(
+                    (fd - jtjv).abs() < 1e-5 * (1.0 + jtjv.abs()),
+                    "H v [{p}]: {fd} vs {jtjv}"
+                );
+            }
+        }
+        let step = res.min_norm_step(1e-14).unwrap();
+        let moved = step.iter().map(|a| a * a).sum::<f64>().sqrt();
+        assert!(moved < 1e-8, "moved {moved}");
+        let s = Spectrum::of(&res.jac_matrix()).unwrap();
+        assert!(s.rank <= d - net.hidden_units());
+    }
+
+    /// The rank rule on made-up spectra: a clear gap, full rank (gap to the floor), all zero.
+    #[test]
+    fn rank_sits_at_the_largest_log_gap() {
+        let s = Spectrum::from_values(vec![3.0, 1.0, 0.5, 1e-13, 1e-14], 1e-15);
+        assert_eq!(s.rank, 3);
+        assert!((s.gap_ratio - 0.5e13).abs() < 1e-3 * 0.5e13);
+        let s = Spectrum::from_values(vec![3.0, 2.0, 1.0], 1e-15);
+        assert_eq!(s.rank, 3);
+        let s = Spectrum::from_values(vec![0.0, 0.0], 1e-15);
+        assert_eq!(s.rank, 0);
+    }
+}
