@@ -19,6 +19,7 @@ use crate::params::io::write_atomic;
 use crate::permute::Correlation;
 use crate::pipeline::runner::{self, RunOptions};
 use crate::pipeline::{demo, spec::Analysis};
+use crate::train::objective::Loss;
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
 use crate::variational::objective::{EvalConfig, Warmup};
 use crate::variational::{InitConfig, LrtVariance, Method, VConfig, VarianceLayers};
@@ -319,6 +320,11 @@ pub struct TrainArgs {
     /// zero biases: for deep networks without normalisation, e.g. vgg11:norm=none).
     #[arg(long, value_enum, default_value_t = Init::Pytorch, value_name = "SCHEME")]
     pub init: Init,
+    /// The data term: cross-entropy, or mse, the squared error to one-hot targets (with
+    /// --wd 0 and a --train-subset small enough to fit exactly: the interpolating setting of
+    /// `modeconn dimension`).
+    #[arg(long, value_enum, default_value_t = Loss::CrossEntropy, value_name = "LOSS")]
+    pub loss: Loss,
     /// Loop.
     #[command(flatten)]
     pub train: LoopArgs,
@@ -343,6 +349,7 @@ impl TrainArgs {
             loop_cfg: self.train.resolve(&LoopDefaults::TRAIN)?,
             train_subset: self.train_subset,
             init: self.init,
+            loss: self.loss,
             out: self.out.clone(),
             ctl: self.control.resolve(),
         })
@@ -560,6 +567,12 @@ pub struct ConnectArgs {
     /// --train-samples; needed for variance networks whose output layer is zero-mean).
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub train_samples: usize,
+    /// Between plain networks: the data term at the sampled point, cross-entropy or mse (the
+    /// squared error to one-hot targets, for curves between interpolating minima; with
+    /// --train-subset N --seed S the curve is fitted on the N points that `dimension --points N
+    /// --points-seed S` uses).
+    #[arg(long, value_enum, default_value_t = Loss::CrossEntropy, value_name = "LOSS")]
+    pub loss: Loss,
     /// Between two pruned networks (modeconn prune; each directory holds mask.safetensors):
     /// keep the bends inside the union or the intersection of the endpoints' masks, or let them
     /// go anywhere (none, through the dense space; Evci et al. 2019). The masked-out entries of
@@ -597,6 +610,7 @@ impl ConnectArgs {
             wd: self.train.wd(&defaults),
             objective: self.objective,
             train_samples: self.train_samples,
+            loss: self.loss,
             mask: self.mask,
             data: self.data.resolve()?,
             loop_cfg: self.train.resolve(&defaults)?,

@@ -134,3 +134,90 @@ fn bad_input_is_refused_in_one_line_and_writes_nothing() {
         "rank J",
     );
 }
+
+/// `train --loss mse` on a seeded subset reaches the interpolating setting: `dimension --model`
+/// on the same points (`--points-seed` = the training seed) only polishes it, and `connect
+/// --loss mse` fits a curve between two such minima on those points.
+#[test]
+fn squared_error_training_feeds_dimension_and_connect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = |seed: &str| {
+        let out = tmp.path().join(format!("w{seed}"));
+        modeconn()
+            .args([
+                "train",
+                "--arch",
+                "mlp:64-64-10",
+                "--loss",
+                "mse",
+                "--wd",
+                "0",
+            ])
+            .args([
+                "--train-subset",
+                "30",
+                "--batch-size",
+                "30",
+                "--epochs",
+                "1500",
+            ])
+            .args([
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "-q",
+                "--seed",
+                seed,
+                "--out",
+            ])
+            .arg(&out)
+            .assert()
+            .success();
+        assert_eq!(json(&out.join("run.json"))["config"]["loss"], "mse");
+        out.join("model.safetensors")
+    };
+    let a = train("3");
+    let out = tmp.path().join("dim");
+    dimension(
+        &out,
+        &[
+            "--model",
+            a.to_str().unwrap(),
+            "--points",
+            "30",
+            "--points-seed",
+            "3",
+            "--adam-steps",
+            "0",
+        ],
+    )
+    .success();
+    let v = json(&out.join("dimension.json"));
+    assert!(v["residual"].as_f64().unwrap() <= 1e-6, "{v}");
+    // The trained network nearly fits these points (on 30 other points ‖r‖ would be ≈ 5).
+    assert!(v["residual_after_adam"].as_f64().unwrap() < 0.1, "{v}");
+    assert_eq!(v["rank"], 300, "{v}");
+
+    let b = train("4");
+    let chain = tmp.path().join("chain");
+    modeconn()
+        .args([
+            "connect",
+            "--loss",
+            "mse",
+            "--train-subset",
+            "30",
+            "--seed",
+            "3",
+        ])
+        .args(["--epochs", "20", "--batch-size", "30", "-q", "--a"])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--out")
+        .arg(&chain)
+        .assert()
+        .success();
+    assert_eq!(json(&chain.join("run.json"))["config"]["loss"], "mse");
+}

@@ -13,6 +13,7 @@ use crate::model::Model;
 use crate::network_file::load_any_pair;
 use crate::params::io::FileMeta;
 use crate::report::RunRecord;
+use crate::train::objective::{Classification, Loss};
 use crate::train::{LoopConfig, Objective, OptimConfig, RunControl, fit};
 use crate::variational::objective::{Elbo, EvalConfig, Warmup};
 
@@ -79,6 +80,8 @@ pub struct ConnectOptions {
     pub wd: f64,
     /// A variational curve's per-point objective.
     pub objective: PointObjective,
+    /// A plain curve's data term at the sampled point.
+    pub loss: Loss,
     /// Sampled networks per step of a variational curve ([`Elbo::with_samples`]).
     pub train_samples: usize,
     /// Between pruned networks: where the bends may live.
@@ -107,6 +110,8 @@ struct Resolved<'a> {
     objective: Option<&'static str>,
     #[serde(skip_serializing_if = "super::vtrain::is_one")]
     train_samples: usize,
+    #[serde(skip_serializing_if = "super::train::is_cross_entropy")]
+    loss: Loss,
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +141,11 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
             "--train-samples {}: sampling applies to variational endpoints; --a and --b are plain networks",
             opts.train_samples
         )));
+    }
+    if model.variational().is_some() && opts.loss != Loss::CrossEntropy {
+        return Err(Error::Config(
+            "--loss mse: a curve between variational models minimises its --objective; --loss applies to plain networks".into(),
+        ));
     }
     if opts.bends == 0 && !opts.train_ends {
         return Err(Error::Config(
@@ -174,6 +184,7 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
         wd: opts.wd,
         objective: model.variational().map(|_| opts.objective.name()),
         train_samples: opts.train_samples,
+        loss: opts.loss,
         method: model.variational().map(|m| m.config.method.to_string()),
         mask: opts.mask.map(MaskMode::name),
         data: &opts.data,
@@ -198,10 +209,11 @@ pub fn run(opts: &ConnectOptions, argv: Vec<String>) -> Result<Value> {
     let packed = curve.pack(&idx);
     let mut obj: Box<dyn Objective + '_> = match &model {
         Model::Plain(_) => Box::new(
-            CurveObjective::new(
+            CurveObjective::with_point(
                 curve.clone(),
                 idx.clone(),
                 opts.wd,
+                Classification::new(arch.clone(), &split.test, device.clone()).with_loss(opts.loss),
                 &split.test,
                 device.clone(),
             )

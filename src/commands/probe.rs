@@ -207,6 +207,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 wd: opts.wd,
                 objective: Default::default(),
                 train_samples: 1,
+                loss: Default::default(),
                 mask: None,
                 data: opts.data.clone(),
                 loop_cfg: opts.loop_cfg.clone(),

@@ -14,6 +14,7 @@ use crate::eval::{EVAL_BATCH, Metrics, evaluate};
 use crate::network_file::save_model;
 use crate::params::io::FileMeta;
 use crate::report::{RunRecord, write_json};
+use crate::train::objective::Loss;
 use crate::train::{Classification, LoopConfig, RunControl, fit};
 
 /// Validated options of `modeconn train`.
@@ -29,6 +30,8 @@ pub struct TrainOptions {
     pub train_subset: Option<usize>,
     /// How the initial weights are drawn.
     pub init: Init,
+    /// The data term.
+    pub loss: Loss,
     /// Output directory.
     pub out: PathBuf,
     /// Resume / stop / quiet.
@@ -44,8 +47,16 @@ struct Resolved<'a> {
     train_subset: Option<usize>,
     #[serde(skip_serializing_if = "Init::is_default")]
     init: Init,
+    #[serde(skip_serializing_if = "is_cross_entropy")]
+    loss: Loss,
     #[serde(flatten)]
     loop_cfg: &'a LoopConfig,
+}
+
+/// Whether `loss` is the default (left out of recorded configurations, so that they keep their
+/// fingerprints).
+pub fn is_cross_entropy(loss: &Loss) -> bool {
+    *loss == Loss::CrossEntropy
 }
 
 /// Final metrics in the shape of `metrics.json`.
@@ -79,6 +90,7 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         arch: arch.to_string(),
         train_subset: opts.train_subset,
         init: opts.init,
+        loss: opts.loss,
         loop_cfg: &opts.loop_cfg,
     };
     let config = serde_json::to_value(&resolved).expect("serialisable config");
@@ -89,7 +101,8 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
         opts.loop_cfg.batch_size,
     )?;
     let init = arch.init_with(opts.init, opts.loop_cfg.seed, &device);
-    let mut obj = Classification::new(arch.clone(), &split.test, device.clone());
+    let mut obj =
+        Classification::new(arch.clone(), &split.test, device.clone()).with_loss(opts.loss);
     let meta = FileMeta::new("model", &arch.to_string());
     let fitted = fit(
         init,

@@ -69,6 +69,14 @@ pub fn cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
+/// Squared error of `logits: [b, k]` to the one-hot targets of labels `[b]`: `Σ_k (z_k −
+/// [k = y])²` averaged over the batch, as a `[1]` tensor.
+pub fn squared_error(logits: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {
+    let [b, k] = logits.dims();
+    let target: Tensor<2> = y.one_hot::<2>(k).float();
+    (logits - target).powi_scalar(2).sum().div_scalar(b as f32)
+}
+
 /// The negative log-likelihood of the mean of K predictive distributions, averaged over the
 /// batch: `−mean_b log( (1/K)·Σ_k softmax(z_k)_{y_b} )` for `logits = [z_1, …, z_K]`, each
 /// `[b, classes]` — the multi-sample objective of an ensemble of sampled networks (a tighter
@@ -211,6 +219,19 @@ mod tests {
                 .count();
             assert_eq!(correct, argmax);
         }
+    }
+
+    /// The squared error against the one-hot target, by hand: `((1−1)² + 2² + 0²) +
+    /// (3² + 0² + (−1−1)²)` over two samples.
+    #[test]
+    fn squared_error_is_to_the_one_hot_target() {
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 0.0, 3.0, 0.0, -1.0], [2, 3]),
+            &device(),
+        );
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device());
+        let got = squared_error(logits, y).into_scalar::<f32>();
+        assert!((got - (4.0 + 13.0) / 2.0).abs() < 1e-6, "{got}");
     }
 
     /// Ties go to the first maximum; a NaN logit makes the loss NaN.
