@@ -78,8 +78,13 @@ pub enum Command {
     /// Jacobian, its rank at the largest gap, and D − rank beside D − N·K; writes spectrum.csv,
     /// dimension.json, model.safetensors, spectrum.png/svg and run.json into --out.
     Dimension(DimensionArgs),
+    /// Project the line between two interpolating minima (from `dimension` or `train --loss
+    /// mse`), further lines from the first and fitted curves onto the set of minima on the same
+    /// N points: residual before and after, distance moved and local dimension along t; writes
+    /// project.csv, summary.json, project.png/svg and run.json into --out.
+    Project(ProjectArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
-    /// a vtrain run, a dimension run), or `kl` for the KL approximation figure.
+    /// a vtrain run, a dimension or project run), or `kl` for the KL approximation figure.
     Plot(PlotArgs),
     /// The main job on the embedded digits data (seconds on 2 cores): two MLPs, the line, a chain
     /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
@@ -692,26 +697,51 @@ pub struct PathArgs {
     pub out: PathBuf,
 }
 
+/// `[NAME=]FILE` values of a repeatable flag: unnamed ones are called `prefix`, `prefix2`, …
+/// (by position); names must be non-empty, without commas, not one of `reserved`, and unique
+/// among these and `taken`.
+fn named_files(
+    flag: &str,
+    values: &[String],
+    prefix: &str,
+    reserved: &[&str],
+    taken: &[(String, PathBuf)],
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for (i, c) in values.iter().enumerate() {
+        let (name, file) = match c.split_once('=') {
+            Some((n, f)) => (n.to_string(), f),
+            None if i == 0 => (prefix.to_string(), c.as_str()),
+            None => (format!("{prefix}{}", i + 1), c.as_str()),
+        };
+        if reserved.contains(&name.as_str()) || name.is_empty() || name.contains(',') {
+            let names = reserved
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>();
+            return Err(Error::Config(format!(
+                "{flag} `{c}`: the name must be non-empty, not {}, without commas",
+                names.join(" or ")
+            )));
+        }
+        if out.iter().chain(taken).any(|(n, _)| *n == name) {
+            return Err(Error::Config(format!("{flag} name `{name}` used twice")));
+        }
+        out.push((name, PathBuf::from(file)));
+    }
+    Ok(out)
+}
+
 impl PathArgs {
     /// Validated options.
     pub fn resolve(&self) -> Result<PathOptions> {
-        let mut curves = Vec::new();
-        for (i, c) in self.curve.iter().enumerate() {
-            let (name, file) = match c.split_once('=') {
-                Some((n, f)) => (n.to_string(), f),
-                None if i == 0 => ("curve".to_string(), c.as_str()),
-                None => (format!("curve{}", i + 1), c.as_str()),
-            };
-            if name == "line" || name == "line-repair" || name.is_empty() || name.contains(',') {
-                return Err(Error::Config(format!(
-                    "--curve `{c}`: the name must be non-empty, not `line` or `line-repair`, without commas"
-                )));
-            }
-            if curves.iter().any(|(n, _): &(String, PathBuf)| *n == name) {
-                return Err(Error::Config(format!("--curve name `{name}` used twice")));
-            }
-            curves.push((name, PathBuf::from(file)));
-        }
+        let curves = named_files(
+            "--curve",
+            &self.curve,
+            "curve",
+            &["line", "line-repair"],
+            &[],
+        )?;
         Ok(PathOptions {
             a: self.a.clone(),
             b: self.b.clone(),
@@ -981,6 +1011,81 @@ impl DimensionArgs {
     }
 }
 
+/// `modeconn project`.
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// w1: an interpolating minimum (model.safetensors of a plain MLP), t = 0 of every path.
+    #[arg(long, value_name = "FILE")]
+    pub a: PathBuf,
+    /// w2: the other end of the line `line`.
+    #[arg(long, value_name = "FILE")]
+    pub b: PathBuf,
+    /// Another line from w1 to this network (e.g. w2 weight-matched to w1 by `modeconn
+    /// align`); repeat for several, optionally named as NAME=FILE [default names: to, to2, ...].
+    #[arg(long = "line", value_name = "[NAME=]FILE")]
+    pub lines: Vec<String>,
+    /// A fitted curve (curve.safetensors, e.g. `connect --loss mse`); repeat for several,
+    /// optionally named as NAME=FILE [default names: curve, curve2, ...].
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub curve: Vec<String>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of training points N: the same as the minima were fitted on.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub points: usize,
+    /// Seed of the choice of the N points (dimension's --points-seed, train's --seed).
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub points_seed: u64,
+    /// Values of t per path, evenly spaced in [0, 1]. Each costs a projection and a singular
+    /// value decomposition of the N·K × D Jacobian.
+    #[arg(long, default_value_t = 21, value_name = "N")]
+    pub t_points: usize,
+    /// The residual norm ‖r‖₂ a projection aims at.
+    #[arg(long, default_value_t = 1e-6)]
+    pub tol: f64,
+    /// At most this many accepted Gauss–Newton steps per point.
+    #[arg(long, default_value_t = 50, value_name = "STEPS")]
+    pub max_steps: usize,
+    /// Refuse a Jacobian whose memory estimate exceeds this many GiB (see dimension --points).
+    #[arg(long, default_value_t = 4.0, value_name = "GIB")]
+    pub max_memory: f64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl ProjectArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::project::ProjectOptions> {
+        if !(self.max_memory > 0.0 && self.max_memory.is_finite()) {
+            return Err(Error::Config(
+                "--max-memory must be a positive number of GiB".into(),
+            ));
+        }
+        let lines = named_files("--line", &self.lines, "to", &["line"], &[])?;
+        let curves = named_files("--curve", &self.curve, "curve", &["line"], &lines)?;
+        Ok(crate::commands::project::ProjectOptions {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            lines,
+            curves,
+            data: self.data.resolve()?,
+            points: self.points,
+            points_seed: self.points_seed,
+            t_points: self.t_points,
+            tol: self.tol,
+            max_steps: self.max_steps,
+            max_memory: (self.max_memory * (1u64 << 30) as f64) as u64,
+            quiet: self.quiet,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1084,6 +1189,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             return Ok((v, t));
         }
         Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
+        Command::Project(a) => {
+            let v = commands::project::run(&a.resolve()?, argv)?;
+            let t = commands::project::table(&v);
+            return Ok((v, t));
+        }
         Command::Dimension(a) => {
             let v = commands::dimension::run(&a.resolve()?, argv)?;
             let t = commands::dimension::table(&v);

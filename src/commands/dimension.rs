@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{default_arch, eval_device, load_data};
 use crate::arch::Arch;
-use crate::data::DataConfig;
+use crate::data::{DataConfig, Split};
 use crate::error::{Error, Result};
 use crate::minima::{FitConfig, ReluMlp, Spectrum, fit, jacobian_bytes};
 use crate::network_file::{load_model, save_model};
@@ -85,40 +85,16 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
             None,
         ),
     };
-    let net = ReluMlp::of(&arch)?;
-    arch.check_data(&split.train)?;
-    if net.outputs() != split.train.classes {
-        return Err(Error::Config(format!(
-            "--arch {arch} has {} outputs but the data has {} classes",
-            net.outputs(),
-            split.train.classes
-        )));
-    }
-    if opts.points > split.train.len() {
-        return Err(Error::Config(format!(
-            "--points {} exceeds the {} training samples of {}",
-            opts.points,
-            split.train.len(),
-            split.train.name
-        )));
-    }
+    let Problem { net, x, y, name } = problem(
+        &arch,
+        &split,
+        opts.points,
+        opts.points_seed,
+        opts.max_memory,
+    )?;
     let (d, k, n) = (net.num_params(), net.outputs(), opts.points);
     let m = n * k;
     let bytes = jacobian_bytes(m, d);
-    if bytes > opts.max_memory {
-        return Err(Error::Config(format!(
-            "the Jacobian is N·K × D = {m} × {d}: {:.1} GiB in f64 with its Gram matrix and the SVD's copy, above --max-memory {:.1} GiB; use fewer --points or a narrower --arch",
-            bytes as f64 / GIB,
-            opts.max_memory as f64 / GIB
-        )));
-    }
-    let data = split.train.random_subset(n, opts.points_seed);
-    let x: Vec<f64> = data.x.iter().map(|&v| f64::from(v)).collect();
-    let y: Vec<f64> = data
-        .y
-        .iter()
-        .flat_map(|&c| (0..k).map(move |j| if j == c as usize { 1.0 } else { 0.0 }))
-        .collect();
     let theta0: Vec<f64> = start
         .unwrap_or_else(|| arch.init(opts.seed, &device))
         .to_flat_trained()
@@ -182,7 +158,7 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
     save_model(&opts.out.join("model.safetensors"), &arch, &params)?;
     let summary = json!({
         "arch": arch.to_string(),
-        "data": data.name,
+        "data": name,
         "params": d,
         "points": n,
         "outputs": k,
@@ -210,6 +186,69 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// The interpolating problem: a plain ReLU MLP and N training points with one-hot targets.
+pub struct Problem {
+    /// The network in f64.
+    pub net: ReluMlp,
+    /// Inputs `[N, d0]` row-major.
+    pub x: Vec<f64>,
+    /// One-hot targets `[N, K]` row-major.
+    pub y: Vec<f64>,
+    /// The dataset's name.
+    pub name: String,
+}
+
+/// The N points drawn with `points_seed` from `split`'s training set (the subset
+/// `train --train-subset N --seed S` and `connect` use) for the plain MLP `arch`, after checking
+/// the architecture, the data and that the dense Jacobian fits in `max_memory` bytes.
+pub fn problem(
+    arch: &Arch,
+    split: &Split,
+    points: usize,
+    points_seed: u64,
+    max_memory: u64,
+) -> Result<Problem> {
+    let net = ReluMlp::of(arch)?;
+    arch.check_data(&split.train)?;
+    if net.outputs() != split.train.classes {
+        return Err(Error::Config(format!(
+            "--arch {arch} has {} outputs but the data has {} classes",
+            net.outputs(),
+            split.train.classes
+        )));
+    }
+    if points > split.train.len() {
+        return Err(Error::Config(format!(
+            "--points {points} exceeds the {} training samples of {}",
+            split.train.len(),
+            split.train.name
+        )));
+    }
+    let (d, k) = (net.num_params(), net.outputs());
+    let m = points * k;
+    let bytes = jacobian_bytes(m, d);
+    if bytes > max_memory {
+        return Err(Error::Config(format!(
+            "the Jacobian is N·K × D = {m} × {d}: {:.1} GiB in f64 with its Gram matrix and the SVD's copy, above --max-memory {:.1} GiB; use fewer --points or a narrower --arch",
+            bytes as f64 / GIB,
+            max_memory as f64 / GIB
+        )));
+    }
+    let data = split.train.random_subset(points, points_seed);
+    let x = data.x.iter().map(|&v| f64::from(v)).collect();
+    let y = data
+        .y
+        .iter()
+        .flat_map(|&c| (0..k).map(move |j| if j == c as usize { 1.0 } else { 0.0 }))
+        .collect();
+    Ok(Problem {
+        net,
+        x,
+        y,
+        name: data.name,
+    })
+}
 
 /// A one-screen report of `dimension.json`.
 pub fn table(v: &Value) -> String {

@@ -10,6 +10,7 @@ pub mod permute;
 pub mod plane;
 pub mod plot;
 pub mod probe;
+pub mod project;
 pub mod prune;
 pub mod train;
 pub mod vtrain;

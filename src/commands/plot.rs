@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, spectrum_figure,
-    vtrain_figure,
+    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, projection_figure,
+    spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -127,12 +127,19 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
             }
         }
     }
+    if wants("project.csv") {
+        files.extend(projection_figure(
+            &dir.join("project.csv"),
+            &out,
+            opts.size,
+        )?);
+    }
     if wants("spectrum.csv") {
         files.extend(spectrum_figure(&dir, &out, opts.size)?);
     }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, or `kl`)",
             input.display()
         )));
     }

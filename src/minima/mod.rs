@@ -585,6 +585,36 @@ mod tests {
         assert_eq!(s.rank, n * k);
         assert_eq!(d - s.rank, 21 - 12);
         assert!(s.gap_ratio > 1e8, "{}", s.gap_ratio);
+
+        // On an affine solution set the polish is the orthogonal projection: every step lies in
+        // the row space of the constant J, so the fit from θ0 lands on θ0 − J⁺r(θ0), the closest
+        // exact fit (computed here in closed form, J⁺r = Jᵀ(JJᵀ)⁻¹r).
+        let theta0 = random(d, 5, 1.0);
+        let res = net.residuals(&theta0, &x, &y, true);
+        let closest: Vec<f64> = theta0
+            .iter()
+            .zip(res.min_norm_step(0.0).unwrap())
+            .map(|(a, b)| a + b)
+            .collect();
+        let f = fit(&net, theta0.clone(), &x, &y, cfg, |_, _, _| {});
+        let gap: f64 = f
+            .theta
+            .iter()
+            .zip(&closest)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum();
+        let moved: f64 = f
+            .theta
+            .iter()
+            .zip(&theta0)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum();
+        assert!(
+            gap.sqrt() < 1e-9 * moved.sqrt(),
+            "{} vs {}",
+            gap.sqrt(),
+            moved.sqrt()
+        );
     }
 
     /// At an interpolating point of a ReLU MLP: the rescaling directions lie in ker J to 1e-8,

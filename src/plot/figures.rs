@@ -566,3 +566,47 @@ pub fn spectrum_figure(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Resu
     };
     save(&fig, &out.join("spectrum"), size.unwrap_or((900, 520)))
 }
+
+/// The projections of a `project` run (`project.csv`): along t for every path, the residual
+/// before projection, the distance moved onto the minima set, and the local dimension
+/// `D − rank J` at the projected point; writes `<out>/project.{png,svg}`.
+pub fn projection_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let rows = read_path_rows(csv, |_| {
+        ["t", "residual_before", "distance", "dimension"]
+            .map(String::from)
+            .to_vec()
+    })?;
+    let mut order: Vec<String> = Vec::new();
+    for (name, _) in &rows {
+        if !order.contains(name) {
+            order.push(name.clone());
+        }
+    }
+    // A log axis has no zero: the exact minima at the ends are drawn at 1e-12.
+    let panel = |col: usize, title: &str, ylabel: &str, log: bool| {
+        let series = order
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let pts = rows
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, r)| (r[0], if log { r[col].max(1e-12) } else { r[col] }))
+                    .collect();
+                Series::new(name.clone(), pts, c)
+            })
+            .collect();
+        let mut p = Panel::lines(title, "t", ylabel, series);
+        p.log_y = log;
+        p
+    };
+    let fig = Panels {
+        title: "Projection of each path onto the set of minima (minimum-norm Gauss–Newton)".into(),
+        panels: vec![
+            panel(1, "Residual ‖r‖ before projection", "‖r‖", true),
+            panel(2, "Distance moved to the minima set", "‖θ* − θ(t)‖", true),
+            panel(3, "Local dimension D − rank J at θ*", "dimension", false),
+        ],
+    };
+    save(&fig, &out.join("project"), size.unwrap_or((1500, 460)))
+}
