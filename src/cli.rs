@@ -20,6 +20,7 @@ use crate::permute::Correlation;
 use crate::pipeline::runner::{self, RunOptions};
 use crate::pipeline::{demo, spec::Analysis};
 use crate::train::objective::Loss;
+use crate::train::subspace::ProjectionKind;
 use crate::train::{LoopConfig, OptimConfig, OptimKind, RunControl, Schedule};
 use crate::variational::objective::{EvalConfig, Warmup};
 use crate::variational::{InitConfig, LrtVariance, Method, VConfig, VarianceLayers};
@@ -83,8 +84,14 @@ pub enum Command {
     /// N points: residual before and after, distance moved and local dimension along t; writes
     /// project.csv, summary.json, project.png/svg and run.json into --out.
     Project(ProjectArgs),
+    /// The intrinsic dimension of the objective (Li et al. 2018): train in random subspaces
+    /// θ₀ + P·z of the dimensions --dims (--runs seeds each) and in all D directions; d_int90 is
+    /// the smallest d whose mean test accuracy reaches 90% of the full network's; writes
+    /// intrinsic.csv, summary.json, intrinsic.png/svg and run.json into --out.
+    IntrinsicDim(IntrinsicArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
-    /// a vtrain run, a dimension or project run), or `kl` for the KL approximation figure.
+    /// a vtrain run, a dimension, project or intrinsic-dim run), or `kl` for the KL
+    /// approximation figure.
     Plot(PlotArgs),
     /// The main job on the embedded digits data (seconds on 2 cores): two MLPs, the line, a chain
     /// and a Bezier curve, a random permutation and an aligned network, sparse VD and a
@@ -198,6 +205,16 @@ impl LoopDefaults {
         optimizer: OptimKind::Sgd,
         wd: 5e-4,
         schedule: "cosine",
+    };
+    /// `intrinsic-dim`: Adam 1e-2 without decay, constant rate, 10 epochs of 128 (the
+    /// coordinates z start at 0 and move in weight units).
+    pub const INTRINSIC: Self = Self {
+        epochs: 10,
+        batch_size: 128,
+        lr: 1e-2,
+        optimizer: OptimKind::Adam,
+        wd: 0.0,
+        schedule: "constant",
     };
     /// `connect` and `probe`: as `train`, with Garipov et al.'s (2018) schedule.
     pub const CURVE: Self = Self {
@@ -1086,6 +1103,87 @@ impl ProjectArgs {
     }
 }
 
+/// `modeconn intrinsic-dim`.
+#[derive(Debug, Args)]
+pub struct IntrinsicArgs {
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Architecture, without normalisation state (mlp:…, lenet5, vgg11:norm=none)
+    /// [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
+    #[arg(long, value_name = "SPEC")]
+    pub arch: Option<String>,
+    /// Subspace dimensions d to sweep, comma-separated.
+    #[arg(long, value_name = "D,D", default_value = "10,20,50,100,200,500")]
+    pub dims: String,
+    /// Runs per d, with seeds --seed, --seed + 1, … (initialisation θ₀, projection and data
+    /// order).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// dense (Gaussian columns, normalised; memory 4·D·d bytes) or sparse (⌈√D⌉ entries
+    /// ±1/√nnz per column, Li, Hastie & Church 2006).
+    #[arg(long, value_enum, default_value_t = ProjectionKind::Dense)]
+    pub projection: ProjectionKind,
+    /// Train on N training samples drawn with --seed [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// The full network's test accuracy, when already known (skips training the baseline).
+    #[arg(long, value_name = "ACC")]
+    pub baseline_acc: Option<f64>,
+    /// Refuse a projection holding more than this many GiB.
+    #[arg(long, default_value_t = 4.0, value_name = "GIB")]
+    pub max_memory: f64,
+    /// Loop (for the subspaces and the baseline alike).
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl IntrinsicArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::intrinsic::IntrinsicOptions> {
+        if !(self.max_memory > 0.0 && self.max_memory.is_finite()) {
+            return Err(Error::Config(
+                "--max-memory must be a positive number of GiB".into(),
+            ));
+        }
+        let dims = self
+            .dims
+            .split(',')
+            .map(|d| {
+                d.trim().parse::<usize>().map_err(|_| {
+                    Error::Config(format!(
+                        "--dims `{}`: `{d}` is not a whole number",
+                        self.dims
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::commands::intrinsic::IntrinsicOptions {
+            data: self.data.resolve()?,
+            arch: self
+                .arch
+                .as_deref()
+                .map(|a| a.parse::<Arch>())
+                .transpose()?,
+            dims,
+            runs: self.runs,
+            projection: self.projection,
+            loop_cfg: self.train.resolve(&LoopDefaults::INTRINSIC)?,
+            train_subset: self.train_subset,
+            baseline_acc: self.baseline_acc,
+            max_memory: (self.max_memory * (1u64 << 30) as f64) as u64,
+            quiet: self.quiet,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1192,6 +1290,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Project(a) => {
             let v = commands::project::run(&a.resolve()?, argv)?;
             let t = commands::project::table(&v);
+            return Ok((v, t));
+        }
+        Command::IntrinsicDim(a) => {
+            let v = commands::intrinsic::run(&a.resolve()?, argv)?;
+            let t = commands::intrinsic::table(&v);
             return Ok((v, t));
         }
         Command::Dimension(a) => {
@@ -1324,4 +1427,27 @@ pub struct RunArgs {
     /// No per-step lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand that does one piece of work can be a step of an analysis spec.
+    #[test]
+    fn spec_steps_cover_the_working_subcommands() {
+        let names: Vec<String> = super::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| !["run", "demo", "completions", "man"].contains(&n.as_str()))
+            .collect();
+        let mut steps: Vec<String> = crate::pipeline::spec::COMMANDS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut names = names;
+        names.sort();
+        steps.sort();
+        assert_eq!(names, steps);
+    }
 }

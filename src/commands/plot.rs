@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures, projection_figure,
-    spectrum_figure, vtrain_figure,
+    intrinsic_figure, kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures,
+    projection_figure, spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -134,12 +134,15 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
             opts.size,
         )?);
     }
+    if wants("intrinsic.csv") {
+        files.extend(intrinsic_figure(&dir, &out, opts.size)?);
+    }
     if wants("spectrum.csv") {
         files.extend(spectrum_figure(&dir, &out, opts.size)?);
     }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, or `kl`)",
             input.display()
         )));
     }

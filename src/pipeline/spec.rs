@@ -29,9 +29,21 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// Subcommands a step may run.
-pub const COMMANDS: [&str; 11] = [
-    "train", "eval", "connect", "path", "permute", "align", "probe", "vtrain", "prune", "plane",
+/// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
+pub const COMMANDS: [&str; 14] = [
+    "train",
+    "eval",
+    "connect",
+    "path",
+    "permute",
+    "align",
+    "probe",
+    "vtrain",
+    "prune",
+    "plane",
+    "dimension",
+    "project",
+    "intrinsic-dim",
     "plot",
 ];
 

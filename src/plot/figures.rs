@@ -610,3 +610,91 @@ pub fn projection_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Re
     };
     save(&fig, &out.join("project"), size.unwrap_or((1500, 460)))
 }
+
+/// The sweep of an `intrinsic-dim` run (`intrinsic.csv` with `summary.json` beside it): test
+/// accuracy of every run against d, the mean over runs, the baseline and its 90% threshold,
+/// and `d_int90` marked; writes `<out>/intrinsic.{png,svg}`.
+pub fn intrinsic_figure(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let csv = dir.join("intrinsic.csv");
+    let runs: Vec<(f64, f64, f64)> = read(&csv)?
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            match (
+                f.first().and_then(|v| v.parse::<f64>().ok()),
+                f.get(1).and_then(|v| v.parse::<f64>().ok()),
+                f.get(3).and_then(|v| v.parse::<f64>().ok()),
+            ) {
+                (Some(d), Some(r), Some(a)) => Ok((d, r, 100.0 * a)),
+                _ => Err(Error::data(
+                    &csv,
+                    format!("bad row `{l}` (expected d,run,seed,test_acc,…)"),
+                )),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let json_path = dir.join("summary.json");
+    let meta: Value = serde_json::from_str(&read(&json_path)?)
+        .map_err(|e| Error::data(&json_path, e.to_string()))?;
+    let mean: Vec<(f64, f64)> = meta["mean_acc"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["d"].as_f64()?, 100.0 * m["mean"].as_f64()?)))
+        .collect();
+    let (lo, hi) = runs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let mut mean = mean;
+    mean.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let baseline = 100.0 * meta["baseline_acc"].as_f64().unwrap_or(f64::NAN);
+    let mut series = vec![Series::new("mean over runs", mean, 0)];
+    let last = runs.iter().map(|p| p.1 as usize).max().unwrap_or(0);
+    for r in 0..=last {
+        let pts = runs
+            .iter()
+            .filter(|p| p.1 as usize == r)
+            .map(|p| (p.0, p.2))
+            .collect();
+        let mut s = Series::new(format!("run {}", r + 1), pts, 3 + r);
+        s.markers = true;
+        s.dashed = true;
+        series.push(s);
+    }
+    let mut base = Series::new(
+        format!("baseline (all D): {baseline:.2}%"),
+        vec![(lo, baseline), (hi, baseline)],
+        1,
+    );
+    base.dashed = true;
+    series.push(base);
+    let mut thr = Series::new(
+        format!("90% of baseline: {:.2}%", 0.9 * baseline),
+        vec![(lo, 0.9 * baseline), (hi, 0.9 * baseline)],
+        2,
+    );
+    thr.dashed = true;
+    series.push(thr);
+    let title = match meta["d_int90"].as_u64() {
+        Some(d) => format!(
+            "{}: d_int90 = {d}",
+            meta["arch"].as_str().unwrap_or_default()
+        ),
+        None => format!(
+            "{}: d_int90 not reached",
+            meta["arch"].as_str().unwrap_or_default()
+        ),
+    };
+    let fig = Panels {
+        title,
+        panels: vec![Panel::lines(
+            "Test accuracy of training in a random d-dimensional subspace",
+            "subspace dimension d",
+            "test accuracy (%)",
+            series,
+        )],
+    };
+    save(&fig, &out.join("intrinsic"), size.unwrap_or((900, 520)))
+}

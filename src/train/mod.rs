@@ -9,6 +9,7 @@ pub mod gradient;
 pub mod objective;
 pub mod optim;
 pub mod schedule;
+pub mod subspace;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

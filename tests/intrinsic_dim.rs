@@ -1,0 +1,149 @@
+//! Random-subspace training (Li et al. 2018): the chain rule `∂L/∂z = Pᵀ·∂L/∂θ` against central
+//! differences of the loss in z, and `modeconn intrinsic-dim` end to end on the embedded digits.
+
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use common::{json, modeconn};
+use modeconn::arch::Arch;
+use modeconn::backend;
+use modeconn::data::{DataConfig, Pixels, Source, load};
+use modeconn::eval::cross_entropy;
+use modeconn::params::ParamSet;
+use modeconn::train::subspace::{Projection, ProjectionKind, Subspace, coordinates_layout};
+use modeconn::train::{Classification, StepCtx, loss_and_grad};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+#[test]
+fn the_coordinates_gradient_is_the_projected_weight_gradient() {
+    let device = backend::device();
+    let ad = backend::train_device();
+    let split = load(&DataConfig {
+        source: Source::Digits,
+        dir: None,
+        pixels: Pixels::Unit,
+    })
+    .unwrap();
+    let arch: Arch = "mlp:64-8-10".parse().unwrap();
+    let theta0 = arch.init(2, &device);
+    let full = arch.layout().numel();
+    for kind in [ProjectionKind::Dense, ProjectionKind::Sparse] {
+        let d = 6;
+        let proj = Projection::new(kind, full, d, 9).unwrap();
+        let inner = Classification::new(arch.clone(), &split.test, device.clone());
+        let mut obj = Subspace::new(&theta0, proj, inner).unwrap();
+        let z0: Vec<f32> = (0..d).map(|j| 0.3 * (j as f32 - 2.5)).collect();
+        let z = ParamSet::from_flat(coordinates_layout(d), &z0, &device).unwrap();
+        let (xv, yv) = split.train.gather(&(0..50).collect::<Vec<_>>());
+        let x = Tensor::<2>::from_data(TensorData::new(xv.clone(), [50, 64]), &ad);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [50]), &ad);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut ctx = StepCtx {
+            epoch: 0,
+            step: 0,
+            rng: &mut rng,
+            n_train: 50,
+        };
+        let (_, g, _) = loss_and_grad(&z, &mut obj, x, y, &mut ctx).unwrap();
+        let g = g.to_flat();
+        assert_eq!(g.len(), d);
+        // The loss at z as a plain network's, in f64 around z by central differences.
+        let loss_at = |zs: &[f32]| -> f64 {
+            let p = ParamSet::from_flat(coordinates_layout(d), zs, &device).unwrap();
+            let w = obj.network(&p);
+            let x = Tensor::<2>::from_data(TensorData::new(xv.clone(), [50, 64]), &device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [50]), &device);
+            f64::from(cross_entropy(arch.forward(&w, x), y).into_scalar::<f32>())
+        };
+        let h = 1e-2f32;
+        for j in 0..d {
+            let (mut up, mut down) = (z0.clone(), z0.clone());
+            up[j] += h;
+            down[j] -= h;
+            let fd = (loss_at(&up) - loss_at(&down)) / (2.0 * f64::from(h));
+            let an = f64::from(g[j]);
+            assert!(
+                (fd - an).abs() < 2e-3 + 2e-2 * an.abs(),
+                "{kind:?} z[{j}]: analytic {an} vs finite difference {fd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn intrinsic_dim_sweeps_subspaces_on_digits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("id");
+    modeconn()
+        .args(["intrinsic-dim", "--arch", "mlp:64-32-10", "--dims", "400,5"])
+        .args(["--runs", "2", "--epochs", "30", "-q", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let v = json(&out.join("summary.json"));
+    let means: Vec<(u64, f64)> = v["mean_acc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["d"].as_u64().unwrap(), m["mean"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(means.iter().map(|m| m.0).collect::<Vec<_>>(), vec![5, 400]);
+    // Five directions of a 2410-dimensional network barely train; 400 nearly reach the full
+    // network; d_int90 follows the stated rule.
+    assert!(means[0].1 < means[1].1 - 0.2, "{means:?}");
+    let threshold = v["threshold"].as_f64().unwrap();
+    assert!((threshold - 0.9 * v["baseline_acc"].as_f64().unwrap()).abs() < 1e-12);
+    let want = means.iter().find(|m| m.1 >= threshold).map(|m| m.0);
+    assert_eq!(v["d_int90"].as_u64(), want, "{v}");
+    let csv = std::fs::read_to_string(out.join("intrinsic.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4);
+    // A run's network is θ₀ + P·z as a plain model: `eval` gives the accuracy recorded.
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let model = out.join(format!("d{}_r{}/model.safetensors", row[0], row[1]));
+    let evald = tmp.path().join("eval.json");
+    modeconn()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&evald)
+        .assert()
+        .success();
+    let e = json(&evald);
+    let acc: f64 = row[3].parse().unwrap();
+    assert!(
+        (e["test_acc"].as_f64().unwrap() - acc).abs() < 1e-9,
+        "{e} vs {acc}"
+    );
+    assert!(out.join("intrinsic.png").exists());
+
+    let refused = |args: &[&str], needle: &str| {
+        let bad = tmp.path().join("bad");
+        let a = modeconn()
+            .arg("intrinsic-dim")
+            .args(args)
+            .arg("--out")
+            .arg(&bad)
+            .assert()
+            .failure()
+            .code(1);
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(
+            err.contains(needle) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+        assert!(!bad.exists());
+    };
+    refused(&["--dims", "0,10"], "--dims");
+    refused(&["--dims", "ten"], "--dims");
+    refused(&["--arch", "mlp:64-32-10", "--dims", "99999"], "exceeds");
+    refused(
+        &["--arch", "mlp:64-32-10:norm=bn", "--dims", "10"],
+        "normalisation",
+    );
+    refused(
+        &["--dims", "500", "--max-memory", "0.00001"],
+        "--projection sparse",
+    );
+    refused(&["--runs", "0"], "--runs");
+}
