@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|all]   (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|minima|all]   (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
@@ -20,6 +20,10 @@
 # vnets (~60 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
 #   its hidden layers, and with every layer, zero-mean, one and four samples per step; the line and
 #   the chain between two hidden-layer variance nets) into figures/variance_networks.
+# minima (~45 min): `modeconn run analyses/digits-dimension.toml --rerun` (the dimension of the
+#   minima set of digits MLPs, projections of the line, the aligned line and squared-error chains
+#   onto it) and `modeconn run analyses/mnist-intrinsic-dim.toml --rerun` (d_int90 of the MLP
+#   784-200-200-10 and LeNet-5) into figures/minima.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -67,6 +71,24 @@ if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
   for e in png svg; do
     cp runs/mnist-variance-networks/figures/lenet5_bn_k4/vtrain.$e figures/variance_networks/vtrain_k4.$e
     cp runs/mnist-variance-networks/figures/hidden_path/path.$e figures/variance_networks/hidden_path.$e
+  done
+fi
+if [[ "$WHAT" == all || "$WHAT" == minima ]]; then
+  $M run analyses/digits-dimension.toml --rerun
+  rm -rf figures/minima && mkdir -p figures/minima
+  for e in png svg; do
+    cp runs/digits-dimension/figures/project/project.$e figures/minima/
+    for n in 100 200; do
+      cp runs/digits-dimension/figures/spectrum_64_64_10_n$n/spectrum.$e \
+        figures/minima/spectrum_64_64_10_n$n.$e
+    done
+  done
+  bash scripts/fetch-data.sh mnist >/dev/null
+  $M run analyses/mnist-intrinsic-dim.toml --rerun
+  for m in mlp lenet5; do
+    for e in png svg; do
+      cp runs/mnist-intrinsic-dim/figures/$m/intrinsic.$e figures/minima/intrinsic_$m.$e
+    done
   done
 fi
 ls figures/*/

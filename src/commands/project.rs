@@ -5,7 +5,9 @@
 //! same N points) by minimum-norm Gauss–Newton / Levenberg–Marquardt steps
 //! `δ = −Jᵀ(JJᵀ + λI)⁻¹r`, whose first step is the closest point of the linearised set. Reported
 //! along t: `‖r‖` before and after, the distance moved `‖θ* − θ(t)‖` (and over `‖w2 − w1‖`),
-//! the steps taken, and `rank J(θ*)` with the local dimension `D − rank` there. Writes
+//! the steps taken, `rank J(θ*)` (at the largest log-gap, with the gap ratio) and the local
+//! dimension `D − rank` there, and the hidden
+//! units off on every point at θ*. Writes
 //! `project.csv`, `summary.json`, `run.json` and the figure `project.{png,svg}`.
 
 use std::fmt::Write as _;
@@ -66,6 +68,8 @@ struct Projected {
     distance: f64,
     steps: usize,
     rank: usize,
+    gap: f64,
+    dead: usize,
 }
 
 /// Runs `project`; returns the summary (also in `summary.json`).
@@ -150,7 +154,8 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
             let before = net.residuals(&theta, &x, &y, false).norm();
             let p = fit(&net, theta.clone(), &x, &y, cfg, |_, _, _| {});
             let res = net.residuals(&p.theta, &x, &y, true);
-            let rank = Spectrum::of(&res.jac_matrix())?.rank;
+            let spectrum = Spectrum::of(&res.jac_matrix())?;
+            let (rank, gap) = (spectrum.rank, spectrum.gap_ratio);
             let row = Projected {
                 t,
                 before,
@@ -158,6 +163,8 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
                 distance: dist(&p.theta, &theta),
                 steps: p.lm_steps,
                 rank,
+                gap,
+                dead: net.dead_units(&p.theta, &x),
             };
             if !opts.quiet {
                 eprintln!(
@@ -176,12 +183,12 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
     let d = net.num_params();
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let mut csv = String::from(
-        "path,t,residual_before,residual_after,distance,relative_distance,steps,converged,rank,dimension\n",
+        "path,t,residual_before,residual_after,distance,relative_distance,steps,converged,rank,gap_ratio,dimension,dead_units\n",
     );
     for (p, r) in &rows {
         let _ = writeln!(
             csv,
-            "{p},{},{:e},{:e},{:e},{:e},{},{},{},{}",
+            "{p},{},{:e},{:e},{:e},{:e},{},{},{},{:e},{},{}",
             r.t,
             r.before,
             r.after,
@@ -190,7 +197,9 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
             r.steps,
             r.after <= opts.tol,
             r.rank,
-            d - r.rank
+            r.gap,
+            d - r.rank,
+            r.dead
         );
     }
     write_atomic(&opts.out.join("project.csv"), csv.as_bytes())?;
