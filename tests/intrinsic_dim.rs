@@ -147,3 +147,75 @@ fn intrinsic_dim_sweeps_subspaces_on_digits() {
     );
     refused(&["--runs", "0"], "--runs");
 }
+
+/// With `P = I` (d = D) the subspace is the whole space: the coordinates' gradient at `z` is the
+/// plain network's gradient at `θ₀ + z` (bit for bit at z = 0), and ten plain SGD steps on z land
+/// where ten on θ do.
+#[test]
+fn the_identity_subspace_is_plain_training() {
+    let device = backend::device();
+    let ad = backend::train_device();
+    let split = load(&DataConfig {
+        source: Source::Digits,
+        dir: None,
+        pixels: Pixels::Unit,
+    })
+    .unwrap();
+    let arch: Arch = "mlp:64-8-10".parse().unwrap();
+    let theta0 = arch.init(4, &device);
+    let full = arch.layout().numel();
+    let mut sub = Subspace::new(
+        &theta0,
+        Projection::identity(full),
+        Classification::new(arch.clone(), &split.test, device.clone()),
+    )
+    .unwrap();
+    let mut plain = Classification::new(arch.clone(), &split.test, device.clone());
+    let (xv, yv) = split.train.gather(&(0..40).collect::<Vec<_>>());
+    let batch = || {
+        (
+            Tensor::<2>::from_data(TensorData::new(xv.clone(), [40, 64]), &ad),
+            Tensor::<1, Int>::from_data(TensorData::new(yv.clone(), [40]), &ad),
+        )
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut grad = |obj: &mut dyn modeconn::train::Objective, p: &ParamSet| {
+        let mut ctx = StepCtx {
+            epoch: 0,
+            step: 0,
+            rng: &mut rng,
+            n_train: 40,
+        };
+        let (x, y) = batch();
+        loss_and_grad(p, obj, x, y, &mut ctx).unwrap().1.to_flat()
+    };
+    let mut z = vec![0f32; full];
+    let mut theta = theta0.to_flat();
+    for step in 0..10 {
+        let zp = ParamSet::from_flat(coordinates_layout(full), &z, &device).unwrap();
+        let tp = ParamSet::from_flat(arch.layout(), &theta, &device).unwrap();
+        let (gz, gt) = (grad(&mut sub, &zp), grad(&mut plain, &tp));
+        if step == 0 {
+            assert_eq!(gz, gt);
+        }
+        for ((zi, ti), (a, b)) in z.iter_mut().zip(theta.iter_mut()).zip(gz.iter().zip(&gt)) {
+            *zi -= 0.5 * a;
+            *ti -= 0.5 * b;
+        }
+    }
+    let via_z = sub.network(&ParamSet::from_flat(coordinates_layout(full), &z, &device).unwrap());
+    let moved: f32 = via_z
+        .to_flat()
+        .iter()
+        .zip(theta0.to_flat())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    let gap = via_z
+        .to_flat()
+        .iter()
+        .zip(&theta)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-2, "the steps moved the network by {moved}");
+    assert!(gap < 1e-5, "θ₀ + z and θ differ by {gap}");
+}

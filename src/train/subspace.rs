@@ -117,6 +117,16 @@ impl Projection {
         }
     }
 
+    /// The identity `P = I` (`d = D`): training `z` from 0 is training `θ` from `θ₀`.
+    pub fn identity(full: usize) -> Self {
+        Self {
+            full,
+            d: full,
+            dense: Vec::new(),
+            sparse: (0..full).map(|i| vec![(i as u32, 1.0)]).collect(),
+        }
+    }
+
     /// `d`.
     pub fn dim(&self) -> usize {
         self.d
