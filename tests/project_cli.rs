@@ -110,6 +110,16 @@ fn paths_between_interpolating_minima_project_onto_the_minima_set() {
         }
     }
     assert!(v["length"].as_f64().unwrap() > 1.0);
+    // The line's steps add up to ‖w2 − w1‖; its projection is a chain of minima whose steps
+    // are recorded beside them.
+    let line = &v["paths"]["line"];
+    let (len, total) = (
+        line["length"].as_f64().unwrap(),
+        v["length"].as_f64().unwrap(),
+    );
+    assert!((len - total).abs() < 1e-4 * total, "{len} vs {total}");
+    assert!(line["projected_length"].as_f64().unwrap() > 0.0);
+    assert!(line["max_segment_ratio"].as_f64().unwrap().is_finite());
     assert_eq!(v["paths"]["permuted"]["all_converged"], true);
     assert!(out.join("project.png").exists() && out.join("run.json").exists());
 

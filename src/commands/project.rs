@@ -7,7 +7,10 @@
 //! along t: `‖r‖` before and after, the distance moved `‖θ* − θ(t)‖` (and over `‖w2 − w1‖`),
 //! the steps taken, `rank J(θ*)` (at the largest log-gap, with the gap ratio) and the local
 //! dimension `D − rank` there, and the hidden
-//! units off on every point at θ*. Writes
+//! units off on every point at θ*; and, between consecutive values of t, the step along the
+//! path beside the step between the projected points (`projected_length` over `length` per
+//! path, and the largest ratio of the two steps: a projection that jumps to another part of the
+//! set shows as a spike). Writes
 //! `project.csv`, `summary.json`, `run.json` and the figure `project.{png,svg}`.
 
 use std::fmt::Write as _;
@@ -70,6 +73,9 @@ struct Projected {
     rank: usize,
     gap: f64,
     dead: usize,
+    /// `‖θ(t_i) − θ(t_{i−1})‖` and `‖θ*(t_i) − θ*(t_{i−1})‖` (0 at the first point).
+    segment: f64,
+    projected_segment: f64,
 }
 
 /// Runs `project`; returns the summary (also in `summary.json`).
@@ -149,6 +155,7 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
         .collect();
     let mut rows: Vec<(String, Projected)> = Vec::new();
     for (pname, point) in &paths {
+        let mut prev: Option<(Vec<f64>, Vec<f64>)> = None;
         for (i, &t) in ts.iter().enumerate() {
             let theta = flat(&point(t));
             let before = net.residuals(&theta, &x, &y, false).norm();
@@ -165,7 +172,10 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
                 rank,
                 gap,
                 dead: net.dead_units(&p.theta, &x),
+                segment: prev.as_ref().map_or(0.0, |q| dist(&theta, &q.0)),
+                projected_segment: prev.as_ref().map_or(0.0, |q| dist(&p.theta, &q.1)),
             };
+            prev = Some((theta, p.theta));
             if !opts.quiet {
                 eprintln!(
                     "project: {pname} {}/{}: t = {t:.3}, ‖r‖ {:.2e} → {:.2e}, moved {:.3e}, rank {rank}",
@@ -183,12 +193,12 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
     let d = net.num_params();
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let mut csv = String::from(
-        "path,t,residual_before,residual_after,distance,relative_distance,steps,converged,rank,gap_ratio,dimension,dead_units\n",
+        "path,t,residual_before,residual_after,distance,relative_distance,steps,converged,rank,gap_ratio,dimension,dead_units,segment,projected_segment\n",
     );
     for (p, r) in &rows {
         let _ = writeln!(
             csv,
-            "{p},{},{:e},{:e},{:e},{:e},{},{},{},{:e},{},{}",
+            "{p},{},{:e},{:e},{:e},{:e},{},{},{},{:e},{},{},{:e},{:e}",
             r.t,
             r.before,
             r.after,
@@ -199,7 +209,9 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
             r.rank,
             r.gap,
             d - r.rank,
-            r.dead
+            r.dead,
+            r.segment,
+            r.projected_segment
         );
     }
     write_atomic(&opts.out.join("project.csv"), csv.as_bytes())?;
@@ -220,6 +232,13 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
                 "max_distance": max(&|r| r.distance),
                 "max_relative_distance": max(&|r| r.distance) / length.max(f64::MIN_POSITIVE),
                 "all_converged": mine.iter().all(|r| r.after <= opts.tol),
+                "length": mine.iter().map(|r| r.segment).sum::<f64>(),
+                "projected_length": mine.iter().map(|r| r.projected_segment).sum::<f64>(),
+                "max_segment_ratio": mine
+                    .iter()
+                    .filter(|r| r.segment > 0.0)
+                    .map(|r| r.projected_segment / r.segment)
+                    .fold(0.0, f64::max),
                 "min_dimension": d - ranks.clone().max().unwrap_or(0),
                 "max_dimension": d - ranks.min().unwrap_or(0),
             }),
