@@ -1130,6 +1130,11 @@ pub struct IntrinsicArgs {
     /// The full network's test accuracy, when already known (skips training the baseline).
     #[arg(long, value_name = "ACC")]
     pub baseline_acc: Option<f64>,
+    /// The data term: cross-entropy, or mse (the squared error to one-hot targets: with
+    /// --train-subset N and --wd 0, the interpolating setting of `dimension`, where the mean
+    /// train residual falls to 0 once d reaches N·K).
+    #[arg(long, value_enum, default_value_t = Loss::CrossEntropy, value_name = "LOSS")]
+    pub loss: Loss,
     /// Refuse a projection holding more than this many GiB.
     #[arg(long, default_value_t = 4.0, value_name = "GIB")]
     pub max_memory: f64,
@@ -1177,6 +1182,7 @@ impl IntrinsicArgs {
             loop_cfg: self.train.resolve(&LoopDefaults::INTRINSIC)?,
             train_subset: self.train_subset,
             baseline_acc: self.baseline_acc,
+            loss: self.loss,
             max_memory: (self.max_memory * (1u64 << 30) as f64) as u64,
             quiet: self.quiet,
             out: self.out.clone(),

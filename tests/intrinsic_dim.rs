@@ -100,6 +100,11 @@ fn intrinsic_dim_sweeps_subspaces_on_digits() {
     assert_eq!(csv.lines().count(), 1 + 4);
     // A run's network is θ₀ + P·z as a plain model: `eval` gives the accuracy recorded.
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(
+        csv.lines().next().unwrap().split(',').next_back(),
+        Some("train_residual")
+    );
+    assert!(row[6].parse::<f64>().unwrap() > 0.0);
     let model = out.join(format!("d{}_r{}/model.safetensors", row[0], row[1]));
     let evald = tmp.path().join("eval.json");
     modeconn()

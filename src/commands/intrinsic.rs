@@ -21,6 +21,7 @@ use crate::network_file::save_model;
 use crate::params::ParamSet;
 use crate::params::io::{FileMeta, write_atomic};
 use crate::report::{RunRecord, write_json};
+use crate::train::objective::Loss;
 use crate::train::subspace::{Projection, ProjectionKind, Subspace, coordinates_layout};
 use crate::train::{Classification, LoopConfig, RunControl, fit};
 
@@ -43,6 +44,8 @@ pub struct IntrinsicOptions {
     pub train_subset: Option<usize>,
     /// The baseline's test accuracy, when known (otherwise trained).
     pub baseline_acc: Option<f64>,
+    /// The data term (cross-entropy, or the squared error of the interpolating setting).
+    pub loss: Loss,
     /// Refuse projections holding more than this many bytes.
     pub max_memory: u64,
     /// No progress lines.
@@ -109,6 +112,7 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
     }
     let config = json!({"data": opts.data, "arch": arch.to_string(), "dims": opts.dims,
         "runs": opts.runs, "projection": opts.projection, "train_subset": opts.train_subset,
+        "loss": opts.loss,
         "baseline_acc": opts.baseline_acc, "loop": opts.loop_cfg});
     let record = RunRecord::start(argv, config.clone(), Some(opts.loop_cfg.seed));
     let device = eval_device();
@@ -128,7 +132,8 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
         None => {
             let dir = opts.out.join("baseline");
             let init = arch.init(opts.loop_cfg.seed, &device);
-            let mut obj = Classification::new(arch.clone(), &split.test, device.clone());
+            let mut obj =
+                Classification::new(arch.clone(), &split.test, device.clone()).with_loss(opts.loss);
             let fitted = fit(
                 init,
                 &split.train,
@@ -146,16 +151,18 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
         }
     };
 
-    let mut csv = String::from("d,run,seed,test_acc,test_loss,train_acc\n");
-    let mut means: Vec<(usize, f64, f64)> = Vec::new();
+    let mut csv = String::from("d,run,seed,test_acc,test_loss,train_acc,train_residual\n");
+    let mut means: Vec<(usize, f64, f64, f64)> = Vec::new();
     for &d in &opts.dims {
         let mut accs = Vec::new();
+        let mut residuals = Vec::new();
         for r in 0..opts.runs {
             let seed = opts.loop_cfg.seed + r as u64;
             let dir = opts.out.join(format!("d{d}_r{r}"));
             let theta0 = arch.init(seed, &device);
             let proj = Projection::new(opts.projection, full, d, projection_seed(seed))?;
-            let inner = Classification::new(arch.clone(), &split.test, device.clone());
+            let inner =
+                Classification::new(arch.clone(), &split.test, device.clone()).with_loss(opts.loss);
             let mut obj = Subspace::new(&theta0, proj, inner)?;
             let mut cfg = opts.loop_cfg.clone();
             cfg.seed = seed;
@@ -180,14 +187,21 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
                 opts.runs,
                 te.acc
             ));
-            let _ = writeln!(csv, "{d},{r},{seed},{},{},{}", te.acc, te.loss, tr.acc);
+            let residual = train_residual(&arch, &w, &split.train, &device);
+            let _ = writeln!(
+                csv,
+                "{d},{r},{seed},{},{},{},{residual:e}",
+                te.acc, te.loss, tr.acc
+            );
+            residuals.push(residual);
             accs.push(te.acc);
         }
         let mean = accs.iter().sum::<f64>() / accs.len() as f64;
         let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>()
             / (accs.len().max(2) - 1) as f64)
             .sqrt();
-        means.push((d, mean, sd));
+        let residual = residuals.iter().sum::<f64>() / residuals.len() as f64;
+        means.push((d, mean, sd, residual));
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     write_atomic(&opts.out.join("intrinsic.csv"), csv.as_bytes())?;
@@ -205,7 +219,8 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
         "threshold": threshold,
         "rule": "d_int90: the smallest d whose mean test accuracy over the runs is at least 90% of the baseline's",
         "d_int90": d_int90,
-        "mean_acc": sorted.iter().map(|m| json!({"d": m.0, "mean": m.1, "sd": m.2})).collect::<Vec<_>>(),
+        "mean_acc": sorted.iter().map(|m| json!({"d": m.0, "mean": m.1, "sd": m.2, "train_residual": m.3})).collect::<Vec<_>>(),
+        "loss": opts.loss,
     });
     write_json(&opts.out.join("summary.json"), &summary)?;
     crate::plot::figures::intrinsic_figure(&opts.out, &opts.out, None)?;
@@ -214,6 +229,32 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// `‖f(x) − e_y‖₂` over the whole training set: how far the network is from fitting it exactly
+/// (with `--loss mse` on a few points, the interpolating setting of `dimension`, it falls to 0
+/// once d reaches the codimension N·K of the set of exact fits).
+fn train_residual(
+    arch: &Arch,
+    w: &ParamSet,
+    data: &crate::data::Dataset,
+    device: &burn::tensor::Device,
+) -> f64 {
+    let k = data.classes;
+    let mut sum = 0.0f64;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let (x, y) = crate::eval::batch_tensors(data, chunk, device);
+        let z = crate::params::set::host_vec(&arch.forward(w, x));
+        let labels = crate::params::set::host_vec(&y.float());
+        for (row, &c) in z.chunks_exact(k).zip(&labels) {
+            for (j, &v) in row.iter().enumerate() {
+                let t = if j == c as usize { 1.0 } else { 0.0 };
+                sum += (f64::from(v) - t).powi(2);
+            }
+        }
+    }
+    sum.sqrt()
+}
 
 /// A one-screen table of the summary.
 pub fn table(v: &Value) -> String {
