@@ -17,9 +17,11 @@
 #   alignment; the pruned pair with masked chains) into figures/variational_connectivity.
 # phase (~15 min): `modeconn run analyses/mnist-phase-transition.toml --rerun` (layer-wise α on
 #   LeNet-5 and the zero-mean ablation of each layer) into figures/phase_transition.
-# vnets (~60 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
+# vnets (~95 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
 #   its hidden layers, and with every layer, zero-mean, one and four samples per step; the line and
-#   the chain between two hidden-layer variance nets) into figures/variance_networks.
+#   the chain between two hidden-layer variance nets) into figures/variance_networks, and
+#   `modeconn run analyses/mnist-vgg-variational.toml --rerun` (VGG11-BN: a variance network and
+#   layer-wise α, ~35 min) into figures/vgg_variational.
 # minima (~45 min): `modeconn run analyses/digits-dimension.toml --rerun` (the dimension of the
 #   minima set of digits MLPs, projections of the line, the aligned line and squared-error chains
 #   onto it) and `modeconn run analyses/mnist-intrinsic-dim.toml --rerun` (d_int90 of the MLP
@@ -71,6 +73,14 @@ if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
   for e in png svg; do
     cp runs/mnist-variance-networks/figures/lenet5_bn_k4/vtrain.$e figures/variance_networks/vtrain_k4.$e
     cp runs/mnist-variance-networks/figures/hidden_path/path.$e figures/variance_networks/hidden_path.$e
+  done
+fi
+if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
+  $M run analyses/mnist-vgg-variational.toml --rerun
+  rm -rf figures/vgg_variational && mkdir -p figures/vgg_variational
+  for e in png svg; do
+    cp runs/mnist-vgg-variational/figures/variance/vtrain.$e figures/vgg_variational/variance.$e
+    cp runs/mnist-vgg-variational/figures/lwa/vtrain.$e figures/vgg_variational/lwa.$e
   done
 fi
 if [[ "$WHAT" == all || "$WHAT" == minima ]]; then
