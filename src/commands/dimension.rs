@@ -1,5 +1,5 @@
 //! `modeconn dimension`: the local dimension of the set of minima at an interpolating network
-//! (Cooper 2018; REFERENCE §7). A plain ReLU MLP is fitted by squared error to one-hot targets on
+//! (Cooper 2018). A plain ReLU MLP is fitted by squared error to one-hot targets on
 //! N seeded training points, without weight decay, until `‖r‖₂ ≤ tol` (full-batch Adam, then
 //! minimum-norm Levenberg–Marquardt steps, all in f64); at the fitted θ the residual Jacobian
 //! `J` (`N·K × D`) is formed in f64, its singular values give the numerical rank at their

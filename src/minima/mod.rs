@@ -1,5 +1,4 @@
-//! The set of minima of the interpolating problem and its local dimension (Cooper 2018; REFERENCE
-//! §7).
+//! The set of minima of the interpolating problem and its local dimension (Cooper 2018).
 //!
 //! Setting: a ReLU MLP `f(x; θ)` with `D` parameters fitted by squared error to one-hot targets on
 //! `N` points with `K` outputs, no weight decay. The minima set is
