@@ -104,12 +104,8 @@ fn an_interpolating_mlp_has_the_generic_dimension() {
 
 fn refused(args: &[&str], needle: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("dim");
-    let a = dimension(&out, args).failure().code(1);
-    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
-    assert!(err.contains(needle), "{args:?}: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    let quiet: Vec<&str> = args.iter().copied().chain(["-q"]).collect();
+    common::refused_in_one_line("dimension", &quiet, &tmp.path().join("dim"), needle);
 }
 
 #[test]

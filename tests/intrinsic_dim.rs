@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{json, modeconn};
+use common::{json, modeconn, refused_in_one_line};
 use modeconn::arch::Arch;
 use modeconn::backend;
 use modeconn::data::{DataConfig, Pixels, Source, load};
@@ -123,21 +123,7 @@ fn intrinsic_dim_sweeps_subspaces_on_digits() {
     assert!(out.join("intrinsic.png").exists());
 
     let refused = |args: &[&str], needle: &str| {
-        let bad = tmp.path().join("bad");
-        let a = modeconn()
-            .arg("intrinsic-dim")
-            .args(args)
-            .arg("--out")
-            .arg(&bad)
-            .assert()
-            .failure()
-            .code(1);
-        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
-        assert!(
-            err.contains(needle) && err.trim().lines().count() == 1,
-            "{err}"
-        );
-        assert!(!bad.exists());
+        refused_in_one_line("intrinsic-dim", args, &tmp.path().join("bad"), needle)
     };
     refused(&["--dims", "0,10"], "--dims");
     refused(&["--dims", "ten"], "--dims");

@@ -5,24 +5,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use common::{json, modeconn};
-
-fn rows(p: &Path) -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(p).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
-    lines
-        .map(|l| {
-            header
-                .iter()
-                .cloned()
-                .zip(l.split(',').map(String::from))
-                .collect()
-        })
-        .collect()
-}
+use common::{csv_rows, json, modeconn, refused_in_one_line};
 
 #[test]
 fn paths_between_interpolating_minima_project_onto_the_minima_set() {
@@ -88,7 +72,7 @@ fn paths_between_interpolating_minima_project_onto_the_minima_set() {
         .assert()
         .success();
     let v = json(&out.join("summary.json"));
-    let r = rows(&out.join("project.csv"));
+    let r = csv_rows(&out.join("project.csv"));
     assert_eq!(r.len(), 3 * 5);
     let f = |row: &HashMap<String, String>, k: &str| row[k].parse::<f64>().unwrap();
     for row in &r {
@@ -124,23 +108,8 @@ fn paths_between_interpolating_minima_project_onto_the_minima_set() {
     assert!(out.join("project.png").exists() && out.join("run.json").exists());
 
     // One-line refusals that write nothing.
-    let refuse = |args: &[&str], needle: &str| {
-        let bad = d.join("bad");
-        let a = modeconn()
-            .arg("project")
-            .args(args)
-            .arg("--out")
-            .arg(&bad)
-            .assert()
-            .failure()
-            .code(1);
-        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
-        assert!(
-            err.contains(needle) && err.trim().lines().count() == 1,
-            "{err}"
-        );
-        assert!(!bad.exists());
-    };
+    let refuse =
+        |args: &[&str], needle: &str| refused_in_one_line("project", args, &d.join("bad"), needle);
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     refuse(&["--a", a, "--b", b, "--t-points", "1"], "--t-points");
     refuse(

@@ -2,6 +2,8 @@
 //! mode / one-sample / ensemble columns, `plot`; and the one-line errors of mixed or mismatched
 //! endpoints.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -26,22 +28,6 @@ fn vtrain(dir: &Path, name: &str, method: &str, seed: &str) -> PathBuf {
         .assert()
         .success();
     out.join("variational.safetensors")
-}
-
-/// `path.csv` as rows of name → value.
-fn csv_rows(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(p).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
-    lines
-        .map(|l| {
-            header
-                .iter()
-                .cloned()
-                .zip(l.split(',').map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -102,7 +88,7 @@ fn sparse_vd_pair_connects_and_its_paths_report_mode_sample_and_ensemble() {
         .assert()
         .success()
         .stdout(predicates::str::contains("B_marg nll"));
-    let rows = csv_rows(&p.join("path.csv"));
+    let rows = common::csv_rows(&p.join("path.csv"));
     assert_eq!(rows.len(), 10, "5 points on the line and on the curve");
     for k in [
         "test_mode_err",

@@ -172,3 +172,36 @@ pub fn spread_posterior(
         .collect();
     ParamSet::from_vecs(p.layout().clone(), out, &device).unwrap()
 }
+
+/// A CSV result file (`path.csv`, `project.csv`, …) as rows of column name → value.
+pub fn csv_rows(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// `modeconn COMMAND ARGS --out OUT` fails with exit 1 and one line of stderr containing
+/// `needle`, and writes nothing at `out`.
+pub fn refused_in_one_line(command: &str, args: &[&str], out: &Path, needle: &str) {
+    let a = modeconn()
+        .arg(command)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists(), "{args:?} wrote {}", out.display());
+}
