@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::eval::state::{StateSample, recompute_model};
 use crate::model::Model;
 use crate::params::io::{FileMeta, Loaded, save};
-use crate::params::{Entry, Layout, ParamSet};
+use crate::params::{Layout, ParamSet};
 use crate::train::{Classification, Gradient, Objective, Scalars, StepCtx};
 use crate::variational::{VConfig, VModel};
 
@@ -108,20 +108,13 @@ impl Curve {
 
     /// The points `idx` packed into one set (names `point{j}/…`) for the training loop.
     pub fn pack(&self, idx: &[usize]) -> ParamSet {
-        let base = self.points[0].layout();
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut tensors = Vec::new();
-        for &j in idx {
-            entries.extend(base.prefixed(&prefix(j)).entries().iter().cloned());
-            tensors.extend(self.points[j].tensors().iter().cloned());
-        }
-        let layout = Arc::new(Layout::new(entries).expect("unique prefixed names"));
-        ParamSet::from_tensors(layout, tensors).expect("shapes from the base layout")
+        let sets: Vec<&ParamSet> = idx.iter().map(|&j| &self.points[j]).collect();
+        ParamSet::pack(&sets, |k| prefix(idx[k]))
     }
 
     /// Writes packed points back (inverse of [`Curve::pack`]).
     pub fn unpack(&mut self, idx: &[usize], packed: &ParamSet) {
-        let parts = split_packed(packed, self.points[0].layout(), idx.len());
+        let parts = packed.unpack(self.points[0].layout());
         for (&j, p) in idx.iter().zip(parts) {
             self.points[j] = p;
         }
@@ -236,17 +229,6 @@ pub fn point_of(kind: CurveKind, points: &[&ParamSet], t: f64) -> ParamSet {
     ParamSet::combination(points, &c).expect("control points share one layout")
 }
 
-/// Splits a packed set into `k` sets on the base layout (shares the tensors, keeps autodiff).
-fn split_packed(packed: &ParamSet, base: &Arc<Layout>, k: usize) -> Vec<ParamSet> {
-    let l = base.len();
-    (0..k)
-        .map(|i| {
-            ParamSet::from_tensors(base.clone(), packed.tensors()[i * l..(i + 1) * l].to_vec())
-                .expect("packed by Curve::pack")
-        })
-        .collect()
-}
-
 /// The curve-fitting objective: one `t ~ U(0,1)` per minibatch, loss
 /// `P(w(t)) + ½·wd·‖w(t)‖²` for a per-point objective `P` — cross-entropy for plain networks
 /// ([`Classification`], normalisation layers in train mode), the ELBO of the point's posterior
@@ -359,7 +341,7 @@ impl<'a, P: Objective> CurveObjective<'a, P> {
     }
 
     fn assemble(&self, packed: &ParamSet) -> Vec<ParamSet> {
-        let trained = split_packed(packed, self.curve.points[0].layout(), self.trainable.len());
+        let trained = packed.unpack(self.curve.points[0].layout());
         let mut points = self.curve.points.clone();
         for (&j, p) in self.trainable.iter().zip(trained) {
             points[j] = p;

@@ -311,6 +311,32 @@ impl ParamSet {
         Ok((vecs, total))
     }
 
+    /// Several sets on one layout packed into one set, the `k`-th set's names prefixed by
+    /// `prefix(k)` (a curve's trained points, a simplex step's sampled points); the tensors are
+    /// shared, autodiff included. [`ParamSet::unpack`] is its inverse.
+    pub fn pack(sets: &[&ParamSet], prefix: impl Fn(usize) -> String) -> ParamSet {
+        let mut entries = Vec::new();
+        let mut tensors = Vec::new();
+        for (k, s) in sets.iter().enumerate() {
+            entries.extend(s.layout.prefixed(&prefix(k)).entries().iter().cloned());
+            tensors.extend(s.tensors.iter().cloned());
+        }
+        let layout = Arc::new(Layout::new(entries).expect("distinct prefixes give unique names"));
+        ParamSet::from_tensors(layout, tensors).expect("shapes from the sets' layouts")
+    }
+
+    /// The sets of a [`ParamSet::pack`]ed set, on their common layout `base` (the tensors are
+    /// shared, autodiff included).
+    pub fn unpack(&self, base: &Arc<Layout>) -> Vec<ParamSet> {
+        let l = base.len();
+        self.tensors
+            .chunks(l)
+            .map(|ts| {
+                ParamSet::from_tensors(base.clone(), ts.to_vec()).expect("packed on this layout")
+            })
+            .collect()
+    }
+
     /// `Σ w²` as a differentiable scalar tensor of shape `[1]`.
     pub fn sq_norm_tensor(&self) -> Tensor<1> {
         self.tensors
