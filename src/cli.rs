@@ -89,8 +89,14 @@ pub enum Command {
     /// the smallest d whose mean test accuracy reaches 90% of the full network's; writes
     /// intrinsic.csv, summary.json, intrinsic.png/svg and run.json into --out.
     IntrinsicDim(IntrinsicArgs),
+    /// A mode-connecting simplicial complex (Benton et al. 2021, SPRO): from two or more modes,
+    /// add --connectors vertices one at a time (each from the centroid, older ones frozen),
+    /// trained on the mean loss of --samples Dirichlet points per step minus a volume term;
+    /// writes simplex.safetensors, simplex.csv, samples.csv, triangle.csv, summary.json,
+    /// simplex.png/svg, triangle.png/svg and run.json into --out.
+    Simplex(SimplexArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
-    /// a vtrain run, a dimension, project or intrinsic-dim run), or `kl` for the KL
+    /// a vtrain run, a dimension, project, intrinsic-dim or simplex run), or `kl` for the KL
     /// approximation figure.
     Plot(PlotArgs),
     /// The main job on the embedded digits data (seconds on 2 cores): two MLPs, the line, a chain
@@ -215,6 +221,13 @@ impl LoopDefaults {
         optimizer: OptimKind::Adam,
         wd: 0.0,
         schedule: "constant",
+    };
+    /// `simplex`: per connector, SGD 0.05, momentum 0.9, wd 5e-4, cosine, 20 epochs of 128
+    /// (SPRO's recipe, with the rate and length for small data sets).
+    pub const SIMPLEX: Self = Self {
+        epochs: 20,
+        lr: 0.05,
+        ..Self::TRAIN
     };
     /// `connect` and `probe`: as `train`, with Garipov et al.'s (2018) schedule.
     pub const CURVE: Self = Self {
@@ -1190,6 +1203,65 @@ impl IntrinsicArgs {
     }
 }
 
+/// `modeconn simplex`.
+#[derive(Debug, Args)]
+pub struct SimplexArgs {
+    /// The fixed modes: two or more trained networks of one architecture (model.safetensors).
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub modes: Vec<PathBuf>,
+    /// Connecting vertices to add, one at a time.
+    #[arg(long, default_value_t = 2)]
+    pub connectors: usize,
+    /// Dirichlet points sampled per training step; their losses are averaged.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// λ of the volume term −λ·log ΣV, divided by |log V| of a complex of random
+    /// initialisations of the same size (0: no volume term).
+    #[arg(long, default_value_t = 0.05, value_name = "LAMBDA")]
+    pub volume_weight: f64,
+    /// Points of the complex evaluated after each connector (seeded).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub eval_samples: usize,
+    /// Steps per edge of the barycentric grid over the 2-simplex figure.
+    #[arg(long, default_value_t = 20, value_name = "R")]
+    pub resolution: usize,
+    /// Train on N training samples drawn with --seed [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The loop of each connector [default: SGD 0.05, momentum 0.9, wd 5e-4 on the connector,
+    /// cosine, 20 epochs of 128].
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// Run control (--stop-after applies to the connector being trained).
+    #[command(flatten)]
+    pub ctl: ControlArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl SimplexArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::simplex::SimplexOptions> {
+        Ok(crate::commands::simplex::SimplexOptions {
+            modes: self.modes.clone(),
+            connectors: self.connectors,
+            samples: self.samples,
+            volume_weight: self.volume_weight,
+            eval_samples: self.eval_samples,
+            resolution: self.resolution,
+            train_subset: self.train_subset,
+            data: self.data.resolve()?,
+            loop_cfg: self.train.resolve(&LoopDefaults::SIMPLEX)?,
+            out: self.out.clone(),
+            ctl: self.ctl.resolve(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1301,6 +1373,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::IntrinsicDim(a) => {
             let v = commands::intrinsic::run(&a.resolve()?, argv)?;
             let t = commands::intrinsic::table(&v);
+            return Ok((v, t));
+        }
+        Command::Simplex(a) => {
+            let v = commands::simplex::run(&a.resolve()?, argv)?;
+            let t = commands::simplex::table(&v);
             return Ok((v, t));
         }
         Command::Dimension(a) => {

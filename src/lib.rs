@@ -37,6 +37,7 @@ pub mod permute;
 pub mod pipeline;
 pub mod plot;
 pub mod report;
+pub mod simplex;
 pub mod train;
 pub mod variational;
 pub mod weights;

@@ -13,6 +13,7 @@ pub mod plot;
 pub mod probe;
 pub mod project;
 pub mod prune;
+pub mod simplex;
 pub mod train;
 pub mod vtrain;
 

@@ -12,7 +12,7 @@ use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
     intrinsic_figure, kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures,
-    projection_figure, spectrum_figure, vtrain_figure,
+    projection_figure, simplex_figures, spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -137,12 +137,15 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     if wants("intrinsic.csv") {
         files.extend(intrinsic_figure(&dir, &out, opts.size)?);
     }
+    if wants("simplex.csv") {
+        files.extend(simplex_figures(&dir, &out, opts.size)?);
+    }
     if wants("spectrum.csv") {
         files.extend(spectrum_figure(&dir, &out, opts.size)?);
     }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, a simplex run's simplex.csv, or `kl`)",
             input.display()
         )));
     }

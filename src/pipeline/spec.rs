@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 15] = [
     "train",
     "eval",
     "connect",
@@ -44,6 +44,7 @@ pub const COMMANDS: [&str; 14] = [
     "dimension",
     "project",
     "intrinsic-dim",
+    "simplex",
     "plot",
 ];
 

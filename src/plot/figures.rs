@@ -698,3 +698,142 @@ pub fn intrinsic_figure(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Res
     };
     save(&fig, &out.join("intrinsic"), size.unwrap_or((900, 520)))
 }
+
+/// The columns `names` of every row of a CSV with a header, as numbers; errors name a missing
+/// column or a bad number.
+fn read_columns(csv: &Path, names: &[&str]) -> Result<Vec<Vec<f64>>> {
+    let text = read(csv)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let idx: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            header
+                .iter()
+                .position(|h| h == n)
+                .ok_or_else(|| Error::data(csv, format!("no `{n}` column")))
+        })
+        .collect::<Result<_>>()?;
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            idx.iter()
+                .map(|&i| {
+                    f.get(i)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .ok_or_else(|| Error::data(csv, format!("bad row `{l}`")))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The figures of a `simplex` run (`simplex.csv`, `triangle.csv` and `summary.json`):
+/// `simplex.{png,svg}`, the test error and the train loss over the sampled points of the complex
+/// (mean and maximum) and at the newest connector as connectors are added, and
+/// `triangle.{png,svg}`, the test loss over one 2-simplex.
+pub fn simplex_figures(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let csv = dir.join("simplex.csv");
+    let rows = read_columns(
+        &csv,
+        &[
+            "connectors",
+            "test_err_mean",
+            "test_err_max",
+            "newest_test_err",
+            "train_loss_mean",
+            "train_loss_max",
+        ],
+    )?;
+    let col = |k: usize, scale: f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r[0], scale * r[k])).collect()
+    };
+    let json_path = dir.join("summary.json");
+    let meta: Value = serde_json::from_str(&read(&json_path)?)
+        .map_err(|e| Error::data(&json_path, e.to_string()))?;
+    let marked = |mut s: Series| {
+        s.markers = true;
+        s
+    };
+    let mut newest = marked(Series::new("newest vertex", col(3, 100.0), 2));
+    newest.dashed = true;
+    let fig = Panels {
+        title: format!(
+            "{}: a complex of {} modes and its connectors ({} sampled points per stage)",
+            meta["arch"].as_str().unwrap_or_default(),
+            meta["modes"],
+            meta["eval_samples"]
+        ),
+        panels: vec![
+            Panel::lines(
+                "Test error over the complex",
+                "connectors",
+                "test error (%)",
+                vec![
+                    marked(Series::new("samples: mean", col(1, 100.0), 0)),
+                    marked(Series::new("samples: max", col(2, 100.0), 1)),
+                    newest,
+                ],
+            ),
+            {
+                let mut p = Panel::lines(
+                    "Train loss over the complex",
+                    "connectors",
+                    "train loss",
+                    vec![
+                        marked(Series::new("samples: mean", col(4, 1.0), 0)),
+                        marked(Series::new("samples: max", col(5, 1.0), 1)),
+                    ],
+                );
+                p.log_y = true;
+                p
+            },
+        ],
+    };
+    let mut files = save(&fig, &out.join("simplex"), size.unwrap_or((1300, 480)))?;
+
+    let tri = dir.join("triangle.csv");
+    let pts = read_columns(&tri, &["b", "c", "test_loss"])?;
+    let r = meta["triangle"]["resolution"]
+        .as_u64()
+        .filter(|&r| r >= 1 && (r as usize + 1) * (r as usize + 2) / 2 == pts.len())
+        .ok_or_else(|| Error::data(&tri, "the grid does not match summary.json's resolution"))?
+        as usize;
+    let mut z = vec![vec![f64::NAN; r + 1]; r + 1];
+    for p in &pts {
+        let (i, k) = (
+            (p[0] * r as f64).round() as usize,
+            (p[1] * r as f64).round() as usize,
+        );
+        if i + k <= r {
+            z[i][k] = p[2];
+        }
+    }
+    let names: Vec<String> = meta["triangle"]["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let names: [String; 3] = names
+        .try_into()
+        .map_err(|_| Error::data(&json_path, "the triangle needs three vertex names"))?;
+    let fig = super::triangle::TriangleFigure {
+        title: format!(
+            "Test loss over the 2-simplex {{{}, {}, {}}}",
+            names[0], names[1], names[2]
+        ),
+        label: "test loss".into(),
+        r,
+        z,
+        names,
+        levels: 12,
+    };
+    files.extend(save(
+        &fig,
+        &out.join("triangle"),
+        size.unwrap_or((820, 680)),
+    )?);
+    Ok(files)
+}

@@ -6,6 +6,7 @@
 pub mod contour;
 pub mod figures;
 pub mod plane;
+pub mod triangle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;

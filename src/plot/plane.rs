@@ -35,7 +35,7 @@ pub struct PlaneFigure {
 /// Grid refinement (per axis) before the bands are cut.
 pub const UPSAMPLE: usize = 3;
 
-fn lerp_color(t: f64) -> RGBColor {
+pub(super) fn lerp_color(t: f64) -> RGBColor {
     // A perceptually ordered ramp (dark blue → teal → yellow).
     const S: [(f64, f64, f64); 5] = [
         (30.0, 40.0, 110.0),
@@ -203,31 +203,40 @@ impl Figure for PlaneFigure {
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(err)?;
-        // Colour bar with log-spaced level values.
-        let bar = bar.margin(70, 50, 10, 40);
-        let (_, h) = bar.dim_in_pixel();
-        let n = self.levels;
-        for k in 0..n {
-            let top = h as i32 - ((k + 1) as f64 / n as f64 * h as f64) as i32;
-            let bottom = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
-            bar.draw(&Rectangle::new(
-                [(0, top), (22, bottom)],
-                lerp_color(k as f64 / denom).filled(),
-            ))
-            .map_err(err)?;
-        }
-        for k in 0..=n {
-            if k % 2 == 1 && k != n {
-                continue;
-            }
-            let v = (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / n as f64).exp();
-            let y = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
-            bar.draw(&Text::new(super::tick(v), (26, y - 7), (FONT, 13)))
-                .map_err(err)?;
-        }
-        let w = root.dim_in_pixel().0 as i32;
-        root.draw(&Text::new(self.label.clone(), (w - 108, 40), (FONT, 14)))
-            .map_err(err)?;
+        colour_bar(root, bar, (lo, hi), n, &self.label).map_err(err)?;
         Ok(())
     }
+}
+
+/// The colour bar beside a banded figure: `n` bands of [`lerp_color`] between the log-spaced
+/// levels of `lo..hi`, every other level labelled, and `label` above it.
+pub(super) fn colour_bar<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    bar: DrawingArea<DB, Shift>,
+    (lo, hi): (f64, f64),
+    n: usize,
+    label: &str,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let bar = bar.margin(70, 50, 10, 40);
+    let (_, h) = bar.dim_in_pixel();
+    let denom = (n - 1).max(1) as f64;
+    for k in 0..n {
+        let top = h as i32 - ((k + 1) as f64 / n as f64 * h as f64) as i32;
+        let bottom = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+        bar.draw(&Rectangle::new(
+            [(0, top), (22, bottom)],
+            lerp_color(k as f64 / denom).filled(),
+        ))?;
+    }
+    for k in 0..=n {
+        if k % 2 == 1 && k != n {
+            continue;
+        }
+        let v = (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / n as f64).exp();
+        let y = h as i32 - (k as f64 / n as f64 * h as f64) as i32;
+        bar.draw(&Text::new(super::tick(v), (26, y - 7), (FONT, 13)))?;
+    }
+    let w = root.dim_in_pixel().0 as i32;
+    root.draw(&Text::new(label.to_string(), (w - 108, 40), (FONT, 14)))?;
+    Ok(())
 }
