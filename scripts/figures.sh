@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|minima|all]   (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|minima|simplex|all]   (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
@@ -26,6 +26,9 @@
 #   minima set of digits MLPs, projections of the line, the aligned line and squared-error chains
 #   onto it) and `modeconn run analyses/mnist-intrinsic-dim.toml --rerun` (d_int90 of the MLP
 #   784-200-200-10 and LeNet-5) into figures/minima.
+# simplex (~10 s): `modeconn run analyses/digits-simplex-width.toml --rerun` (mode-connecting
+#   complexes of six connectors for digits MLPs of widths 4 to 256; the 2-simplex of width 64)
+#   into figures/minima.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -99,6 +102,15 @@ if [[ "$WHAT" == all || "$WHAT" == minima ]]; then
     for e in png svg; do
       cp runs/mnist-intrinsic-dim/figures/$m/intrinsic.$e figures/minima/intrinsic_$m.$e
     done
+  done
+fi
+if [[ "$WHAT" == all || "$WHAT" == simplex ]]; then
+  $M run analyses/digits-simplex-width.toml --rerun
+  mkdir -p figures/minima
+  for e in png svg; do
+    cp runs/digits-simplex-width/figures/simplexes.$e figures/minima/simplexes.$e
+    cp runs/digits-simplex-width/simplex_w64/triangle.$e figures/minima/simplex_triangle_w64.$e
+    cp runs/digits-simplex-width/simplex_w64/simplex.$e figures/minima/simplex_w64.$e
   done
 fi
 ls figures/*/

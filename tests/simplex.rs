@@ -203,6 +203,20 @@ fn simplex_end_to_end_on_digits() {
         log_volume(&flat)
     );
 
+    // Several runs on one set of axes.
+    let figs = d.join("figs");
+    modeconn()
+        .arg("plot")
+        .arg(format!("flat={}", flat.display()))
+        .arg(format!("wide={}", wide.display()))
+        .arg("--out")
+        .arg(&figs)
+        .assert()
+        .success();
+    assert!(figs.join("simplexes.png").exists() && figs.join("simplexes.svg").exists());
+    let svg = std::fs::read_to_string(figs.join("simplexes.svg")).unwrap();
+    assert!(svg.contains("flat") && svg.contains("wide"));
+
     // An interrupted run resumes to the same bytes.
     let cut = d.join("cut");
     simplex(&[&a, &b], &cut, &["--connectors", "2", "--stop-after", "3"]);

@@ -2,7 +2,7 @@
 //! draws what it finds: `path.csv` → loss/error along the paths; `plane.json` → the plane;
 //! vtrain's `metrics.jsonl` → accuracy/sparsity/log α over epochs (plus log α histograms from
 //! `variational.safetensors`); the word `kl` → the KL approximation figure. Several path
-//! results go on one set of axes.
+//! results, or several simplex runs, go on one set of axes.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
     intrinsic_figure, kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures,
-    projection_figure, simplex_figures, spectrum_figure, vtrain_figure,
+    projection_figure, simplex_figures, simplexes_figure, spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -63,12 +63,27 @@ fn path_csv(input: &Path) -> Option<PathBuf> {
 
 /// Renders every figure the inputs hold; returns the written files.
 pub fn run(opts: &PlotOptions) -> Result<Value> {
-    if opts.inputs.len() > 1 || opts.inputs.first().is_some_and(|(l, _)| l.is_some()) {
+    let several = opts.inputs.len() > 1 || opts.inputs.first().is_some_and(|(l, _)| l.is_some());
+    if several
+        && opts
+            .inputs
+            .iter()
+            .all(|(_, p)| p.join("simplex.csv").exists())
+    {
+        let dirs: Vec<(PathBuf, Option<String>)> = opts
+            .inputs
+            .iter()
+            .map(|(l, p)| (p.clone(), l.clone()))
+            .collect();
+        let out = opts.out.clone().unwrap_or_else(|| dirs[0].0.clone());
+        return Ok(json!(simplexes_figure(&dirs, &out, opts.size)?));
+    }
+    if several {
         let mut csvs = Vec::new();
         for (label, input) in &opts.inputs {
             let csv = path_csv(input).ok_or_else(|| {
                 Error::Config(format!(
-                    "{}: not a path result (several inputs, or a LABEL=, combine path.csv files only)",
+                    "{}: not a path result (several inputs, or a LABEL=, combine path.csv files, or simplex run directories, only)",
                     input.display()
                 ))
             })?;

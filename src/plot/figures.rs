@@ -837,3 +837,64 @@ pub fn simplex_figures(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Resu
     )?);
     Ok(files)
 }
+
+/// Several `simplex` runs on one set of axes (e.g. a width sweep): the mean over the sampled
+/// points of the train loss and of the test error against the number of connectors, one line
+/// per run (labelled, or by its architecture); writes `<out>/simplexes.{png,svg}`.
+pub fn simplexes_figure(
+    dirs: &[(PathBuf, Option<String>)],
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
+    let mut loss = Vec::new();
+    let mut err = Vec::new();
+    for (i, (dir, label)) in dirs.iter().enumerate() {
+        let rows = read_columns(
+            &dir.join("simplex.csv"),
+            &["connectors", "train_loss_mean", "test_err_mean"],
+        )?;
+        let label = match label {
+            Some(l) => l.clone(),
+            None => {
+                let p = dir.join("summary.json");
+                let meta: Value =
+                    serde_json::from_str(&read(&p)?).map_err(|e| Error::data(&p, e.to_string()))?;
+                meta["arch"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        let mut l = Series::new(
+            label.clone(),
+            rows.iter().map(|r| (r[0], r[1])).collect(),
+            i,
+        );
+        l.markers = true;
+        let mut e = Series::new(
+            label,
+            rows.iter().map(|r| (r[0], 100.0 * r[2])).collect(),
+            i,
+        );
+        e.markers = true;
+        loss.push(l);
+        err.push(e);
+    }
+    let mut lp = Panel::lines(
+        "Train loss over the complex (mean over sampled points)",
+        "connectors",
+        "train loss",
+        loss,
+    );
+    lp.log_y = true;
+    let fig = Panels {
+        title: "Mode-connecting complexes as connectors are added".into(),
+        panels: vec![
+            lp,
+            Panel::lines(
+                "Test error over the complex (mean over sampled points)",
+                "connectors",
+                "test error (%)",
+                err,
+            ),
+        ],
+    };
+    save(&fig, &out.join("simplexes"), size.unwrap_or((1300, 480)))
+}
