@@ -1000,9 +1000,15 @@ pub struct DimensionArgs {
     /// At most this many accepted Levenberg–Marquardt steps.
     #[arg(long, default_value_t = 100, value_name = "STEPS")]
     pub max_lm: usize,
-    /// Refuse a Jacobian whose memory estimate (see --points) exceeds this many GiB.
+    /// Memory limit: above it for the dense Jacobian (see --points), the matrix-free path
+    /// (Lanczos on JJᵀ and conjugate-gradient steps from products J·v and Jᵀu; memory
+    /// ≈ 8·(2·(N·K)² + 8·(N·K + D)) bytes) is taken; above it for that too, the run is refused.
     #[arg(long, default_value_t = 4.0, value_name = "GIB")]
     pub max_memory: f64,
+    /// Take the matrix-free path whatever the memory (it resolves singular values down to
+    /// σ₁·√(ε·N·K) instead of the dense SVD's σ₁·ε·max(N·K, D)).
+    #[arg(long)]
+    pub matrix_free: bool,
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -1035,6 +1041,7 @@ impl DimensionArgs {
             tol: self.tol,
             max_lm: self.max_lm,
             max_memory: (self.max_memory * (1u64 << 30) as f64) as u64,
+            matrix_free: self.matrix_free,
             quiet: self.quiet,
             out: self.out.clone(),
         })

@@ -102,6 +102,32 @@ fn an_interpolating_mlp_has_the_generic_dimension() {
     assert!(out.join("spectrum.png").exists());
 }
 
+/// Past `--max-memory` for the dense Jacobian, `dimension` takes the matrix-free path (Lanczos
+/// on JJᵀ, conjugate-gradient steps) and measures the same rank and dimension.
+#[test]
+fn the_matrix_free_path_measures_the_same_dimension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--arch", "mlp:64-32-10", "--points", "20"];
+    let dense = tmp.path().join("dense");
+    dimension(&dense, &args).success();
+    let free = tmp.path().join("free");
+    // Dense: ≈ 7.7 MB; matrix-free: ≈ 0.8 MB.
+    dimension(&free, &[&args[..], &["--max-memory", "0.001"]].concat()).success();
+    let (v, w) = (
+        json(&dense.join("dimension.json")),
+        json(&free.join("dimension.json")),
+    );
+    assert_eq!(v["jacobian"], "dense");
+    assert_eq!(w["jacobian"], "matrix-free");
+    assert!(w["residual"].as_f64().unwrap() <= 1e-6, "{w}");
+    assert_eq!(w["rank"], v["rank"]);
+    assert_eq!(w["dimension"], v["dimension"]);
+    assert!(w["gap_ratio"].as_f64().unwrap() > 1e3, "{w}");
+    assert!(w["rescaling_max_relative"].as_f64().unwrap() < 1e-12, "{w}");
+    let s = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!((s(&w, "sigma_max") / s(&v, "sigma_max") - 1.0).abs() < 1e-3);
+}
+
 fn refused(args: &[&str], needle: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let quiet: Vec<&str> = args.iter().copied().chain(["-q"]).collect();

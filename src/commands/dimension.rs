@@ -1,9 +1,10 @@
 //! `modeconn dimension`: the local dimension of the set of minima at an interpolating network
 //! (Cooper 2018). A plain ReLU MLP is fitted by squared error to one-hot targets on
 //! N seeded training points, without weight decay, until `‖r‖₂ ≤ tol` (full-batch Adam, then
-//! minimum-norm Levenberg–Marquardt steps, all in f64); at the fitted θ the residual Jacobian
-//! `J` (`N·K × D`) is formed in f64, its singular values give the numerical rank at their
-//! largest log-gap, and the dimension of the minima set there is `D − rank J`, reported beside
+//! minimum-norm Levenberg–Marquardt steps, all in f64); at the fitted θ the singular values of
+//! the residual Jacobian `J` (`N·K × D`, formed in f64, or when it does not fit `--max-memory`
+//! never formed: Lanczos on `JJᵀ` from the products `J·v` and `Jᵀu`) give the numerical rank at
+//! their largest log-gap, and the dimension of the minima set there is `D − rank J`, reported beside
 //! the generic prediction `D − N·K`, the `H` exact rescaling directions of the hidden ReLU units
 //! and the units dead on every point. Writes `spectrum.csv`, `dimension.json`,
 //! `model.safetensors` (θ rounded to f32), `run.json` and the figure `spectrum.{png,svg}`.
@@ -17,7 +18,7 @@ use super::{default_arch, eval_device, load_data};
 use crate::arch::Arch;
 use crate::data::{DataConfig, Split};
 use crate::error::{Error, Result};
-use crate::minima::{FitConfig, ReluMlp, Spectrum, fit, jacobian_bytes};
+use crate::minima::{FitConfig, JacobianMode, ReluMlp, Spectrum, fit, lanczos_spectrum};
 use crate::network_file::{load_model, save_model};
 use crate::params::ParamSet;
 use crate::params::io::write_atomic;
@@ -46,8 +47,11 @@ pub struct DimensionOptions {
     pub tol: f64,
     /// At most this many accepted Levenberg–Marquardt steps.
     pub max_lm: usize,
-    /// Refuse a dense Jacobian (with its Gram matrix and the SVD's copy) above this many bytes.
+    /// Switch to the matrix-free path when the dense Jacobian (with its Gram matrix and the
+    /// SVD's copy) needs more than this many bytes; refuse when that path does too.
     pub max_memory: u64,
+    /// Take the matrix-free path whatever the memory.
+    pub matrix_free: bool,
     /// No progress lines.
     pub quiet: bool,
     /// Output directory.
@@ -85,16 +89,27 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
             None,
         ),
     };
-    let Problem { net, x, y, name } = problem(
+    let modes: &[JacobianMode] = match opts.matrix_free {
+        true => &[JacobianMode::MatrixFree],
+        false => &[JacobianMode::Dense, JacobianMode::MatrixFree],
+    };
+    let (Problem { net, x, y, name }, mode) = problem(
         &arch,
         &split,
         opts.points,
         opts.points_seed,
         opts.max_memory,
+        modes,
     )?;
     let (d, k, n) = (net.num_params(), net.outputs(), opts.points);
     let m = n * k;
-    let bytes = jacobian_bytes(m, d);
+    let bytes = mode.bytes(m, d);
+    if mode == JacobianMode::MatrixFree && !opts.quiet {
+        eprintln!(
+            "dimension: matrix-free path (J = {m} × {d} is never formed; {:.2} GiB)",
+            bytes as f64 / GIB
+        );
+    }
     let theta0: Vec<f64> = start
         .unwrap_or_else(|| arch.init(opts.seed, &device))
         .to_flat_trained()
@@ -106,6 +121,7 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
         lr: opts.lr,
         tol: opts.tol,
         max_lm: opts.max_lm,
+        mode,
     };
     let quiet = opts.quiet;
     let fitted = fit(&net, theta0, &x, &y, cfg, |phase, step, r| {
@@ -113,8 +129,16 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
             eprintln!("dimension: {phase} step {step}: ‖r‖ = {r:.3e}");
         }
     });
-    let res = net.residuals(&fitted.theta, &x, &y, true);
-    let spectrum = Spectrum::of(&res.jac_matrix())?;
+    let dense = mode == JacobianMode::Dense;
+    let res = net.residuals(&fitted.theta, &x, &y, dense);
+    let spectrum = match mode {
+        JacobianMode::Dense => Spectrum::of(&res.jac_matrix())?,
+        JacobianMode::MatrixFree => lanczos_spectrum(
+            m,
+            |u| net.jac_times(&fitted.theta, &x, &net.jac_t_times(&fitted.theta, &x, u)),
+            opts.seed,
+        )?,
+    };
     if fitted.residual > opts.tol {
         let why = match spectrum.rank < m {
             true => format!(
@@ -133,7 +157,10 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
         .rescaling_directions(&fitted.theta)
         .iter()
         .map(|v| {
-            let jv = res.jac_times(v);
+            let jv = match dense {
+                true => res.jac_times(v),
+                false => net.jac_times(&fitted.theta, &x, v),
+            };
             let norm = |u: &[f64]| u.iter().map(|a| a * a).sum::<f64>().sqrt();
             norm(&jv) / (sigma1 * norm(v)).max(f64::MIN_POSITIVE)
         })
@@ -177,6 +204,7 @@ pub fn run(opts: &DimensionOptions, argv: Vec<String>) -> Result<Value> {
         "dimension": d - spectrum.rank,
         "predicted_dimension": d as i64 - m as i64,
         "rescaling_max_relative": rescaling,
+        "jacobian": mode.name(),
         "jacobian_bytes": bytes,
     });
     write_json(&opts.out.join("dimension.json"), &summary)?;
@@ -201,14 +229,16 @@ pub struct Problem {
 
 /// The N points drawn with `points_seed` from `split`'s training set (the subset
 /// `train --train-subset N --seed S` and `connect` use) for the plain MLP `arch`, after checking
-/// the architecture, the data and that the dense Jacobian fits in `max_memory` bytes.
+/// the architecture and the data; the first of `modes` whose memory fits `max_memory` bytes is
+/// returned with it (none: a one-line error with every estimate).
 pub fn problem(
     arch: &Arch,
     split: &Split,
     points: usize,
     points_seed: u64,
     max_memory: u64,
-) -> Result<Problem> {
+    modes: &[JacobianMode],
+) -> Result<(Problem, JacobianMode)> {
     let net = ReluMlp::of(arch)?;
     arch.check_data(&split.train)?;
     if net.outputs() != split.train.classes {
@@ -227,14 +257,27 @@ pub fn problem(
     }
     let (d, k) = (net.num_params(), net.outputs());
     let m = points * k;
-    let bytes = jacobian_bytes(m, d);
-    if bytes > max_memory {
+    let Some(mode) = modes
+        .iter()
+        .copied()
+        .find(|md| md.bytes(m, d) <= max_memory)
+    else {
+        let estimates: Vec<String> = modes
+            .iter()
+            .map(|md| {
+                let what = match md {
+                    JacobianMode::Dense => "in f64 with its Gram matrix and the SVD's copy",
+                    JacobianMode::MatrixFree => "matrix-free (the Lanczos basis)",
+                };
+                format!("{:.1} GiB {what}", md.bytes(m, d) as f64 / GIB)
+            })
+            .collect();
         return Err(Error::Config(format!(
-            "the Jacobian is N·K × D = {m} × {d}: {:.1} GiB in f64 with its Gram matrix and the SVD's copy, above --max-memory {:.1} GiB; use fewer --points or a narrower --arch",
-            bytes as f64 / GIB,
+            "the Jacobian is N·K × D = {m} × {d}: {}, above --max-memory {:.1} GiB; use fewer --points or a narrower --arch",
+            estimates.join(", or "),
             max_memory as f64 / GIB
         )));
-    }
+    };
     let data = split.train.random_subset(points, points_seed);
     let x = data.x.iter().map(|&v| f64::from(v)).collect();
     let y = data
@@ -242,12 +285,15 @@ pub fn problem(
         .iter()
         .flat_map(|&c| (0..k).map(move |j| if j == c as usize { 1.0 } else { 0.0 }))
         .collect();
-    Ok(Problem {
-        net,
-        x,
-        y,
-        name: data.name,
-    })
+    Ok((
+        Problem {
+            net,
+            x,
+            y,
+            name: data.name,
+        },
+        mode,
+    ))
 }
 
 /// A one-screen report of `dimension.json`.

@@ -23,7 +23,7 @@ use super::{eval_device, load_data};
 use crate::curve::Curve;
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
-use crate::minima::{FitConfig, Spectrum, fit};
+use crate::minima::{FitConfig, JacobianMode, Spectrum, fit};
 use crate::network_file::load_model;
 use crate::params::ParamSet;
 use crate::params::io::write_atomic;
@@ -132,12 +132,13 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
         paths.push((name.clone(), Box::new(move |t| curve.point(t))));
     }
     let split = load_data(&opts.data)?;
-    let Problem { net, x, y, name } = problem(
+    let (Problem { net, x, y, name }, mode) = problem(
         &arch,
         &split,
         opts.points,
         opts.points_seed,
         opts.max_memory,
+        &[JacobianMode::Dense],
     )?;
     let flat =
         |p: &ParamSet| -> Vec<f64> { p.to_flat_trained().into_iter().map(f64::from).collect() };
@@ -149,6 +150,7 @@ pub fn run(opts: &ProjectOptions, argv: Vec<String>) -> Result<Value> {
         lr: 1e-3,
         tol: opts.tol,
         max_lm: opts.max_steps,
+        mode,
     };
     let ts: Vec<f64> = (0..opts.t_points)
         .map(|i| i as f64 / (opts.t_points - 1) as f64)

@@ -13,9 +13,16 @@
 //! against it), [`fit`] reaches `‖r‖ ≤ tol` (Adam, then minimum-norm Levenberg–Marquardt steps
 //! `δ = −Jᵀ(JJᵀ + λI)⁻¹r`), [`Spectrum::of`] takes the singular values of `J` and places the
 //! numerical rank at the largest gap between consecutive values on a log scale.
+//!
+//! When the dense `J` does not fit in memory, [`JacobianMode::MatrixFree`] never forms it: the
+//! products `J·v` (forward mode, [`ReluMlp::jac_times`]) and `Jᵀu` (one backward pass,
+//! [`ReluMlp::jac_t_times`]) drive conjugate gradients for the Levenberg–Marquardt steps and
+//! Lanczos on `JJᵀ` for the spectrum ([`lanczos_spectrum`]).
 
 use faer::Mat;
 use faer::linalg::solvers::Solve;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::arch::{Arch, Norm};
 use crate::error::{Error, Result};
@@ -189,19 +196,76 @@ impl ReluMlp {
     /// `½‖r‖²` and its gradient `Jᵀr`, by one backward pass per input.
     pub fn loss_and_gradient(&self, theta: &[f64], x: &[f64], y: &[f64]) -> (f64, Vec<f64>) {
         let k = self.outputs();
-        let layers = self.layers();
-        let mut grad = vec![0.0; self.num_params()];
         let mut loss = 0.0;
-        for (i, xi) in x.chunks_exact(self.inputs()).enumerate() {
-            let pre = self.pre_activations(theta, xi);
-            let mut delta: Vec<f64> = pre
-                .last()
-                .expect("a layer")
+        let grad = self.backward(theta, x, |i, out| {
+            let r: Vec<f64> = out
                 .iter()
                 .zip(&y[i * k..(i + 1) * k])
                 .map(|(f, t)| f - t)
                 .collect();
-            loss += 0.5 * delta.iter().map(|v| v * v).sum::<f64>();
+            loss += 0.5 * r.iter().map(|v| v * v).sum::<f64>();
+            r
+        });
+        (loss, grad)
+    }
+
+    /// `Jᵀu` for `u` in the residuals' space (`[n·K]`): one backward pass per input with the
+    /// output cotangent `u_i` (matrix-free; `J` is never formed).
+    pub fn jac_t_times(&self, theta: &[f64], x: &[f64], u: &[f64]) -> Vec<f64> {
+        let k = self.outputs();
+        self.backward(theta, x, |i, _| u[i * k..(i + 1) * k].to_vec())
+    }
+
+    /// `J·v` for a direction `v` in parameter space: the forward-mode derivative of every output
+    /// along `v` (`[n·K]`; at a ReLU's kink the derivative 0 is taken, as in [`Self::residuals`]).
+    pub fn jac_times(&self, theta: &[f64], x: &[f64], v: &[f64]) -> Vec<f64> {
+        let layers = self.layers();
+        let mut out = Vec::with_capacity(x.len() / self.inputs() * self.outputs());
+        for xi in x.chunks_exact(self.inputs()) {
+            let pre = self.pre_activations(theta, xi);
+            // The tangent of the layer's input (zero for the data).
+            let mut dh = vec![0.0; xi.len()];
+            for (li, l) in layers.iter().enumerate() {
+                let h: Vec<f64> = match li {
+                    0 => xi.to_vec(),
+                    _ => pre[li - 1].iter().map(|&a| a.max(0.0)).collect(),
+                };
+                let da: Vec<f64> = (0..l.outputs)
+                    .map(|o| {
+                        let w = &theta[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                        let dw = &v[l.w + o * l.inputs..l.w + (o + 1) * l.inputs];
+                        v[l.b + o]
+                            + dw.iter().zip(&h).map(|(a, b)| a * b).sum::<f64>()
+                            + w.iter().zip(&dh).map(|(a, b)| a * b).sum::<f64>()
+                    })
+                    .collect();
+                dh = match li + 1 < layers.len() {
+                    true => da
+                        .iter()
+                        .zip(&pre[li])
+                        .map(|(&d, &a)| if a > 0.0 { d } else { 0.0 })
+                        .collect(),
+                    false => da,
+                };
+            }
+            out.extend(dh);
+        }
+        out
+    }
+
+    /// `Σ_i (∂f(x_i)/∂θ)ᵀ·c_i` with the cotangent `c_i = cot(i, f(x_i))` of each input's outputs:
+    /// one forward and one backward pass per input.
+    fn backward(
+        &self,
+        theta: &[f64],
+        x: &[f64],
+        mut cot: impl FnMut(usize, &[f64]) -> Vec<f64>,
+    ) -> Vec<f64> {
+        let layers = self.layers();
+        let mut grad = vec![0.0; self.num_params()];
+        for (i, xi) in x.chunks_exact(self.inputs()).enumerate() {
+            let pre = self.pre_activations(theta, xi);
+            let mut delta = cot(i, pre.last().expect("a layer"));
             for (li, l) in layers.iter().enumerate().rev() {
                 let h: Vec<f64> = match li {
                     0 => xi.to_vec(),
@@ -232,7 +296,7 @@ impl ReluMlp {
                 delta = next;
             }
         }
-        (loss, grad)
+        grad
     }
 
     /// Hidden units whose pre-activation is `≤ 0` on every input of `x`: each adds exact
@@ -336,6 +400,40 @@ pub struct FitConfig {
     pub tol: f64,
     /// At most this many accepted Levenberg–Marquardt steps.
     pub max_lm: usize,
+    /// Dense `J` or matrix-free products for the Levenberg–Marquardt steps.
+    pub mode: JacobianMode,
+}
+
+/// How `J` enters the polish and the spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JacobianMode {
+    /// `J` formed in memory: Cholesky of `JJᵀ + λI` for the steps, the SVD of `J` for the
+    /// spectrum.
+    Dense,
+    /// `J` never formed: conjugate gradients on `JJᵀ + λI` and Lanczos on `JJᵀ`, from the
+    /// products `J·v` and `Jᵀu`.
+    MatrixFree,
+}
+
+impl JacobianMode {
+    /// Bytes this mode holds for an `m × d` Jacobian: dense, [`jacobian_bytes`]; matrix-free,
+    /// the Lanczos basis and the tridiagonal matrix's dense copy (`2·m²` values) and a few
+    /// vectors of each size.
+    pub fn bytes(self, m: usize, d: usize) -> u64 {
+        match self {
+            JacobianMode::Dense => jacobian_bytes(m, d),
+            JacobianMode::MatrixFree => 8 * (2 * m as u64 * m as u64 + 8 * (m + d) as u64),
+        }
+    }
+
+    /// The name recorded in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            JacobianMode::Dense => "dense",
+            JacobianMode::MatrixFree => "matrix-free",
+        }
+    }
 }
 
 /// What [`fit`] reached.
@@ -383,7 +481,8 @@ pub fn fit(
             theta[i] -= cfg.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
         }
     }
-    let mut res = net.residuals(&theta, x, y, true);
+    let dense = cfg.mode == JacobianMode::Dense;
+    let mut res = net.residuals(&theta, x, y, dense);
     let residual_after_adam = res.norm();
     let mut mu = 1e-3;
     let mut lm_steps = 0;
@@ -391,13 +490,24 @@ pub fn fit(
     let mut stalled = 0;
     while res.norm() > cfg.tol && lm_steps < cfg.max_lm && tries < 10 * cfg.max_lm.max(1) {
         tries += 1;
-        let scale = res.jac.iter().map(|v| v * v).sum::<f64>() / res.r.len().max(1) as f64;
-        let Some(step) = res.min_norm_step(mu * scale.max(f64::MIN_POSITIVE)) else {
+        // λ is scaled to the mean diagonal of JJᵀ (tr(JJᵀ)/m; estimated from four Rademacher
+        // probes, ‖Jᵀz‖², without J).
+        let m = res.r.len().max(1) as f64;
+        let scale = match dense {
+            true => res.jac.iter().map(|v| v * v).sum::<f64>() / m,
+            false => gram_trace(net, &theta, x, res.r.len()) / m,
+        };
+        let lambda = mu * scale.max(f64::MIN_POSITIVE);
+        let step = match dense {
+            true => res.min_norm_step(lambda),
+            false => Some(min_norm_step_matrix_free(net, &theta, x, &res.r, lambda)),
+        };
+        let Some(step) = step else {
             mu *= 10.0;
             continue;
         };
         let trial: Vec<f64> = theta.iter().zip(&step).map(|(a, b)| a + b).collect();
-        let next = net.residuals(&trial, x, y, true);
+        let next = net.residuals(&trial, x, y, dense);
         if next.norm() < res.norm() {
             // A step that gains less than 0.1% counts towards a stall: three in a row end the
             // polish (the residual left lies outside the range of J, e.g. rank J < N·K).
@@ -478,6 +588,143 @@ impl Spectrum {
 /// decomposition's copy (`≈ 2·m·d + m²` values).
 pub fn jacobian_bytes(m: usize, d: usize) -> u64 {
     8 * (2 * m as u64 * d as u64 + m as u64 * m as u64)
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+/// `tr(JJᵀ)` estimated by Hutchinson's estimator with four seeded Rademacher vectors
+/// (`E‖Jᵀz‖² = tr(JJᵀ)`).
+fn gram_trace(net: &ReluMlp, theta: &[f64], x: &[f64], m: usize) -> f64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7ace);
+    let probes = 4;
+    (0..probes)
+        .map(|_| {
+            let z: Vec<f64> = (0..m)
+                .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                .collect();
+            let g = net.jac_t_times(theta, x, &z);
+            dot(&g, &g)
+        })
+        .sum::<f64>()
+        / probes as f64
+}
+
+/// The minimum-norm Levenberg–Marquardt step `δ = −Jᵀ(JJᵀ + λI)⁻¹r` without `J`: conjugate
+/// gradients on `(JJᵀ + λI)u = r` with the products `J(Jᵀu)`, to a relative residual of 1e-12
+/// or `2m` iterations.
+pub fn min_norm_step_matrix_free(
+    net: &ReluMlp,
+    theta: &[f64],
+    x: &[f64],
+    r: &[f64],
+    lambda: f64,
+) -> Vec<f64> {
+    let apply = |u: &[f64]| {
+        let mut a = net.jac_times(theta, x, &net.jac_t_times(theta, x, u));
+        axpy(&mut a, lambda, u);
+        a
+    };
+    let m = r.len();
+    let mut u = vec![0.0; m];
+    let mut res = r.to_vec();
+    let mut p = res.clone();
+    let mut rr = dot(&res, &res);
+    let target = 1e-24 * rr;
+    for _ in 0..2 * m {
+        if rr <= target || rr == 0.0 {
+            break;
+        }
+        let ap = apply(&p);
+        let alpha = rr / dot(&p, &ap);
+        axpy(&mut u, alpha, &p);
+        axpy(&mut res, -alpha, &ap);
+        let next = dot(&res, &res);
+        let beta = next / rr;
+        rr = next;
+        for (pv, rv) in p.iter_mut().zip(&res) {
+            *pv = rv + beta * *pv;
+        }
+    }
+    net.jac_t_times(theta, x, &u)
+        .into_iter()
+        .map(|v| -v)
+        .collect()
+}
+
+/// The singular values of an `m × D` matrix `J` from the products `apply(u) = J(Jᵀu)` alone:
+/// Lanczos on `JJᵀ` in `ℝ^m` with full reorthogonalisation (two Gram–Schmidt passes per step),
+/// `m` steps from a seeded random start; when the Krylov space closes (an invariant subspace,
+/// e.g. a zero eigenvalue of multiplicity above one) the basis goes on from a fresh random
+/// direction orthogonal to it. The eigenvalues `λ_i` of the tridiagonal matrix are those of
+/// `JJᵀ` to about `ε·m·σ₁²`, so `σ_i = √λ_i` is resolved down to `σ₁·√(ε·m)`: the floor of the
+/// returned [`Spectrum`] (the dense SVD resolves `σ₁·ε·max(m, D)`).
+pub fn lanczos_spectrum(
+    m: usize,
+    apply: impl Fn(&[f64]) -> Vec<f64>,
+    seed: u64,
+) -> Result<Spectrum> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut basis: Vec<Vec<f64>> = Vec::with_capacity(m);
+    let mut alpha = Vec::with_capacity(m);
+    let mut beta = Vec::with_capacity(m);
+    let orthogonalise = |w: &mut Vec<f64>, basis: &[Vec<f64>]| {
+        for _ in 0..2 {
+            for q in basis {
+                let c = dot(w, q);
+                axpy(w, -c, q);
+            }
+        }
+    };
+    let fresh = |basis: &[Vec<f64>], rng: &mut ChaCha8Rng| {
+        let mut v: Vec<f64> = (0..m).map(|_| rng.random_range(-1.0..1.0)).collect();
+        orthogonalise(&mut v, basis);
+        let n = dot(&v, &v).sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    };
+    let mut v = fresh(&basis, &mut rng);
+    let mut norm_estimate = 0.0f64;
+    for j in 0..m {
+        let mut w = apply(&v);
+        let a = dot(&w, &v);
+        alpha.push(a);
+        basis.push(v);
+        orthogonalise(&mut w, &basis);
+        let b = dot(&w, &w).sqrt();
+        norm_estimate = norm_estimate.max(a.abs() + b);
+        if j + 1 == m {
+            break;
+        }
+        if b > 1e-10 * norm_estimate {
+            beta.push(b);
+            v = w.into_iter().map(|x| x / b).collect();
+        } else {
+            beta.push(0.0);
+            v = fresh(&basis, &mut rng);
+        }
+    }
+    let t = Mat::from_fn(m, m, |i, j| match i.abs_diff(j) {
+        0 => alpha[i],
+        1 => beta[i.min(j)],
+        _ => 0.0,
+    });
+    let mut values: Vec<f64> = t
+        .self_adjoint_eigenvalues(faer::Side::Lower)
+        .map_err(|e| Error::Config(format!("eigenvalues of the Lanczos matrix: {e:?}")))?
+        .into_iter()
+        .map(|l| l.max(0.0).sqrt())
+        .collect();
+    values.sort_by(|a, b| b.total_cmp(a));
+    let floor = values.first().copied().unwrap_or(0.0) * (f64::EPSILON * m as f64).sqrt();
+    Ok(Spectrum::from_values(values, floor))
 }
 
 #[cfg(test)]
@@ -577,6 +824,7 @@ mod tests {
             lr: 0.0,
             tol: 1e-10,
             max_lm: 50,
+            mode: JacobianMode::Dense,
         };
         let f = fit(&net, random(d, 4, 0.1), &x, &y, cfg, |_, _, _| {});
         assert!(f.residual <= 1e-10, "{}", f.residual);
@@ -629,6 +877,7 @@ mod tests {
             lr: 1e-2,
             tol: 1e-12,
             max_lm: 100,
+            mode: JacobianMode::Dense,
         };
         let f = fit(&net, random(d, 6, 0.5), &x, &y, cfg, |_, _, _| {});
         assert!(f.residual <= 1e-12, "{}", f.residual);
@@ -666,6 +915,23 @@ mod tests {
         assert!(moved < 1e-8, "moved {moved}");
         let s = Spectrum::of(&res.jac_matrix()).unwrap();
         assert!(s.rank <= d - net.hidden_units());
+        // The matrix-free polish from the same Adam point reaches the tolerance too, and its
+        // minimum-norm step at the minimum does not move it.
+        let free = fit(
+            &net,
+            random(d, 6, 0.5),
+            &x,
+            &y,
+            FitConfig {
+                mode: JacobianMode::MatrixFree,
+                ..cfg
+            },
+            |_, _, _| {},
+        );
+        assert!(free.residual <= 1e-12, "{}", free.residual);
+        let r = net.residuals(&free.theta, &x, &y, false).r;
+        let step = min_norm_step_matrix_free(&net, &free.theta, &x, &r, 1e-14);
+        assert!(dot(&step, &step).sqrt() < 1e-8);
     }
 
     /// The rank rule on made-up spectra: a clear gap, full rank (gap to the floor), all zero.
@@ -678,5 +944,96 @@ mod tests {
         assert_eq!(s.rank, 3);
         let s = Spectrum::from_values(vec![0.0, 0.0], 1e-15);
         assert_eq!(s.rank, 0);
+    }
+
+    /// The matrix-free products are the dense Jacobian's: `J·v` and `Jᵀu` against `J` formed
+    /// row by row, and the adjoint identity `uᵀ(Jv) = (Jᵀu)ᵀv`.
+    #[test]
+    fn matrix_free_products_are_the_jacobians() {
+        let net = ReluMlp {
+            widths: vec![6, 7, 5, 3],
+        };
+        let d = net.num_params();
+        let (x, theta) = (random(9 * 6, 1, 1.0), random(d, 2, 0.7));
+        let y = one_hot(9, 3);
+        let res = net.residuals(&theta, &x, &y, true);
+        let (v, u) = (random(d, 3, 1.0), random(27, 4, 1.0));
+        let jv = net.jac_times(&theta, &x, &v);
+        for (a, b) in jv.iter().zip(res.jac_times(&v)) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let jtu = net.jac_t_times(&theta, &x, &u);
+        let jm = res.jac_matrix();
+        for (c, g) in jtu.iter().enumerate() {
+            let want: f64 = (0..27).map(|r| jm[(r, c)] * u[r]).sum();
+            assert!(
+                (g - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "{g} vs {want}"
+            );
+        }
+        let (l, r) = (dot(&u, &jv), dot(&jtu, &v));
+        assert!((l - r).abs() <= 1e-12 * l.abs().max(1.0));
+        // The gradient of ½‖r‖² is Jᵀr.
+        let (_, g) = net.loss_and_gradient(&theta, &x, &y);
+        for (a, b) in g.iter().zip(net.jac_t_times(&theta, &x, &res.r)) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()));
+        }
+    }
+
+    /// Lanczos on JJᵀ reproduces the dense SVD: every singular value above its floor to 1e-7
+    /// relative, and the rank — on a wide J (full row rank) and on a tall one whose rank is at
+    /// most D − H (zero eigenvalues of JJᵀ of high multiplicity, reached through restarts).
+    #[test]
+    fn lanczos_spectrum_matches_the_dense_svd() {
+        for (widths, n) in [(vec![6, 9, 4], 5), (vec![4, 3, 3], 12)] {
+            let net = ReluMlp { widths };
+            let d = net.num_params();
+            let k = net.outputs();
+            let (x, theta) = (random(n * net.inputs(), 5, 1.0), random(d, 6, 0.8));
+            let y = one_hot(n, k);
+            let res = net.residuals(&theta, &x, &y, true);
+            let dense = Spectrum::of(&res.jac_matrix()).unwrap();
+            let lanczos = lanczos_spectrum(
+                n * k,
+                |u| net.jac_times(&theta, &x, &net.jac_t_times(&theta, &x, u)),
+                0,
+            )
+            .unwrap();
+            assert_eq!(lanczos.rank, dense.rank, "D = {d}, N·K = {}", n * k);
+            assert!(dense.rank <= d - net.hidden_units());
+            let s1 = dense.values[0];
+            for (a, b) in lanczos.values.iter().zip(&dense.values) {
+                if *b > 1e-3 * s1 {
+                    assert!((a - b).abs() <= 1e-7 * s1, "{a} vs {b}");
+                } else {
+                    assert!(*a <= 1e-3 * s1 + 1e-7 * s1, "{a} vs {b}");
+                }
+            }
+            assert!(lanczos.gap_ratio > 1e3, "{}", lanczos.gap_ratio);
+        }
+    }
+
+    /// The conjugate-gradient Levenberg–Marquardt step equals the dense Cholesky one.
+    #[test]
+    fn matrix_free_step_is_the_dense_step() {
+        let net = ReluMlp {
+            widths: vec![5, 8, 3],
+        };
+        let d = net.num_params();
+        let (x, theta) = (random(6 * 5, 7, 1.0), random(d, 8, 0.6));
+        let y = one_hot(6, 3);
+        let res = net.residuals(&theta, &x, &y, true);
+        for lambda in [1e-6, 1e-2, 1.0] {
+            let dense = res.min_norm_step(lambda).unwrap();
+            let free = min_norm_step_matrix_free(&net, &theta, &x, &res.r, lambda);
+            let scale = dot(&dense, &dense).sqrt();
+            let diff: f64 = dense
+                .iter()
+                .zip(&free)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(diff <= 1e-8 * scale, "λ = {lambda}: {diff} vs {scale}");
+        }
     }
 }

@@ -535,7 +535,10 @@ pub fn spectrum_figure(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Resu
     let shown: Vec<(f64, f64)> = values.iter().map(|&(i, s)| (i, s.max(low))).collect();
     let mut series = vec![Series::new("σ_i / σ_1", shown, 0)];
     let mut floor_line = Series::new(
-        format!("floor σ_1·ε·max(N·K, D) = {:.1e}·σ_1", low),
+        match meta["jacobian"].as_str() {
+            Some("matrix-free") => format!("floor σ_1·√(ε·N·K) = {:.1e}·σ_1", low),
+            _ => format!("floor σ_1·ε·max(N·K, D) = {:.1e}·σ_1", low),
+        },
         vec![(1.0, low), (d, low)],
         2,
     );
