@@ -95,6 +95,10 @@ pub enum Command {
     /// writes simplex.safetensors, simplex.csv, samples.csv, triangle.csv, summary.json,
     /// simplex.png/svg, triangle.png/svg and run.json into --out.
     Simplex(SimplexArgs),
+    /// The sharpness of a trained network: the top eigenvalues (power iteration with deflation)
+    /// and the trace (Hutchinson) of the Hessian of its mean cross-entropy on a fixed evaluation
+    /// subset, from Hessian-vector products; writes hessian.json and run.json into --out.
+    Hessian(HessianArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run, a dimension, project, intrinsic-dim or simplex run), or `kl` for the KL
     /// approximation figure.
@@ -1269,6 +1273,80 @@ impl SimplexArgs {
     }
 }
 
+/// The Hessian flags shared by `hessian` and `path --hessian`.
+#[derive(Debug, Clone, Args)]
+pub struct SharpnessArgs {
+    /// Top eigenvalues to find (power iteration with Gram–Schmidt deflation; the largest in
+    /// magnitude, negative at a saddle).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub top: usize,
+    /// Power iterations per eigenvalue at most.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_iter: usize,
+    /// Relative tolerance of the power iteration: stop when |λ − λ_prev| < tol·(|λ_prev| + 1e-6).
+    #[arg(long = "eig-tol", default_value_t = 1e-3, value_name = "TOL")]
+    pub tol: f64,
+    /// Rademacher vectors of Hutchinson's trace estimate (0: no trace).
+    #[arg(long, default_value_t = 50, value_name = "M")]
+    pub trace_samples: usize,
+    /// The evaluation subset: this many training samples, drawn with --subset-seed (the same
+    /// at every point). Hessian-vector products are central differences of its gradients.
+    #[arg(long = "hessian-samples", default_value_t = 1000, value_name = "N")]
+    pub samples: usize,
+    /// Seed of the evaluation subset.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub subset_seed: u64,
+    /// Seed of the power iterations' start vectors and the Rademacher vectors.
+    #[arg(long = "hessian-seed", default_value_t = 0, value_name = "SEED")]
+    pub seed: u64,
+}
+
+impl SharpnessArgs {
+    /// The validated settings.
+    pub fn resolve(&self) -> Result<crate::eval::hessian::SharpnessConfig> {
+        let c = crate::eval::hessian::SharpnessConfig {
+            top: self.top,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            trace_samples: self.trace_samples,
+            seed: self.seed,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `modeconn hessian`.
+#[derive(Debug, Args)]
+pub struct HessianArgs {
+    /// The network (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// What to measure.
+    #[command(flatten)]
+    pub sharpness: SharpnessArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl HessianArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::hessian::HessianOptions> {
+        Ok(crate::commands::hessian::HessianOptions {
+            model: self.model.clone(),
+            data: self.data.resolve()?,
+            samples: self.sharpness.samples,
+            subset_seed: self.sharpness.subset_seed,
+            sharpness: self.sharpness.resolve()?,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1385,6 +1463,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Simplex(a) => {
             let v = commands::simplex::run(&a.resolve()?, argv)?;
             let t = commands::simplex::table(&v);
+            return Ok((v, t));
+        }
+        Command::Hessian(a) => {
+            let v = commands::hessian::run(&a.resolve()?, argv)?;
+            let t = commands::hessian::table(&v);
             return Ok((v, t));
         }
         Command::Dimension(a) => {

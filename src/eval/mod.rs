@@ -2,6 +2,7 @@
 //! without autodiff. Path profiles, planes and ensembles are built on it.
 
 pub mod family;
+pub mod hessian;
 pub mod path;
 pub mod plane;
 pub mod repair;

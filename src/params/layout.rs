@@ -120,6 +120,15 @@ impl Layout {
         self.entries.iter().map(Entry::numel).sum()
     }
 
+    /// Number of trained scalars (state excluded).
+    pub fn trained_numel(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !e.role.is_state())
+            .map(Entry::numel)
+            .sum()
+    }
+
     /// Offsets of each tensor in the flat vector (length `len() + 1`).
     pub fn offsets(&self) -> Vec<usize> {
         let mut o = Vec::with_capacity(self.entries.len() + 1);

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 15] = [
+pub const COMMANDS: [&str; 16] = [
     "train",
     "eval",
     "connect",
@@ -45,6 +45,7 @@ pub const COMMANDS: [&str; 15] = [
     "project",
     "intrinsic-dim",
     "simplex",
+    "hessian",
     "plot",
 ];
 
