@@ -723,6 +723,18 @@ pub struct PathArgs {
     /// Variational endpoints: seed of the sampling noise, the same at every point.
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub eval_seed: u64,
+    /// Also measure the sharpness along every path (plain networks): at --hessian-points evenly
+    /// spaced points, the top eigenvalue and the trace of the loss Hessian on a fixed subset of
+    /// the training set (the flags of `modeconn hessian`); writes hessian.csv and
+    /// hessian.png/svg.
+    #[arg(long)]
+    pub hessian: bool,
+    /// Points per path for --hessian (endpoints included).
+    #[arg(long, default_value_t = 11, value_name = "N")]
+    pub hessian_points: usize,
+    /// The Hessian flags (with --hessian).
+    #[command(flatten)]
+    pub sharpness: SharpnessArgs,
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
@@ -788,6 +800,15 @@ impl PathArgs {
             sampling: crate::variational::path::PathSampling {
                 ensembles: crate::variational::eval::parse_ensembles(&self.ensemble, "--ensemble")?,
                 seed: self.eval_seed,
+            },
+            hessian: match self.hessian {
+                true => Some(crate::commands::path::HessianPlan {
+                    sharpness: self.sharpness.resolve()?,
+                    points: self.hessian_points,
+                    samples: self.sharpness.samples,
+                    subset_seed: self.sharpness.subset_seed,
+                }),
+                false => None,
             },
             data: self.data.resolve()?,
             out: self.out.clone(),

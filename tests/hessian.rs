@@ -244,3 +244,105 @@ fn hessian_cli_on_digits() {
         "--hessian-samples",
     );
 }
+
+/// `path --hessian`: the sharpness at every point of the line and of a chain, the line's ends
+/// equal to `hessian` at the endpoints (same subset and seeds), the figure, and `plot` redraws
+/// it.
+#[test]
+fn path_hessian_along_the_line_and_a_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (a, b, _) = common::two_minima_and_chain(
+        d,
+        &[
+            "--data",
+            "digits",
+            "--arch",
+            "mlp:64-16-10",
+            "--epochs",
+            "8",
+        ],
+        &["--data", "digits", "--epochs", "4"],
+        &["--data", "digits", "--points", "5"],
+    );
+    let flags = [
+        "--hessian-points",
+        "3",
+        "--trace-samples",
+        "4",
+        "--hessian-samples",
+        "200",
+    ];
+    let out = d.join("ph");
+    modeconn()
+        .args([
+            "path",
+            "--data",
+            "digits",
+            "--points",
+            "5",
+            "--hessian",
+            "--a",
+        ])
+        .arg(&a)
+        .arg("--b")
+        .arg(&b)
+        .arg("--curve")
+        .arg(format!(
+            "chain={}",
+            d.join("chain/curve.safetensors").display()
+        ))
+        .args(flags)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let rows = common::csv_rows(&out.join("hessian.csv"));
+    assert_eq!(rows.len(), 6);
+    assert!(out.join("hessian.png").exists() && out.join("hessian.svg").exists());
+    let at_a = d.join("ha");
+    modeconn()
+        .args(["hessian", "--data", "digits", "--model"])
+        .arg(&a)
+        .args(&flags[2..])
+        .arg("--out")
+        .arg(&at_a)
+        .assert()
+        .success();
+    let v = json(&at_a.join("hessian.json"));
+    let line0 = rows
+        .iter()
+        .find(|r| r["path"] == "line" && r["t"] == "0")
+        .unwrap();
+    let chain0 = rows
+        .iter()
+        .find(|r| r["path"] == "chain" && r["t"] == "0")
+        .unwrap();
+    let top = |r: &std::collections::HashMap<String, String>| -> f64 {
+        r["top_eigenvalue"].parse().unwrap()
+    };
+    assert_eq!(top(line0), v["eigenvalues"][0].as_f64().unwrap());
+    assert_eq!(top(chain0), top(line0));
+    assert_eq!(
+        line0["trace"].parse::<f64>().unwrap(),
+        v["trace"].as_f64().unwrap()
+    );
+    std::fs::remove_file(out.join("hessian.png")).unwrap();
+    modeconn().arg("plot").arg(&out).assert().success();
+    assert!(out.join("hessian.png").exists());
+    let bad = d.join("bad");
+    refused_in_one_line(
+        "path",
+        &[
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+            "--hessian",
+            "--top",
+            "0",
+        ],
+        &bad,
+        "--top",
+    );
+}

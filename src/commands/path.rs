@@ -11,6 +11,7 @@ use super::{eval_device, load_data};
 use crate::curve::{Curve, CurveKind};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
+use crate::eval::hessian::{SharpnessConfig, sharpness};
 use crate::eval::path::{PathRow, PathSpec, grid, profile, summarize_path};
 use crate::eval::repair::Repair;
 use crate::model::Model;
@@ -44,10 +45,25 @@ pub struct PathOptions {
     pub repair: bool,
     /// Variational endpoints: the ensemble sizes and noise seed of every point.
     pub sampling: PathSampling,
+    /// Sharpness along every path (`--hessian`).
+    pub hessian: Option<HessianPlan>,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
     pub out: PathBuf,
+}
+
+/// What `path --hessian` measures.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct HessianPlan {
+    /// At each point: eigenvalues, trace, iterations, seed.
+    pub sharpness: SharpnessConfig,
+    /// Evenly spaced points per path (endpoints included).
+    pub points: usize,
+    /// Size of the evaluation subset (the same at every point).
+    pub samples: usize,
+    /// Seed of the subset.
+    pub subset_seed: u64,
 }
 
 /// Writes rows as CSV (`path,t,train_loss,train_err,test_loss,test_err,dl`).
@@ -86,8 +102,20 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let arch = match model {
         Model::Plain(arch) => arch,
+        Model::Variational(_) if opts.hessian.is_some() => {
+            return Err(Error::Config(
+                "--hessian: the sharpness of plain networks; --a and --b are variational models"
+                    .into(),
+            ));
+        }
         Model::Variational(m) => return run_variational(opts, record, &m, (a, b), &device),
     };
+    if let Some(plan) = &opts.hessian {
+        plan.sharpness.validate()?;
+        if plan.points < 2 {
+            return Err(Error::Config("--hessian-points must be at least 2".into()));
+        }
+    }
     // The geometry ignores state, recomputed at every point; without the reset the state is
     // interpolated with the rest.
     let flat = |p: &crate::params::ParamSet| match opts.bn_reset {
@@ -163,6 +191,12 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
     let mut result = v.clone();
+    if let Some(plan) = &opts.hessian {
+        let csv = sharpness_along(&arch, &specs, plan, &split.train, &train, opts, &device)?;
+        write_atomic(&opts.out.join("hessian.csv"), csv.as_bytes())?;
+        crate::plot::figures::hessian_path_figure(&opts.out.join("hessian.csv"), &opts.out, None)?;
+        result["hessian"] = json!(plan);
+    }
     if opts.repair {
         result["repair"] = opts.bn_sample.describe(&train);
     }
@@ -173,6 +207,60 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     }
     record.finish(&opts.out, result)?;
     Ok(v)
+}
+
+/// `path --hessian`: at `plan.points` evenly spaced points of every path but the repaired line,
+/// the network (its state recomputed on `state_data` when the path resets it) and the
+/// sharpness of its loss on the fixed evaluation subset of `train`; returns `hessian.csv`
+/// (`path,t,loss,top_eigenvalue,trace,trace_se,method`).
+fn sharpness_along(
+    arch: &crate::arch::Arch,
+    specs: &[PathSpec<'_>],
+    plan: &HessianPlan,
+    train: &crate::data::Dataset,
+    state_data: &crate::data::Dataset,
+    opts: &PathOptions,
+    device: &burn::tensor::Device,
+) -> Result<String> {
+    let subset = crate::commands::hessian::evaluation_subset(
+        train,
+        plan.samples,
+        plan.subset_seed,
+        "--hessian-samples",
+    )?;
+    let layout = arch.layout();
+    let mut csv = String::from("path,t,loss,top_eigenvalue,trace,trace_se,method\n");
+    for spec in specs.iter().filter(|s| s.repair.is_none()) {
+        let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
+        for t in grid(plan.points) {
+            let c: Vec<f32> = spec
+                .kind
+                .coeffs(refs.len(), t)
+                .into_iter()
+                .map(|c| c as f32)
+                .collect();
+            let mut w = vec![0.0f32; layout.numel()];
+            crate::params::combine(&mut w, &refs, &c);
+            let mut p = ParamSet::from_flat(layout.clone(), &w, device)?;
+            if layout.has_state() && opts.bn_reset {
+                p = crate::eval::state::recompute(arch, &p, state_data, &opts.bn_sample, device);
+            }
+            let s = sharpness(arch, &p, &subset, &plan.sharpness)?;
+            let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+            writeln!(
+                csv,
+                "{},{t},{},{},{},{},{}",
+                spec.name,
+                s.loss,
+                s.eigenvalues[0],
+                opt(s.trace),
+                opt(s.trace_se),
+                s.method
+            )
+            .expect("write to string");
+        }
+    }
+    Ok(csv)
 }
 
 /// `path` between two variational models: mode, one sample and ensembles at every point of the

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    intrinsic_figure, kl_figure, log_alpha_histograms, path_figure, paths_figure, plane_figures,
-    projection_figure, simplex_figures, simplexes_figure, spectrum_figure, vtrain_figure,
+    hessian_path_figure, intrinsic_figure, kl_figure, log_alpha_histograms, path_figure,
+    paths_figure, plane_figures, projection_figure, simplex_figures, simplexes_figure,
+    spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
 
@@ -152,6 +153,13 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     if wants("intrinsic.csv") {
         files.extend(intrinsic_figure(&dir, &out, opts.size)?);
     }
+    if wants("hessian.csv") {
+        files.extend(hessian_path_figure(
+            &dir.join("hessian.csv"),
+            &out,
+            opts.size,
+        )?);
+    }
     if wants("simplex.csv") {
         files.extend(simplex_figures(&dir, &out, opts.size)?);
     }
@@ -160,7 +168,7 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, a simplex run's simplex.csv, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, a simplex run's simplex.csv, a path --hessian run's hessian.csv, or `kl`)",
             input.display()
         )));
     }

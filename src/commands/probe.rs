@@ -262,6 +262,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 bn_reset: true,
                 repair: opts.repair,
                 sampling: Default::default(),
+                hessian: None,
                 data: opts.data.clone(),
                 out: path_out,
             },

@@ -901,3 +901,50 @@ pub fn simplexes_figure(
     };
     save(&fig, &out.join("simplexes"), size.unwrap_or((1300, 480)))
 }
+
+/// Sharpness along paths (`hessian.csv` of `path --hessian`): the loss on the evaluation subset,
+/// the top eigenvalue and Hutchinson's trace of the Hessian against t, one line per path;
+/// writes `<out>/hessian.{png,svg}`.
+pub fn hessian_path_figure(
+    csv: &Path,
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
+    let rows = read_path_rows(csv, |_| {
+        ["t", "loss", "top_eigenvalue", "trace"]
+            .map(String::from)
+            .to_vec()
+    })?;
+    let mut names: Vec<String> = Vec::new();
+    for (n, _) in &rows {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let panel = |k: usize, title: &str, ylabel: &str| {
+        let series = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let pts = rows
+                    .iter()
+                    .filter(|(p, v)| p == n && v[k].is_finite())
+                    .map(|(_, v)| (v[0], v[k]))
+                    .collect();
+                let mut s = Series::new(n.clone(), pts, i);
+                s.markers = true;
+                s
+            })
+            .collect();
+        Panel::lines(title, "t", ylabel, series)
+    };
+    let fig = Panels {
+        title: "Sharpness along the paths (Hessian of the loss on a fixed subset)".into(),
+        panels: vec![
+            panel(1, "Loss", "cross-entropy"),
+            panel(2, "Top eigenvalue", "λ_max"),
+            panel(3, "Trace (Hutchinson)", "tr H"),
+        ],
+    };
+    save(&fig, &out.join("hessian"), size.unwrap_or((1500, 460)))
+}
