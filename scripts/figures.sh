@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate figures/ from real MNIST runs of the committed code.
-#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|minima|simplex|all]   (default: all)
+#   bash scripts/figures.sh [connectivity|variational|conv|vconnect|phase|vnets|minima|simplex|sharpness|all]   (default: all)
 # connectivity (~5 min on 2 cores): `modeconn run analyses/mnist-connectivity.toml --rerun` (two
 #   LeNet-300-100, chain, Bezier, 61-point paths, weight matching of w2 to w1 and a random
 #   permutation of w1 with their lines, the plane through w1, the chain's bend and w2).
@@ -29,6 +29,9 @@
 # simplex (~10 s): `modeconn run analyses/digits-simplex-width.toml --rerun` (mode-connecting
 #   complexes of six connectors for digits MLPs of widths 4 to 256; the 2-simplex of width 64)
 #   into figures/minima.
+# sharpness (~1.5 min): `modeconn run analyses/digits-sharpness.toml --rerun` (the top eigenvalue
+#   and the trace of the Hessian along the line, a chain, a Bezier curve and the weight-matched
+#   line between two digits MLPs) into figures/sharpness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -111,6 +114,14 @@ if [[ "$WHAT" == all || "$WHAT" == simplex ]]; then
     cp runs/digits-simplex-width/figures/simplexes.$e figures/minima/simplexes.$e
     cp runs/digits-simplex-width/simplex_w64/triangle.$e figures/minima/simplex_triangle_w64.$e
     cp runs/digits-simplex-width/simplex_w64/simplex.$e figures/minima/simplex_w64.$e
+  done
+fi
+if [[ "$WHAT" == all || "$WHAT" == sharpness ]]; then
+  $M run analyses/digits-sharpness.toml --rerun
+  rm -rf figures/sharpness && mkdir -p figures/sharpness
+  for e in png svg; do
+    cp runs/digits-sharpness/path/hessian.$e figures/sharpness/hessian_paths.$e
+    cp runs/digits-sharpness/path_aligned/hessian.$e figures/sharpness/hessian_aligned.$e
   done
 fi
 ls figures/*/
