@@ -99,6 +99,10 @@ pub enum Command {
     /// and the trace (Hutchinson) of the Hessian of its mean cross-entropy on a fixed evaluation
     /// subset, from Hessian-vector products; writes hessian.json and run.json into --out.
     Hessian(HessianArgs),
+    /// The loss surface around a network along filter-normalised random directions (Li et al.
+    /// 2018), in 1-d or 2-d; writes landscape.csv, landscape.json, the figures and run.json into
+    /// --out.
+    Landscape(LandscapeArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run, a dimension, project, intrinsic-dim or simplex run), or `kl` for the KL
     /// approximation figure.
@@ -1368,6 +1372,72 @@ impl HessianArgs {
     }
 }
 
+/// `modeconn landscape`.
+#[derive(Debug, Args)]
+pub struct LandscapeArgs {
+    /// The network (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Number of random directions: 1 (a line plot) or 2 (a contour plot).
+    #[arg(long, default_value_t = 2, value_name = "1|2")]
+    pub dims: usize,
+    /// Grid points per axis.
+    #[arg(long, default_value_t = 51, value_name = "N")]
+    pub points: usize,
+    /// The range of every axis, LOW:HIGH, in units of the filter-normalised direction.
+    #[arg(
+        long,
+        default_value = "-1:1",
+        value_name = "LOW:HIGH",
+        allow_hyphen_values = true
+    )]
+    pub range: String,
+    /// Keep biases and normalisation parameters in the directions (as the weights themselves);
+    /// by default they are zero (Li et al.'s `ignore=biasbn`).
+    #[arg(long)]
+    pub include_biasbn: bool,
+    /// Train metrics on the first N training samples [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Seed of the directions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl LandscapeArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::landscape::LandscapeOptions> {
+        let bad = || {
+            Error::Config(format!(
+                "--range `{}`: expected LOW:HIGH, e.g. -1:1",
+                self.range
+            ))
+        };
+        let (lo, hi) = self.range.split_once(':').ok_or_else(bad)?;
+        let range = (
+            lo.trim().parse::<f64>().map_err(|_| bad())?,
+            hi.trim().parse::<f64>().map_err(|_| bad())?,
+        );
+        Ok(crate::commands::landscape::LandscapeOptions {
+            model: self.model.clone(),
+            dims: self.dims,
+            points: self.points,
+            range,
+            include_biasbn: self.include_biasbn,
+            train_subset: self.train_subset,
+            seed: self.seed,
+            data: self.data.resolve()?,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1491,6 +1561,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             let t = commands::hessian::table(&v);
             return Ok((v, t));
         }
+        Command::Landscape(a) => commands::landscape::run(&a.resolve()?, argv)?,
         Command::Dimension(a) => {
             let v = commands::dimension::run(&a.resolve()?, argv)?;
             let t = commands::dimension::table(&v);

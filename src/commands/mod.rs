@@ -7,6 +7,7 @@ pub mod dimension;
 pub mod eval;
 pub mod hessian;
 pub mod intrinsic;
+pub mod landscape;
 pub mod path;
 pub mod permute;
 pub mod plane;

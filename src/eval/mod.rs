@@ -3,6 +3,7 @@
 
 pub mod family;
 pub mod hessian;
+pub mod landscape;
 pub mod path;
 pub mod plane;
 pub mod repair;

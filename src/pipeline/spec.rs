@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 16] = [
+pub const COMMANDS: [&str; 17] = [
     "train",
     "eval",
     "connect",
@@ -46,6 +46,7 @@ pub const COMMANDS: [&str; 16] = [
     "intrinsic-dim",
     "simplex",
     "hessian",
+    "landscape",
     "plot",
 ];
 

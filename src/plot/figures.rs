@@ -316,6 +316,7 @@ pub fn plane_figures(json: &Path, out: &Path, size: Option<(u32, u32)>) -> Resul
         let fig = PlaneFigure {
             title: title.into(),
             label: label.into(),
+            axes: ("u (along w1 → w2)".into(), "v (towards the bend)".into()),
             xs: xs.clone(),
             ys: ys.clone(),
             z,
@@ -947,4 +948,91 @@ pub fn hessian_path_figure(
         ],
     };
     save(&fig, &out.join("hessian"), size.unwrap_or((1500, 460)))
+}
+
+/// The figures of a `landscape` run (`landscape.csv`): in 1-d, `landscape.{png,svg}` (train and
+/// test loss, and test error, along the direction); in 2-d, the train loss and the test error as
+/// contour plots (`landscape_train_loss`, `landscape_test_err`) with the network at the origin.
+pub fn landscape_figures(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let csv = dir.join("landscape.csv");
+    let header = read(&csv)?.lines().next().unwrap_or_default().to_string();
+    if !header.starts_with("x,y,") {
+        let rows = read_columns(&csv, &["x", "train_loss", "test_loss", "test_err"])?;
+        let col = |k: usize, s: f64| rows.iter().map(|r| (r[0], s * r[k])).collect::<Vec<_>>();
+        let mut loss = Panel::lines(
+            "Loss along a filter-normalised direction",
+            "x",
+            "loss",
+            vec![
+                Series::new("train", col(1, 1.0), 0),
+                Series::new("test", col(2, 1.0), 1),
+            ],
+        );
+        loss.log_y = true;
+        let fig = Panels {
+            title: "Loss landscape around the network (Li et al. 2018)".into(),
+            panels: vec![
+                loss,
+                Panel::lines(
+                    "Test error",
+                    "x",
+                    "test error (%)",
+                    vec![Series::new("test", col(3, 100.0), 1)],
+                ),
+            ],
+        };
+        return save(&fig, &out.join("landscape"), size.unwrap_or((1300, 480)));
+    }
+    let rows = read_columns(&csv, &["x", "y", "train_loss", "test_err"])?;
+    let mut xs: Vec<f64> = rows.iter().map(|r| r[0]).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let ys = xs.clone();
+    let n = xs.len();
+    if rows.len() != n * n {
+        return Err(Error::data(&csv, "not a square grid"));
+    }
+    let mut files = Vec::new();
+    for (k, key, title, label, scale) in [
+        (
+            2,
+            "train_loss",
+            "Train loss around the network",
+            "train loss",
+            1.0,
+        ),
+        (
+            3,
+            "test_err",
+            "Test error (%) around the network",
+            "test error %",
+            100.0,
+        ),
+    ] {
+        // Rows run over x fastest, then y.
+        let z: Vec<Vec<f64>> = rows
+            .chunks(n)
+            .map(|r| r.iter().map(|c| (c[k] * scale).max(1e-3)).collect())
+            .collect();
+        let fig = PlaneFigure {
+            title: title.into(),
+            label: label.into(),
+            axes: (
+                "x (filter-normalised direction 1)".into(),
+                "y (direction 2)".into(),
+            ),
+            xs: xs.clone(),
+            ys: ys.clone(),
+            z,
+            points: vec![("θ".into(), (0.0, 0.0))],
+            curve: Vec::new(),
+            levels: 14,
+        };
+        files.extend(save(
+            &fig,
+            &out.join(format!("landscape_{key}")),
+            size.unwrap_or((820, 640)),
+        )?);
+    }
+    Ok(files)
 }

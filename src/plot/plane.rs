@@ -18,6 +18,8 @@ pub struct PlaneFigure {
     pub title: String,
     /// Colour-bar label.
     pub label: String,
+    /// Axis labels (x, y).
+    pub axes: (String, String),
     /// Grid x coordinates (ascending).
     pub xs: Vec<f64>,
     /// Grid y coordinates (ascending).
@@ -142,8 +144,8 @@ impl Figure for PlaneFigure {
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("u (along w1 → w2)")
-            .y_desc("v (towards the bend)")
+            .x_desc(self.axes.0.as_str())
+            .y_desc(self.axes.1.as_str())
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
             .x_label_formatter(&|v| super::tick(*v))
@@ -196,13 +198,15 @@ impl Figure for PlaneFigure {
                 )))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(BLACK.mix(0.35))
-            .label_font((FONT, 14).into_font().color(&WHITE))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+        if ends.len() == 2 || !self.curve.is_empty() {
+            chart
+                .configure_series_labels()
+                .background_style(BLACK.mix(0.35))
+                .label_font((FONT, 14).into_font().color(&WHITE))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(err)?;
+        }
         colour_bar(root, bar, (lo, hi), n, &self.label).map_err(err)?;
         Ok(())
     }
