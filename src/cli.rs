@@ -727,6 +727,11 @@ pub struct PathArgs {
     /// Variational endpoints: seed of the sampling noise, the same at every point.
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub eval_seed: u64,
+    /// Curve ensembles (plain networks): for each size K, the ensemble (mean softmax) of K
+    /// points evenly spaced along every path, in t and in arc length (K = 2: the endpoints);
+    /// test loss and error in ensemble.csv and ensemble.png/svg.
+    #[arg(long, value_name = "K,K")]
+    pub curve_ensemble: Option<String>,
     /// Also measure the sharpness along every path (plain networks): at --hessian-points evenly
     /// spaced points, the top eigenvalue and the trace of the loss Hessian on a fixed subset of
     /// the training set (the flags of `modeconn hessian`); writes hessian.csv and
@@ -804,6 +809,10 @@ impl PathArgs {
             sampling: crate::variational::path::PathSampling {
                 ensembles: crate::variational::eval::parse_ensembles(&self.ensemble, "--ensemble")?,
                 seed: self.eval_seed,
+            },
+            curve_ensembles: match &self.curve_ensemble {
+                Some(k) => crate::variational::eval::parse_ensembles(k, "--curve-ensemble")?,
+                None => Vec::new(),
             },
             hessian: match self.hessian {
                 true => Some(crate::commands::path::HessianPlan {

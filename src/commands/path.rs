@@ -47,6 +47,8 @@ pub struct PathOptions {
     pub sampling: PathSampling,
     /// Sharpness along every path (`--hessian`).
     pub hessian: Option<HessianPlan>,
+    /// Curve ensembles of these sizes along every path of plain networks (`--curve-ensemble`).
+    pub curve_ensembles: Vec<usize>,
     /// Data.
     pub data: DataConfig,
     /// Output directory.
@@ -102,6 +104,11 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let (model, a, b) = load_any_pair(("--a", &opts.a), ("--b", &opts.b), &device)?;
     let arch = match model {
         Model::Plain(arch) => arch,
+        Model::Variational(_) if !opts.curve_ensembles.is_empty() => {
+            return Err(Error::Config(
+                "--curve-ensemble: ensembles of points of paths between plain networks; variational endpoints take --ensemble".into(),
+            ));
+        }
         Model::Variational(_) if opts.hessian.is_some() => {
             return Err(Error::Config(
                 "--hessian: the sharpness of plain networks; --a and --b are variational models"
@@ -191,6 +198,12 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     let v = serde_json::to_value(&summary).expect("serialisable summary");
     write_json(&opts.out.join("summary.json"), &v)?;
     let mut result = v.clone();
+    if !opts.curve_ensembles.is_empty() {
+        let csv = ensembles_along(&arch, &specs, opts, &train, &split.test, &device)?;
+        write_atomic(&opts.out.join("ensemble.csv"), csv.as_bytes())?;
+        crate::plot::figures::ensemble_figure(&opts.out.join("ensemble.csv"), &opts.out, None)?;
+        result["curve_ensembles"] = json!(opts.curve_ensembles);
+    }
     if let Some(plan) = &opts.hessian {
         let csv = sharpness_along(&arch, &specs, plan, &split.train, &train, opts, &device)?;
         write_atomic(&opts.out.join("hessian.csv"), csv.as_bytes())?;
@@ -207,6 +220,112 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     }
     record.finish(&opts.out, result)?;
     Ok(v)
+}
+
+/// `K` values of t spaced evenly along a path: in t (`i/(K − 1)`; `K = 1` is t = 0, the first
+/// network), or in arc length (the same fractions of the length of the polyline through 201
+/// evenly spaced points of the path, inverted by interpolation; the two agree on the line).
+fn ensemble_ts(spec: &PathSpec<'_>, k: usize, by_length: bool) -> Vec<f64> {
+    let ts = grid(k);
+    if !by_length || k < 2 {
+        return ts;
+    }
+    let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
+    let fine = grid(201);
+    let at = |t: f64| {
+        let c: Vec<f32> = spec
+            .kind
+            .coeffs(refs.len(), t)
+            .into_iter()
+            .map(|c| c as f32)
+            .collect();
+        let mut w = vec![0.0f32; refs[0].len()];
+        crate::params::combine(&mut w, &refs, &c);
+        w
+    };
+    let pts: Vec<Vec<f32>> = fine.iter().map(|&t| at(t)).collect();
+    let mut cum = vec![0.0f64];
+    for p in pts.windows(2) {
+        let d: f64 = p[0]
+            .iter()
+            .zip(&p[1])
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        cum.push(cum.last().expect("non-empty") + d);
+    }
+    let total = *cum.last().expect("non-empty");
+    ts.iter()
+        .map(|&f| {
+            let target = f * total;
+            let i = cum.partition_point(|&c| c < target).clamp(1, cum.len() - 1);
+            let (c0, c1) = (cum[i - 1], cum[i]);
+            let s = if c1 > c0 {
+                (target - c0) / (c1 - c0)
+            } else {
+                0.0
+            };
+            fine[i - 1] + s * (fine[i] - fine[i - 1])
+        })
+        .collect()
+}
+
+/// `path --curve-ensemble`: for every path but the repaired line, each size K and both spacings
+/// (in t and in arc length), the test metrics of the ensemble of the K networks at
+/// [`ensemble_ts`] (the mean of their softmax outputs; state recomputed per member when the path
+/// resets it). K = 2 is the two endpoints' ensemble on every path. Returns `ensemble.csv`
+/// (`path,spacing,k,test_loss,test_err`).
+fn ensembles_along(
+    arch: &crate::arch::Arch,
+    specs: &[PathSpec<'_>],
+    opts: &PathOptions,
+    state_data: &crate::data::Dataset,
+    test: &crate::data::Dataset,
+    device: &burn::tensor::Device,
+) -> Result<String> {
+    let layout = arch.layout();
+    let mut csv = String::from("path,spacing,k,test_loss,test_err\n");
+    for spec in specs.iter().filter(|s| s.repair.is_none()) {
+        let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
+        for (spacing, by_length) in [("t", false), ("length", true)] {
+            for &k in &opts.curve_ensembles {
+                let members = ensemble_ts(spec, k, by_length)
+                    .into_iter()
+                    .map(|t| {
+                        let c: Vec<f32> = spec
+                            .kind
+                            .coeffs(refs.len(), t)
+                            .into_iter()
+                            .map(|c| c as f32)
+                            .collect();
+                        let mut w = vec![0.0f32; layout.numel()];
+                        crate::params::combine(&mut w, &refs, &c);
+                        let p = ParamSet::from_flat(layout.clone(), &w, device)?;
+                        Ok(match layout.has_state() && opts.bn_reset {
+                            true => crate::eval::state::recompute(
+                                arch,
+                                &p,
+                                state_data,
+                                &opts.bn_sample,
+                                device,
+                            ),
+                            false => p,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let m = crate::eval::evaluate_ensemble(
+                    arch,
+                    &members,
+                    test,
+                    crate::eval::EVAL_BATCH,
+                    device,
+                );
+                writeln!(csv, "{},{spacing},{k},{},{}", spec.name, m.loss, m.err())
+                    .expect("write to string");
+            }
+        }
+    }
+    Ok(csv)
 }
 
 /// `path --hessian`: at `plan.points` evenly spaced points of every path but the repaired line,

@@ -263,6 +263,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                 repair: opts.repair,
                 sampling: Default::default(),
                 hessian: None,
+                curve_ensembles: Vec::new(),
                 data: opts.data.clone(),
                 out: path_out,
             },

@@ -9,7 +9,7 @@ pub mod plane;
 pub mod repair;
 pub mod state;
 
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,61 @@ pub fn ensemble_nll(logits: Vec<Tensor<2>>, y: Tensor<1, Int>) -> Tensor<1> {
     let m = picked.clone().max_dim(1).detach();
     let lse = (picked - m.clone()).exp().sum_dim(1).log() + m;
     (lse - (k as f32).ln()).mean().neg()
+}
+
+/// The NLL sum and the number correct of an ensemble's mean prediction for one batch: `sum` holds
+/// the summed softmax outputs of `members` networks, row-major `[labels.len(), classes]`; each
+/// row's mean probability of its label gives `−log p` (floored at 1e-30), and its first maximum
+/// the prediction.
+pub fn score_mean_probabilities(
+    sum: &[f64],
+    members: usize,
+    labels: &[i64],
+    classes: usize,
+) -> (f64, usize) {
+    let (mut nll, mut correct) = (0.0, 0);
+    for (i, &yi) in labels.iter().enumerate() {
+        let row = &sum[i * classes..(i + 1) * classes];
+        let py = row[yi as usize] / members as f64;
+        nll -= py.max(1e-30).ln();
+        let arg = row
+            .iter()
+            .enumerate()
+            .fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
+        correct += usize::from(arg == yi as usize);
+    }
+    (nll, correct)
+}
+
+/// Loss and accuracy of the ensemble of `members` (weights of `arch`): the mean of their softmax
+/// outputs per sample (Garipov et al. 2018's curve ensembles and FGE), on `data`.
+pub fn evaluate_ensemble<W: Weights>(
+    arch: &Arch,
+    members: &[W],
+    data: &Dataset,
+    batch: usize,
+    device: &Device,
+) -> Metrics {
+    let classes = data.classes;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let (mut nll, mut correct) = (0.0, 0);
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, y) = batch_tensors(data, chunk, device);
+        let labels: Vec<i64> = y.into_data().iter::<i64>().collect();
+        let mut sum = vec![0.0f64; chunk.len() * classes];
+        for w in members {
+            let p = softmax(arch.forward(w, x.clone()), 1);
+            with_host(&p, |v| {
+                for (a, b) in sum.iter_mut().zip(v) {
+                    *a += f64::from(*b);
+                }
+            });
+        }
+        let (n, c) = score_mean_probabilities(&sum, members.len(), &labels, classes);
+        nll += n;
+        correct += c;
+    }
+    Metrics::of_sums(nll, correct, data.len())
 }
 
 /// Sum of cross-entropies and number of correct predictions for one batch of logits `[b, k]`

@@ -1036,3 +1036,50 @@ pub fn landscape_figures(dir: &Path, out: &Path, size: Option<(u32, u32)>) -> Re
     }
     Ok(files)
 }
+
+/// Curve ensembles (`ensemble.csv` of `path --curve-ensemble`): the test error of the ensemble of
+/// K points of every path against K, spaced in t (solid) and in arc length (dashed); writes
+/// `<out>/ensemble.{png,svg}`.
+pub fn ensemble_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let text = read(csv)?;
+    let mut series: Vec<Series> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for l in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split(',').collect();
+        let (Some(path), Some(spacing), Some(k), Some(err)) = (
+            f.first(),
+            f.get(1),
+            f.get(2).and_then(|v| v.parse::<f64>().ok()),
+            f.get(4).and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            return Err(Error::data(
+                csv,
+                format!("bad row `{l}` (expected path,spacing,k,test_loss,test_err)"),
+            ));
+        };
+        if !names.contains(&path.to_string()) {
+            names.push(path.to_string());
+        }
+        let colour = names.iter().position(|n| n == path).expect("pushed");
+        let label = format!("{path} (in {spacing})");
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((k, 100.0 * err)),
+            None => {
+                let mut s = Series::new(label, vec![(k, 100.0 * err)], colour);
+                s.markers = true;
+                s.dashed = *spacing == "length";
+                series.push(s);
+            }
+        }
+    }
+    let fig = Panels {
+        title: "Curve ensembles: K networks evenly spaced along each path".into(),
+        panels: vec![Panel::lines(
+            "Test error of the ensemble (mean softmax)",
+            "ensemble size K",
+            "test error (%)",
+            series,
+        )],
+    };
+    save(&fig, &out.join("ensemble"), size.unwrap_or((900, 520)))
+}

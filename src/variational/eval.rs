@@ -161,19 +161,10 @@ pub fn evaluate_variational(
                 *a += *v as f64;
             }
             while next < wanted.len() && wanted[next] == s {
-                let (nll, correct) = &mut acc[next];
-                for (i, &yi) in labels.iter().enumerate() {
-                    let row = &sum[i * classes..(i + 1) * classes];
-                    let py = row[yi as usize] / s as f64;
-                    *nll -= py.max(1e-30).ln();
-                    let arg = row
-                        .iter()
-                        .enumerate()
-                        .fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
-                    if arg == yi as usize {
-                        *correct += 1;
-                    }
-                }
+                let (nll, correct) =
+                    crate::eval::score_mean_probabilities(&sum, s, &labels, classes);
+                acc[next].0 += nll;
+                acc[next].1 += correct;
                 next += 1;
             }
         }
