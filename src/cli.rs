@@ -103,6 +103,11 @@ pub enum Command {
     /// 2018), in 1-d or 2-d; writes landscape.csv, landscape.json, the figures and run.json into
     /// --out.
     Landscape(LandscapeArgs),
+    /// Fast Geometric Ensembling (Garipov et al. 2018): from a training checkpoint and its
+    /// optimiser state, SGD with a cyclic rate (α₁ → α₂ → α₁ every --cycle epochs) and a
+    /// snapshot at every cycle's low point; the ensemble's test error as snapshots accumulate.
+    /// Writes fge.csv, summary.json, fge.png/svg, snapshots/ and run.json into --out.
+    Fge(FgeArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run, a dimension, project, intrinsic-dim or simplex run), or `kl` for the KL
     /// approximation figure.
@@ -1447,6 +1452,72 @@ impl LandscapeArgs {
     }
 }
 
+/// `modeconn fge`.
+#[derive(Debug, Args)]
+pub struct FgeArgs {
+    /// A training checkpoint with its SGD state (checkpoint.safetensors of `train`; Garipov et
+    /// al. start from 80% of the training run, e.g. `train --stop-after`).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Epochs of FGE.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Cycle length in epochs (even): a snapshot after epochs with (epoch mod c) + 1 = c/2.
+    #[arg(long, default_value_t = 4, value_name = "C")]
+    pub cycle: usize,
+    /// α₁: the rate at the start and end of every cycle.
+    #[arg(long, default_value_t = 0.05, value_name = "LR")]
+    pub lr1: f64,
+    /// α₂: the rate at the middle of every cycle (the snapshots).
+    #[arg(long, default_value_t = 1e-4, value_name = "LR")]
+    pub lr2: f64,
+    /// Accept --lr2 above --lr1.
+    #[arg(long = "lr2-above-lr1")]
+    pub rising: bool,
+    /// SGD momentum (the checkpoint's buffers continue).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub wd: f64,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl FgeArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::fge::FgeOptions> {
+        Ok(crate::commands::fge::FgeOptions {
+            checkpoint: self.checkpoint.clone(),
+            data: self.data.resolve()?,
+            epochs: self.epochs,
+            cycle: self.cycle,
+            lr1: self.lr1,
+            lr2: self.lr2,
+            rising: self.rising,
+            momentum: self.momentum,
+            wd: self.wd,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            quiet: self.quiet,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1571,6 +1642,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             return Ok((v, t));
         }
         Command::Landscape(a) => commands::landscape::run(&a.resolve()?, argv)?,
+        Command::Fge(a) => commands::fge::run(&a.resolve()?, argv)?,
         Command::Dimension(a) => {
             let v = commands::dimension::run(&a.resolve()?, argv)?;
             let t = commands::dimension::table(&v);

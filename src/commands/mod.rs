@@ -5,6 +5,7 @@ pub mod align;
 pub mod connect;
 pub mod dimension;
 pub mod eval;
+pub mod fge;
 pub mod hessian;
 pub mod intrinsic;
 pub mod landscape;

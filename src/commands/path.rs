@@ -315,7 +315,7 @@ fn ensembles_along(
                     .collect::<Result<Vec<_>>>()?;
                 let m = crate::eval::evaluate_ensemble(
                     arch,
-                    &members,
+                    &members.iter().collect::<Vec<_>>(),
                     test,
                     crate::eval::EVAL_BATCH,
                     device,

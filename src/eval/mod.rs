@@ -127,9 +127,9 @@ pub fn score_mean_probabilities(
 
 /// Loss and accuracy of the ensemble of `members` (weights of `arch`): the mean of their softmax
 /// outputs per sample (Garipov et al. 2018's curve ensembles and FGE), on `data`.
-pub fn evaluate_ensemble<W: Weights>(
+pub fn evaluate_ensemble<W: Weights + ?Sized>(
     arch: &Arch,
-    members: &[W],
+    members: &[&W],
     data: &Dataset,
     batch: usize,
     device: &Device,
@@ -142,7 +142,7 @@ pub fn evaluate_ensemble<W: Weights>(
         let labels: Vec<i64> = y.into_data().iter::<i64>().collect();
         let mut sum = vec![0.0f64; chunk.len() * classes];
         for w in members {
-            let p = softmax(arch.forward(w, x.clone()), 1);
+            let p = softmax(arch.forward(*w, x.clone()), 1);
             with_host(&p, |v| {
                 for (a, b) in sum.iter_mut().zip(v) {
                     *a += f64::from(*b);

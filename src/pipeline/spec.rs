@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 17] = [
+pub const COMMANDS: [&str; 18] = [
     "train",
     "eval",
     "connect",
@@ -47,6 +47,7 @@ pub const COMMANDS: [&str; 17] = [
     "simplex",
     "hessian",
     "landscape",
+    "fge",
     "plot",
 ];
 

@@ -1083,3 +1083,28 @@ pub fn ensemble_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Resu
     };
     save(&fig, &out.join("ensemble"), size.unwrap_or((900, 520)))
 }
+
+/// An `fge` run (`fge.csv`): the test error of each snapshot and of the ensemble of the
+/// snapshots so far; writes `<out>/fge.{png,svg}`.
+pub fn fge_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
+    let rows = read_columns(csv, &["snapshot", "test_err", "ensemble_test_err"])?;
+    let col = |k: usize| {
+        rows.iter()
+            .map(|r| (r[0], 100.0 * r[k]))
+            .collect::<Vec<_>>()
+    };
+    let mut own = Series::new("snapshot", col(1), 0);
+    own.markers = true;
+    let mut ens = Series::new("ensemble of the snapshots so far", col(2), 1);
+    ens.markers = true;
+    let fig = Panels {
+        title: "Fast geometric ensembling".into(),
+        panels: vec![Panel::lines(
+            "Test error",
+            "snapshots",
+            "test error (%)",
+            vec![own, ens],
+        )],
+    };
+    save(&fig, &out.join("fge"), size.unwrap_or((900, 520)))
+}

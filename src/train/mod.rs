@@ -13,6 +13,7 @@ pub mod subspace;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::{Int, Tensor};
@@ -31,8 +32,8 @@ use crate::backend;
 use crate::data::{Dataset, epoch_order};
 use crate::error::{Error, Result};
 use crate::eval::batch_tensors;
-use crate::params::ParamSet;
 use crate::params::io::{FileMeta, Loaded, save, write_atomic};
+use crate::params::{Layout, ParamSet};
 
 /// File name of the per-epoch checkpoint inside a run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -159,6 +160,23 @@ pub fn fit(
     meta: &FileMeta,
     fingerprint: &str,
 ) -> Result<Fitted> {
+    fit_with(params, None, train, obj, cfg, ctl, dir, meta, fingerprint)
+}
+
+/// [`fit`] continuing with the optimiser `opt` (its state, e.g. momentum, from another run's
+/// checkpoint, [`read_checkpoint`]) instead of a fresh one.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_with(
+    params: ParamSet,
+    opt: Option<Optimizer>,
+    train: &Dataset,
+    obj: &mut dyn Objective,
+    cfg: &LoopConfig,
+    ctl: &RunControl,
+    dir: &Path,
+    meta: &FileMeta,
+    fingerprint: &str,
+) -> Result<Fitted> {
     cfg.validate()?;
     let device = backend::train_device();
     let inner = backend::device();
@@ -167,7 +185,7 @@ pub fn fit(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
     let mut params = params.to_device(&inner);
-    let mut opt = Optimizer::new(cfg.optim.clone(), &params);
+    let mut opt = opt.unwrap_or_else(|| Optimizer::new(cfg.optim.clone(), &params));
     let mut start_epoch = 0;
     if ctl.resume {
         if ckpt_path.exists() {
@@ -209,6 +227,9 @@ pub fn fit(
                 rng: &mut rng,
                 n_train: n,
             };
+            let lr = cfg
+                .schedule
+                .lr_at(cfg.lr, epoch, cfg.epochs, step, steps_per_epoch);
             let (next, value, scalars) = match train_step(params, &mut opt, obj, x, y, &mut ctx, lr)
             {
                 Ok(r) => r,
@@ -363,6 +384,7 @@ fn save_checkpoint(
     m.extra = json!({
         "epoch": epoch,
         "steps": opt.steps,
+        "optimizer": optimizer_name(opt.config()),
         "fingerprint": fingerprint,
         "of": meta,
     });
@@ -382,39 +404,95 @@ fn load_checkpoint(
     meta: &FileMeta,
     fingerprint: &str,
 ) -> Result<(ParamSet, Optimizer, usize)> {
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let c = read_checkpoint(path, like.layout(), &cfg.optim)?;
+    if c.fingerprint != fingerprint {
+        return Err(bad(format!(
+            "was written by a run with a different configuration; rerun with the same flags, or without --resume to start over (checkpoint: {}, now: {fingerprint})",
+            c.fingerprint
+        )));
+    }
+    if c.arch != meta.arch {
+        return Err(bad(format!(
+            "is for architecture {}, not {}",
+            c.arch, meta.arch
+        )));
+    }
+    Ok((c.params, c.optimizer, c.epoch))
+}
+
+/// The optimiser's name as checkpoints record it.
+fn optimizer_name(optim: &OptimConfig) -> &'static str {
+    match optim {
+        OptimConfig::Sgd { .. } => "sgd",
+        OptimConfig::Adam { .. } => "adam",
+    }
+}
+
+/// A training checkpoint as [`read_checkpoint`] reads it.
+pub struct Checkpoint {
+    /// The architecture it was written for.
+    pub arch: String,
+    /// The parameters.
+    pub params: ParamSet,
+    /// The optimiser with its state.
+    pub optimizer: Optimizer,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The configuration fingerprint of the run that wrote it.
+    pub fingerprint: String,
+}
+
+/// Reads a training checkpoint (`checkpoint.safetensors` of any training run) for parameters of
+/// `layout` and an optimiser of `optim`'s kind: the parameters, the optimiser's state (e.g. SGD's
+/// momentum buffers) and the epochs done. A file without that optimiser's state is an error.
+pub fn read_checkpoint(
+    path: &Path,
+    layout: &Arc<Layout>,
+    optim: &OptimConfig,
+) -> Result<Checkpoint> {
     let mut f = Loaded::open(path)?;
     f.expect_kind(&["checkpoint"])?;
     let bad = |msg: String| Error::Checkpoint {
         path: path.to_path_buf(),
         msg,
     };
-    if f.meta.extra["fingerprint"].as_str() != Some(fingerprint) {
-        return Err(bad(format!(
-            "was written by a run with a different configuration; rerun with the same flags, or without --resume to start over (checkpoint: {}, now: {fingerprint})",
-            f.meta.extra["fingerprint"]
-        )));
-    }
-    if f.meta.arch != meta.arch {
-        return Err(bad(format!(
-            "is for architecture {}, not {}",
-            f.meta.arch, meta.arch
-        )));
-    }
     let epoch = f.meta.extra["epoch"]
         .as_u64()
         .ok_or_else(|| bad("no epoch in metadata".into()))? as usize;
     let steps = f.meta.extra["steps"].as_u64().unwrap_or(0);
+    let slots = Optimizer::slots(optim);
+    let written = f.meta.extra["optimizer"].as_str();
+    if written.is_some_and(|w| w != optimizer_name(optim))
+        || (0..slots).any(|i| !f.has_prefix(&format!("opt{i}/")))
+    {
+        return Err(bad(format!(
+            "holds no {} optimiser state (written by {})",
+            optimizer_name(optim),
+            written.unwrap_or("a run without one")
+        )));
+    }
     let device = backend::device();
-    let params = f.take_set("params/", like.layout(), &device)?;
-    let state = (0..Optimizer::slots(&cfg.optim))
-        .map(|i| f.take_set(&format!("opt{i}/"), like.layout(), &device))
+    let params = f.take_set("params/", layout, &device)?;
+    let state = (0..slots)
+        .map(|i| f.take_set(&format!("opt{i}/"), layout, &device))
         .collect::<Result<Vec<_>>>()?;
-    f.finish()?;
-    Ok((
+    // Further optimiser slots (another optimiser's) are not read.
+    let arch = f.meta.arch.clone();
+    let fingerprint = f.meta.extra["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Checkpoint {
+        arch,
         params,
-        Optimizer::with_state(cfg.optim.clone(), steps, state)?,
+        optimizer: Optimizer::with_state(optim.clone(), steps, state)?,
         epoch,
-    ))
+        fingerprint,
+    })
 }
 
 fn append_log(path: &Path, record: &Value) -> Result<()> {

@@ -166,6 +166,11 @@ impl Optimizer {
             .collect()
     }
 
+    /// The optimiser's configuration.
+    pub fn config(&self) -> &OptimConfig {
+        &self.cfg
+    }
+
     /// Number of state sets this configuration keeps.
     pub fn slots(cfg: &OptimConfig) -> usize {
         cfg.slots()

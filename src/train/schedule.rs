@@ -40,10 +40,40 @@ pub enum Schedule {
         /// First epoch of the decay.
         start: usize,
     },
+    /// Fast Geometric Ensembling's cyclic rate (Garipov et al. 2018), per step: with
+    /// `τ = ((epoch mod cycle) + i/N)/cycle` at step `i` of `N`, the factor is `(1 − 2τ) + 2τ·ratio`
+    /// for `τ < ½`, else `(2τ − 1) + (2 − 2τ)·ratio`: from the base rate α₁ down to
+    /// `α₂ = ratio·α₁` at the middle of each cycle and back.
+    Fge {
+        /// Cycle length in epochs (even).
+        cycle: usize,
+        /// `α₂ / α₁`.
+        ratio: f64,
+    },
 }
 
 impl Schedule {
-    /// Learning rate for `epoch` (0-based) of `epochs`.
+    /// Learning rate for step `step` (0-based) of `steps` in `epoch` (0-based) of `epochs`: the
+    /// epoch's rate ([`Schedule::lr`]) for every schedule but [`Schedule::Fge`], which changes
+    /// at every step.
+    pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize, step: usize, steps: usize) -> f64 {
+        match *self {
+            Schedule::Fge { cycle, ratio } => {
+                let c = cycle.max(1) as f64;
+                let tau = ((epoch % cycle.max(1)) as f64 + step as f64 / steps.max(1) as f64) / c;
+                let factor = if tau < 0.5 {
+                    (1.0 - 2.0 * tau) + 2.0 * tau * ratio
+                } else {
+                    (2.0 * tau - 1.0) + (2.0 - 2.0 * tau) * ratio
+                };
+                base * factor
+            }
+            _ => self.lr(base, epoch, epochs),
+        }
+    }
+
+    /// Learning rate for `epoch` (0-based) of `epochs` (for [`Schedule::Fge`], at its first
+    /// step).
     pub fn lr(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
         let t = epoch as f64 / epochs.max(1) as f64;
         let factor = match self {
@@ -62,6 +92,7 @@ impl Schedule {
                     0.01
                 }
             }
+            Schedule::Fge { .. } => return self.lr_at(base, epoch, epochs, 0, 1),
             Schedule::LinearTo0 { start } => {
                 if epoch < *start {
                     1.0
@@ -80,7 +111,7 @@ impl FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Config(format!(
-                "--schedule `{s}`: expected constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov or linear-to-0:START"
+                "--schedule `{s}`: expected constant, step:EVERY:GAMMA, multistep:M1,M2:GAMMA, cosine, garipov, linear-to-0:START or fge:CYCLE:RATIO"
             ))
         };
         let parts: Vec<&str> = s.split(':').collect();
@@ -99,6 +130,10 @@ impl FromStr for Schedule {
                 gamma: num(gamma)?,
             },
             ["linear-to-0", start] => Schedule::LinearTo0 { start: int(start)? },
+            ["fge", cycle, ratio] => Schedule::Fge {
+                cycle: int(cycle)?.max(1),
+                ratio: num(ratio)?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -116,6 +151,7 @@ impl fmt::Display for Schedule {
                 write!(f, "multistep:{}:{gamma}", m.join(","))
             }
             Schedule::LinearTo0 { start } => write!(f, "linear-to-0:{start}"),
+            Schedule::Fge { cycle, ratio } => write!(f, "fge:{cycle}:{ratio}"),
         }
     }
 }
@@ -152,5 +188,36 @@ mod tests {
         assert_eq!(m.lr(1.0, 1, 10), 1.0);
         assert_eq!(m.lr(1.0, 2, 10), 0.5);
         assert_eq!(m.lr(1.0, 5, 10), 0.25);
+    }
+
+    /// FGE's rate starts each cycle at α₁, is α₂ exactly at the middle (the epoch boundary after
+    /// which a snapshot is taken) and returns to α₁; between, it is linear in the step.
+    #[test]
+    fn fge_schedule_is_alpha2_at_each_snapshot() {
+        let (a1, a2) = (0.05, 1e-4);
+        let s = Schedule::Fge {
+            cycle: 4,
+            ratio: a2 / a1,
+        };
+        let n = 10;
+        for epoch in 0..12 {
+            if epoch % 4 == 0 {
+                assert!((s.lr_at(a1, epoch, 12, 0, n) - a1).abs() < 1e-15);
+            }
+            // Snapshots follow the epochs with (epoch mod c) + 1 = c/2: the next step's rate is α₂.
+            if (epoch % 4) + 1 == 2 {
+                assert!((s.lr_at(a1, epoch + 1, 12, 0, n) - a2).abs() < 1e-15);
+            }
+        }
+        // Linear down over the first half-cycle: equal decrements per step.
+        let r: Vec<f64> = (0..2 * n)
+            .map(|i| s.lr_at(a1, i / n, 12, i % n, n))
+            .collect();
+        let d0 = r[0] - r[1];
+        assert!(r.windows(2).all(|w| ((w[0] - w[1]) - d0).abs() < 1e-12));
+        assert_eq!(
+            "fge:4:0.002".parse::<Schedule>().unwrap().to_string(),
+            "fge:4:0.002"
+        );
     }
 }
