@@ -11,20 +11,7 @@ use common::{csv_rows, json, modeconn, refused_in_one_line};
 fn fge_from_a_training_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    modeconn()
-        .args([
-            "train",
-            "--data",
-            "digits",
-            "--arch",
-            "mlp:64-32-10",
-            "--epochs",
-            "20",
-        ])
-        .args(["--stop-after", "16", "-q", "--out"])
-        .arg(d.join("t"))
-        .assert()
-        .success();
+    common::train_digits(&d.join("t"), "mlp:64-32-10", "20", &["--stop-after", "16"]);
     let ckpt = d.join("t/checkpoint.safetensors");
     let fge = |out: &std::path::Path, extra: &[&str]| {
         modeconn()
@@ -91,20 +78,12 @@ fn fge_from_a_training_checkpoint() {
         &bad,
         "--epochs",
     );
-    modeconn()
-        .args([
-            "train",
-            "--data",
-            "digits",
-            "--arch",
-            "mlp:64-32-10",
-            "--epochs",
-            "1",
-        ])
-        .args(["--optimizer", "adam", "--lr", "1e-3", "-q", "--out"])
-        .arg(d.join("adam"))
-        .assert()
-        .success();
+    common::train_digits(
+        &d.join("adam"),
+        "mlp:64-32-10",
+        "1",
+        &["--optimizer", "adam", "--lr", "1e-3"],
+    );
     let adam = d.join("adam/checkpoint.safetensors");
     refused_in_one_line(
         "fge",

@@ -8,21 +8,10 @@ use common::{json, modeconn, refused_in_one_line};
 use faer::Mat;
 use modeconn::arch::Arch;
 use modeconn::backend;
-use modeconn::data::{DataConfig, Dataset, Source, load};
+use modeconn::data::{DataConfig, Source, load};
 use modeconn::eval::hessian::{Hessian, hutchinson_trace, top_eigenvalues};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-fn tiny_data(n: usize) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    Dataset {
-        name: "tiny".into(),
-        x: (0..n * 6).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        y: (0..n).map(|i| (i % 3) as u8).collect(),
-        shape: [1, 2, 3],
-        classes: 3,
-    }
-}
 
 /// For logits `z = Wx + b` the Hessian of the mean cross-entropy is
 /// `(1/n)·Σ_i A_iᵀ(diag p_i − p_i p_iᵀ)A_i` with `∂z_k/∂W_kj = x_j`, `∂z_k/∂b_k = 1`: the
@@ -31,7 +20,7 @@ fn tiny_data(n: usize) -> Dataset {
 fn hessian_vector_products_match_the_linear_softmax_closed_form() {
     let device = backend::device();
     let arch: Arch = "mlp:6-3".parse().unwrap();
-    let data = tiny_data(16);
+    let data = common::tiny_data(16);
     let params = arch.init(3, &device).scale(3.0);
     let h = Hessian::new(&arch, &params, &data).unwrap();
     let d = h.len();
@@ -109,23 +98,9 @@ fn hessian_vector_products_match_the_linear_softmax_closed_form() {
 #[test]
 fn power_iteration_and_hutchinson_match_the_dense_hessian_of_a_digits_mlp() {
     let tmp = tempfile::tempdir().unwrap();
-    modeconn()
-        .args([
-            "train",
-            "--data",
-            "digits",
-            "--arch",
-            "mlp:64-16-10",
-            "--epochs",
-            "10",
-        ])
-        .args(["-q", "--out"])
-        .arg(tmp.path())
-        .assert()
-        .success();
+    let model = common::train_digits(tmp.path(), "mlp:64-16-10", "10", &[]);
     let device = backend::device();
-    let (arch, params) =
-        modeconn::network_file::load_model(&tmp.path().join("model.safetensors"), &device).unwrap();
+    let (arch, params) = modeconn::network_file::load_model(&model, &device).unwrap();
     let split = load(&DataConfig::new(Source::Digits)).unwrap();
     let data = split.train.random_subset(300, 0);
     let h = Hessian::new(&arch, &params, &data).unwrap();
@@ -171,37 +146,26 @@ fn power_iteration_and_hutchinson_match_the_dense_hessian_of_a_digits_mlp() {
 fn hessian_cli_on_digits() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    modeconn()
-        .args([
-            "train",
-            "--data",
-            "digits",
-            "--arch",
-            "mlp:64-32-10",
-            "--epochs",
-            "10",
-        ])
-        .args(["-q", "--out"])
-        .arg(d.join("w"))
-        .assert()
-        .success();
-    let model = d.join("w/model.safetensors");
+    let model = common::train_digits(&d.join("w"), "mlp:64-32-10", "10", &[]);
+    let hessian = |out: &std::path::Path| {
+        modeconn()
+            .args(["hessian", "--model"])
+            .arg(&model)
+            .args([
+                "--top",
+                "2",
+                "--trace-samples",
+                "10",
+                "--hessian-samples",
+                "500",
+            ])
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    };
     let out = d.join("h");
-    modeconn()
-        .args(["hessian", "--model"])
-        .arg(&model)
-        .args([
-            "--top",
-            "2",
-            "--trace-samples",
-            "10",
-            "--hessian-samples",
-            "500",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    hessian(&out);
     let v = json(&out.join("hessian.json"));
     let eig = v["eigenvalues"].as_array().unwrap();
     assert_eq!(eig.len(), 2);
@@ -212,21 +176,7 @@ fn hessian_cli_on_digits() {
     assert!(out.join("run.json").exists());
     // The same seeds give the same numbers.
     let again = d.join("again");
-    modeconn()
-        .args(["hessian", "--model"])
-        .arg(&model)
-        .args([
-            "--top",
-            "2",
-            "--trace-samples",
-            "10",
-            "--hessian-samples",
-            "500",
-        ])
-        .arg("--out")
-        .arg(&again)
-        .assert()
-        .success();
+    hessian(&again);
     assert_eq!(json(&again.join("hessian.json")), v);
     let m = model.to_str().unwrap();
     let bad = d.join("bad");

@@ -11,21 +11,7 @@ use common::{csv_rows, json, modeconn, refused_in_one_line};
 fn landscape_on_digits() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    modeconn()
-        .args([
-            "train",
-            "--data",
-            "digits",
-            "--arch",
-            "mlp:64-32-10",
-            "--epochs",
-            "15",
-        ])
-        .args(["-q", "--out"])
-        .arg(d.join("w"))
-        .assert()
-        .success();
-    let model = d.join("w/model.safetensors");
+    let model = common::train_digits(&d.join("w"), "mlp:64-32-10", "15", &[]);
     let out = d.join("l2");
     modeconn()
         .args(["landscape", "--points", "11", "--model"])

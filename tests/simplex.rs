@@ -12,25 +12,14 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{csv_rows, json, modeconn, refused_in_one_line};
 use modeconn::arch::Arch;
 use modeconn::backend;
-use modeconn::data::{DataConfig, Dataset, Source, load};
+use modeconn::data::{DataConfig, Source, load};
 use modeconn::eval::{EVAL_BATCH, evaluate};
 use modeconn::network_file::load_model;
 use modeconn::params::ParamSet;
 use modeconn::simplex::{Complex, SimplexObjective};
 use modeconn::train::{StepCtx, loss_and_grad};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-fn tiny_data(n: usize) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    Dataset {
-        name: "tiny".into(),
-        x: (0..n * 6).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        y: (0..n).map(|i| (i % 3) as u8).collect(),
-        shape: [1, 2, 3],
-        classes: 3,
-    }
-}
 
 /// `∂L/∂c` of a new connector (two modes and one older connector; three Dirichlet samples per
 /// step; a volume term) against central differences of L in every tensor, with the same
@@ -40,7 +29,7 @@ fn simplex_gradient_matches_finite_differences() {
     let device = backend::device();
     let ad = backend::train_device();
     let arch: Arch = "mlp:6-5-3".parse().unwrap();
-    let data = tiny_data(8);
+    let data = common::tiny_data(8);
     let mut complex = Complex::new(
         arch.clone(),
         vec![arch.init(1, &device), arch.init(2, &device)],
@@ -72,40 +61,15 @@ fn simplex_gradient_matches_finite_differences() {
             let lv = scalars.iter().find(|(k, _)| *k == "log_volume").unwrap().1;
             assert!(lv.is_finite(), "log volume {lv}");
         }
-        let g = g.to_vecs();
-        let base = newest.to_vecs();
-        let e = 1e-2f32;
-        let mut checked = 0;
-        for (i, v) in base.iter().enumerate() {
-            for j in (0..v.len()).step_by(2) {
-                let mut at = |d: f32| {
-                    let mut w = base.clone();
-                    w[i][j] += d;
-                    let p = ParamSet::from_vecs(newest.layout().clone(), w, &device).unwrap();
-                    eval_at(&p).0
-                };
-                let fd = (at(e) - at(-e)) / (2.0 * f64::from(e));
-                let ours = f64::from(g[i][j]);
-                let name = &newest.layout().entries()[i].name;
-                assert!(
-                    (fd - ours).abs() <= 2e-2 * fd.abs().max(ours.abs()) + 2e-3,
-                    "λ = {lambda}, {name}[{j}]: finite difference {fd}, ours {ours}"
-                );
-                checked += 1;
-            }
-        }
+        let label = format!("λ = {lambda},");
+        let checked =
+            common::check_gradient(&newest, &g.to_vecs(), 2, 2e-3, |p| eval_at(p).0, &label);
         assert!(checked > 20, "{checked} coordinates");
     }
 }
 
 fn train(dir: &Path, seed: &str) -> PathBuf {
-    modeconn()
-        .args(["train", "--data", "digits", "--arch", "mlp:64-32-10"])
-        .args(["--epochs", "20", "-q", "--seed", seed, "--out"])
-        .arg(dir)
-        .assert()
-        .success();
-    dir.join("model.safetensors")
+    common::train_digits(dir, "mlp:64-32-10", "20", &["--seed", seed])
 }
 
 fn simplex(modes: &[&PathBuf], out: &Path, extra: &[&str]) {
@@ -256,13 +220,7 @@ fn simplex_end_to_end_on_digits() {
         &bad,
         "--volume-weight",
     );
-    modeconn()
-        .args(["train", "--data", "digits", "--arch", "mlp:64-16-10"])
-        .args(["--epochs", "1", "-q", "--out"])
-        .arg(d.join("other"))
-        .assert()
-        .success();
-    let other = d.join("other/model.safetensors");
+    let other = common::train_digits(&d.join("other"), "mlp:64-16-10", "1", &[]);
     refused_in_one_line(
         "simplex",
         &["--data", "digits", "--modes", a_s, other.to_str().unwrap()],

@@ -7,14 +7,13 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use modeconn::backend;
 use modeconn::curve::{Curve, CurveKind, CurveObjective};
-use modeconn::data::Dataset;
 use modeconn::model::Model;
 use modeconn::params::ParamSet;
 use modeconn::train::{StepCtx, loss_and_grad};
 use modeconn::variational::eval::{Sampling, evaluate_variational};
 use modeconn::variational::objective::{Elbo, EvalConfig, Warmup};
 use modeconn::variational::{Method, VConfig, VModel};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const ARCH: &str = "mlp:6-5-3";
@@ -29,17 +28,6 @@ fn endpoint(m: &VModel, seed: u64) -> ParamSet {
     common::spread_posterior(m, seed, seed + 100, -4.0..2.0, -4.0..-2.0, -1.0)
 }
 
-fn tiny_data(n: usize) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    Dataset {
-        name: "tiny".into(),
-        x: (0..n * 6).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        y: (0..n).map(|i| (i % 3) as u8).collect(),
-        shape: [1, 2, 3],
-        classes: 3,
-    }
-}
-
 /// `∂L/∂(bend)` of a one-bend chain between two variational models, L = N·CE(sampled) + KL at
 /// the sampled point, against central differences of L in every bend tensor (the same `t`
 /// and the same noise for every evaluation): through the fused chain rule (`sparse-vd`,
@@ -48,7 +36,7 @@ fn tiny_data(n: usize) -> Dataset {
 fn composed_gradient_matches_finite_differences() {
     let device = backend::device();
     let ad = backend::train_device();
-    let data = tiny_data(8);
+    let data = common::tiny_data(8);
     for method in [
         Method::SparseVd,
         Method::Ard,
@@ -96,28 +84,9 @@ fn composed_gradient_matches_finite_differences() {
         let (_, g, scalars) = eval_at(&packed);
         let t = scalars.iter().find(|(k, _)| *k == "t").unwrap().1;
         assert!(t > 0.0 && t < 1.0);
-        let g = g.to_vecs();
-        let base = packed.to_vecs();
-        let e = 1e-2f32;
-        let mut checked = 0;
-        for (i, v) in base.iter().enumerate() {
-            for j in (0..v.len()).step_by(3) {
-                let mut at = |d: f32| {
-                    let mut w = base.clone();
-                    w[i][j] += d;
-                    let p = ParamSet::from_vecs(packed.layout().clone(), w, &device).unwrap();
-                    eval_at(&p).0
-                };
-                let fd = (at(e) - at(-e)) / (2.0 * f64::from(e));
-                let ours = f64::from(g[i][j]);
-                let name = &packed.layout().entries()[i].name;
-                assert!(
-                    (fd - ours).abs() <= 2e-2 * fd.abs().max(ours.abs()) + 2e-2,
-                    "{method} {name}[{j}]: finite difference {fd}, ours {ours}"
-                );
-                checked += 1;
-            }
-        }
+        let label = format!("{method}");
+        let checked =
+            common::check_gradient(&packed, &g.to_vecs(), 3, 2e-2, |p| eval_at(p).0, &label);
         assert!(checked > 10, "{method}: {checked} coordinates");
     }
 }
@@ -128,7 +97,7 @@ fn composed_gradient_matches_finite_differences() {
 #[test]
 fn variational_curve_ends_are_the_models_and_an_untrained_chain_is_the_line() {
     let device = backend::device();
-    let data = tiny_data(30);
+    let data = common::tiny_data(30);
     for method in [Method::SparseVd, Method::Variance, Method::GroupArd] {
         let m = model(method);
         let (a, b) = (endpoint(&m, 1), endpoint(&m, 2));

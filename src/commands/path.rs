@@ -222,6 +222,38 @@ pub fn run(opts: &PathOptions, argv: Vec<String>) -> Result<Value> {
     Ok(v)
 }
 
+/// The point `w(t)` of a path as a flat vector (its control points combined).
+fn flat_at(spec: &PathSpec<'_>, t: f64) -> Vec<f32> {
+    let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
+    let c: Vec<f32> = spec
+        .kind
+        .coeffs(refs.len(), t)
+        .into_iter()
+        .map(|c| c as f32)
+        .collect();
+    let mut w = vec![0.0f32; refs[0].len()];
+    crate::params::combine(&mut w, &refs, &c);
+    w
+}
+
+/// The network at `t` of a path of plain networks, its state recomputed on `state_data` when
+/// the path resets it.
+fn network_at(
+    arch: &crate::arch::Arch,
+    spec: &PathSpec<'_>,
+    t: f64,
+    opts: &PathOptions,
+    state_data: &crate::data::Dataset,
+    device: &burn::tensor::Device,
+) -> Result<ParamSet> {
+    let layout = arch.layout();
+    let p = ParamSet::from_flat(layout.clone(), &flat_at(spec, t), device)?;
+    Ok(match layout.has_state() && opts.bn_reset {
+        true => crate::eval::state::recompute(arch, &p, state_data, &opts.bn_sample, device),
+        false => p,
+    })
+}
+
 /// `K` values of t spaced evenly along a path: in t (`i/(K − 1)`; `K = 1` is t = 0, the first
 /// network), or in arc length (the same fractions of the length of the polyline through 201
 /// evenly spaced points of the path, inverted by interpolation; the two agree on the line).
@@ -230,20 +262,8 @@ fn ensemble_ts(spec: &PathSpec<'_>, k: usize, by_length: bool) -> Vec<f64> {
     if !by_length || k < 2 {
         return ts;
     }
-    let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
     let fine = grid(201);
-    let at = |t: f64| {
-        let c: Vec<f32> = spec
-            .kind
-            .coeffs(refs.len(), t)
-            .into_iter()
-            .map(|c| c as f32)
-            .collect();
-        let mut w = vec![0.0f32; refs[0].len()];
-        crate::params::combine(&mut w, &refs, &c);
-        w
-    };
-    let pts: Vec<Vec<f32>> = fine.iter().map(|&t| at(t)).collect();
+    let pts: Vec<Vec<f32>> = fine.iter().map(|&t| flat_at(spec, t)).collect();
     let mut cum = vec![0.0f64];
     for p in pts.windows(2) {
         let d: f64 = p[0]
@@ -283,35 +303,13 @@ fn ensembles_along(
     test: &crate::data::Dataset,
     device: &burn::tensor::Device,
 ) -> Result<String> {
-    let layout = arch.layout();
     let mut csv = String::from("path,spacing,k,test_loss,test_err\n");
     for spec in specs.iter().filter(|s| s.repair.is_none()) {
-        let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
         for (spacing, by_length) in [("t", false), ("length", true)] {
             for &k in &opts.curve_ensembles {
                 let members = ensemble_ts(spec, k, by_length)
                     .into_iter()
-                    .map(|t| {
-                        let c: Vec<f32> = spec
-                            .kind
-                            .coeffs(refs.len(), t)
-                            .into_iter()
-                            .map(|c| c as f32)
-                            .collect();
-                        let mut w = vec![0.0f32; layout.numel()];
-                        crate::params::combine(&mut w, &refs, &c);
-                        let p = ParamSet::from_flat(layout.clone(), &w, device)?;
-                        Ok(match layout.has_state() && opts.bn_reset {
-                            true => crate::eval::state::recompute(
-                                arch,
-                                &p,
-                                state_data,
-                                &opts.bn_sample,
-                                device,
-                            ),
-                            false => p,
-                        })
-                    })
+                    .map(|t| network_at(arch, spec, t, opts, state_data, device))
                     .collect::<Result<Vec<_>>>()?;
                 let m = crate::eval::evaluate_ensemble(
                     arch,
@@ -347,23 +345,10 @@ fn sharpness_along(
         plan.subset_seed,
         "--hessian-samples",
     )?;
-    let layout = arch.layout();
     let mut csv = String::from("path,t,loss,top_eigenvalue,trace,trace_se,method\n");
     for spec in specs.iter().filter(|s| s.repair.is_none()) {
-        let refs: Vec<&[f32]> = spec.points.iter().map(Vec::as_slice).collect();
         for t in grid(plan.points) {
-            let c: Vec<f32> = spec
-                .kind
-                .coeffs(refs.len(), t)
-                .into_iter()
-                .map(|c| c as f32)
-                .collect();
-            let mut w = vec![0.0f32; layout.numel()];
-            crate::params::combine(&mut w, &refs, &c);
-            let mut p = ParamSet::from_flat(layout.clone(), &w, device)?;
-            if layout.has_state() && opts.bn_reset {
-                p = crate::eval::state::recompute(arch, &p, state_data, &opts.bn_sample, device);
-            }
+            let p = network_at(arch, spec, t, opts, state_data, device)?;
             let s = sharpness(arch, &p, &subset, &plan.sharpness)?;
             let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
             writeln!(

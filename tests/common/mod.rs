@@ -205,3 +205,66 @@ pub fn refused_in_one_line(command: &str, args: &[&str], out: &Path, needle: &st
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!out.exists(), "{args:?} wrote {}", out.display());
 }
+
+/// `modeconn train --data digits --arch ARCH --epochs EPOCHS -q EXTRA --out DIR`; returns the
+/// model file.
+pub fn train_digits(dir: &Path, arch: &str, epochs: &str, extra: &[&str]) -> PathBuf {
+    modeconn()
+        .args([
+            "train", "--data", "digits", "--arch", arch, "--epochs", epochs, "-q",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(dir)
+        .assert()
+        .success();
+    dir.join("model.safetensors")
+}
+
+/// `n` random inputs of 6 features in 3 classes (shape 1×2×3), seeded: data for tiny models.
+pub fn tiny_data(n: usize) -> modeconn::data::Dataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    modeconn::data::Dataset {
+        name: "tiny".into(),
+        x: (0..n * 6).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        y: (0..n).map(|i| (i % 3) as u8).collect(),
+        shape: [1, 2, 3],
+        classes: 3,
+    }
+}
+
+/// Central differences (step 1e-2) of `loss` in every `stride`-th entry of every tensor of `at`
+/// against the gradient `grad` (per tensor): `|fd − g| ≤ 2e-2·max(|fd|, |g|) + abs` each;
+/// returns the number of entries checked. `label` prefixes the failure message.
+pub fn check_gradient(
+    at: &ParamSet,
+    grad: &[Vec<f32>],
+    stride: usize,
+    abs: f64,
+    mut loss: impl FnMut(&ParamSet) -> f64,
+    label: &str,
+) -> usize {
+    let device = at.tensors()[0].device();
+    let base = at.to_vecs();
+    let e = 1e-2f32;
+    let mut checked = 0;
+    for (i, v) in base.iter().enumerate() {
+        for j in (0..v.len()).step_by(stride) {
+            let mut shifted = |d: f32| {
+                let mut w = base.clone();
+                w[i][j] += d;
+                loss(&ParamSet::from_vecs(at.layout().clone(), w, &device).unwrap())
+            };
+            let fd = (shifted(e) - shifted(-e)) / (2.0 * f64::from(e));
+            let ours = f64::from(grad[i][j]);
+            let name = &at.layout().entries()[i].name;
+            assert!(
+                (fd - ours).abs() <= 2e-2 * fd.abs().max(ours.abs()) + abs,
+                "{label} {name}[{j}]: finite difference {fd}, ours {ours}"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
