@@ -20,8 +20,8 @@
 # vnets (~95 min): `modeconn run analyses/mnist-variance-networks.toml --rerun` (LeNet-5-BN with
 #   its hidden layers, and with every layer, zero-mean, one and four samples per step; the line and
 #   the chain between two hidden-layer variance nets) into figures/variance_networks, and
-#   `modeconn run analyses/mnist-vgg-variational.toml --rerun` (VGG11-BN: a variance network and
-#   layer-wise α, ~35 min) into figures/vgg_variational.
+#   `modeconn run analyses/mnist-vgg-variational.toml --rerun` (VGG11-BN: variance networks with
+#   the hidden layers and with every layer zero-mean, and layer-wise α, ~55 min) into figures/vgg_variational.
 # minima (~45 min): `modeconn run analyses/digits-dimension.toml --rerun` (the dimension of the
 #   minima set of digits MLPs, projections of the line, the aligned line and squared-error chains
 #   onto it) and `modeconn run analyses/mnist-intrinsic-dim.toml --rerun` (d_int90 of the MLP
@@ -86,6 +86,7 @@ if [[ "$WHAT" == all || "$WHAT" == vnets ]]; then
   rm -rf figures/vgg_variational && mkdir -p figures/vgg_variational
   for e in png svg; do
     cp runs/mnist-vgg-variational/figures/variance/vtrain.$e figures/vgg_variational/variance.$e
+    cp runs/mnist-vgg-variational/figures/variance_all/vtrain.$e figures/vgg_variational/variance_all.$e
     cp runs/mnist-vgg-variational/figures/lwa/vtrain.$e figures/vgg_variational/lwa.$e
   done
 fi
