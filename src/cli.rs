@@ -108,6 +108,11 @@ pub enum Command {
     /// snapshot at every cycle's low point; the ensemble's test error as snapshots accumulate.
     /// Writes fge.csv, summary.json, fge.png/svg, snapshots/ and run.json into --out.
     Fge(FgeArgs),
+    /// Instability analysis (Frankle et al. 2020): from one initialisation, copies spawned at
+    /// step k that differ only in data order are trained to the end; the error barrier on the
+    /// line between them, per k. Writes instability.csv, summary.json, instability.png/svg and
+    /// run.json into --out.
+    Instability(InstabilityArgs),
     /// Render figures (PNG and SVG) from a result directory or file (path.csv, plane.json,
     /// a vtrain run, a dimension, project, intrinsic-dim or simplex run), or `kl` for the KL
     /// approximation figure.
@@ -293,6 +298,10 @@ pub struct LoopArgs {
     /// Seed for initialisation, data order and all sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A separate seed for the data order and the step's sampling [default: --seed]: runs from
+    /// one initialisation that differ only in data order.
+    #[arg(long, value_name = "SEED")]
+    pub data_seed: Option<u64>,
 }
 
 impl LoopArgs {
@@ -315,6 +324,7 @@ impl LoopArgs {
                 .unwrap_or(d.schedule)
                 .parse::<Schedule>()?,
             seed: self.seed,
+            data_seed: self.data_seed,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -343,6 +353,7 @@ impl ControlArgs {
             resume: self.resume,
             stop_after: self.stop_after,
             quiet: self.quiet,
+            ..Default::default()
         }
     }
 }
@@ -1518,6 +1529,80 @@ impl FgeArgs {
     }
 }
 
+/// `modeconn instability`.
+#[derive(Debug, Args)]
+pub struct InstabilityArgs {
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Architecture [default: mlp:64-128-10 on digits, mlp:D-300-100-10 otherwise].
+    #[arg(long, value_name = "SPEC")]
+    pub arch: Option<String>,
+    /// Spawn steps k, comma-separated (steps counted from 0 over the whole run; 0 spawns from
+    /// the initialisation).
+    #[arg(long = "k", value_name = "K,K", default_value = "0")]
+    pub ks: String,
+    /// The two data seeds of the copies, A,B (the trunk W₀ → W_k uses A).
+    #[arg(long, value_name = "A,B", default_value = "1,2")]
+    pub data_seeds: String,
+    /// Evenly spaced α on the line between the copies.
+    #[arg(long, default_value_t = 30)]
+    pub points: usize,
+    /// The loop (its --seed initialises W₀) [default: as `train`].
+    #[command(flatten)]
+    pub train: LoopArgs,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl InstabilityArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::instability::InstabilityOptions> {
+        if self.train.data_seed.is_some() {
+            return Err(Error::Config(
+                "--data-seed: the copies' data orders are --data-seeds A,B".into(),
+            ));
+        }
+        let list = |flag: &str, v: &str| -> Result<Vec<u64>> {
+            v.split(',')
+                .map(|x| {
+                    x.trim().parse::<u64>().map_err(|_| {
+                        Error::Config(format!("{flag} `{v}`: `{x}` is not a whole number"))
+                    })
+                })
+                .collect()
+        };
+        let seeds = list("--data-seeds", &self.data_seeds)?;
+        let [a, b] = seeds[..] else {
+            return Err(Error::Config(format!(
+                "--data-seeds `{}`: two seeds A,B",
+                self.data_seeds
+            )));
+        };
+        Ok(crate::commands::instability::InstabilityOptions {
+            arch: self
+                .arch
+                .as_deref()
+                .map(|a| a.parse::<Arch>())
+                .transpose()?,
+            data: self.data.resolve()?,
+            loop_cfg: self.train.resolve(&LoopDefaults::TRAIN)?,
+            ks: list("--k", &self.ks)?
+                .into_iter()
+                .map(|k| k as usize)
+                .collect(),
+            data_seeds: [a, b],
+            points: self.points,
+            quiet: self.quiet,
+            out: self.out.clone(),
+        })
+    }
+}
+
 /// `modeconn plane`.
 #[derive(Debug, Args)]
 pub struct PlaneArgs {
@@ -1643,6 +1728,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         }
         Command::Landscape(a) => commands::landscape::run(&a.resolve()?, argv)?,
         Command::Fge(a) => commands::fge::run(&a.resolve()?, argv)?,
+        Command::Instability(a) => commands::instability::run(&a.resolve()?, argv)?,
         Command::Dimension(a) => {
             let v = commands::dimension::run(&a.resolve()?, argv)?;
             let t = commands::dimension::table(&v);

@@ -171,6 +171,7 @@ pub fn run(opts: &FgeOptions, argv: Vec<String>) -> Result<Value> {
             ratio: opts.lr2 / opts.lr1,
         },
         seed: opts.seed,
+        data_seed: None,
     };
     let config = json!({"checkpoint": opts.checkpoint, "data": opts.data, "arch": arch.to_string(),
         "cycle": opts.cycle, "lr1": opts.lr1, "lr2": opts.lr2, "loop": cfg,
@@ -191,6 +192,7 @@ pub fn run(opts: &FgeOptions, argv: Vec<String>) -> Result<Value> {
         resume: false,
         stop_after: None,
         quiet: opts.quiet,
+        ..Default::default()
     };
     fit_with(
         start.params,

@@ -120,6 +120,7 @@ pub fn run(opts: &IntrinsicOptions, argv: Vec<String>) -> Result<Value> {
         resume: false,
         stop_after: None,
         quiet: true,
+        ..Default::default()
     };
     let say = |m: String| {
         if !opts.quiet {

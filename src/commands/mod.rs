@@ -7,6 +7,7 @@ pub mod dimension;
 pub mod eval;
 pub mod fge;
 pub mod hessian;
+pub mod instability;
 pub mod intrinsic;
 pub mod landscape;
 pub mod path;

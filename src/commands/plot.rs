@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::eval_device;
 use crate::error::{Error, Result};
 use crate::plot::figures::{
-    ensemble_figure, fge_figure, hessian_path_figure, intrinsic_figure, kl_figure,
-    landscape_figures, log_alpha_histograms, path_figure, paths_figure, plane_figures,
+    ensemble_figure, fge_figure, hessian_path_figure, instability_figure, intrinsic_figure,
+    kl_figure, landscape_figures, log_alpha_histograms, path_figure, paths_figure, plane_figures,
     projection_figure, simplex_figures, simplexes_figure, spectrum_figure, vtrain_figure,
 };
 use crate::variational::load_vmodel;
@@ -153,6 +153,13 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     if wants("intrinsic.csv") {
         files.extend(intrinsic_figure(&dir, &out, opts.size)?);
     }
+    if wants("instability.csv") {
+        files.extend(instability_figure(
+            &dir.join("summary.json"),
+            &out,
+            opts.size,
+        )?);
+    }
     if wants("fge.csv") {
         files.extend(fge_figure(&dir.join("fge.csv"), &out, opts.size)?);
     }
@@ -177,7 +184,7 @@ pub fn run(opts: &PlotOptions) -> Result<Value> {
     }
     if files.is_empty() {
         return Err(Error::Config(format!(
-            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, a simplex run's simplex.csv, a path --hessian run's hessian.csv, a landscape run's landscape.csv, a path --curve-ensemble run's ensemble.csv, an fge run's fge.csv, or `kl`)",
+            "{}: nothing to plot (expected path.csv, plane.json, a vtrain metrics.jsonl, a dimension run's spectrum.csv, a project.csv, an intrinsic-dim run's intrinsic.csv, a simplex run's simplex.csv, a path --hessian run's hessian.csv, a landscape run's landscape.csv, a path --curve-ensemble run's ensemble.csv, an fge run's fge.csv, an instability run's instability.csv, or `kl`)",
             input.display()
         )));
     }

@@ -216,6 +216,7 @@ pub fn run(opts: &ProbeOptions, argv: Vec<String>) -> Result<Value> {
                     resume: false,
                     stop_after: None,
                     quiet: opts.quiet,
+                    ..Default::default()
                 },
             },
             cmd,

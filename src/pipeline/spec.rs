@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 18] = [
+pub const COMMANDS: [&str; 19] = [
     "train",
     "eval",
     "connect",
@@ -48,6 +48,7 @@ pub const COMMANDS: [&str; 18] = [
     "hessian",
     "landscape",
     "fge",
+    "instability",
     "plot",
 ];
 

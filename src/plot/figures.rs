@@ -1108,3 +1108,51 @@ pub fn fge_figure(csv: &Path, out: &Path, size: Option<(u32, u32)>) -> Result<Ve
     };
     save(&fig, &out.join("fge"), size.unwrap_or((900, 520)))
 }
+
+/// An `instability` run (`summary.json`): the test and train instability against the spawn step
+/// k, with the 2% threshold of stability; writes `<out>/instability.{png,svg}`.
+pub fn instability_figure(
+    json_path: &Path,
+    out: &Path,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>> {
+    let meta: Value = serde_json::from_str(&read(json_path)?)
+        .map_err(|e| Error::data(json_path, e.to_string()))?;
+    let rows = meta["ks"]
+        .as_array()
+        .ok_or_else(|| Error::data(json_path, "no `ks` (not an instability summary)"))?;
+    let col = |key: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r["k"].as_f64()?, 100.0 * r[key].as_f64()?)))
+            .collect()
+    };
+    let test = col("test_instability");
+    let (lo, hi) = test
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let mut a = Series::new("test", test, 0);
+    a.markers = true;
+    let mut b = Series::new("train", col("train_instability"), 1);
+    b.markers = true;
+    let mut thr = Series::new(
+        "stable below 2%",
+        vec![(lo, 2.0), (hi.max(lo + 1.0), 2.0)],
+        2,
+    );
+    thr.dashed = true;
+    let fig = Panels {
+        title: format!(
+            "{}: instability of the copies spawned at step k",
+            meta["arch"].as_str().unwrap_or_default()
+        ),
+        panels: vec![Panel::lines(
+            "Error barrier between two copies that differ only in data order",
+            "spawn step k",
+            "instability (%)",
+            vec![a, b, thr],
+        )],
+    };
+    save(&fig, &out.join("instability"), size.unwrap_or((900, 520)))
+}

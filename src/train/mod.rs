@@ -55,6 +55,10 @@ pub struct LoopConfig {
     pub schedule: Schedule,
     /// Seed for data order and the objective's randomness.
     pub seed: u64,
+    /// A separate seed for the data order and the objective's randomness (`train --data-seed`;
+    /// none: `seed`), so that runs from one initialisation can differ only in data order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seed: Option<u64>,
 }
 
 impl LoopConfig {
@@ -75,8 +79,14 @@ impl LoopConfig {
             ("--seed", self.seed.to_string()),
         ]
         .into_iter()
+        .chain(self.data_seed.map(|s| ("--data-seed", s.to_string())))
         .flat_map(|(k, v)| [k.to_string(), v])
         .collect()
+    }
+
+    /// The seed of the data order and the objective's randomness.
+    pub fn order_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
     }
 
     /// Checks the values once, naming the flag at fault.
@@ -106,6 +116,12 @@ pub struct RunControl {
     pub stop_after: Option<usize>,
     /// No progress bar or per-epoch lines.
     pub quiet: bool,
+    /// Begin at this step of the run (counted over all epochs from 0), the steps before it
+    /// skipped: the continuation of a run stopped by `stop_at_step`, in the same schedule.
+    pub start_step: usize,
+    /// Stop before this step of the run, in the middle of an epoch if need be, without an epoch
+    /// record or checkpoint; [`Fitted::optimizer`] carries the state on.
+    pub stop_at_step: Option<usize>,
 }
 
 /// Randomness and position handed to the objective at each step.
@@ -127,8 +143,10 @@ pub struct Fitted {
     pub params: ParamSet,
     /// Epochs completed so far.
     pub epochs_done: usize,
-    /// Whether all configured epochs are done (false after `--stop-after`).
+    /// Whether all configured epochs are done (false after `--stop-after` or `stop_at_step`).
     pub finished: bool,
+    /// The optimiser with its state at the end.
+    pub optimizer: Optimizer,
 }
 
 fn progress(total: u64, quiet: bool) -> ProgressBar {
@@ -210,16 +228,26 @@ pub fn fit_with(
     let pb = progress((steps_per_epoch * cfg.epochs) as u64, ctl.quiet);
     pb.set_position((steps_per_epoch * start_epoch) as u64);
     let last = ctl.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
+    let start_epoch = start_epoch.max(ctl.start_step / steps_per_epoch.max(1));
+    let mut stopped_at = None;
 
     for epoch in start_epoch..last {
         let t0 = Instant::now();
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
-        let order = epoch_order(n, cfg.seed, epoch);
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let order = epoch_order(n, cfg.order_seed(), epoch);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.order_seed() ^ 0x9e37_79b9_7f4a_7c15);
         rng.set_stream(epoch as u64);
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         let mut scalar_sums: Vec<(&'static str, f64)> = Vec::new();
         for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let global = epoch * steps_per_epoch + step;
+            if global < ctl.start_step {
+                continue;
+            }
+            if ctl.stop_at_step.is_some_and(|k| global >= k) {
+                stopped_at = Some(epoch);
+                break;
+            }
             let (x, y): (Tensor<2>, Tensor<1, Int>) = batch_tensors(train, idx, &device);
             let mut ctx = StepCtx {
                 epoch,
@@ -256,6 +284,9 @@ pub fn fit_with(
                 ));
             }
         }
+        if stopped_at.is_some() {
+            break;
+        }
         let mut record = Map::new();
         record.insert("epoch".into(), json!(epoch + 1));
         record.insert("lr".into(), json!(lr));
@@ -279,10 +310,19 @@ pub fn fit_with(
         }
     }
     pb.finish_and_clear();
+    if let Some(epoch) = stopped_at {
+        return Ok(Fitted {
+            params,
+            epochs_done: epoch,
+            finished: false,
+            optimizer: opt,
+        });
+    }
     Ok(Fitted {
         params,
         epochs_done: last.max(start_epoch),
         finished: last.max(start_epoch) >= cfg.epochs,
+        optimizer: opt,
     })
 }
 
@@ -404,23 +444,12 @@ fn load_checkpoint(
     meta: &FileMeta,
     fingerprint: &str,
 ) -> Result<(ParamSet, Optimizer, usize)> {
-    let bad = |msg: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let c = read_checkpoint(path, like.layout(), &cfg.optim)?;
-    if c.fingerprint != fingerprint {
-        return Err(bad(format!(
-            "was written by a run with a different configuration; rerun with the same flags, or without --resume to start over (checkpoint: {}, now: {fingerprint})",
-            c.fingerprint
-        )));
-    }
-    if c.arch != meta.arch {
-        return Err(bad(format!(
-            "is for architecture {}, not {}",
-            c.arch, meta.arch
-        )));
-    }
+    let c = open_checkpoint(
+        path,
+        like.layout(),
+        &cfg.optim,
+        Some((fingerprint, &meta.arch)),
+    )?;
     Ok((c.params, c.optimizer, c.epoch))
 }
 
@@ -454,12 +483,37 @@ pub fn read_checkpoint(
     layout: &Arc<Layout>,
     optim: &OptimConfig,
 ) -> Result<Checkpoint> {
+    open_checkpoint(path, layout, optim, None)
+}
+
+/// [`read_checkpoint`], first checking (for `--resume`) that the file was written by a run with
+/// the configuration fingerprint and the architecture of `expect`.
+fn open_checkpoint(
+    path: &Path,
+    layout: &Arc<Layout>,
+    optim: &OptimConfig,
+    expect: Option<(&str, &str)>,
+) -> Result<Checkpoint> {
     let mut f = Loaded::open(path)?;
     f.expect_kind(&["checkpoint"])?;
     let bad = |msg: String| Error::Checkpoint {
         path: path.to_path_buf(),
         msg,
     };
+    if let Some((fingerprint, arch)) = expect {
+        if f.meta.extra["fingerprint"].as_str() != Some(fingerprint) {
+            return Err(bad(format!(
+                "was written by a run with a different configuration; rerun with the same flags, or without --resume to start over (checkpoint: {}, now: {fingerprint})",
+                f.meta.extra["fingerprint"]
+            )));
+        }
+        if f.meta.arch != arch {
+            return Err(bad(format!(
+                "is for architecture {}, not {arch}",
+                f.meta.arch
+            )));
+        }
+    }
     let epoch = f.meta.extra["epoch"]
         .as_u64()
         .ok_or_else(|| bad("no epoch in metadata".into()))? as usize;
