@@ -29,9 +29,11 @@
 # simplex (~10 s): `modeconn run analyses/digits-simplex-width.toml --rerun` (mode-connecting
 #   complexes of six connectors for digits MLPs of widths 4 to 256; the 2-simplex of width 64)
 #   into figures/minima.
-# sharpness (~1.5 min): `modeconn run analyses/digits-sharpness.toml --rerun` (the top eigenvalue
+# sharpness (~9 min): `modeconn run analyses/digits-sharpness.toml --rerun` (the top eigenvalue
 #   and the trace of the Hessian along the line, a chain, a Bezier curve and the weight-matched
-#   line between two digits MLPs) into figures/sharpness.
+#   line between two digits MLPs), and `modeconn run analyses/mnist-sharpness-ensembles.toml
+#   --rerun` (~7 min: LeNet-300-100 on MNIST, the Hessian and curve ensembles along the line and a
+#   chain, FGE, instability) into figures/sharpness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -123,6 +125,14 @@ if [[ "$WHAT" == all || "$WHAT" == sharpness ]]; then
   for e in png svg; do
     cp runs/digits-sharpness/path/hessian.$e figures/sharpness/hessian_paths.$e
     cp runs/digits-sharpness/path_aligned/hessian.$e figures/sharpness/hessian_aligned.$e
+  done
+  $M run analyses/mnist-sharpness-ensembles.toml --rerun
+  R=runs/mnist-sharpness-ensembles
+  for e in png svg; do
+    cp $R/path/hessian.$e figures/sharpness/mnist_hessian_paths.$e
+    cp $R/path/ensemble.$e figures/sharpness/mnist_curve_ensembles.$e
+    cp $R/fge/fge.$e figures/sharpness/mnist_fge.$e
+    cp $R/instability/instability.$e figures/sharpness/mnist_instability.$e
   done
 fi
 ls figures/*/
