@@ -55,7 +55,7 @@ pub struct SimplexOptions {
 }
 
 /// Seed of the random-init complex that normalises λ, apart from the loop's.
-const REFERENCE_SEED: u64 = 0x51_3b1e;
+const RANDOM_COMPLEX_SEED: u64 = 0x51_3b1e;
 /// Seed of the evaluated points, apart from the loop's.
 const EVAL_SEED: u64 = 0xe7a1;
 
@@ -65,7 +65,7 @@ const EVAL_SEED: u64 = 0xe7a1;
 fn normalised_weight(arch: &Arch, lambda: f64, modes: usize, connectors: usize, seed: u64) -> f64 {
     let device = eval_device();
     let inits: Vec<ParamSet> = (0..modes + connectors)
-        .map(|v| arch.init(seed ^ REFERENCE_SEED ^ ((v as u64) << 32), &device))
+        .map(|v| arch.init(seed ^ RANDOM_COMPLEX_SEED ^ ((v as u64) << 32), &device))
         .collect();
     let refs: Vec<&ParamSet> = inits.iter().collect();
     match log_volume(&refs, modes) {
