@@ -393,6 +393,11 @@ pub struct TrainArgs {
     /// Control.
     #[command(flatten)]
     pub control: ControlArgs,
+    /// Stop before step K of the run (steps counted from 0 over all epochs; in the middle of an
+    /// epoch if need be), leaving a checkpoint with the optimiser's state that --resume
+    /// continues bit for bit (the instability analysis spawns copies from such a W_k).
+    #[arg(long, value_name = "K", conflicts_with = "stop_after")]
+    pub stop_at_step: Option<usize>,
 }
 
 impl TrainArgs {
@@ -410,7 +415,10 @@ impl TrainArgs {
             init: self.init,
             loss: self.loss,
             out: self.out.clone(),
-            ctl: self.control.resolve(),
+            ctl: RunControl {
+                stop_at_step: self.stop_at_step,
+                ..self.control.resolve()
+            },
         })
     }
 }

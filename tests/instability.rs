@@ -1,7 +1,7 @@
-//! `modeconn instability` and `train --data-seed` on digits: the copy spawned at step k (in the
-//! middle of an epoch) with the trunk's data seed is the uninterrupted run, bit for bit; two
-//! copies with the same data seed are identical, so their instability is 0; bad flags are
-//! refused in one line.
+//! `modeconn instability`, `train --data-seed` and `train --stop-at-step` on digits: the copy
+//! spawned at step k (in the middle of an epoch) with the trunk's data seed is the uninterrupted
+//! run, bit for bit, and so is a run stopped at step k and resumed; two copies with the same data
+//! seed are identical, so their instability is 0; bad flags are refused in one line.
 
 mod common;
 
@@ -43,6 +43,31 @@ fn instability_on_digits() {
     assert_eq!(bytes(&out.join("k0/copy1.safetensors")), bytes(&whole));
     // A different data seed changes the run; the same one does not.
     assert_ne!(bytes(&out.join("k15/copy2.safetensors")), bytes(&whole));
+    // `train --stop-at-step` stops in the middle of an epoch with a checkpoint that `--resume`
+    // continues to the same bytes.
+    let cut = d.join("cut");
+    let args = ["--data-seed", "1", "--stop-at-step", "15"];
+    let o = modeconn()
+        .args([
+            "train",
+            "--data",
+            "digits",
+            "--arch",
+            "mlp:64-32-10",
+            "--epochs",
+            "4",
+            "-q",
+        ])
+        .args(args)
+        .arg("--out")
+        .arg(&cut)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+    assert_eq!(v["stopped_at_step"], 15);
+    assert!(!cut.join("model.safetensors").exists());
+    let resumed = train_digits(&cut, "mlp:64-32-10", "4", &["--data-seed", "1", "--resume"]);
+    assert_eq!(bytes(&resumed), bytes(&whole));
     let same = d.join("same");
     run(&same, "5,5");
     assert_eq!(
@@ -61,5 +86,11 @@ fn instability_on_digits() {
         "--k 1000",
     );
     refused_in_one_line("instability", &["--data-seeds", "1"], &bad, "--data-seeds");
+    refused_in_one_line(
+        "train",
+        &["--data", "digits", "--epochs", "1", "--stop-at-step", "11"],
+        &bad,
+        "--stop-at-step 11",
+    );
     refused_in_one_line("instability", &["--data-seed", "1"], &bad, "--data-seed");
 }

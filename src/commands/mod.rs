@@ -46,7 +46,8 @@ pub fn default_arch(split: &Split) -> Arch {
     }
 }
 
-/// When `fit` stopped early (`--stop-after`): records the run and returns what to report.
+/// When `fit` stopped early (`--stop-after`, `--stop-at-step`): records the run and returns what
+/// to report.
 pub fn early_stop(
     fitted: &crate::train::Fitted,
     record: &crate::report::RunRecord,
@@ -55,7 +56,10 @@ pub fn early_stop(
     if fitted.finished {
         return Ok(None);
     }
-    let v = serde_json::json!({"stopped_after_epoch": fitted.epochs_done});
+    let v = match fitted.stopped_at_step {
+        Some(k) => serde_json::json!({"stopped_at_step": k}),
+        None => serde_json::json!({"stopped_after_epoch": fitted.epochs_done}),
+    };
     record.finish(out, v.clone())?;
     Ok(Some(v))
 }

@@ -85,6 +85,12 @@ pub fn run(opts: &TrainOptions, argv: Vec<String>) -> Result<Value> {
     let arch = opts.arch.clone().unwrap_or_else(|| default_arch(&split));
     arch.check_data(&split.train)?;
     opts.loop_cfg.validate()?;
+    let total = split.train.len().div_ceil(opts.loop_cfg.batch_size) * opts.loop_cfg.epochs;
+    if let Some(k) = opts.ctl.stop_at_step.filter(|&k| k >= total) {
+        return Err(crate::error::Error::Config(format!(
+            "--stop-at-step {k} is beyond the run's {total} steps"
+        )));
+    }
     let resolved = Resolved {
         data: &opts.data,
         arch: arch.to_string(),

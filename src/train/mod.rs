@@ -147,6 +147,8 @@ pub struct Fitted {
     pub finished: bool,
     /// The optimiser with its state at the end.
     pub optimizer: Optimizer,
+    /// The step before which `stop_at_step` stopped the run.
+    pub stopped_at_step: Option<usize>,
 }
 
 fn progress(total: u64, quiet: bool) -> ProgressBar {
@@ -205,12 +207,14 @@ pub fn fit_with(
     let mut params = params.to_device(&inner);
     let mut opt = opt.unwrap_or_else(|| Optimizer::new(cfg.optim.clone(), &params));
     let mut start_epoch = 0;
+    let mut resumed_step = 0;
     if ctl.resume {
         if ckpt_path.exists() {
-            let (p, o, e) = load_checkpoint(&ckpt_path, &params, cfg, meta, fingerprint)?;
+            let (p, o, e, k) = load_checkpoint(&ckpt_path, &params, cfg, meta, fingerprint)?;
             params = p;
             opt = o;
             start_epoch = e;
+            resumed_step = k.unwrap_or(0);
             truncate_log(&log_path, start_epoch)?;
         } else if !ctl.quiet {
             eprintln!(
@@ -228,7 +232,8 @@ pub fn fit_with(
     let pb = progress((steps_per_epoch * cfg.epochs) as u64, ctl.quiet);
     pb.set_position((steps_per_epoch * start_epoch) as u64);
     let last = ctl.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
-    let start_epoch = start_epoch.max(ctl.start_step / steps_per_epoch.max(1));
+    let start_step = ctl.start_step.max(resumed_step);
+    let start_epoch = start_epoch.max(start_step / steps_per_epoch.max(1));
     let mut stopped_at = None;
 
     for epoch in start_epoch..last {
@@ -241,7 +246,7 @@ pub fn fit_with(
         let mut scalar_sums: Vec<(&'static str, f64)> = Vec::new();
         for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
             let global = epoch * steps_per_epoch + step;
-            if global < ctl.start_step {
+            if global < start_step {
                 continue;
             }
             if ctl.stop_at_step.is_some_and(|k| global >= k) {
@@ -298,7 +303,15 @@ pub fn fit_with(
             record.insert(k, v);
         }
         record.insert("time_s".into(), json!(t0.elapsed().as_secs_f64()));
-        save_checkpoint(&ckpt_path, &params, &opt, epoch + 1, meta, fingerprint)?;
+        save_checkpoint(
+            &ckpt_path,
+            &params,
+            &opt,
+            epoch + 1,
+            None,
+            meta,
+            fingerprint,
+        )?;
         append_log(&log_path, &Value::Object(record.clone()))?;
         let line = summary_line(&record, cfg.epochs);
         if !ctl.quiet {
@@ -311,11 +324,22 @@ pub fn fit_with(
     }
     pb.finish_and_clear();
     if let Some(epoch) = stopped_at {
+        let step = ctl.stop_at_step.expect("stopped by it");
+        save_checkpoint(
+            &ckpt_path,
+            &params,
+            &opt,
+            epoch,
+            Some(step),
+            meta,
+            fingerprint,
+        )?;
         return Ok(Fitted {
             params,
             epochs_done: epoch,
             finished: false,
             optimizer: opt,
+            stopped_at_step: Some(step),
         });
     }
     Ok(Fitted {
@@ -323,6 +347,7 @@ pub fn fit_with(
         epochs_done: last.max(start_epoch),
         finished: last.max(start_epoch) >= cfg.epochs,
         optimizer: opt,
+        stopped_at_step: None,
     })
 }
 
@@ -412,11 +437,14 @@ fn summary_line(r: &Map<String, Value>, epochs: usize) -> String {
     s
 }
 
+/// Writes the run's checkpoint after `epoch` whole epochs, or (`next_step`) in the middle of the
+/// next one, before that step of the run.
 fn save_checkpoint(
     path: &Path,
     params: &ParamSet,
     opt: &Optimizer,
     epoch: usize,
+    next_step: Option<usize>,
     meta: &FileMeta,
     fingerprint: &str,
 ) -> Result<()> {
@@ -428,6 +456,9 @@ fn save_checkpoint(
         "fingerprint": fingerprint,
         "of": meta,
     });
+    if let Some(k) = next_step {
+        m.extra["next_step"] = json!(k);
+    }
     let names: Vec<String> = (0..opt.state().len()).map(|i| format!("opt{i}/")).collect();
     let mut sets: Vec<(&str, &ParamSet)> = vec![("params/", params)];
     let state = opt.state();
@@ -443,14 +474,14 @@ fn load_checkpoint(
     cfg: &LoopConfig,
     meta: &FileMeta,
     fingerprint: &str,
-) -> Result<(ParamSet, Optimizer, usize)> {
+) -> Result<(ParamSet, Optimizer, usize, Option<usize>)> {
     let c = open_checkpoint(
         path,
         like.layout(),
         &cfg.optim,
         Some((fingerprint, &meta.arch)),
     )?;
-    Ok((c.params, c.optimizer, c.epoch))
+    Ok((c.params, c.optimizer, c.epoch, c.next_step))
 }
 
 /// The optimiser's name as checkpoints record it.
@@ -473,6 +504,8 @@ pub struct Checkpoint {
     pub epoch: usize,
     /// The configuration fingerprint of the run that wrote it.
     pub fingerprint: String,
+    /// For a checkpoint written in the middle of an epoch: the step of the run it continues at.
+    pub next_step: Option<usize>,
 }
 
 /// Reads a training checkpoint (`checkpoint.safetensors` of any training run) for parameters of
@@ -546,6 +579,7 @@ fn open_checkpoint(
         optimizer: Optimizer::with_state(optim.clone(), steps, state)?,
         epoch,
         fingerprint,
+        next_step: f.meta.extra["next_step"].as_u64().map(|k| k as usize),
     })
 }
 
