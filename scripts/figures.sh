@@ -33,7 +33,8 @@
 #   and the trace of the Hessian along the line, a chain, a Bezier curve and the weight-matched
 #   line between two digits MLPs), and `modeconn run analyses/mnist-sharpness-ensembles.toml
 #   --rerun` (~7 min: LeNet-300-100 on MNIST, the Hessian and curve ensembles along the line and a
-#   chain, FGE, instability) into figures/sharpness.
+#   chain, FGE, instability) into figures/sharpness; with runs/conv-fashion-mnist-vgg from the conv
+#   part, `modeconn run analyses/fashion-vgg-sharpness.toml --rerun` (~5 min) too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT="${1:-all}"
@@ -134,5 +135,11 @@ if [[ "$WHAT" == all || "$WHAT" == sharpness ]]; then
     cp $R/fge/fge.$e figures/sharpness/mnist_fge.$e
     cp $R/instability/instability.$e figures/sharpness/mnist_instability.$e
   done
+  if [[ -d runs/conv-fashion-mnist-vgg ]]; then
+    $M run analyses/fashion-vgg-sharpness.toml --rerun
+    for e in png svg; do
+      cp runs/fashion-vgg-sharpness/path/hessian.$e figures/sharpness/fashion_vgg_hessian_paths.$e
+    done
+  fi
 fi
 ls figures/*/
