@@ -1693,6 +1693,15 @@ fn run_step(argv: Vec<String>) -> Result<serde_json::Value> {
     Ok(execute(cli.command, argv)?.0)
 }
 
+/// A command's result with its one-screen table.
+fn tabled(
+    v: serde_json::Value,
+    table: fn(&serde_json::Value) -> String,
+) -> (serde_json::Value, String) {
+    let t = table(&v);
+    (v, t)
+}
+
 /// Runs a parsed command; returns its result as JSON and the text to print on stdout.
 pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value, String)> {
     use crate::commands;
@@ -1704,43 +1713,50 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Eval(a) => commands::eval::run(&a.resolve()?)?,
         Command::Connect(a) => commands::connect::run(&a.resolve()?, argv)?,
         Command::Path(a) => {
-            let v = commands::path::run(&a.resolve()?, argv)?;
-            let t = commands::path::summary_table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::path::run(&a.resolve()?, argv)?,
+                commands::path::summary_table,
+            ));
         }
         Command::Probe(a) => {
-            let v = commands::probe::run(&a.resolve()?, argv)?;
-            let t = commands::probe::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::probe::run(&a.resolve()?, argv)?,
+                commands::probe::table,
+            ));
         }
         Command::Plane(a) => commands::plane::run(&a.resolve()?, argv)?,
         Command::Project(a) => {
-            let v = commands::project::run(&a.resolve()?, argv)?;
-            let t = commands::project::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::project::run(&a.resolve()?, argv)?,
+                commands::project::table,
+            ));
         }
         Command::IntrinsicDim(a) => {
-            let v = commands::intrinsic::run(&a.resolve()?, argv)?;
-            let t = commands::intrinsic::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::intrinsic::run(&a.resolve()?, argv)?,
+                commands::intrinsic::table,
+            ));
         }
         Command::Simplex(a) => {
-            let v = commands::simplex::run(&a.resolve()?, argv)?;
-            let t = commands::simplex::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::simplex::run(&a.resolve()?, argv)?,
+                commands::simplex::table,
+            ));
         }
         Command::Hessian(a) => {
-            let v = commands::hessian::run(&a.resolve()?, argv)?;
-            let t = commands::hessian::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::hessian::run(&a.resolve()?, argv)?,
+                commands::hessian::table,
+            ));
         }
         Command::Landscape(a) => commands::landscape::run(&a.resolve()?, argv)?,
         Command::Fge(a) => commands::fge::run(&a.resolve()?, argv)?,
         Command::Instability(a) => commands::instability::run(&a.resolve()?, argv)?,
         Command::Dimension(a) => {
-            let v = commands::dimension::run(&a.resolve()?, argv)?;
-            let t = commands::dimension::table(&v);
-            return Ok((v, t));
+            return Ok(tabled(
+                commands::dimension::run(&a.resolve()?, argv)?,
+                commands::dimension::table,
+            ));
         }
         Command::Plot(a) => {
             let inputs = a
