@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{json, modeconn, refused_in_one_line};
 use modeconn::arch::Arch;
 use modeconn::backend;
-use modeconn::data::{DataConfig, Pixels, Source, load};
+use modeconn::data::{DataConfig, Source, load};
 use modeconn::eval::cross_entropy;
 use modeconn::params::ParamSet;
 use modeconn::train::subspace::{Projection, ProjectionKind, Subspace, coordinates_layout};
@@ -19,12 +19,7 @@ use rand_chacha::ChaCha8Rng;
 fn the_coordinates_gradient_is_the_projected_weight_gradient() {
     let device = backend::device();
     let ad = backend::train_device();
-    let split = load(&DataConfig {
-        source: Source::Digits,
-        dir: None,
-        pixels: Pixels::Unit,
-    })
-    .unwrap();
+    let split = load(&DataConfig::new(Source::Digits)).unwrap();
     let arch: Arch = "mlp:64-8-10".parse().unwrap();
     let theta0 = arch.init(2, &device);
     let full = arch.layout().numel();
@@ -146,12 +141,7 @@ fn intrinsic_dim_sweeps_subspaces_on_digits() {
 fn the_identity_subspace_is_plain_training() {
     let device = backend::device();
     let ad = backend::train_device();
-    let split = load(&DataConfig {
-        source: Source::Digits,
-        dir: None,
-        pixels: Pixels::Unit,
-    })
-    .unwrap();
+    let split = load(&DataConfig::new(Source::Digits)).unwrap();
     let arch: Arch = "mlp:64-8-10".parse().unwrap();
     let theta0 = arch.init(4, &device);
     let full = arch.layout().numel();

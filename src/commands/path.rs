@@ -254,40 +254,63 @@ fn network_at(
     })
 }
 
-/// `K` values of t spaced evenly along a path: in t (`i/(K − 1)`; `K = 1` is t = 0, the first
-/// network), or in arc length (the same fractions of the length of the polyline through 201
-/// evenly spaced points of the path, inverted by interpolation; the two agree on the line).
-fn ensemble_ts(spec: &PathSpec<'_>, k: usize, by_length: bool) -> Vec<f64> {
-    let ts = grid(k);
-    if !by_length || k < 2 {
-        return ts;
+/// The length along a path as a function of t: the polyline through 201 evenly spaced points of
+/// it, measured once per path.
+struct ArcLength {
+    /// The points' t.
+    fine: Vec<f64>,
+    /// The length from t = 0 to each of them.
+    cum: Vec<f64>,
+}
+
+impl ArcLength {
+    fn of(spec: &PathSpec<'_>) -> Self {
+        let fine = grid(201);
+        let mut cum = vec![0.0f64];
+        let mut prev = flat_at(spec, fine[0]);
+        for &t in &fine[1..] {
+            let next = flat_at(spec, t);
+            let d: f64 = prev
+                .iter()
+                .zip(&next)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            cum.push(cum.last().expect("non-empty") + d);
+            prev = next;
+        }
+        Self { fine, cum }
     }
-    let fine = grid(201);
-    let pts: Vec<Vec<f32>> = fine.iter().map(|&t| flat_at(spec, t)).collect();
-    let mut cum = vec![0.0f64];
-    for p in pts.windows(2) {
-        let d: f64 = p[0]
+
+    /// The t at each fraction `f` of the length (interpolated between the polyline's points).
+    fn t_at(&self, fractions: &[f64]) -> Vec<f64> {
+        let (fine, cum) = (&self.fine, &self.cum);
+        let total = *cum.last().expect("non-empty");
+        fractions
             .iter()
-            .zip(&p[1])
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        cum.push(cum.last().expect("non-empty") + d);
+            .map(|&f| {
+                let target = f * total;
+                let i = cum.partition_point(|&c| c < target).clamp(1, cum.len() - 1);
+                let (c0, c1) = (cum[i - 1], cum[i]);
+                let s = if c1 > c0 {
+                    (target - c0) / (c1 - c0)
+                } else {
+                    0.0
+                };
+                fine[i - 1] + s * (fine[i] - fine[i - 1])
+            })
+            .collect()
     }
-    let total = *cum.last().expect("non-empty");
-    ts.iter()
-        .map(|&f| {
-            let target = f * total;
-            let i = cum.partition_point(|&c| c < target).clamp(1, cum.len() - 1);
-            let (c0, c1) = (cum[i - 1], cum[i]);
-            let s = if c1 > c0 {
-                (target - c0) / (c1 - c0)
-            } else {
-                0.0
-            };
-            fine[i - 1] + s * (fine[i] - fine[i - 1])
-        })
-        .collect()
+}
+
+/// `K` values of t spaced evenly along a path: in t (`i/(K − 1)`; `K = 1` is t = 0, the first
+/// network), or (`arc` given) in arc length, the same fractions of the path's length (the two
+/// agree on the line).
+fn ensemble_ts(k: usize, arc: Option<&ArcLength>) -> Vec<f64> {
+    match arc {
+        Some(arc) if k >= 2 => arc.t_at(&grid(k)),
+        _ => grid(k),
+    }
 }
 
 /// `path --curve-ensemble`: for every path but the repaired line, each size K and both spacings
@@ -305,9 +328,10 @@ fn ensembles_along(
 ) -> Result<String> {
     let mut csv = String::from("path,spacing,k,test_loss,test_err\n");
     for spec in specs.iter().filter(|s| s.repair.is_none()) {
-        for (spacing, by_length) in [("t", false), ("length", true)] {
+        let arc = ArcLength::of(spec);
+        for (spacing, by_length) in [("t", None), ("length", Some(&arc))] {
             for &k in &opts.curve_ensembles {
-                let members = ensemble_ts(spec, k, by_length)
+                let members = ensemble_ts(k, by_length)
                     .into_iter()
                     .map(|t| network_at(arch, spec, t, opts, state_data, device))
                     .collect::<Result<Vec<_>>>()?;
