@@ -25,7 +25,7 @@ use crate::params::io::{FileMeta, write_atomic};
 use crate::report::{RunRecord, write_json};
 use crate::train::{Classification, LoopConfig, RunControl, fit_with};
 
-/// Validated options of `modeconn instability`.
+/// Validated options of `modeconn instability` (the spawn steps are taken in increasing order).
 #[derive(Debug, Clone)]
 pub struct InstabilityOptions {
     /// Architecture.
@@ -85,19 +85,26 @@ pub fn run(opts: &InstabilityOptions, argv: Vec<String>) -> Result<Value> {
     let alphas = grid(opts.points);
     let mut csv = String::from("k,alpha,train_err,test_err,train_loss,test_loss\n");
     let mut rows = Vec::new();
-    for &k in &opts.ks {
+    // The trunk runs once, from W₀ through the spawn steps in increasing order, each stretch
+    // continuing the last (the same steps as training from W₀ to each k anew).
+    let mut ks = opts.ks.clone();
+    ks.sort_unstable();
+    ks.dedup();
+    let mut trunk_cfg = opts.loop_cfg.clone();
+    trunk_cfg.data_seed = Some(opts.data_seeds[0]);
+    let (mut at, mut params, mut optimizer) = (0, arch.init(opts.loop_cfg.seed, &device), None);
+    for &k in &ks {
         let dir = opts.out.join(format!("k{k}"));
         // The trunk: W₀ → W_k with the first data seed.
-        let mut trunk_cfg = opts.loop_cfg.clone();
-        trunk_cfg.data_seed = Some(opts.data_seeds[0]);
         let mut obj = Classification::new(arch.clone(), &split.test, device.clone());
         let trunk = fit_with(
-            arch.init(opts.loop_cfg.seed, &device),
-            None,
+            params,
+            optimizer,
             &split.train,
             &mut obj,
             &trunk_cfg,
             &RunControl {
+                start_step: at,
                 stop_at_step: Some(k),
                 ..quiet.clone()
             },
@@ -105,6 +112,7 @@ pub fn run(opts: &InstabilityOptions, argv: Vec<String>) -> Result<Value> {
             &meta,
             &format!("{config}/k{k}/trunk"),
         )?;
+        (at, params, optimizer) = (k, trunk.params.clone(), Some(trunk.optimizer.clone()));
         let mut copies = Vec::new();
         for (c, &seed) in opts.data_seeds.iter().enumerate() {
             let mut cfg = opts.loop_cfg.clone();
