@@ -1791,37 +1791,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
         Command::Prune(a) => commands::prune::run(&a.resolve()?, argv)?,
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
-        Command::Run(a) => {
-            let analysis = Analysis::load(&a.spec)?;
-            let out = a.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(a.spec.file_stem().unwrap_or_default())
-            });
-            let set = a
-                .set
-                .iter()
-                .map(|s| {
-                    s.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                        .ok_or_else(|| Error::Config(format!("--set `{s}`: expected NAME=VALUE")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let opts = RunOptions {
-                spec: a.spec,
-                out,
-                profile: a.profile,
-                set,
-                quiet: a.quiet,
-                rerun: a.rerun,
-            };
-            let v = runner::run(&analysis, &opts, &mut run_step)?;
-            let t: String = v["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| format!("{:<14} {}\n", s["id"].as_str().unwrap_or(""), s["status"]))
-                .collect();
-            return Ok((v, t));
-        }
+        Command::Run(a) => return run_spec(a),
         Command::Completions(a) => return Ok((serde_json::Value::Null, completions(a.shell))),
         Command::Man(a) => {
             let files = man_pages(&a.out)?;
@@ -1883,6 +1853,184 @@ pub struct RunArgs {
     /// No per-step lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run up to N independent steps at once, each a child process with its share of the
+    /// cores (see --threads).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    /// Threads of each step with --jobs and in exports [default: the cores divided by --jobs;
+    /// the cores are RAYON_NUM_THREADS, else SLURM_CPUS_PER_TASK, else the machine's].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Run only this step (what a cluster engine calls): the steps it reads must have
+    /// finished; on success it writes OUT/ID/step.json, on failure nothing, and exits 1.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["jobs", "export", "list"])]
+    pub step: Option<String>,
+    /// Write a Snakefile (OUT/Snakefile) or a SLURM submission script (OUT/submit-slurm.sh)
+    /// whose jobs call `modeconn run SPEC --step ID`, instead of running.
+    #[arg(long, value_name = "ENGINE")]
+    pub export: Option<ExportEngine>,
+    /// Print the steps (sweeps expanded) with what each reads, instead of running.
+    #[arg(long, conflicts_with = "export")]
+    pub list: bool,
+}
+
+/// Cluster engines `run --export` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportEngine {
+    /// A Snakefile: one rule per step.
+    Snakemake,
+    /// A bash script of `sbatch` job arrays chained with --dependency=afterok.
+    Slurm,
+}
+
+/// `modeconn run`: the whole spec, one step, several at once, or an export.
+fn run_spec(a: RunArgs) -> Result<(serde_json::Value, String)> {
+    use crate::pipeline::export::{self, Invocation};
+    use serde_json::json;
+    let analysis = Analysis::load(&a.spec)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(a.spec.file_stem().unwrap_or_default()));
+    let set = a
+        .set
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| Error::Config(format!("--set `{s}`: expected NAME=VALUE")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.jobs == 0 {
+        return Err(Error::Config("--jobs 0: give at least 1".into()));
+    }
+    if a.threads == Some(0) {
+        return Err(Error::Config("--threads 0: give at least 1".into()));
+    }
+    let threads = a
+        .threads
+        .unwrap_or_else(|| (crate::backend::threads_available() / a.jobs).max(1));
+    let mut flags: Vec<String> = Vec::new();
+    if let Some(p) = &a.profile {
+        flags.extend(["--profile".into(), p.clone()]);
+    }
+    for s in &a.set {
+        flags.extend(["--set".into(), s.clone()]);
+    }
+    let opts = RunOptions {
+        spec: a.spec.clone(),
+        out: out.clone(),
+        profile: a.profile,
+        set,
+        quiet: a.quiet,
+        rerun: a.rerun,
+    };
+    let status_table = |v: &serde_json::Value| -> String {
+        v["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{:<14} {}\n", s["id"].as_str().unwrap_or(""), s["status"]))
+            .collect()
+    };
+    if a.list {
+        let (_, steps) = runner::prepare(&analysis, &opts)?;
+        let v: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|p| json!({"id": p.step.id, "command": p.step.command, "reads": p.step.deps}))
+            .collect();
+        let t = steps
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:<20} {:<14} {}\n",
+                    p.step.id,
+                    p.step.command,
+                    p.step.deps.join(" ")
+                )
+            })
+            .collect();
+        return Ok((json!(v), t));
+    }
+    if let Some(engine) = a.export {
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        let inv = Invocation {
+            exe: std::env::current_exe().map_err(|e| Error::io(Path::new("modeconn"), e))?,
+            spec: abs(&a.spec)?,
+            out: abs(&out)?,
+            flags,
+            threads,
+        };
+        // Paths inside the export are absolute, as the markers that `--step` writes there.
+        let opts = RunOptions {
+            out: inv.out.clone(),
+            ..opts
+        };
+        let (_, steps) = runner::prepare(&analysis, &opts)?;
+        let (file, text) = match engine {
+            ExportEngine::Snakemake => (
+                inv.out.join("Snakefile"),
+                export::snakefile(&analysis.name, &steps, &inv),
+            ),
+            ExportEngine::Slurm => (
+                inv.out.join("submit-slurm.sh"),
+                export::slurm_script(&analysis.name, &steps, &inv),
+            ),
+        };
+        write_atomic(&file, text.as_bytes())?;
+        return Ok((
+            json!({"written": file, "steps": steps.len()}),
+            format!("{}\n", file.display()),
+        ));
+    }
+    if let Some(id) = &a.step {
+        let v = runner::run_one(&analysis, &opts, id, &mut run_step)?;
+        let t = format!("{:<14} {}\n", id, v["status"]);
+        return Ok((v, t));
+    }
+    if a.jobs == 1 {
+        let v = runner::run(&analysis, &opts, &mut run_step)?;
+        let t = status_table(&v);
+        return Ok((v, t));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("modeconn"), e))?;
+    let launch = |p: &runner::Prepared| -> Result<()> {
+        std::fs::create_dir_all(&p.dir).map_err(|e| Error::io(&p.dir, e))?;
+        let log = p.dir.join("step.log");
+        let file = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("run")
+            .arg(&opts.spec)
+            .arg("--out")
+            .arg(&opts.out)
+            .args(&flags)
+            .args(["--step", &p.step.id, "--quiet"])
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        if opts.rerun {
+            cmd.arg("--rerun");
+        }
+        let status = cmd.status().map_err(|e| Error::io(&exe, e))?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        Err(Error::Config(format!(
+            "{} ({}; log {})",
+            last.trim_start_matches("error: "),
+            status,
+            log.display()
+        )))
+    };
+    let v = runner::run_parallel(&analysis, &opts, a.jobs, &launch)?;
+    let t = status_table(&v);
+    Ok((v, t))
 }
 
 #[cfg(test)]

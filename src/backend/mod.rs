@@ -184,6 +184,16 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
     }
 }
 
+/// The threads this process may use: `RAYON_NUM_THREADS`, else `SLURM_CPUS_PER_TASK` (the
+/// cores SLURM gave the job), else the machine's available parallelism.
+pub fn threads_available() -> usize {
+    ["RAYON_NUM_THREADS", "SLURM_CPUS_PER_TASK"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Runs `f` on a thread of rayon's global pool (the caller waits). The CPU backend's parallel
 /// GEMMs and element-wise kernels are rayon jobs: issued from a pool thread, that thread works
 /// on them itself and the other workers are already awake, while from an outside thread every
@@ -193,6 +203,7 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
 pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // Only the first call configures the pool; later calls find it built.
     let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads_available())
         .stack_size(8 << 20)
         .build_global();
     rayon::scope(|_| f())

@@ -21,6 +21,19 @@
 //! output directory and `{name}` for the value of a variable of `[vars]`; a profile
 //! (`[profile.NAME]`, chosen with `modeconn run --profile NAME`) and `--set NAME=VALUE` override
 //! variables. A step gets `--out {run}/{id}` unless its args name `--out` themselves.
+//!
+//! A step with a `sweep` table expands into one step per value (per combination, for several
+//! swept names; `sweep_mode = "zip"` pairs the lists element by element instead):
+//! ```toml
+//! [[step]]
+//! id = "w{seed}"
+//! command = "train"
+//! args = ["--seed", "{seed}"]
+//! sweep = { seed = [1, 2, 3] }       # or seed = "{seeds}", a comma-separated variable
+//! ```
+//! The swept names are placeholders in the id and the arguments (`{w{seed}}` names the step of
+//! that value); a swept name missing from the id is appended to it (`id = "w"` gives `w-1`...).
+//! `mem_mb` and `minutes` state what a step needs, for cluster exports.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,6 +76,81 @@ pub struct Step {
     /// Its arguments, with `{id}` / `{run}` placeholders.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Swept names and their values.
+    #[serde(default)]
+    pub sweep: BTreeMap<String, SweepValues>,
+    /// How several swept lists combine.
+    #[serde(default)]
+    pub sweep_mode: SweepMode,
+    /// Memory the step needs, in MiB (cluster exports; default 4096).
+    pub mem_mb: Option<u64>,
+    /// Wall time the step needs, in minutes (cluster exports; default 120).
+    pub minutes: Option<u64>,
+}
+
+/// The values of one swept name: a list, or one string of comma-separated values (after
+/// `{var}` substitution, so that `--set` can choose them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SweepValues {
+    /// `[1, 2, 3]` or `["a", "b"]`.
+    List(Vec<Scalar>),
+    /// `"1,2,3"` or `"{seeds}"`.
+    Text(String),
+}
+
+/// A TOML scalar used as text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Text(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// How the lists of several swept names combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepMode {
+    /// Every combination (the Cartesian product over the names in alphabetical order, the last
+    /// varying fastest).
+    #[default]
+    Grid,
+    /// The i-th values of every list together (the lists must have one length).
+    Zip,
+}
+
+/// One step after sweeps are expanded and variables substituted: its arguments keep only the
+/// `{id}` (earlier steps) and `{run}` placeholders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    /// The (generated) identifier.
+    pub id: String,
+    /// Index of the spec step it came from.
+    pub template: usize,
+    /// The subcommand.
+    pub command: String,
+    /// Arguments with `{id}` / `{run}` placeholders.
+    pub args: Vec<String>,
+    /// The earlier steps it reads, in order of first use.
+    pub deps: Vec<String>,
+    /// Memory (MiB) and wall time (minutes) for cluster exports.
+    pub mem_mb: u64,
+    /// Wall time in minutes.
+    pub minutes: u64,
 }
 
 /// A whole analysis.
@@ -121,25 +209,7 @@ impl Analysis {
                 }
             }
         }
-        let mut seen: Vec<&str> = Vec::new();
         for s in &a.steps {
-            if s.id.is_empty()
-                || !s
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(bad(format!(
-                    "step id `{}`: use letters, digits, `-` and `_` only",
-                    s.id
-                )));
-            }
-            if seen.contains(&s.id.as_str()) || s.id == "run" || a.vars.contains_key(&s.id) {
-                return Err(bad(format!(
-                    "step id `{}` is used twice, reserved or the name of a variable",
-                    s.id
-                )));
-            }
             if !COMMANDS.contains(&s.command.as_str()) {
                 return Err(bad(format!(
                     "step `{}`: unknown command `{}` (expected one of {})",
@@ -148,19 +218,89 @@ impl Analysis {
                     COMMANDS.join(", ")
                 )));
             }
-            for arg in &s.args {
-                for p in placeholders(arg) {
-                    if p != "run" && !seen.contains(&p) && !a.vars.contains_key(p) {
-                        return Err(bad(format!(
-                            "step `{}`: `{{{p}}}` names neither an earlier step nor a variable",
-                            s.id
-                        )));
-                    }
+            for name in s.sweep.keys() {
+                if a.vars.contains_key(name) || name == "run" || !valid_id(name) {
+                    return Err(bad(format!(
+                        "step `{}`: sweep name `{name}` is reserved, invalid or a variable of [vars]",
+                        s.id
+                    )));
                 }
             }
-            seen.push(&s.id);
         }
+        a.plan(&a.vars).map_err(bad)?;
         Ok(a)
+    }
+
+    /// The steps with sweeps expanded and `vars` substituted, in spec order; errors (as text,
+    /// for the caller to prefix with the file) name the step.
+    pub fn plan(
+        &self,
+        vars: &BTreeMap<String, String>,
+    ) -> std::result::Result<Vec<PlannedStep>, String> {
+        let mut out: Vec<PlannedStep> = Vec::new();
+        for (template, s) in self.steps.iter().enumerate() {
+            for point in sweep_points(s, vars)? {
+                let mut lookup = vars.clone();
+                lookup.extend(point.iter().cloned());
+                // Swept values in ids: characters outside [A-Za-z0-9_-] become `_`.
+                let clean = |v: &str| -> String {
+                    v.chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect()
+                };
+                let mut id_lookup = vars.clone();
+                id_lookup.extend(point.iter().map(|(n, v)| (n.clone(), clean(v))));
+                let mut id = substitute(&s.id, &id_lookup);
+                for (name, value) in &point {
+                    if !s.id.contains(&format!("{{{name}}}")) {
+                        id = format!("{id}-{}", clean(value));
+                    }
+                }
+                if id.is_empty() || !valid_id(&id) {
+                    return Err(format!(
+                        "step id `{id}`: use letters, digits, `-` and `_` only"
+                    ));
+                }
+                if out.iter().any(|p| p.id == id) || id == "run" || vars.contains_key(&id) {
+                    return Err(format!(
+                        "step id `{id}` is used twice, reserved or the name of a variable"
+                    ));
+                }
+                let args: Vec<String> = s.args.iter().map(|a| substitute(a, &lookup)).collect();
+                let mut deps: Vec<String> = Vec::new();
+                for arg in &args {
+                    for p in placeholders(arg) {
+                        if p == "run" {
+                            continue;
+                        }
+                        if !out.iter().any(|q| q.id == p) {
+                            return Err(format!(
+                                "step `{id}`: `{{{p}}}` names neither an earlier step nor a variable"
+                            ));
+                        }
+                        if !deps.iter().any(|d| d == p) {
+                            deps.push(p.to_string());
+                        }
+                    }
+                }
+                out.push(PlannedStep {
+                    id,
+                    template,
+                    command: s.command.clone(),
+                    args,
+                    deps,
+                    mem_mb: s.mem_mb.unwrap_or(4096),
+                    minutes: s.minutes.unwrap_or(120),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The variables with `profile`'s values and then `set` (`NAME=VALUE` pairs) applied;
@@ -199,6 +339,95 @@ impl Analysis {
         }
         Ok(vars)
     }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `text` with every `{name}` whose name `lookup` has replaced by its value, innermost first
+/// (so `{w{seed}}` becomes `{w1}`); other placeholders are kept.
+pub fn substitute(text: &str, lookup: &BTreeMap<String, String>) -> String {
+    let mut s = text.to_string();
+    let mut from = 0;
+    while let Some(close) = s[from..].find('}').map(|j| from + j) {
+        let Some(open) = s[..close].rfind('{') else {
+            from = close + 1;
+            continue;
+        };
+        match lookup.get(&s[open + 1..close]) {
+            Some(v) => {
+                s.replace_range(open..=close, v);
+                from = 0;
+            }
+            None => from = close + 1,
+        }
+    }
+    s
+}
+
+/// The combinations of swept values of step `s` (one empty combination when it sweeps nothing).
+fn sweep_points(
+    s: &Step,
+    vars: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<Vec<(String, String)>>, String> {
+    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, values) in &s.sweep {
+        let vals: Vec<String> = match values {
+            SweepValues::List(v) => v.iter().map(|x| x.to_string()).collect(),
+            SweepValues::Text(t) => substitute(t, vars)
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        };
+        if vals.is_empty() {
+            return Err(format!("step `{}`: sweep `{name}` has no values", s.id));
+        }
+        lists.push((name.clone(), vals));
+    }
+    let mut points: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    match s.sweep_mode {
+        SweepMode::Grid => {
+            for (name, vals) in &lists {
+                points = points
+                    .iter()
+                    .flat_map(|p| {
+                        vals.iter().map(move |v| {
+                            let mut q = p.clone();
+                            q.push((name.clone(), v.clone()));
+                            q
+                        })
+                    })
+                    .collect();
+            }
+        }
+        SweepMode::Zip => {
+            if let Some((_, first)) = lists.first() {
+                if let Some((name, v)) = lists.iter().find(|(_, v)| v.len() != first.len()) {
+                    return Err(format!(
+                        "step `{}`: sweep_mode = \"zip\" needs lists of one length (`{name}` has {}, `{}` {})",
+                        s.id,
+                        v.len(),
+                        lists[0].0,
+                        first.len()
+                    ));
+                }
+                points = (0..first.len())
+                    .map(|i| {
+                        lists
+                            .iter()
+                            .map(|(n, v)| (n.clone(), v[i].clone()))
+                            .collect()
+                    })
+                    .collect();
+            }
+        }
+    }
+    Ok(points)
 }
 
 /// FNV-1a 64-bit hash (stable across builds and platforms) of `bytes`, as 16 hex digits.
@@ -287,6 +516,122 @@ args = ["--a", "{w1}/model.safetensors", "--out", "{run}/c"]
         let bad = [("epochs".to_string(), "7".to_string())];
         let e = a.resolve_vars(None, &bad).unwrap_err().to_string();
         assert!(e.contains("--set epochs") && e.contains("ep"), "{e}");
+    }
+
+    const SWEEP: &str = r#"
+name = "s"
+[vars]
+seeds = "1,2,3"
+[[step]]
+id = "w{seed}"
+command = "train"
+args = ["--seed", "{seed}"]
+sweep = { seed = "{seeds}" }
+[[step]]
+id = "c"
+command = "connect"
+args = ["--a", "{w{a}}/m", "--b", "{w{b}}/m", "--curve", "{kind}"]
+sweep = { a = [1, 2], b = [2, 3], kind = ["polychain", "bezier"] }
+[[step]]
+id = "p"
+command = "path"
+args = ["--a", "{w{a}}/m", "--b", "{w{b}}/m", "--curve", "{c-{a}-{b}-bezier}/c", "--x", "{run}/x"]
+sweep = { a = [1, 2], b = [2, 3] }
+sweep_mode = "zip"
+"#;
+
+    fn ids(steps: &[PlannedStep]) -> Vec<&str> {
+        steps.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn sweeps_expand_into_steps_with_generated_ids_and_dependencies() {
+        let a = Analysis::parse(SWEEP, Path::new("s.toml")).unwrap();
+        let plan = a.plan(&a.vars).unwrap();
+        // A grid over a × b × kind (names in alphabetical order, the last fastest; values in
+        // their order), then a zip.
+        let mut want = vec!["w1", "w2", "w3"];
+        for (x, y) in [(1, 2), (1, 3), (2, 2), (2, 3)] {
+            for k in ["polychain", "bezier"] {
+                want.push(Box::leak(format!("c-{x}-{y}-{k}").into_boxed_str()));
+            }
+        }
+        want.extend(["p-1-2", "p-2-3"]);
+        assert_eq!(ids(&plan), want);
+        let c = plan.iter().find(|p| p.id == "c-1-3-polychain").unwrap();
+        assert_eq!(
+            c.args,
+            ["--a", "{w1}/m", "--b", "{w3}/m", "--curve", "polychain"]
+        );
+        assert_eq!(c.deps, ["w1", "w3"]);
+        assert_eq!(c.template, 1);
+        let p = plan.iter().find(|p| p.id == "p-2-3").unwrap();
+        assert_eq!(p.deps, ["w2", "w3", "c-2-3-bezier"]);
+        assert!(p.args.contains(&"{run}/x".to_string()));
+        // A sweep over a variable's value follows --set.
+        let mut vars = a.vars.clone();
+        vars.insert("seeds".into(), "1, 2, 3, 7".into());
+        assert_eq!(ids(&a.plan(&vars).unwrap())[..4], ["w1", "w2", "w3", "w7"]);
+        // Values that are not id characters become `_` in ids, not in arguments.
+        let t = r#"
+name = "t"
+[[step]]
+id = "v"
+command = "train"
+args = ["--arch", "vgg11:w={w}"]
+sweep = { w = [0.25, 0.5] }
+"#;
+        let plan = Analysis::parse(t, Path::new("t.toml"))
+            .unwrap()
+            .plan(&BTreeMap::new())
+            .unwrap();
+        assert_eq!(ids(&plan), ["v-0_25", "v-0_5"]);
+        assert_eq!(plan[0].args[1], "vgg11:w=0.25");
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused_naming_the_step() {
+        let p = Path::new("s.toml");
+        let bad = |text: String| Analysis::parse(&text, p).unwrap_err().to_string();
+        // Zipped lists of different lengths.
+        let e = bad(SWEEP.replace(
+            "a = [1, 2], b = [2, 3] }\nsweep_mode",
+            "a = [1], b = [2, 3] }\nsweep_mode",
+        ));
+        assert!(
+            e.contains("s.toml") && e.contains("step `p`") && e.contains("zip"),
+            "{e}"
+        );
+        // A sweep over nothing (a variable set to no values).
+        let e = bad(SWEEP.replace("seeds = \"1,2,3\"", "seeds = \"\""));
+        assert!(e.contains("sweep `seed` has no values"), "{e}");
+        // A swept name missing from the id is appended to it.
+        let text = SWEEP
+            .replace("id = \"w{seed}\"", "id = \"w\"")
+            .replace("{w{a}}", "{w-{a}}")
+            .replace("{w{b}}", "{w-{b}}");
+        let a = Analysis::parse(&text, p).unwrap();
+        assert_eq!(ids(&a.plan(&a.vars).unwrap())[..3], ["w-1", "w-2", "w-3"]);
+        // A generated id that another step already has.
+        let e = bad(format!(
+            "{SWEEP}[[step]]\nid = \"w2\"\ncommand = \"train\"\n"
+        ));
+        assert!(e.contains("step id `w2`") && e.contains("twice"), "{e}");
+        // A reference to a step of the sweep that does not exist.
+        let e = bad(SWEEP.replace("b = [2, 3] }\nsweep_mode", "b = [2, 4] }\nsweep_mode"));
+        assert!(e.contains("step `p-2-4`") && e.contains("{w4}"), "{e}");
+        // A swept name that shadows a variable.
+        let e = bad(SWEEP.replace("seed = \"{seeds}\"", "seeds = \"1\""));
+        assert!(e.contains("sweep name `seeds`"), "{e}");
+    }
+
+    #[test]
+    fn substitution_is_innermost_first_and_keeps_unknown_names() {
+        let m: BTreeMap<String, String> =
+            [("a".to_string(), "1".to_string()), ("b".into(), "x".into())].into();
+        assert_eq!(substitute("{w{a}}/{run}/{b}{b}", &m), "{w1}/{run}/xx");
+        assert_eq!(substitute("{{a}}", &m), "{1}");
+        assert_eq!(substitute("no braces } {", &m), "no braces } {");
     }
 
     #[test]
