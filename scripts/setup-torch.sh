@@ -30,6 +30,7 @@ TORCH_PIN="torch==2.15.0"
 DEPS_PINS=(
     filelock==4.2.12 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1
     jinja2==3.1.6 MarkupSafe==3.0.4 fsspec==2026.9.0 numpy==2.4.6 scipy==1.17.1
+    safetensors==0.8.0
 )
 
 smoke_test() {

@@ -58,6 +58,14 @@ pub enum Command {
     /// (weights with log α > 3 removed); writes model.safetensors, mask.safetensors,
     /// summary.json and run.json into --out.
     Prune(PruneArgs),
+    /// Read a PyTorch state dict (torch.save .pt/.pth or safetensors) as a network of --arch:
+    /// wrapper prefixes stripped, names mapped as they are, by --rename rules or by an
+    /// nn.Sequential's shape chain; writes model.safetensors and run.json into --out.
+    Import(ImportArgs),
+    /// Write a network as a PyTorch state dict (safetensors, float32, PyTorch's names) that
+    /// `load_state_dict` loads strictly into the matching nn.Module; writes
+    /// state_dict.safetensors and run.json into --out.
+    Export(ExportArgs),
     /// Apply a seeded random, function-preserving permutation of the hidden units to a saved
     /// network or variational model; writes model.safetensors (variational.safetensors),
     /// permutation.json, summary.json and run.json into --out.
@@ -901,6 +909,84 @@ impl PruneArgs {
             data: self.data.resolve()?,
             out: self.out.clone(),
         })
+    }
+}
+
+/// Formats `import --from` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ForeignFormat {
+    /// A PyTorch state dict.
+    Torch,
+}
+
+/// `modeconn import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The state dict: `.safetensors`, else a `torch.save` file (.pt, .pth).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// What saved it.
+    #[arg(long, value_name = "FORMAT", default_value = "torch")]
+    pub from: ForeignFormat,
+    /// The architecture it holds (as for train, e.g. mlp:784-300-100-10, lenet5,
+    /// mlp:784-128-10:norm=bn).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: String,
+    /// Rename tensors before matching: a regular expression and its replacement (`$1` for a
+    /// group), e.g. `--rename '^net\.=' --rename '^classifier\.=fc3.'`; repeatable, in order.
+    #[arg(long, value_name = "REGEX=REPL")]
+    pub rename: Vec<String>,
+    /// Take the state dict from under this key of a torch.save checkpoint (e.g. state_dict).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl ImportArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> Result<crate::commands::import::ImportOptions> {
+        let ForeignFormat::Torch = self.from;
+        Ok(crate::commands::import::ImportOptions {
+            file: self.file.clone(),
+            arch: self
+                .arch
+                .parse()
+                .map_err(|e: Error| Error::Config(format!("--arch: {e}")))?,
+            renames: self
+                .rename
+                .iter()
+                .map(|r| crate::torch_io::parse_rename(r))
+                .collect::<Result<_>>()?,
+            key: self.key.clone(),
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `modeconn export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The network file (train's model.safetensors, or an imported, aligned or permuted one).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// What to write.
+    #[arg(long, value_name = "FORMAT", default_value = "torch")]
+    pub to: ForeignFormat,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl ExportArgs {
+    /// Validated options.
+    pub fn resolve(&self) -> crate::commands::export::ExportOptions {
+        let ForeignFormat::Torch = self.to;
+        crate::commands::export::ExportOptions {
+            model: self.model.clone(),
+            out: self.out.clone(),
+        }
     }
 }
 
@@ -1790,6 +1876,11 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
         Command::Vtrain(a) => commands::vtrain::run(&a.resolve()?, argv)?,
         Command::Permute(a) => commands::permute::run(&a.resolve()?, argv)?,
         Command::Prune(a) => commands::prune::run(&a.resolve()?, argv)?,
+        Command::Import(a) => {
+            let v = commands::import::run(&a.resolve()?, argv)?;
+            return Ok(tabled(v, commands::import::table));
+        }
+        Command::Export(a) => commands::export::run(&a.resolve(), argv)?,
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
         Command::Run(a) => return run_spec(a),
         Command::Completions(a) => return Ok((serde_json::Value::Null, completions(a.shell))),

@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod report;
 pub mod simplex;
+pub mod torch_io;
 pub mod train;
 pub mod variational;
 pub mod weights;

@@ -43,7 +43,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 19] = [
+pub const COMMANDS: [&str; 21] = [
     "train",
     "eval",
     "connect",
@@ -62,6 +62,8 @@ pub const COMMANDS: [&str; 19] = [
     "landscape",
     "fge",
     "instability",
+    "import",
+    "export",
     "plot",
 ];
 
