@@ -66,6 +66,10 @@ pub enum Command {
     /// `load_state_dict` loads strictly into the matching nn.Module; writes
     /// state_dict.safetensors and run.json into --out.
     Export(ExportArgs),
+    /// One self-contained HTML page of a run directory (an analysis's or one command's): its
+    /// SVG figures inlined, each step's command line, result tables and run.json provenance;
+    /// writes DIR/report.html (or --out).
+    Report(ReportArgs),
     /// Apply a seeded random, function-preserving permutation of the hidden units to a saved
     /// network or variational model; writes model.safetensors (variational.safetensors),
     /// permutation.json, summary.json and run.json into --out.
@@ -990,6 +994,17 @@ impl ExportArgs {
     }
 }
 
+/// `modeconn report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory: `modeconn run`'s output (with analysis.json) or one command's --out.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The page (FILE.html) or a directory for report.html [default: DIR/report.html].
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
 /// `modeconn align`.
 #[derive(Debug, Args)]
 pub struct AlignArgs {
@@ -1881,6 +1896,14 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             return Ok(tabled(v, commands::import::table));
         }
         Command::Export(a) => commands::export::run(&a.resolve(), argv)?,
+        Command::Report(a) => {
+            let v = commands::report::run(&commands::report::ReportOptions {
+                dir: a.dir,
+                out: a.out,
+            })?;
+            let t = format!("{}\n", v["report"].as_str().unwrap_or_default());
+            return Ok((v, t));
+        }
         Command::Align(a) => commands::align::run(&a.resolve()?, argv)?,
         Command::Run(a) => return run_spec(a),
         Command::Completions(a) => return Ok((serde_json::Value::Null, completions(a.shell))),

@@ -19,6 +19,7 @@ pub mod plot;
 pub mod probe;
 pub mod project;
 pub mod prune;
+pub mod report;
 pub mod simplex;
 pub mod train;
 pub mod vtrain;

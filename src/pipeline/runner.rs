@@ -216,10 +216,12 @@ pub fn run(analysis: &Analysis, opts: &RunOptions, exec: Executor<'_>) -> Result
     for p in &steps {
         if cached(p, opts) {
             report.push(json!({"id": p.step.id, "status": "cached", "hash": p.hash}));
-            continue;
+        } else {
+            let secs = execute(p, opts, exec)?;
+            report.push(json!({"id": p.step.id, "status": "ran", "hash": p.hash, "time_s": secs}));
         }
-        let secs = execute(p, opts, exec)?;
-        report.push(json!({"id": p.step.id, "status": "ran", "hash": p.hash, "time_s": secs}));
+        // The steps so far, for a later step that reads the run (a report).
+        finish(analysis, opts, vars.clone(), report.clone(), started)?;
     }
     finish(analysis, opts, vars, report, started)
 }

@@ -18,7 +18,7 @@
 //! args = ["--a", "{w1}/model.safetensors", "--b", "{w2}/model.safetensors"]
 //! ```
 //! `{id}` stands for the output directory of an earlier step, `{run}` for the analysis's own
-//! output directory and `{name}` for the value of a variable of `[vars]`; a profile
+//! output directory (an argument that is `{run}` alone reads every earlier step) and `{name}` for the value of a variable of `[vars]`; a profile
 //! (`[profile.NAME]`, chosen with `modeconn run --profile NAME`) and `--set NAME=VALUE` override
 //! variables. A step gets `--out {run}/{id}` unless its args name `--out` themselves.
 //!
@@ -43,7 +43,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Subcommands a step may run (every one but `run`, `demo`, `completions` and `man`).
-pub const COMMANDS: [&str; 21] = [
+pub const COMMANDS: [&str; 22] = [
     "train",
     "eval",
     "connect",
@@ -65,6 +65,7 @@ pub const COMMANDS: [&str; 21] = [
     "import",
     "export",
     "plot",
+    "report",
 ];
 
 /// One step of an analysis.
@@ -276,6 +277,11 @@ impl Analysis {
                 }
                 let args: Vec<String> = s.args.iter().map(|a| substitute(a, &lookup)).collect();
                 let mut deps: Vec<String> = Vec::new();
+                // An argument that is the whole run directory (a report of it) reads every
+                // earlier step.
+                if args.iter().any(|a| a == "{run}") {
+                    deps.extend(out.iter().map(|q| q.id.clone()));
+                }
                 for arg in &args {
                     for p in placeholders(arg) {
                         if p == "run" {
@@ -570,6 +576,13 @@ sweep_mode = "zip"
         let p = plan.iter().find(|p| p.id == "p-2-3").unwrap();
         assert_eq!(p.deps, ["w2", "w3", "c-2-3-bezier"]);
         assert!(p.args.contains(&"{run}/x".to_string()));
+        // A step reading the whole run depends on every earlier step.
+        let text =
+            format!("{SWEEP}[[step]]\nid = \"r\"\ncommand = \"report\"\nargs = [\"{{run}}\"]\n");
+        let all = Analysis::parse(&text, Path::new("s.toml")).unwrap();
+        let plan = all.plan(&all.vars).unwrap();
+        let r = plan.last().unwrap();
+        assert_eq!(r.deps.len(), plan.len() - 1);
         // A sweep over a variable's value follows --set.
         let mut vars = a.vars.clone();
         vars.insert("seeds".into(), "1, 2, 3, 7".into());
