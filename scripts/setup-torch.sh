@@ -8,7 +8,8 @@
 #
 #   1. pip install --no-deps the pinned torch wheel (539 MB download, ~1.3 GB installed) plus the
 #      small pure-Python packages torch imports (and numpy, so torch does not warn at import;
-#      scipy for the linear assignments of scripts/torch_connect_e2e.py);
+#      scipy for the linear assignments of scripts/torch_connect_e2e.py; safetensors for
+#      scripts/make-torch-fixtures.py);
 #   2. generate tiny stub .so files (a few KB each) for the CUDA libraries the wheel links against
 #      and that are missing here (libcudart, libcublas, libcudnn, libnccl, ...). They export exactly
 #      the symbols torch references (same sonames and symbol versions), and every stub function

@@ -1,7 +1,7 @@
 //! Result files: JSON summaries written atomically, and `run.json` (command, resolved config,
 //! seed, version, git revision, wall time) in every run directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -9,6 +9,25 @@ use serde_json::{Value, json};
 
 use crate::error::Result;
 use crate::params::io::write_atomic;
+
+/// The files under `dir` (recursively) whose extension is one of `exts`, sorted by path; none
+/// when `dir` cannot be read.
+pub fn files_with_extension(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(files_with_extension(&p, exts));
+        } else if p.extension().is_some_and(|e| exts.iter().any(|x| e == *x)) {
+            out.push(p);
+        }
+    }
+    out
+}
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {

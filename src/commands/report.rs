@@ -188,22 +188,6 @@ fn has_step_dirs(dir: &Path) -> bool {
     })
 }
 
-/// Every `.svg` under `dir`, sorted by path.
-fn svgs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            svgs(&p, out);
-        } else if p.extension().is_some_and(|e| e == "svg") {
-            out.push(p);
-        }
-    }
-}
-
 /// Writes the report; returns what it holds.
 pub fn run(opts: &ReportOptions) -> Result<Value> {
     let dir = &opts.dir;
@@ -279,8 +263,7 @@ pub fn run(opts: &ReportOptions) -> Result<Value> {
     let description = crate::pipeline::spec::Analysis::load(Path::new(&spec))
         .map(|a| a.description)
         .unwrap_or_default();
-    let mut files = Vec::new();
-    svgs(dir, &mut files);
+    let files = crate::report::files_with_extension(dir, &["svg"]);
     let mut figures = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;

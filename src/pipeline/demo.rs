@@ -2,7 +2,7 @@
 //! the same runner as `modeconn run`, then a summary of its results (`summary.json`) and a table
 //! rendered from that summary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
@@ -23,21 +23,6 @@ fn read_json(p: &Path) -> Result<Value> {
     serde_json::from_str(&t).map_err(|e| Error::data(p, e.to_string()))
 }
 
-fn figures(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            figures(&p, out);
-        } else if p.extension().is_some_and(|e| e == "png" || e == "svg") {
-            out.push(p);
-        }
-    }
-}
-
 /// Collects the results of a finished demo run in `dir` into `dir/summary.json`; returns it.
 pub fn summarise(dir: &Path, quick: bool) -> Result<Value> {
     let r = |step: &str, file: &str| read_json(&dir.join(step).join(file));
@@ -54,8 +39,7 @@ pub fn summarise(dir: &Path, quick: bool) -> Result<Value> {
         "line to π(w1)".into(),
         r("path_permuted", "summary.json")?["line"].clone(),
     );
-    let mut files = Vec::new();
-    figures(&dir.join("figures"), &mut files);
+    let files = crate::report::files_with_extension(&dir.join("figures"), &["png", "svg"]);
     let v = json!({
         "quick": quick,
         "w1": r("w1", "metrics.json")?,
