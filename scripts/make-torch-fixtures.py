@@ -11,11 +11,15 @@ plus inputs and the logits PyTorch computes for them in eval mode (`expected.saf
 
 import argparse
 import pathlib
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from torch_reference import LeNet5  # noqa: E402  (`lenet5` under modeconn's names, 1x28x28 input)
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "torch"
 
@@ -30,23 +34,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.fc1(x)))
-
-
-class LeNet5(nn.Module):
-    """`lenet5` (LeNet-5-Caffe, 1x28x28) under modeconn's names."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.conv2 = nn.Conv2d(20, 50, 5)
-        self.fc1 = nn.Linear(800, 500)
-        self.fc2 = nn.Linear(500, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.view(-1, 1, 28, 28)
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 def mlp_sequential() -> nn.Sequential:
@@ -96,19 +83,22 @@ def make() -> None:
 
     lenet = LeNet5().eval()
     torch.save(lenet.state_dict(), OUT / "lenet5.pt")
-    expected["lenet5"] = lenet(x784).detach()
+    expected["lenet5"] = lenet(x784.view(-1, 1, 28, 28)).detach()
 
     save_file({k: v.contiguous() for k, v in expected.items()}, OUT / "expected.safetensors")
     print(f"wrote {OUT} (torch {torch.__version__})")
 
 
 def check(path: str, arch: str) -> None:
-    modules = {"mlp:64-16-10": (MLP, "x64", "mlp_named"), "lenet5": (LeNet5, "x784", "lenet5")}
-    make_module, x, name = modules[arch]
+    modules = {
+        "mlp:64-16-10": (MLP, "x64", "mlp_named", (-1, 64)),
+        "lenet5": (LeNet5, "x784", "lenet5", (-1, 1, 28, 28)),
+    }
+    make_module, x, name, shape = modules[arch]
     m = make_module().eval()
     m.load_state_dict(load_file(path), strict=True)
     expected = load_file(OUT / "expected.safetensors")
-    got = m(expected[x]).detach()
+    got = m(expected[x].view(*shape)).detach()
     diff = (got - expected[name]).abs().max().item()
     print(f"{path}: loaded into {make_module.__name__} (strict); max |logit difference| {diff:.3g}")
 
