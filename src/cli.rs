@@ -2107,25 +2107,29 @@ fn run_spec(a: RunArgs) -> Result<(serde_json::Value, String)> {
         let t = status_table(&v);
         return Ok((v, t));
     }
-    let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("modeconn"), e))?;
+    // The children run the spec as given (relative paths stay relative: the cache keys of
+    // their steps are those of this run's).
+    let inv = Invocation {
+        exe: std::env::current_exe().map_err(|e| Error::io(Path::new("modeconn"), e))?,
+        spec: opts.spec.clone(),
+        out: opts.out.clone(),
+        flags,
+        threads,
+    };
     let launch = |p: &runner::Prepared| -> Result<()> {
         std::fs::create_dir_all(&p.dir).map_err(|e| Error::io(&p.dir, e))?;
         let log = p.dir.join("step.log");
         let file = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("run")
-            .arg(&opts.spec)
-            .arg("--out")
-            .arg(&opts.out)
-            .args(&flags)
-            .args(["--step", &p.step.id, "--quiet"])
+        let words = inv.words(&p.step.id);
+        let mut cmd = std::process::Command::new(&words[0]);
+        cmd.args(&words[1..])
             .env("RAYON_NUM_THREADS", threads.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(file);
         if opts.rerun {
             cmd.arg("--rerun");
         }
-        let status = cmd.status().map_err(|e| Error::io(&exe, e))?;
+        let status = cmd.status().map_err(|e| Error::io(&inv.exe, e))?;
         if status.success() {
             return Ok(());
         }

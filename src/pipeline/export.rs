@@ -42,8 +42,8 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 impl Invocation {
-    /// The shell command that runs step `id`.
-    pub fn command(&self, id: &str) -> String {
+    /// The words of the command that runs step `id` (the binary first).
+    pub fn words(&self, id: &str) -> Vec<String> {
         let mut words = vec![
             self.exe.to_string_lossy().to_string(),
             "run".into(),
@@ -54,6 +54,11 @@ impl Invocation {
         words.extend(self.flags.iter().cloned());
         words.extend(["--step".into(), id.to_string(), "--quiet".into()]);
         words
+    }
+
+    /// The shell command that runs step `id`.
+    pub fn command(&self, id: &str) -> String {
+        self.words(id)
             .iter()
             .map(|w| shell_quote(w))
             .collect::<Vec<_>>()
