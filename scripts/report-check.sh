@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Opens a `modeconn report` page in headless Chromium (Debian's package, installed when missing):
-# the page must load with no console errors, and its screenshot must show the figures (a share
-# of its pixels neither white nor the page's text grey: the plotted lines and heat maps).
+# the page must load with no console errors, its screenshot must show the figures (a share
+# of its pixels neither white nor the page's text grey: the plotted lines and heat maps), and
+# every figure must have its PDF.
 #
 #   bash scripts/report-check.sh            (the quick digits sweep; SPEC / PROFILE override)
 # Env: CARGO_TARGET_DIR, WORK (a scratch directory), CHROMIUM (default /usr/bin/chromium).
@@ -23,8 +24,11 @@ cargo build --release -q
 BIN="$(cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)/release/modeconn"
 
 "$BIN" run "$SPEC" --profile "$PROFILE" --out "$WORK/run" -q >/dev/null
-"$BIN" report "$WORK/run" >/dev/null
+"$BIN" report "$WORK/run" --pdf >/dev/null
 PAGE="$WORK/run/report.html"
+for svg in $(find "$WORK/run" -name '*.svg'); do
+    head -c 5 "${svg%.svg}.pdf" | grep -q '%PDF-' || { say "FAIL: no PDF beside $svg"; exit 1; }
+done
 # Self-contained: nothing fetched from elsewhere.
 if grep -Eq '<(script|link|img|iframe)[^>]+(src|href)=|@import|url\(' "$PAGE"; then
     say "FAIL: $PAGE references something outside itself"; exit 1

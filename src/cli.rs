@@ -1003,6 +1003,9 @@ pub struct ReportArgs {
     /// The page (FILE.html) or a directory for report.html [default: DIR/report.html].
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+    /// Also write every figure as PDF beside its SVG (vector, fonts embedded).
+    #[arg(long)]
+    pub pdf: bool,
 }
 
 /// `modeconn align`.
@@ -1900,6 +1903,7 @@ pub fn execute(command: Command, argv: Vec<String>) -> Result<(serde_json::Value
             let v = commands::report::run(&commands::report::ReportOptions {
                 dir: a.dir,
                 out: a.out,
+                pdf: a.pdf,
             })?;
             let t = format!("{}\n", v["report"].as_str().unwrap_or_default());
             return Ok((v, t));

@@ -94,6 +94,27 @@ fn a_report_is_one_self_contained_page_of_the_run() {
             &href[..40.min(href.len())]
         );
     }
+    // --pdf: every figure also as a one-page vector PDF with the font embedded.
+    common::modeconn()
+        .arg("report")
+        .arg(&out)
+        .arg("--pdf")
+        .assert()
+        .success();
+    for svg in std::fs::read_dir(out.join("figures")).unwrap() {
+        let svg = svg.unwrap().path();
+        if svg.extension().is_none_or(|x| x != "svg") {
+            continue;
+        }
+        let pdf = std::fs::read(svg.with_extension("pdf")).unwrap();
+        let text = String::from_utf8_lossy(&pdf);
+        assert!(pdf.starts_with(b"%PDF-"), "{}", svg.display());
+        assert!(
+            text.contains("DejaVuSans") && text.contains("/FontFile2"),
+            "font embedded"
+        );
+        assert!(text.contains("/Count 1"), "one page");
+    }
     // One command's directory is a one-step report, written where --out says.
     let one = dir.path().join("w1.html");
     common::modeconn()

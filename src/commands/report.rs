@@ -2,6 +2,7 @@
 //! template (`templates/report.html`): every SVG figure under the directory inlined, each
 //! step's command line, its results (`summary.json`, `metrics.json`, ... flattened into
 //! tables) and its `run.json` provenance. The page references nothing outside itself.
+//! `--pdf` also writes every figure as PDF beside its SVG ([`crate::plot::pdf`]).
 //!
 //! RUN_DIR is an analysis's output (`analysis.json`: its steps in order; without it, as a
 //! cluster engine leaves it, the step directories with success markers) or one command's
@@ -39,6 +40,8 @@ pub struct ReportOptions {
     /// The page (a path ending in .html), or the directory to write `report.html` into
     /// [default: DIR/report.html].
     pub out: Option<PathBuf>,
+    /// Also write every figure as PDF beside its SVG.
+    pub pdf: bool,
 }
 
 #[derive(Serialize)]
@@ -265,6 +268,7 @@ pub fn run(opts: &ReportOptions) -> Result<Value> {
         .unwrap_or_default();
     let files = crate::report::files_with_extension(dir, &["svg"]);
     let mut figures = Vec::new();
+    let mut pdfs = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
         // Inline: drop an XML prolog, keep the <svg> element.
@@ -272,6 +276,9 @@ pub fn run(opts: &ReportOptions) -> Result<Value> {
             .find("<svg")
             .map(|i| text[i..].to_string())
             .ok_or_else(|| Error::data(f, "no <svg> element"))?;
+        if opts.pdf {
+            pdfs.push(crate::plot::pdf::write_pdf_beside(f)?);
+        }
         figures.push(Figure {
             name: f
                 .strip_prefix(dir)
@@ -304,5 +311,5 @@ pub fn run(opts: &ReportOptions) -> Result<Value> {
         None => dir.join("report.html"),
     };
     write_atomic(&out, html.as_bytes())?;
-    Ok(json!({"report": out, "figures": figures.len(), "steps": steps.len()}))
+    Ok(json!({"report": out, "figures": figures.len(), "steps": steps.len(), "pdf": pdfs}))
 }

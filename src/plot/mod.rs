@@ -1,10 +1,11 @@
 //! Figures drawn with plotters from saved results only (never during training): line charts
 //! with several panels, the plane of filled log-spaced level bands with contour edges, and
 //! histograms. Every figure is written as PNG and SVG (atomically) with DejaVu Sans embedded, so
-//! text renders without system fonts.
+//! text renders without system fonts; [`pdf`] converts an SVG to PDF.
 
 pub mod contour;
 pub mod figures;
+pub mod pdf;
 pub mod plane;
 pub mod triangle;
 
