@@ -23,7 +23,8 @@
 //!   practical peak of this CPU with these kernels (the GEMM kernels are picked at run time,
 //!   AVX2 or AVX-512, so a fixed nominal peak fits only one machine kind).
 //!
-//! `cargo bench --bench throughput -- [--only NAME[,NAME]] [--seconds S] [--repeats R] [--json PATH]`
+//! `cargo bench --bench throughput -- [--only NAME[,NAME]] [--seconds S] [--repeats R] [--json PATH]
+//! [--device cpu|wgpu|cuda]` (a GPU with `--features wgpu` / `cuda`).
 
 use std::time::Instant;
 
@@ -54,6 +55,7 @@ struct Opts {
     seconds: f64,
     repeats: usize,
     json: Option<String>,
+    device: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -68,6 +70,7 @@ fn opts() -> Opts {
         seconds: get("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0),
         repeats: get("--repeats").and_then(|s| s.parse().ok()).unwrap_or(1),
         json: get("--json"),
+        device: get("--device"),
     }
 }
 
@@ -328,6 +331,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = opts();
+    if let Some(name) = o.device.as_deref() {
+        let choice = backend::DeviceChoice::from_name(name)
+            .unwrap_or_else(|| panic!("--device {name}: not compiled into this build"));
+        backend::choose_device(choice).expect("the first choice");
+    }
     let mlp: Arch = "mlp:784-300-100-10".parse().unwrap();
     let lenet: Arch = "lenet5".parse().unwrap();
     let vgg: Arch = "vgg16:w=0.25".parse().unwrap();

@@ -246,8 +246,9 @@ def make_step(name: str, args: argparse.Namespace):
     counts = check_layout(model_name, model)
     shape = INPUT[model_name]
     macs = forward_macs_per_sample(model, shape)
+    model.to(args.device)
     if mode == "train":
-        x, y = synthetic_batch(args.batch, shape, args.seed + 1)
+        x, y = (t.to(args.device) for t in synthetic_batch(args.batch, shape, args.seed + 1))
         wd = args.wd if model_name in ("vgg16bn", "resnet20") else 0.0
         opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=wd)
         model.train()
@@ -260,7 +261,7 @@ def make_step(name: str, args: argparse.Namespace):
 
         return step, args.batch, 3 * 2 * macs * args.batch, counts
 
-    x, y = synthetic_batch(args.eval_batch, shape, args.seed + 2)
+    x, y = (t.to(args.device) for t in synthetic_batch(args.eval_batch, shape, args.seed + 2))
     model.eval()
 
     def step() -> None:
@@ -271,11 +272,17 @@ def make_step(name: str, args: argparse.Namespace):
 
 
 def time_steps(step, args: argparse.Namespace) -> tuple[int, float]:
-    """Run the timed window; returns (steps, seconds)."""
+    """Run the timed window; returns (steps, seconds). On CUDA each step is waited for."""
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     n = 0
+    sync()
     t0 = time.perf_counter()
     while True:
         step()
+        sync()
         n += 1
         elapsed = time.perf_counter() - t0
         if args.steps is not None:
@@ -329,7 +336,7 @@ def loadavg() -> list[float] | None:
 
 
 def print_table(report: dict) -> None:
-    print(f"\nPyTorch {report['torch_version']} CPU, {report['threads']} threads, {report['cpu']}")
+    print(f"\nPyTorch {report['torch_version']} {report['device']}, {report['threads']} threads, {report['cpu']}")
     header = f"{'benchmark':<15} {'batch':>6} {'steps/s':>10} {'ms/step':>9} {'samples/s':>12} {'GFLOP/s':>8}"
     if report["settings"]["repeats"] > 1:
         header += "   steps/s over repeats (min..max)"
@@ -351,6 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
     p.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
                    help=f"run only this benchmark (repeatable); one of {', '.join(BENCHMARKS)}")
     p.add_argument("--batch", type=int, default=128, help="train batch size")
@@ -387,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": args.device,
         "results": results,
         "cpu": cpu_model(),
         "python": platform.python_version(),

@@ -33,6 +33,37 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The device: cpu (default), or a GPU backend this binary was built with (wgpu with
+    /// `--features wgpu`, cuda with `--features cuda`).
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<DeviceArg>,
+}
+
+/// `--device` values (those compiled in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (burn's flex backend with modeconn's host kernels).
+    Cpu,
+    /// The first GPU through wgpu.
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    /// The first CUDA GPU.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+impl DeviceArg {
+    /// The backend's device choice.
+    pub fn choice(self) -> crate::backend::DeviceChoice {
+        use crate::backend::DeviceChoice;
+        match self {
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            #[cfg(feature = "wgpu")]
+            DeviceArg::Wgpu => DeviceChoice::Wgpu,
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        }
+    }
 }
 
 /// The subcommands.
@@ -1794,6 +1825,10 @@ fn run_step(argv: Vec<String>) -> Result<serde_json::Value> {
                 .to_string(),
         )
     })?;
+    // A step runs on the device of the run; naming another one is refused.
+    if let Some(d) = cli.device {
+        crate::backend::choose_device(d.choice())?;
+    }
     Ok(execute(cli.command, argv)?.0)
 }
 
@@ -2034,6 +2069,11 @@ fn run_spec(a: RunArgs) -> Result<(serde_json::Value, String)> {
     }
     for s in &a.set {
         flags.extend(["--set".into(), s.clone()]);
+    }
+    // Children and cluster jobs run on this run's device.
+    let device = crate::backend::chosen_device();
+    if device != crate::backend::DeviceChoice::Cpu {
+        flags.extend(["--device".into(), device.name().into()]);
     }
     let opts = RunOptions {
         spec: a.spec.clone(),

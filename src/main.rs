@@ -51,7 +51,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = modeconn::backend::on_workers(|| run(cli, argv)) {
+    let device = cli.device.unwrap_or(modeconn::cli::DeviceArg::Cpu).choice();
+    let result = modeconn::backend::choose_device(device)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| modeconn::backend::on_workers(|| run(cli, argv)));
+    if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }

@@ -1,24 +1,20 @@
-//! The only module that names the concrete burn backend. The default is burn's `flex` CPU backend;
-//! `--features wgpu` / `--features cuda` switch to a GPU (unsupported in CI).
+//! The only module that names the concrete burn backends. The CPU (burn's `flex` backend) is
+//! always compiled in and is the default; `--features wgpu` / `--features cuda` add a GPU that
+//! `--device` chooses at run time ([`choose_device`]). Each op picks its path by its tensor's
+//! device ([`on_host`]): the host kernels of this module for CPU tensors, burn's tensor ops for
+//! the others.
 
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod conv;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod dense;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod lrt;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod matmul;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod norm;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 mod pool;
 
 /// A flex tensor's `f32` values, row-major (a copy only if it is not contiguous).
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 fn host(t: &burn_flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
@@ -35,12 +31,9 @@ fn host(t: &burn_flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 /// CPU backend it is im2col + GEMM per sample with a hand-written backward pass (`conv.rs`);
 /// on GPU backends burn's own.
 pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
+    if on_host(&x.device()) {
         conv::conv2d(x, w, options)
-    }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
+    } else {
         burn::tensor::module::conv2d(x, w, None, options)
     }
 }
@@ -54,29 +47,21 @@ pub fn batch_norm_train<const D: usize>(
     gamma: Tensor<1>,
     beta: Tensor<1>,
 ) -> Option<(Tensor<D>, Vec<f32>, Vec<f32>)> {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
-        let (y, stats) = norm::batch_norm_train(x, gamma, beta)?;
-        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect();
-        Some((y, f32s(&stats.0), f32s(&stats.1)))
+    if !on_host(&x.device()) {
+        return None;
     }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
-        let _ = (x, gamma, beta);
-        None
-    }
+    let (y, stats) = norm::batch_norm_train(x, gamma, beta)?;
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect();
+    Some((y, f32s(&stats.0), f32s(&stats.1)))
 }
 
 /// Dense layer `act(x·Wᵀ + b)`, `x: [n, in]`, `w: [out, in]`, `b: [out]`, `act` a ReLU if
 /// `relu`. On the CPU backend one host op with its own backward pass (`dense.rs`); on GPU
 /// backends burn's matmul, add and relu.
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -> Tensor<2> {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
+    if on_host(&x.device()) {
         dense::dense(x, w, b, relu)
-    }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
+    } else {
         compose_dense(x, w, b, relu)
     }
 }
@@ -104,16 +89,41 @@ fn compose_dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -
     }
 }
 
-/// Dense layer under the local reparameterisation trick (on the CPU backend one host op with its
-/// own backward pass, `lrt.rs`; on GPU backends [`compose_lrt_dense`]).
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use self::compose_lrt_dense as lrt_dense;
+/// Dense layer under the local reparameterisation trick: on the CPU backend one host op with its
+/// own backward pass (`lrt.rs`), on GPU backends [`compose_lrt_dense`].
+pub fn lrt_dense(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    v: Tensor<2>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    if on_host(&x.device()) {
+        lrt::lrt_dense(x, theta, b, v, xi, eps, relu)
+    } else {
+        compose_lrt_dense(x, theta, b, v, xi, eps, relu)
+    }
+}
+
 /// [`lrt_dense`] with the weight variance `a·θ⊙θ` for one scale `a: [1]` (on the CPU backend
 /// computed inside the op, `lrt.rs`; on GPU backends [`compose_lrt_dense_scaled`]).
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub use self::compose_lrt_dense_scaled as lrt_dense_scaled;
-#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-pub use lrt::{lrt_dense, lrt_dense_scaled};
+pub fn lrt_dense_scaled(
+    x: Tensor<2>,
+    theta: Tensor<2>,
+    b: Tensor<1>,
+    a: Tensor<1>,
+    xi: Tensor<2>,
+    eps: f32,
+    relu: bool,
+) -> Tensor<2> {
+    if on_host(&x.device()) {
+        lrt::lrt_dense_scaled(x, theta, b, a, xi, eps, relu)
+    } else {
+        compose_lrt_dense_scaled(x, theta, b, a, xi, eps, relu)
+    }
+}
 
 /// `act(x·θᵀ + b + √((x⊙x)·vᵀ + eps)⊙ξ)` with `x: [n, in]`, weight mean `θ` and variance `v`
 /// `[out, in]`, bias `b: [out]` and the noise `ξ: [n, out]`, `act` a ReLU if `relu`: the dense
@@ -150,19 +160,81 @@ pub fn compose_lrt_dense_scaled(
     compose_lrt_dense(x, theta, b, v, xi, eps, relu)
 }
 
+/// The devices a run can use: the CPU (burn's flex backend, served by this module's host
+/// kernels) and the GPU backends compiled in (burn's own tensor ops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The CPU.
+    Cpu,
+    /// The first GPU through wgpu (Vulkan, Metal, DirectX 12).
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    /// The first CUDA GPU.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// The device of a `--device` value, when it is compiled in.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            DeviceChoice::Cpu,
+            #[cfg(feature = "wgpu")]
+            DeviceChoice::Wgpu,
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
+    }
+
+    /// Its `--device` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            DeviceChoice::Wgpu => "wgpu",
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+}
+
+static CHOSEN: std::sync::OnceLock<DeviceChoice> = std::sync::OnceLock::new();
+
+/// Chooses the device of this process (once; the CPU when never called). Choosing again the
+/// same device is a no-op; another one is an error naming both.
+pub fn choose_device(choice: DeviceChoice) -> crate::error::Result<()> {
+    let chosen = *CHOSEN.get_or_init(|| choice);
+    if chosen == choice {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Config(format!(
+            "--device {}: this run is on {}, and one process uses one device",
+            choice.name(),
+            chosen.name()
+        )))
+    }
+}
+
+/// The chosen device (the CPU unless [`choose_device`] said otherwise).
+pub fn chosen_device() -> DeviceChoice {
+    CHOSEN.get().copied().unwrap_or(DeviceChoice::Cpu)
+}
+
+/// Whether `device` (with or without autodiff) is the CPU device the host kernels serve.
+pub fn on_host(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
 /// The device for evaluation (no autodiff).
 pub fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        Device::cuda(0)
-    }
-    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-    {
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
-    }
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
-        Device::flex()
+    match chosen_device() {
+        DeviceChoice::Cpu => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => Device::cuda(0),
     }
 }
 
@@ -174,12 +246,9 @@ pub fn train_device() -> Device {
 /// 2-d max pooling; on the CPU backend a host kernel with its own backward pass (`pool.rs`), on
 /// GPU backends burn's own.
 pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
+    if on_host(&x.device()) {
         pool::max_pool2d(x, options)
-    }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
+    } else {
         burn::tensor::module::max_pool2d(x, options)
     }
 }
@@ -275,7 +344,6 @@ pub const PASS_BLOCK: usize = 1 << 14;
 /// pass read every parameter and gradient each step, so the copies `to_data` makes (up to three
 /// per tensor on flex) were a sixth of an MLP train step.
 pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
     {
         if let Ok(ft) = t
             .clone()
@@ -368,7 +436,6 @@ mod tests {
         let at = with_host(&alone, |v| v.as_ptr() as usize);
         let taken = into_host_vec(alone);
         assert_eq!(taken, values);
-        #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
         assert_eq!(
             taken.as_ptr() as usize,
             at,

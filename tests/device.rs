@@ -1,0 +1,106 @@
+//! The device subset: commands on the device named by `MODECONN_TEST_DEVICE` (`wgpu` or
+//! `cuda`, in a build with that feature; `scripts/gpu-check.sh` sets it) against the same
+//! commands on the CPU. There the host kernels are bypassed and burn's tensor ops compute every
+//! layer, so results agree to rounding, not bit for bit. Without the variable the tests say so
+//! and return: the CPU path is what every other test covers.
+
+mod common;
+
+use std::path::Path;
+
+use common::{json, modeconn};
+
+/// The device under test, or `None` (with a note) when none is named.
+fn device_under_test() -> Option<String> {
+    match std::env::var("MODECONN_TEST_DEVICE") {
+        Ok(d) if d != "cpu" => Some(d),
+        _ => {
+            eprintln!("MODECONN_TEST_DEVICE names no GPU: the device subset is not run");
+            None
+        }
+    }
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    json(&dir.join("metrics.json"))
+}
+
+#[test]
+fn training_on_the_device_matches_the_cpu() {
+    let Some(device) = device_under_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, epochs) in [("mlp:64-64-10", "8"), ("mlp:64-32-32-10:norm=bn", "8")] {
+        let run = |dev: &str| {
+            let out = dir.path().join(format!("{}-{dev}", arch.replace(':', "_")));
+            modeconn()
+                .args([
+                    "train", "--arch", arch, "--epochs", epochs, "--seed", "3", "-q",
+                ])
+                .args(["--device", dev, "--out"])
+                .arg(&out)
+                .assert()
+                .success();
+            metrics(&out)
+        };
+        let (cpu, gpu) = (run("cpu"), run(&device));
+        let (a, b) = (
+            cpu["test_acc"].as_f64().unwrap(),
+            gpu["test_acc"].as_f64().unwrap(),
+        );
+        assert!(b > 0.85, "{arch} on {device}: test accuracy {b}");
+        assert!((a - b).abs() < 0.03, "{arch}: cpu {a}, {device} {b}");
+    }
+}
+
+#[test]
+fn evaluation_on_the_device_matches_the_cpu() {
+    let Some(device) = device_under_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::train_digits(dir.path(), "mlp:64-64-10", "5", &[]);
+    let eval = |dev: &str| {
+        let a = modeconn()
+            .args(["eval", "--device", dev, "--model"])
+            .arg(&model)
+            .assert()
+            .success();
+        serde_json::from_slice::<serde_json::Value>(&a.get_output().stdout).unwrap()
+    };
+    let (cpu, gpu) = (eval("cpu"), eval(&device));
+    for k in ["train_loss", "test_loss"] {
+        let (a, b) = (cpu[k].as_f64().unwrap(), gpu[k].as_f64().unwrap());
+        assert!(
+            (a - b).abs() < 1e-4 * a.max(1.0),
+            "{k}: cpu {a}, {device} {b}"
+        );
+    }
+}
+
+#[test]
+fn a_variational_model_trains_on_the_device() {
+    let Some(device) = device_under_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vd");
+    modeconn()
+        .args([
+            "vtrain",
+            "--method",
+            "sparse-vd",
+            "--arch",
+            "mlp:64-64-10",
+            "--epochs",
+            "5",
+        ])
+        .args(["-q", "--device", &device, "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let s = json(&out.join("summary.json"));
+    let acc = s["mode_acc"].as_f64().unwrap();
+    assert!(acc > 0.8, "sparse VD on {device}: {s}");
+}
