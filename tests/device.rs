@@ -104,3 +104,46 @@ fn a_variational_model_trains_on_the_device() {
     let acc = s["mode_acc"].as_f64().unwrap();
     assert!(acc > 0.8, "sparse VD on {device}: {s}");
 }
+
+#[test]
+fn devices_not_compiled_in_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu");
+    modeconn()
+        .args([
+            "train",
+            "--arch",
+            "mlp:64-16-10",
+            "--epochs",
+            "1",
+            "-q",
+            "--device",
+            "cpu",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(out.join("model.safetensors").exists());
+    for dev in ["wgpu", "cuda"] {
+        let compiled = if dev == "wgpu" {
+            cfg!(feature = "wgpu")
+        } else {
+            cfg!(feature = "cuda")
+        };
+        if compiled {
+            continue;
+        }
+        let out = dir.path().join(dev);
+        let a = modeconn()
+            .args(["train", "--epochs", "1", "--device", dev, "--out"])
+            .arg(&out)
+            .assert()
+            .failure()
+            .code(1);
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(err.contains("--device") && err.contains(dev), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!out.exists());
+    }
+}

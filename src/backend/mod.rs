@@ -31,7 +31,7 @@ fn host(t: &burn_flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 /// CPU backend it is im2col + GEMM per sample with a hand-written backward pass (`conv.rs`);
 /// on GPU backends burn's own.
 pub fn conv2d(x: Tensor<4>, w: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
-    if on_host(&x.device()) {
+    if on_host(&x) {
         conv::conv2d(x, w, options)
     } else {
         burn::tensor::module::conv2d(x, w, None, options)
@@ -47,7 +47,7 @@ pub fn batch_norm_train<const D: usize>(
     gamma: Tensor<1>,
     beta: Tensor<1>,
 ) -> Option<(Tensor<D>, Vec<f32>, Vec<f32>)> {
-    if !on_host(&x.device()) {
+    if !on_host(&x) {
         return None;
     }
     let (y, stats) = norm::batch_norm_train(x, gamma, beta)?;
@@ -59,7 +59,7 @@ pub fn batch_norm_train<const D: usize>(
 /// `relu`. On the CPU backend one host op with its own backward pass (`dense.rs`); on GPU
 /// backends burn's matmul, add and relu.
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, relu: bool) -> Tensor<2> {
-    if on_host(&x.device()) {
+    if on_host(&x) {
         dense::dense(x, w, b, relu)
     } else {
         compose_dense(x, w, b, relu)
@@ -100,7 +100,7 @@ pub fn lrt_dense(
     eps: f32,
     relu: bool,
 ) -> Tensor<2> {
-    if on_host(&x.device()) {
+    if on_host(&x) {
         lrt::lrt_dense(x, theta, b, v, xi, eps, relu)
     } else {
         compose_lrt_dense(x, theta, b, v, xi, eps, relu)
@@ -118,7 +118,7 @@ pub fn lrt_dense_scaled(
     eps: f32,
     relu: bool,
 ) -> Tensor<2> {
-    if on_host(&x.device()) {
+    if on_host(&x) {
         lrt::lrt_dense_scaled(x, theta, b, a, xi, eps, relu)
     } else {
         compose_lrt_dense_scaled(x, theta, b, a, xi, eps, relu)
@@ -222,9 +222,10 @@ pub fn chosen_device() -> DeviceChoice {
     CHOSEN.get().copied().unwrap_or(DeviceChoice::Cpu)
 }
 
-/// Whether `device` (with or without autodiff) is the CPU device the host kernels serve.
-pub fn on_host(device: &Device) -> bool {
-    device.clone().inner() == Device::flex()
+/// Whether tensor `t` (with or without autodiff) lives on the CPU device the host kernels
+/// serve. A process on the CPU holds no other tensors, so only a GPU run looks at the device.
+pub fn on_host<const D: usize>(t: &Tensor<D>) -> bool {
+    chosen_device() == DeviceChoice::Cpu || t.device().inner() == Device::flex()
 }
 
 /// The device for evaluation (no autodiff).
@@ -246,7 +247,7 @@ pub fn train_device() -> Device {
 /// 2-d max pooling; on the CPU backend a host kernel with its own backward pass (`pool.rs`), on
 /// GPU backends burn's own.
 pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
-    if on_host(&x.device()) {
+    if on_host(&x) {
         pool::max_pool2d(x, options)
     } else {
         burn::tensor::module::max_pool2d(x, options)
