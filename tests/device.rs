@@ -105,6 +105,105 @@ fn a_variational_model_trains_on_the_device() {
     assert!(acc > 0.8, "sparse VD on {device}: {s}");
 }
 
+/// A curve between two digits MLPs fitted on the device (its points formed and its bend
+/// updated in tensor ops) is as good as the CPU's: the chain's worst test loss is below the
+/// line's on both, and the midpoints' losses agree.
+#[test]
+fn a_curve_fitted_on_the_device_matches_the_cpu() {
+    let Some(device) = device_under_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let models: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|s| {
+            let out = dir.path().join(format!("w{s}"));
+            common::train_digits(&out, "mlp:64-32-10", "20", &["--seed", s])
+        })
+        .collect();
+    let run = |dev: &str| {
+        let out = dir.path().join(format!("chain-{dev}"));
+        modeconn()
+            .args([
+                "connect", "--epochs", "20", "--wd", "5e-4", "-q", "--device", dev,
+            ])
+            .arg("--a")
+            .arg(&models[0])
+            .arg("--b")
+            .arg(&models[1])
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let path = dir.path().join(format!("path-{dev}"));
+        modeconn()
+            .args(["path", "--points", "5", "--device", dev, "--a"])
+            .arg(&models[0])
+            .arg("--b")
+            .arg(&models[1])
+            .arg("--curve")
+            .arg(format!("chain={}", out.join("curve.safetensors").display()))
+            .arg("--out")
+            .arg(&path)
+            .assert()
+            .success();
+        json(&path.join("summary.json"))
+    };
+    let (cpu, gpu) = (run("cpu"), run(&device));
+    common::assert_chain_below_line(&gpu);
+    let max = |s: &serde_json::Value| s["chain"]["test_loss"]["max"].as_f64().unwrap();
+    let (a, b) = (max(&cpu), max(&gpu));
+    assert!(
+        (a - b).abs() < 0.1 * a.max(0.1),
+        "chain's worst test loss: cpu {a}, {device} {b}"
+    );
+}
+
+/// A curve between two sparse-VD models fitted on the device (the per-weight terms as tensor
+/// expressions there) is as good as the CPU's: the midpoint's mode accuracy agrees.
+#[test]
+fn a_variational_curve_fitted_on_the_device_matches_the_cpu() {
+    let Some(device) = device_under_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let models: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|s| {
+            let out = dir.path().join(format!("vd{s}"));
+            modeconn()
+                .args(["vtrain", "--method", "sparse-vd", "--arch", "mlp:64-32-10"])
+                .args(["--epochs", "10", "-q", "--seed", s, "--out"])
+                .arg(&out)
+                .assert()
+                .success();
+            out.join("variational.safetensors")
+        })
+        .collect();
+    let run = |dev: &str| {
+        let out = dir.path().join(format!("vchain-{dev}"));
+        modeconn()
+            .args(["connect", "--epochs", "10", "-q", "--device", dev, "--a"])
+            .arg(&models[0])
+            .arg("--b")
+            .arg(&models[1])
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let rows = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(rows.lines().last().expect("a row per epoch")).unwrap();
+        last["test_mode_acc_mid"].as_f64().unwrap()
+    };
+    let (cpu, gpu) = (run("cpu"), run(&device));
+    assert!(gpu > 0.8, "the midpoint on {device}: accuracy {gpu}");
+    assert!(
+        (cpu - gpu).abs() < 0.05,
+        "midpoint accuracy: cpu {cpu}, {device} {gpu}"
+    );
+}
+
 #[test]
 fn devices_not_compiled_in_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();

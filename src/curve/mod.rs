@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 pub use kind::CurveKind;
 
 use crate::arch::Arch;
-use crate::backend::into_host_vec;
+use crate::backend::{into_host_vec, on_host};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::state::{StateSample, recompute_model};
@@ -365,18 +365,30 @@ impl<P: Objective> Objective for CurveObjective<'_, P> {
             .map(|c| c as f32)
             .collect();
         let refs: Vec<&ParamSet> = points.iter().collect();
-        // The last step's point is written over: by now the step has dropped its other
-        // references to it, so its buffers come back without a copy.
-        let buffers = self
-            .last_point
-            .take()
-            .map(|w| w.into_tensors().into_iter().map(into_host_vec).collect())
-            .unwrap_or_default();
-        let (w, sq_norm) = ParamSet::combination_into(&refs, &coeffs, buffers)
-            .expect("control points share one layout");
-        let device = params.tensors()[0].device();
-        let w = ParamSet::from_vecs(points[0].layout().clone(), w, &device)
-            .expect("shaped like the points");
+        let (w, sq_norm) = if on_host(&params.tensors()[0]) {
+            // The last step's point is written over: by now the step has dropped its other
+            // references to it, so its buffers come back without a copy.
+            let buffers = self
+                .last_point
+                .take()
+                .map(|w| w.into_tensors().into_iter().map(into_host_vec).collect())
+                .unwrap_or_default();
+            let (w, sq_norm) = ParamSet::combination_into(&refs, &coeffs, buffers)
+                .expect("control points share one layout");
+            let device = params.tensors()[0].device();
+            let w = ParamSet::from_vecs(points[0].layout().clone(), w, &device)
+                .expect("shaped like the points");
+            (w, sq_norm)
+        } else {
+            // On a GPU the point is formed on the device, in tensor ops.
+            let w = ParamSet::combination(&refs, &coeffs).expect("control points share one layout");
+            let sq_norm = if self.wd > 0.0 {
+                w.sq_norm_tensor().into_scalar::<f32>() as f64
+            } else {
+                0.0
+            };
+            (w, sq_norm)
+        };
         self.last_point = Some(w.clone());
         // The point objective's own host pass, if it has one (a variational point's
         // variances), extends the point.

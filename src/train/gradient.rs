@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::{with_host, with_hosts};
 use crate::error::{Error, Result};
@@ -314,6 +314,46 @@ impl Gradient {
                     }))
                 })
             }),
+        }
+    }
+
+    /// The gradient of parameter tensor `i` as a tensor expression on the gradient's device
+    /// (flat): the values of [`TensorGradient::at`] in the same order of operations, composed
+    /// of burn's tensor ops, for the optimiser's update on a GPU. A chain rule's host factors
+    /// `v` and `k` are uploaded to the device.
+    pub fn tensor(&self, i: usize) -> Tensor<1> {
+        match self {
+            Gradient::Values(g) => g.tensors()[i].clone(),
+            Gradient::Chain { g, chained } => match &chained[i] {
+                None => g.tensors()[i].clone(),
+                Some(c) => {
+                    let device = c.upstream.device();
+                    let host = |v: &Arc<Vec<f32>>| {
+                        Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+                    };
+                    let uv = c.upstream.clone() * host(&c.d_output);
+                    let x = if c.with_graph {
+                        g.tensors()[i].clone() + uv
+                    } else {
+                        uv
+                    };
+                    x + host(&c.d_penalty) * c.penalty_weight
+                }
+            },
+            Gradient::Point {
+                inner,
+                decay,
+                scales,
+                ..
+            } => {
+                let l = inner.layout().len();
+                let (k, j) = (i / l, i % l);
+                let x = inner.tensor(j);
+                match decay {
+                    None => x * scales[k],
+                    Some((lambda, w)) => (x + w.tensors()[j].clone() * *lambda) * scales[k],
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -106,8 +106,10 @@ impl OptimConfig {
     }
 }
 
-/// An optimiser and its state (one or two parameter sets shaped like the trained set, kept on
-/// the host between steps: the update is a host pass, and tensors are made only for checkpoints).
+/// An optimiser and its state (one or two parameter sets shaped like the trained set). For CPU
+/// parameters the state stays on the host between steps and the update is a host pass; for
+/// parameters on a GPU it stays on their device and the update is composed of burn's tensor ops
+/// ([`Optimizer::step`]). Tensors are made from host state only for checkpoints.
 #[derive(Debug, Clone)]
 pub struct Optimizer {
     cfg: OptimConfig,
@@ -115,25 +117,41 @@ pub struct Optimizer {
     pub steps: u64,
     layout: Arc<Layout>,
     device: Device,
-    /// `state[slot][tensor][element]`.
-    state: Vec<Vec<Vec<f32>>>,
+    state: Slots,
+}
+
+/// Where an [`Optimizer`]'s state lives: it follows the parameters (the first step on the
+/// other kind of device moves it there once).
+#[derive(Debug, Clone)]
+enum Slots {
+    /// `[slot][tensor][element]` on the host.
+    Host(Vec<Vec<Vec<f32>>>),
+    /// `[slot][tensor]` on the parameters' device.
+    Device(Vec<Vec<Tensor<1>>>),
 }
 
 impl Optimizer {
     /// Fresh state (zeros) for `params`.
     pub fn new(cfg: OptimConfig, params: &ParamSet) -> Self {
-        let zeros: Vec<Vec<f32>> = params
-            .layout()
-            .entries()
-            .iter()
-            .map(|e| vec![0.0; e.numel()])
-            .collect();
+        let device = params.tensors()[0].device();
+        let state = if backend::on_host(&params.tensors()[0]) {
+            let zeros: Vec<Vec<f32>> = params
+                .layout()
+                .entries()
+                .iter()
+                .map(|e| vec![0.0; e.numel()])
+                .collect();
+            Slots::Host(vec![zeros; cfg.slots()])
+        } else {
+            let zeros: Vec<Tensor<1>> = params.tensors().iter().map(Tensor::zeros_like).collect();
+            Slots::Device(vec![zeros; cfg.slots()])
+        };
         Self {
-            state: vec![zeros; cfg.slots()],
+            state,
             cfg,
             steps: 0,
             layout: params.layout().clone(),
-            device: params.tensors()[0].device(),
+            device,
         }
     }
 
@@ -151,19 +169,66 @@ impl Optimizer {
             steps,
             layout: state[0].layout().clone(),
             device: state[0].tensors()[0].device(),
-            state: state.iter().map(ParamSet::to_vecs).collect(),
+            state: if backend::on_host(&state[0].tensors()[0]) {
+                Slots::Host(state.iter().map(ParamSet::to_vecs).collect())
+            } else {
+                Slots::Device(state.iter().map(|s| s.tensors().to_vec()).collect())
+            },
         })
     }
 
     /// The state sets (for checkpoints).
     pub fn state(&self) -> Vec<ParamSet> {
-        self.state
-            .iter()
-            .map(|v| {
-                ParamSet::from_vecs(self.layout.clone(), v.clone(), &self.device)
-                    .expect("state shaped like the layout")
-            })
-            .collect()
+        match &self.state {
+            Slots::Host(slots) => slots
+                .iter()
+                .map(|v| {
+                    ParamSet::from_vecs(self.layout.clone(), v.clone(), &self.device)
+                        .expect("state shaped like the layout")
+                })
+                .collect(),
+            Slots::Device(slots) => slots
+                .iter()
+                .map(|ts| {
+                    ParamSet::from_tensors(self.layout.clone(), ts.clone())
+                        .expect("state shaped like the layout")
+                })
+                .collect(),
+        }
+    }
+
+    /// The state on the host (moved there from a device once).
+    fn host_slots(&mut self) -> &mut Vec<Vec<Vec<f32>>> {
+        if let Slots::Device(slots) = &self.state {
+            let host = slots
+                .iter()
+                .map(|ts| ts.iter().map(crate::params::host_vec).collect())
+                .collect();
+            self.state = Slots::Host(host);
+        }
+        match &mut self.state {
+            Slots::Host(slots) => slots,
+            Slots::Device(_) => unreachable!("moved to the host above"),
+        }
+    }
+
+    /// The state as tensors on `device` (moved there once).
+    fn device_slots(&mut self, device: &Device) -> &mut Vec<Vec<Tensor<1>>> {
+        if let Slots::Host(slots) = &self.state {
+            let tensors = slots
+                .iter()
+                .map(|vs| {
+                    vs.iter()
+                        .map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device))
+                        .collect()
+                })
+                .collect();
+            self.state = Slots::Device(tensors);
+        }
+        match &mut self.state {
+            Slots::Device(slots) => slots,
+            Slots::Host(_) => unreachable!("moved to the device above"),
+        }
     }
 
     /// The optimiser's configuration.
@@ -180,6 +245,18 @@ impl Optimizer {
     /// consumed: where a tensor is the only owner of its buffer the new values are written in
     /// place ([`backend::into_host_vec`]).
     pub fn step(&mut self, params: ParamSet, grads: &Gradient, lr: f64) -> Result<ParamSet> {
+        let host = backend::on_host(&params.tensors()[0]);
+        self.step_on(params, grads, lr, host)
+    }
+
+    /// [`Optimizer::step`] as a host pass (`host`) or in tensor ops.
+    fn step_on(
+        &mut self,
+        params: ParamSet,
+        grads: &Gradient,
+        lr: f64,
+        host: bool,
+    ) -> Result<ParamSet> {
         grads.check()?;
         if !(Arc::ptr_eq(params.layout(), grads.layout()) || **params.layout() == **grads.layout())
         {
@@ -193,9 +270,20 @@ impl Optimizer {
             ));
         }
         self.steps += 1;
-        let lr = lr as f32;
+        if host {
+            self.host_step(params, grads, lr as f32)
+        } else {
+            self.tensor_step(params, grads, lr as f32)
+        }
+    }
+
+    /// [`Optimizer::step`] as one fused host pass per tensor (CPU parameters).
+    fn host_step(&mut self, params: ParamSet, grads: &Gradient, lr: f32) -> Result<ParamSet> {
         let device = params.tensors()[0].device();
         let layout = params.layout().clone();
+        let steps = self.steps;
+        let cfg = self.cfg.clone();
+        let state = self.host_slots();
         // One fused host pass per tensor, the same f32 operations in the same order as the
         // formulas above (so the result is bit-identical to composing tensor ops), instead of
         // 4 (SGD) or 12 (Adam) whole-tensor passes with an allocation each. Gradients are read
@@ -208,10 +296,10 @@ impl Optimizer {
             .into_iter()
             .map(backend::into_host_vec)
             .collect();
-        match self.cfg {
+        match cfg {
             OptimConfig::Sgd { momentum, wd } => {
                 let (mu, wd) = (momentum as f32, wd as f32);
-                for (i, (p, b)) in p.iter_mut().zip(&mut self.state[0]).enumerate() {
+                for (i, (p, b)) in p.iter_mut().zip(&mut state[0]).enumerate() {
                     if layout.entries()[i].role.is_state() {
                         continue;
                     }
@@ -233,11 +321,11 @@ impl Optimizer {
                 wd,
             } => {
                 let (b1, b2, eps, wd) = (beta1 as f32, beta2 as f32, eps as f32, wd as f32);
-                let t = self.steps as i32;
+                let t = steps as i32;
                 let c1 = 1.0 - beta1.powi(t);
                 let c2 = (1.0 - beta2.powi(t)) as f32;
                 let step = (lr as f64 / c1) as f32;
-                let (m_all, v_all) = self.state.split_at_mut(1);
+                let (m_all, v_all) = state.split_at_mut(1);
                 for (i, ((p, m), v)) in p
                     .iter_mut()
                     .zip(m_all[0].iter_mut())
@@ -268,6 +356,58 @@ impl Optimizer {
             }
         };
         ParamSet::from_vecs(layout, p, &device)
+    }
+
+    /// [`Optimizer::step`] composed of burn's tensor ops on the parameters' device (GPU
+    /// parameters): the formulas of the module docs in the order of the host pass, the
+    /// gradient in its tensor form ([`Gradient::tensor`]) and the state kept on the device.
+    fn tensor_step(&mut self, params: ParamSet, grads: &Gradient, lr: f32) -> Result<ParamSet> {
+        let device = params.tensors()[0].device();
+        let layout = params.layout().clone();
+        let steps = self.steps;
+        let cfg = self.cfg.clone();
+        let state = self.device_slots(&device);
+        let mut p = params.into_tensors();
+        for (i, p) in p.iter_mut().enumerate() {
+            if layout.entries()[i].role.is_state() {
+                continue;
+            }
+            let g = grads.tensor(i);
+            let decayed = |wd: f32, p: &Tensor<1>| {
+                if wd == 0.0 {
+                    g.clone()
+                } else {
+                    g.clone() + p.clone() * wd
+                }
+            };
+            match cfg {
+                OptimConfig::Sgd { momentum, wd } => {
+                    let d = decayed(wd as f32, p);
+                    let b = state[0][i].clone() * momentum as f32 + d;
+                    *p = p.clone() - b.clone() * lr;
+                    state[0][i] = b;
+                }
+                OptimConfig::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    wd,
+                } => {
+                    let (b1, b2) = (beta1 as f32, beta2 as f32);
+                    let t = steps as i32;
+                    let c2 = (1.0 - beta2.powi(t)) as f32;
+                    let step = (lr as f64 / (1.0 - beta1.powi(t))) as f32;
+                    let d = decayed(wd as f32, p);
+                    let m = state[0][i].clone() * b1 + d.clone() * (1.0 - b1);
+                    let v = state[1][i].clone() * b2 + d.clone() * d * (1.0 - b2);
+                    let denom = (v.clone() / c2).sqrt() + eps as f32;
+                    *p = p.clone() - m.clone() / denom * step;
+                    state[0][i] = m;
+                    state[1][i] = v;
+                }
+            }
+        }
+        ParamSet::from_tensors(layout, p)
     }
 }
 
@@ -350,8 +490,6 @@ fn adam_block(p: &mut [f32], g: TensorGradient<'_>, m: &mut [f32], v: &mut [f32]
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-
-    use burn::tensor::Tensor;
 
     use super::*;
     use crate::backend;
@@ -575,6 +713,112 @@ mod tests {
             }
             assert_eq!(p1.to_vecs(), p2.to_vecs());
             assert_ne!(p1.to_vecs(), p0.to_vecs());
+        }
+    }
+
+    /// The tensor-op update (a GPU's, run here on CPU tensors) gives the host pass's bits for
+    /// every form of the gradient (values, a chain rule with and without the graph's term, a
+    /// curve point with its decay around a chain rule), SGD and Adam with and without weight
+    /// decay, and leaves running statistics alone; its state checkpoints alike, and a run
+    /// moved between the two forms mid-way (state carried over) stays on the same bits.
+    #[test]
+    fn tensor_update_equals_host_update_bit_for_bit() {
+        let device = backend::device();
+        let n = BLOCK + 77;
+        let entries = vec![
+            Entry {
+                name: "w".into(),
+                shape: vec![n],
+                role: Role::Weight,
+            },
+            Entry {
+                name: "b".into(),
+                shape: vec![n],
+                role: Role::Weight,
+            },
+            Entry {
+                name: "bn.running_mean".into(),
+                shape: vec![5],
+                role: Role::RunningMean,
+            },
+        ];
+        let base = Arc::new(Layout::new(entries).unwrap());
+        let on = |vs: Vec<Vec<f32>>, l: &Arc<Layout>| {
+            ParamSet::from_vecs(l.clone(), vs, &device).unwrap()
+        };
+        let vals = |s: u32| vec![values(n, s), values(n, s + 1), values(5, s + 2)];
+        let arc = |seed| Arc::new(values(n, seed));
+        let u = Tensor::<1>::from_floats(values(n, 40).as_slice(), &device);
+        let chain = Gradient::Chain {
+            g: on(vals(10), &base),
+            chained: vec![
+                Some(ChainRule {
+                    with_graph: true,
+                    upstream: u.clone(),
+                    d_output: arc(20),
+                    d_penalty: arc(21),
+                    penalty_weight: 0.3,
+                }),
+                Some(ChainRule {
+                    with_graph: false,
+                    upstream: u,
+                    d_output: arc(22),
+                    d_penalty: arc(23),
+                    penalty_weight: 1.7,
+                }),
+                None,
+            ],
+        };
+        let packed = {
+            let mut e = base.prefixed("a/").entries().to_vec();
+            e.extend(base.prefixed("b/").entries().iter().cloned());
+            Arc::new(Layout::new(e).unwrap())
+        };
+        let point = Gradient::Point {
+            packed: packed.clone(),
+            inner: Box::new(chain.clone()),
+            decay: Some((5e-4, on(vals(30), &base))),
+            scales: vec![0.3, -1.7],
+        };
+        let mut two = vals(1);
+        two.extend(vals(4));
+        let cases = [
+            (Gradient::Values(on(vals(7), &base)), on(vals(1), &base)),
+            (chain, on(vals(1), &base)),
+            (point, on(two, &packed)),
+        ];
+        for (grad, p0) in &cases {
+            for cfg in [
+                OptimConfig::new(OptimKind::Sgd, 0.9, 0.0),
+                OptimConfig::new(OptimKind::Sgd, 0.9, 1e-3),
+                OptimConfig::new(OptimKind::Adam, 0.0, 0.0),
+                OptimConfig::new(OptimKind::Adam, 0.0, 1e-2),
+            ] {
+                let (mut host, mut tensor) = (
+                    Optimizer::new(cfg.clone(), p0),
+                    Optimizer::new(cfg.clone(), p0),
+                );
+                let (mut p1, mut p2) = (p0.clone(), p0.clone());
+                for lr in [0.1, 0.05, 0.02] {
+                    p1 = host.step_on(p1, grad, lr, true).unwrap();
+                    p2 = tensor.step_on(p2, grad, lr, false).unwrap();
+                    assert_eq!(p1.to_vecs(), p2.to_vecs(), "{cfg:?} at lr {lr}");
+                }
+                assert!(matches!(tensor.state, Slots::Device(_)));
+                let (s1, s2) = (host.state(), tensor.state());
+                for (a, b) in s1.iter().zip(&s2) {
+                    assert_eq!(a.to_vecs(), b.to_vecs(), "{cfg:?}: the state");
+                }
+                let k = p0.layout().len() - 1;
+                assert_eq!(p2.to_vecs()[k], p0.to_vecs()[k], "running statistics kept");
+                assert_ne!(p2.to_vecs()[0], p0.to_vecs()[0]);
+                // Switch forms: the state follows the parameters.
+                p1 = host.step_on(p1, grad, 0.01, false).unwrap();
+                p2 = tensor.step_on(p2, grad, 0.01, true).unwrap();
+                assert!(matches!(host.state, Slots::Device(_)));
+                assert!(matches!(tensor.state, Slots::Host(_)));
+                assert_eq!(p1.to_vecs(), p2.to_vecs(), "{cfg:?} after switching");
+            }
         }
     }
 

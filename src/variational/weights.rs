@@ -77,7 +77,11 @@ impl<'a> VarWeights<'a> {
     /// posteriors of `sparse-vd` and `ard`, the weight variances and KL in one fused host pass
     /// ([`fused`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
-        let kind = fused_pass(model).map(|p| p.kl);
+        // On a GPU the per-weight terms are tensor expressions ([`VModel::log_alpha_t`],
+        // [`VModel::kl_given`]) instead.
+        let kind = fused_pass(model)
+            .filter(|_| backend::on_host(&params.tensors()[0]))
+            .map(|p| p.kl);
         let mut log_alphas = Vec::with_capacity(model.layers().len());
         let mut fused_terms = Vec::with_capacity(model.layers().len());
         for layer in model.layers() {
@@ -284,7 +288,7 @@ impl<'a> VarWeights<'a> {
         let shape: [usize; D] = v.dims();
         let device = v.device();
         let xi = standard_normals(&mut self.noise.borrow_mut(), shape.iter().product());
-        if !v.is_tracked() {
+        if !v.is_tracked() || !backend::on_host(&v) {
             return (v + eps).sqrt() * Tensor::from_data(TensorData::new(xi, shape), &device);
         }
         let (k, c): (Vec<f32>, Vec<f32>) = with_host(&v, |vals| {
