@@ -207,7 +207,7 @@ static CHOSEN: std::sync::OnceLock<DeviceChoice> = std::sync::OnceLock::new();
 pub fn choose_device(choice: DeviceChoice) -> crate::error::Result<()> {
     let chosen = *CHOSEN.get_or_init(|| choice);
     if chosen == choice {
-        Ok(())
+        open(choice)
     } else {
         Err(crate::error::Error::Config(format!(
             "--device {}: this run is on {}, and one process uses one device",
@@ -215,6 +215,31 @@ pub fn choose_device(choice: DeviceChoice) -> crate::error::Result<()> {
             chosen.name()
         )))
     }
+}
+
+/// Sets up the device's runtime once, so that a missing GPU is an error naming the flag
+/// rather than a panic at the first tensor op (the wgpu runtime otherwise sets itself up lazily
+/// and panics when no adapter answers).
+fn open(choice: DeviceChoice) -> crate::error::Result<()> {
+    static OPENED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let opened = OPENED.get_or_init(|| match choice {
+        DeviceChoice::Cpu => Ok(()),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => Device::wgpu_options()
+            .init()
+            .map(|_| ())
+            .map_err(|e| format!("--device wgpu: no usable GPU adapter on this machine ({e})")),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => Ok(()),
+    });
+    opened
+        .clone()
+        .map_err(|e| crate::error::Error::Config(one_line(&e)))
+}
+
+/// `s` on one line (an adapter's error can span several).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The chosen device (the CPU unless [`choose_device`] said otherwise).
