@@ -34,6 +34,8 @@ use super::host;
 use super::matmul::{Mat, gemm_into, gemm_into_t};
 use rayon::prelude::*;
 
+mod winograd;
+
 /// Samples per parallel task (fixed, so that sums do not depend on the thread count).
 const CHUNK: usize = 8;
 
@@ -195,8 +197,12 @@ fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`.
+/// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`;
+/// 3×3 kernels with unit stride and padding 1 by Winograd's F(2×2, 3×3) ([`winograd`]).
 pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(g, x, w);
+    }
     let (k, l) = (g.k(), g.l());
     let wm = Mat::new(w, g.o, k);
     let mut y = vec![0.0f32; g.n * g.o * l];
@@ -221,8 +227,25 @@ pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
-/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for.
+/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for (the
+/// input gradient of a 3×3, unit-stride, padding-1 convolution by [`winograd`]).
 pub fn backward_host(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if winograd::applies(g) {
+        let dx = want_dx.then(|| winograd::input_gradient(g, w, gy));
+        return (dx, gemm_backward(g, x, w, gy, false, want_dw).1);
+    }
+    gemm_backward(g, x, w, gy, want_dx, want_dw)
+}
+
+/// [`backward_host`] through im2col and GEMM.
+fn gemm_backward(
     g: &Geometry,
     x: &[f32],
     w: &[f32],
@@ -451,15 +474,28 @@ pub(crate) mod tests {
     );
 
     /// LeNet-like, strided and padded, 1×1, a batch that is not a multiple of the chunk, and a
-    /// kernel as wide as the padded input.
-    const CASES: [Case; 6] = [
+    /// kernel as wide as the padded input; then three for Winograd's F(2×2, 3×3): odd sizes
+    /// (edge tiles cut), 1×1 feature maps in two blocks of samples, a small square map.
+    const CASES: [Case; 9] = [
         (3, 1, 12, 12, 4, 5, 5, [1, 1], [0, 0]),
         (2, 3, 9, 7, 5, 3, 2, [2, 1], [1, 2]),
         (4, 6, 5, 5, 3, 1, 1, [1, 1], [0, 0]),
         (17, 2, 6, 6, 3, 3, 3, [1, 1], [1, 1]),
         (2, 2, 8, 8, 2, 3, 3, [3, 2], [0, 1]),
         (2, 2, 3, 4, 3, 5, 6, [1, 1], [1, 1]),
+        (3, 8, 7, 9, 12, 3, 3, [1, 1], [1, 1]),
+        (37, 9, 1, 1, 8, 3, 3, [1, 1], [1, 1]),
+        (5, 16, 4, 4, 10, 3, 3, [1, 1], [1, 1]),
     ];
+
+    /// The Winograd cases are the ones taking that path; the others are not.
+    #[test]
+    fn winograd_takes_the_3x3_unit_stride_cases() {
+        for (i, &(n, c, h, w, o, kh, kw, s, p)) in CASES.iter().enumerate() {
+            let g = Geometry::new([n, c, h, w], [o, c, kh, kw], s, p).unwrap();
+            assert_eq!(winograd::applies(&g), i >= 6, "case {i}");
+        }
+    }
 
     pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
         with_host(t, <[f32]>::to_vec)
@@ -588,7 +624,12 @@ pub(crate) mod tests {
     /// Central differences of `Σ y ⊙ r` in a few weights and inputs (f64 host arithmetic).
     #[test]
     fn gradients_match_finite_differences() {
-        let case = 1;
+        for case in [1, 6] {
+            finite_differences(case);
+        }
+    }
+
+    fn finite_differences(case: usize) {
         let (n, c, h, w, o, kh, kw, s, p) = CASES[case];
         let g = Geometry::new([n, c, h, w], [o, c, kh, kw], s, p).unwrap();
         let mut next = uniform_stream(12345);
@@ -612,11 +653,12 @@ pub(crate) mod tests {
     /// so one thread and three threads give the same bits.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
-        let case = 3;
-        let run = |threads: usize| on_threads(threads, || grads(case, conv2d, true));
-        let (x1, w1) = run(1);
-        let (x3, w3) = run(3);
-        assert_eq!(x1, x3);
-        assert_eq!(w1, w3);
+        for case in [3, 7] {
+            let run = |threads: usize| on_threads(threads, || grads(case, conv2d, true));
+            let (x1, w1) = run(1);
+            let (x3, w3) = run(3);
+            assert_eq!(x1, x3, "case {case}");
+            assert_eq!(w1, w3, "case {case}");
+        }
     }
 }
