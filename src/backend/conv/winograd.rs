@@ -105,89 +105,88 @@ fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32>
     u
 }
 
+/// `x − y`, `x + y` element-wise into `out`.
+#[inline(always)]
+fn sub_into(out: &mut [f32], x: &[f32], y: &[f32]) {
+    for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
+        *o = a - b;
+    }
+}
+
+#[inline(always)]
+fn add_into(out: &mut [f32], x: &[f32], y: &[f32]) {
+    for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
+        *o = a + b;
+    }
+}
+
 /// `V = Bᵀ·d·B` of every 4×4 input tile of `x` (samples `[nb, c, h, w]`) into `v`
-/// (`[16][c][nb·tiles]`, tile index `(sample, ty, tx)`). A row of tiles at a time, as vectors
-/// over `tx`: the rows' combination `Bᵀ·d` over the whole padded width, split into even and odd
-/// columns, so that the columns' combination reads and each of the 16 outputs writes
-/// contiguous runs.
+/// (`[16][c][nb·tiles]`, tile index `(sample, ty, tx)`).
+///
+/// A plane at a time, in long vectors: the zero-padded plane is split into its four quarters
+/// by row and column parity (`q[a][b][m][n] = x_pad[2m + a][2n + b]`, rows of `tw + 1`), so
+/// that the rows' combination `Bᵀ·d` of every tile is one pass over each quarter, and the
+/// columns' combination reads its four neighbours at fixed offsets.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn input_transform(t: Tiling, c: usize, x: &[f32], v: &mut [f32]) {
     let nb = x.len() / (c * t.h * t.w);
     let cols = nb * t.tiles();
     let plane = t.h * t.w;
-    let tw = t.tw;
-    // Padded columns −1 ..= 2·tw (2·tw + 2 of them), as even and odd halves per combined row.
-    let mut d = vec![0.0f32; 4 * (2 * tw + 2)];
-    let (mut de, mut dodd) = (vec![0.0f32; 4 * (tw + 1)], vec![0.0f32; 4 * (tw + 1)]);
-    let mut even = vec![0.0f32; 4 * (tw + 1)];
-    let mut odd = vec![0.0f32; 4 * (tw + 1)];
-    let wp = 2 * tw + 2;
+    let (th, tw) = (t.th, t.tw);
+    let qw = tw + 1;
+    // One spare row so that the shifted reads below stay inside.
+    let qlen = (th + 2) * qw;
+    let l = th * qw;
+    let mut q = vec![0.0f32; 4 * qlen];
+    // `Bᵀ·d` per row k of the tile and column parity: `[k][parity][th·qw]`.
+    let mut r = vec![0.0f32; 8 * l];
     for s in 0..nb {
         for ci in 0..c {
             let xp = &x[(s * c + ci) * plane..][..plane];
-            for ty in 0..t.th {
-                // The four input rows 2ty − 1 ..= 2ty + 2, zero-padded.
-                for i in 0..4 {
-                    let row = &mut d[i * wp..(i + 1) * wp];
-                    let r = (2 * ty + i).wrapping_sub(1);
-                    if r < t.h {
-                        row[0] = 0.0;
-                        row[1..1 + t.w].copy_from_slice(&xp[r * t.w..(r + 1) * t.w]);
-                        row[1 + t.w..].fill(0.0);
-                    } else {
-                        row.fill(0.0);
-                    }
+            // Quarters: padded row pr = 2m + a is input row pr − 1; padded column 2n + b is
+            // input column 2n + b − 1.
+            q.fill(0.0);
+            for row in 0..t.h {
+                let pr = row + 1;
+                let (a, m) = (pr % 2, pr / 2);
+                let src = &xp[row * t.w..(row + 1) * t.w];
+                let (q0, q1) = q.split_at_mut((2 * a + 1) * qlen);
+                let even = &mut q0[2 * a * qlen + m * qw..][..qw];
+                let odd = &mut q1[m * qw..][..qw];
+                // Input column j sits at padded column j + 1: even columns to `odd[j / 2]`,
+                // odd ones to `even[(j + 1) / 2]`.
+                let mut pairs = src.chunks_exact(2);
+                for ((p, o), e) in (&mut pairs).zip(odd.iter_mut()).zip(&mut even[1..]) {
+                    *o = p[0];
+                    *e = p[1];
                 }
-                // Split into even and odd padded columns, then Bᵀ·d on each half.
-                for i in 0..4 {
-                    let row = &d[i * wp..(i + 1) * wp];
-                    let (ev, od) = (
-                        &mut de[i * (tw + 1)..][..tw + 1],
-                        &mut dodd[i * (tw + 1)..][..tw + 1],
-                    );
-                    for m in 0..=tw {
-                        ev[m] = row[2 * m];
-                        od[m] = row[2 * m + 1];
-                    }
+                if let [last] = pairs.remainder() {
+                    odd[t.w / 2] = *last;
                 }
-                for (src, out) in [(&de, &mut even), (&dodd, &mut odd)] {
-                    let n = tw + 1;
-                    let (d0, d1, d2, d3) =
-                        (&src[..n], &src[n..2 * n], &src[2 * n..3 * n], &src[3 * n..]);
-                    let (o0, rest) = out.split_at_mut(n);
-                    let (o1, rest) = rest.split_at_mut(n);
-                    let (o2, o3) = rest.split_at_mut(n);
-                    for k in 0..n {
-                        o0[k] = d0[k] - d2[k];
-                        o1[k] = d1[k] + d2[k];
-                        o2[k] = d2[k] - d1[k];
-                        o3[k] = d1[k] - d3[k];
-                    }
-                }
-                let col = s * t.tiles() + ty * tw;
-                for i in 0..4 {
-                    let (ev, od) = (
-                        &even[i * (tw + 1)..][..tw + 1],
-                        &odd[i * (tw + 1)..][..tw + 1],
-                    );
-                    let (e0, e1, e2, e3) = (&ev[..tw], &od[..tw], &ev[1..], &od[1..]);
-                    let at = |j: usize| (((4 * i + j) * c + ci) * cols + col)..;
-                    let out = &mut v[at(0)][..tw];
-                    for k in 0..tw {
-                        out[k] = e0[k] - e2[k];
-                    }
-                    let out = &mut v[at(1)][..tw];
-                    for k in 0..tw {
-                        out[k] = e1[k] + e2[k];
-                    }
-                    let out = &mut v[at(2)][..tw];
-                    for k in 0..tw {
-                        out[k] = e2[k] - e1[k];
-                    }
-                    let out = &mut v[at(3)][..tw];
-                    for k in 0..tw {
-                        out[k] = e1[k] - e3[k];
-                    }
+            }
+            // Rows 2ty + i of the tile: quarter (i % 2) shifted by i / 2 rows.
+            for b in 0..2 {
+                let row = |i: usize| &q[((i % 2) * 2 + b) * qlen + (i / 2) * qw..][..l];
+                let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                let out = |k: usize| (k * 2 + b) * l;
+                sub_into(&mut r[out(0)..][..l], d0, d2);
+                add_into(&mut r[out(1)..][..l], d1, d2);
+                sub_into(&mut r[out(2)..][..l], d2, d1);
+                sub_into(&mut r[out(3)..][..l], d1, d3);
+            }
+            // Columns 2tx + j: parity j % 2 shifted by j / 2.
+            for k in 0..4 {
+                let (ev, od) = (&r[(k * 2) * l..][..l], &r[(k * 2 + 1) * l..][..l]);
+                for ty in 0..th {
+                    let f = ty * qw;
+                    let (e0, e1) = (&ev[f..f + tw], &od[f..f + tw]);
+                    let (e2, e3) = (&ev[f + 1..f + 1 + tw], &od[f + 1..f + 1 + tw]);
+                    let col = s * t.tiles() + ty * tw;
+                    let at = |j: usize| ((4 * k + j) * c + ci) * cols + col;
+                    sub_into(&mut v[at(0)..][..tw], e0, e2);
+                    add_into(&mut v[at(1)..][..tw], e1, e2);
+                    sub_into(&mut v[at(2)..][..tw], e2, e1);
+                    sub_into(&mut v[at(3)..][..tw], e1, e3);
                 }
             }
         }
@@ -195,49 +194,58 @@ fn input_transform(t: Tiling, c: usize, x: &[f32], v: &mut [f32]) {
 }
 
 /// `Y = Aᵀ·M·A` of every tile of `m` (`[16][o][nb·tiles]`) into `y` (`[nb, o, h, w]`), the
-/// parts of edge tiles outside the image dropped; a row of tiles at a time, as vectors over
-/// `tx` (the 16 inputs read as contiguous runs).
+/// parts of edge tiles outside the image dropped. A sample's tiles are contiguous in `m`, so
+/// both combinations run over all of them at once; the four outputs of each tile are then
+/// interleaved into the image rows.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
     let nb = y.len() / (o * t.h * t.w);
     let cols = nb * t.tiles();
     let plane = t.h * t.w;
-    let tw = t.tw;
-    // Aᵀ·M: two rows of four, each `tw` long.
-    let mut a = vec![0.0f32; 8 * tw];
-    let mut row = vec![0.0f32; 2 * tw];
+    let (th, tw) = (t.th, t.tw);
+    let l = t.tiles();
+    // Aᵀ·M: `[i][j][tiles]` for output row i and column j of M; then the 2×2 outputs.
+    let mut a = vec![0.0f32; 8 * l];
+    let mut out = vec![0.0f32; 4 * l];
     for s in 0..nb {
         for oc in 0..o {
-            let yp = &mut y[(s * o + oc) * plane..][..plane];
-            for ty in 0..t.th {
-                let col = s * t.tiles() + ty * tw;
-                let e = |k: usize| &m[(k * o + oc) * cols + col..][..tw];
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (e(j), e(4 + j), e(8 + j), e(12 + j));
-                    let (a0, a1) = a.split_at_mut(4 * tw);
-                    let (a0, a1) = (&mut a0[j * tw..][..tw], &mut a1[j * tw..][..tw]);
-                    for k in 0..tw {
-                        a0[k] = m0[k] + m1[k] + m2[k];
-                        a1[k] = m1[k] - m2[k] - m3[k];
-                    }
+            let e = |k: usize| &m[(k * o + oc) * cols + s * l..][..l];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (e(j), e(4 + j), e(8 + j), e(12 + j));
+                let (a0, a1) = a.split_at_mut(4 * l);
+                let (a0, a1) = (&mut a0[j * l..][..l], &mut a1[j * l..][..l]);
+                for k in 0..l {
+                    a0[k] = m0[k] + m1[k] + m2[k];
+                    a1[k] = m1[k] - m2[k] - m3[k];
                 }
+            }
+            for i in 0..2 {
+                let ai = &a[4 * i * l..][..4 * l];
+                let (a0, a1, a2, a3) = (&ai[..l], &ai[l..2 * l], &ai[2 * l..3 * l], &ai[3 * l..]);
+                let (y0, y1) = out[2 * i * l..(2 * i + 2) * l].split_at_mut(l);
+                for k in 0..l {
+                    y0[k] = a0[k] + a1[k] + a2[k];
+                    y1[k] = a1[k] - a2[k] - a3[k];
+                }
+            }
+            let yp = &mut y[(s * o + oc) * plane..][..plane];
+            for ty in 0..th {
                 for i in 0..2 {
                     let r = 2 * ty + i;
                     if r >= t.h {
                         continue;
                     }
-                    let ai = &a[4 * i * tw..][..4 * tw];
-                    let (a0, a1, a2, a3) = (
-                        &ai[..tw],
-                        &ai[tw..2 * tw],
-                        &ai[2 * tw..3 * tw],
-                        &ai[3 * tw..],
-                    );
-                    for k in 0..tw {
-                        row[2 * k] = a0[k] + a1[k] + a2[k];
-                        row[2 * k + 1] = a1[k] - a2[k] - a3[k];
+                    let y0 = &out[2 * i * l + ty * tw..][..tw];
+                    let y1 = &out[(2 * i + 1) * l + ty * tw..][..tw];
+                    let row = &mut yp[r * t.w..(r + 1) * t.w];
+                    let mut pairs = row.chunks_exact_mut(2);
+                    for ((p, a), b) in (&mut pairs).zip(y0).zip(y1) {
+                        p[0] = *a;
+                        p[1] = *b;
                     }
-                    yp[r * t.w..(r + 1) * t.w].copy_from_slice(&row[..t.w]);
+                    if let [last] = pairs.into_remainder() {
+                        *last = y0[tw - 1];
+                    }
                 }
             }
         }
