@@ -9,8 +9,9 @@
 //!
 //! Why: composed of burn's ops the layer is about ten element-wise passes forward and more
 //! backward, each writing a tensor of the activation's size; here it is two reading passes and
-//! one writing pass each way. Sums run in `f64`, each channel's in a fixed order on one thread,
-//! so results do not depend on the number of threads.
+//! one writing pass each way. Sums run in `f64`, each channel's in a fixed order on one thread
+//! (eight interleaved partial sums per sample plane, which vectorise, then the planes in
+//! sample order), so results do not depend on the number of threads.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::host;
@@ -33,18 +35,52 @@ fn dims(x: &FlexTensor) -> [usize; 3] {
     [d[0], d[1], d[2..].iter().product()]
 }
 
-/// Per-channel mean and biased variance of `x: [n, c, plane]` (two passes, `f64` sums).
+/// Lanes of the `f64` partial sums of [`lane_sums`].
+const LANES: usize = 8;
+
+/// `(Σ f(aᵢ, bᵢ), Σ g(aᵢ, bᵢ))` over two slices of equal length, in `f64`: element `i` goes to
+/// partial sum `i mod 8`, the partial sums are added pairwise in a fixed tree, then the tail.
+/// A fixed order (the same bits every time) that the compiler vectorises, where one running
+/// sum is bound by the latency of each addition.
+#[inline(always)]
+fn lane_sums(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f64, f64) -> f64,
+    g: impl Fn(f64, f64) -> f64,
+) -> (f64, f64) {
+    let (mut sf, mut sg) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for i in 0..LANES {
+            let (u, v) = (f64::from(xa[i]), f64::from(xb[i]));
+            sf[i] += f(u, v);
+            sg[i] += g(u, v);
+        }
+    }
+    let tree = |s: [f64; LANES]| ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    let (mut rf, mut rg) = (tree(sf), tree(sg));
+    for (&u, &v) in ta.iter().zip(tb) {
+        let (u, v) = (f64::from(u), f64::from(v));
+        rf += f(u, v);
+        rg += g(u, v);
+    }
+    (rf, rg)
+}
+
+/// Per-channel mean and biased variance of `x: [n, c, plane]` (two passes, `f64` sums: per
+/// sample plane by [`lane_sums`], planes added in sample order).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 pub fn channel_stats(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (n * plane) as f64;
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let values = || (0..n).flat_map(move |s| &x[(s * c + ch) * plane..][..plane]);
-            let mean = values().map(|&v| f64::from(v)).sum::<f64>() / m;
-            let var = values()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let planes = || (0..n).map(move |s| &x[(s * c + ch) * plane..][..plane]);
+            let sum = |f: &dyn Fn(&[f32]) -> f64| planes().map(f).sum::<f64>();
+            let mean = sum(&|p| lane_sums(p, p, |u, _| u, |_, _| 0.0).0) / m;
+            let var = sum(&|p| lane_sums(p, p, |u, _| (u - mean) * (u - mean), |_, _| 0.0).0) / m;
             (mean, var)
         })
         .unzip()
@@ -97,22 +133,7 @@ fn backward_host(
     let m = (n * plane) as f64;
     let (mean, var) = &**stats;
     let r = inv_std(var);
-    // Per channel: Σg and Σg·x̂.
-    let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for s in 0..n {
-                let at = (s * c + ch) * plane;
-                for (&g, &x) in gy[at..at + plane].iter().zip(&x[at..at + plane]) {
-                    let g = f64::from(g);
-                    sg += g;
-                    sgx += g * (f64::from(x) - mean[ch]) * r[ch];
-                }
-            }
-            (sg, sgx)
-        })
-        .unzip();
+    let (sum_g, sum_gx) = gradient_sums(x, gy, d, mean, &r);
     // ∂L/∂x = a·g + b·x + k per channel, with a = γr, b = −γr²·Σgx̂/m,
     // k = −γr·Σg/m + γr²·μ·Σgx̂/m.
     let coef: Vec<[f32; 3]> = (0..c)
@@ -140,6 +161,37 @@ fn backward_host(
         });
     let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
     (dx, to32(sum_gx), to32(sum_g))
+}
+
+/// Per channel `Σg` and `Σg·x̂ = r·Σg·(x − μ)` (`f64`, per sample plane by [`lane_sums`],
+/// planes added in sample order).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn gradient_sums(
+    x: &[f32],
+    gy: &[f32],
+    [n, c, plane]: [usize; 3],
+    mean: &[f64],
+    r: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for s in 0..n {
+                let at = (s * c + ch) * plane;
+                let mu = mean[ch];
+                let (a, b) = lane_sums(
+                    &gy[at..at + plane],
+                    &x[at..at + plane],
+                    |g, _| g,
+                    |g, x| g * (x - mu),
+                );
+                sg += a;
+                sgx += b;
+            }
+            (sg, sgx * r[ch])
+        })
+        .unzip()
 }
 
 fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
