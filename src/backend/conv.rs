@@ -258,24 +258,14 @@ fn gemm_backward(
     let chunks = g.n.div_ceil(CHUNK);
     // One chunk of samples: writes its input gradients (if asked) and returns its partial
     // weight gradient (empty if not asked).
-    let work = |ci: usize, dxc: Option<&mut [f32]>| -> Vec<f32> {
+    // The column buffers are reused by the chunks a thread runs (every element is written
+    // before it is read; zeroed only when allocated).
+    let buffers = || {
+        let len = |want: bool| if want && !g.is_pointwise() { k * l } else { 0 };
+        (vec![0.0f32; len(want_dw)], vec![0.0f32; len(want_dx)])
+    };
+    let work = |(col, dcol): &mut (Vec<f32>, Vec<f32>), ci: usize, dxc: Option<&mut [f32]>| {
         let samples = ci * CHUNK..((ci + 1) * CHUNK).min(g.n);
-        let mut col = vec![
-            0.0f32;
-            if want_dw && !g.is_pointwise() {
-                k * l
-            } else {
-                0
-            }
-        ];
-        let mut dcol = vec![
-            0.0f32;
-            if want_dx && !g.is_pointwise() {
-                k * l
-            } else {
-                0
-            }
-        ];
         let mut dw = vec![0.0f32; if want_dw { g.o * k } else { 0 }];
         let mut dxc = dxc;
         for (bi, b) in samples.enumerate() {
@@ -285,8 +275,8 @@ fn gemm_backward(
                 let cols = if g.is_pointwise() {
                     xb
                 } else {
-                    im2col(g, xb, &mut col);
-                    &col
+                    im2col(g, xb, col);
+                    &col[..]
                 };
                 // Into `∂L/∂Wᵀ` (`[k, o]`): see `gemm_into_t`.
                 gemm_into_t(&mut dw, gb, Mat::new(cols, k, l).t(), true);
@@ -296,8 +286,8 @@ fn gemm_backward(
                 if g.is_pointwise() {
                     gemm_into(dxb, wm.t(), gb, false);
                 } else {
-                    gemm_into(&mut dcol, wm.t(), gb, false);
-                    col2im_add(g, &dcol, dxb);
+                    gemm_into(dcol, wm.t(), gb, false);
+                    col2im_add(g, dcol, dxb);
                 }
             }
         }
@@ -308,13 +298,13 @@ fn gemm_backward(
         let parts = dx
             .par_chunks_mut(CHUNK * g.chw())
             .enumerate()
-            .map(|(ci, dxc)| work(ci, Some(dxc)))
+            .map_init(buffers, |b, (ci, dxc)| work(b, ci, Some(dxc)))
             .collect();
         (Some(dx), parts)
     } else {
         let parts = (0..chunks)
             .into_par_iter()
-            .map(|ci| work(ci, None))
+            .map_init(buffers, |b, ci| work(b, ci, None))
             .collect();
         (None, parts)
     };
