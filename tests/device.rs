@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{json, modeconn};
 
@@ -19,6 +19,25 @@ fn device_under_test() -> Option<String> {
             None
         }
     }
+}
+
+/// A sparse-VD model trained on the digits into `out` on `device`: its variational file.
+fn sparse_vd(out: &Path, arch: &str, epochs: &str, seed: &str, device: &str) -> PathBuf {
+    modeconn()
+        .args([
+            "vtrain",
+            "--method",
+            "sparse-vd",
+            "--arch",
+            arch,
+            "--epochs",
+            epochs,
+        ])
+        .args(["-q", "--seed", seed, "--device", device, "--out"])
+        .arg(out)
+        .assert()
+        .success();
+    out.join("variational.safetensors")
 }
 
 fn metrics(dir: &Path) -> serde_json::Value {
@@ -86,20 +105,7 @@ fn a_variational_model_trains_on_the_device() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("vd");
-    modeconn()
-        .args([
-            "vtrain",
-            "--method",
-            "sparse-vd",
-            "--arch",
-            "mlp:64-64-10",
-            "--epochs",
-            "5",
-        ])
-        .args(["-q", "--device", &device, "--out"])
-        .arg(&out)
-        .assert()
-        .success();
+    sparse_vd(&out, "mlp:64-64-10", "5", "1", &device);
     let s = json(&out.join("summary.json"));
     let acc = s["mode_acc"].as_f64().unwrap();
     assert!(acc > 0.8, "sparse VD on {device}: {s}");
@@ -170,14 +176,13 @@ fn a_variational_curve_fitted_on_the_device_matches_the_cpu() {
     let models: Vec<_> = ["1", "2"]
         .iter()
         .map(|s| {
-            let out = dir.path().join(format!("vd{s}"));
-            modeconn()
-                .args(["vtrain", "--method", "sparse-vd", "--arch", "mlp:64-32-10"])
-                .args(["--epochs", "10", "-q", "--seed", s, "--out"])
-                .arg(&out)
-                .assert()
-                .success();
-            out.join("variational.safetensors")
+            sparse_vd(
+                &dir.path().join(format!("vd{s}")),
+                "mlp:64-32-10",
+                "10",
+                s,
+                "cpu",
+            )
         })
         .collect();
     let run = |dev: &str| {

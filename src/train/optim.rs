@@ -516,22 +516,26 @@ mod tests {
             .collect()
     }
 
+    /// A layout of flat tensors `(name, length, role)`.
+    fn layout_of(entries: &[(&str, usize, Role)]) -> Arc<Layout> {
+        let entries = entries
+            .iter()
+            .map(|&(name, n, role)| Entry {
+                name: name.into(),
+                shape: vec![n],
+                role,
+            })
+            .collect();
+        Arc::new(Layout::new(entries).unwrap())
+    }
+
     /// State (running statistics) is left alone by both optimisers and their weight decay.
     #[test]
     fn state_is_not_updated() {
-        let entries = vec![
-            Entry {
-                name: "w".into(),
-                shape: vec![4],
-                role: Role::Weight,
-            },
-            Entry {
-                name: "bn.running_var".into(),
-                shape: vec![4],
-                role: Role::RunningVar,
-            },
-        ];
-        let layout = Arc::new(Layout::new(entries).unwrap());
+        let layout = layout_of(&[
+            ("w", 4, Role::Weight),
+            ("bn.running_var", 4, Role::RunningVar),
+        ]);
         let dev = backend::device();
         let p0 =
             ParamSet::from_vecs(layout.clone(), vec![values(4, 1), values(4, 2)], &dev).unwrap();
@@ -725,24 +729,11 @@ mod tests {
     fn tensor_update_equals_host_update_bit_for_bit() {
         let device = backend::device();
         let n = BLOCK + 77;
-        let entries = vec![
-            Entry {
-                name: "w".into(),
-                shape: vec![n],
-                role: Role::Weight,
-            },
-            Entry {
-                name: "b".into(),
-                shape: vec![n],
-                role: Role::Weight,
-            },
-            Entry {
-                name: "bn.running_mean".into(),
-                shape: vec![5],
-                role: Role::RunningMean,
-            },
-        ];
-        let base = Arc::new(Layout::new(entries).unwrap());
+        let base = layout_of(&[
+            ("w", n, Role::Weight),
+            ("b", n, Role::Weight),
+            ("bn.running_mean", 5, Role::RunningMean),
+        ]);
         let on = |vs: Vec<Vec<f32>>, l: &Arc<Layout>| {
             ParamSet::from_vecs(l.clone(), vs, &device).unwrap()
         };
