@@ -153,7 +153,7 @@ pub struct EvalConfig {
 
 /// The ELBO objective of a variational model.
 ///
-/// For the fused methods (`sparse-vd`, `ard`; [`fused_pass`]) a step runs the host pass first
+/// For the fused methods (`sparse-vd`, `ard`; [`fused_pass`]) a CPU step runs the host pass first
 /// ([`Objective::weights`]): the graph sees each additive layer's weight variance as an autodiff
 /// leaf and the KL as a constant, and [`Objective::pull_back`] hands the chain rule
 /// `∂L/∂θ += ∂L/∂v·∂v/∂θ + rw·∂KL/∂θ`, `∂L/∂log σ² = ∂L/∂v·∂v/∂log σ² + rw·∂KL/∂log σ²` to the
@@ -161,7 +161,7 @@ pub struct EvalConfig {
 /// writing it out first was a pass of its own, ≈ 2% of an MLP step). The same
 /// loss and gradients as splicing the pass into the graph ([`VarWeights::new`], used when `loss`
 /// is called without `weights`), without four element-wise graph operations per weight tensor
-/// forward and back.
+/// forward and back. On a GPU the graph computes the terms as tensor expressions instead.
 pub struct Elbo<'a> {
     /// The model.
     pub model: VModel,

@@ -74,8 +74,8 @@ pub struct VarWeights<'a> {
 impl<'a> VarWeights<'a> {
     /// A source over `params` (the model's layout) drawing ξ from `rng`. Computes every
     /// layer's clipped log α once ([`VModel::log_alphas_t`]), or, for the per-weight additive
-    /// posteriors of `sparse-vd` and `ard`, the weight variances and KL in one fused host pass
-    /// ([`fused`]).
+    /// posteriors of `sparse-vd` and `ard` on the CPU, the weight variances and KL in one fused
+    /// host pass ([`fused`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
         // On a GPU the per-weight terms are tensor expressions ([`VModel::log_alpha_t`],
         // [`VModel::kl_given`]) instead.
@@ -280,7 +280,7 @@ impl<'a> VarWeights<'a> {
     }
 
     /// The sampled output noise `√(v + ε)·ξ` for an output variance `v`, ξ ~ N(0, 1) from the
-    /// stream. Under autodiff it is the first-order form `v·K + C` with host constants
+    /// stream. Under autodiff on the CPU it is the first-order form `v·K + C` with host constants
     /// `K = ξ / (2√(v + ε))` and `C = √(v + ε)·ξ − v·K`: the same value and the same gradient
     /// `∂/∂v = K`, in one multiply and one add instead of flex's `sqrt`, whose backward is a
     /// scalar `powf` per element.
