@@ -270,19 +270,18 @@ impl Optimizer {
             ));
         }
         self.steps += 1;
+        let k = Update::of(&self.cfg, self.steps, lr as f32);
         if host {
-            self.host_step(params, grads, lr as f32)
+            self.host_step(params, grads, k)
         } else {
-            self.tensor_step(params, grads, lr as f32)
+            self.tensor_step(params, grads, k)
         }
     }
 
     /// [`Optimizer::step`] as one fused host pass per tensor (CPU parameters).
-    fn host_step(&mut self, params: ParamSet, grads: &Gradient, lr: f32) -> Result<ParamSet> {
+    fn host_step(&mut self, params: ParamSet, grads: &Gradient, k: Update) -> Result<ParamSet> {
         let device = params.tensors()[0].device();
         let layout = params.layout().clone();
-        let steps = self.steps;
-        let cfg = self.cfg.clone();
         let state = self.host_slots();
         // One fused host pass per tensor, the same f32 operations in the same order as the
         // formulas above (so the result is bit-identical to composing tensor ops), instead of
@@ -296,9 +295,8 @@ impl Optimizer {
             .into_iter()
             .map(backend::into_host_vec)
             .collect();
-        match cfg {
-            OptimConfig::Sgd { momentum, wd } => {
-                let (mu, wd) = (momentum as f32, wd as f32);
+        match k {
+            Update::Sgd(k) => {
                 for (i, (p, b)) in p.iter_mut().zip(&mut state[0]).enumerate() {
                     if layout.entries()[i].role.is_state() {
                         continue;
@@ -307,24 +305,14 @@ impl Optimizer {
                         p.par_chunks_mut(BLOCK)
                             .zip(b.par_chunks_mut(BLOCK))
                             .enumerate()
-                            .for_each(|(k, (p, b))| {
-                                let g = g.slice(k * BLOCK..k * BLOCK + p.len());
-                                sgd_block(p, g, b, Sgd { mu, wd, lr })
+                            .for_each(|(j, (p, b))| {
+                                let g = g.slice(j * BLOCK..j * BLOCK + p.len());
+                                sgd_block(p, g, b, k)
                             })
                     });
                 }
             }
-            OptimConfig::Adam {
-                beta1,
-                beta2,
-                eps,
-                wd,
-            } => {
-                let (b1, b2, eps, wd) = (beta1 as f32, beta2 as f32, eps as f32, wd as f32);
-                let t = steps as i32;
-                let c1 = 1.0 - beta1.powi(t);
-                let c2 = (1.0 - beta2.powi(t)) as f32;
-                let step = (lr as f64 / c1) as f32;
+            Update::Adam(k) => {
                 let (m_all, v_all) = state.split_at_mut(1);
                 for (i, ((p, m), v)) in p
                     .iter_mut()
@@ -339,16 +327,8 @@ impl Optimizer {
                         p.par_chunks_mut(BLOCK)
                             .zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK)))
                             .enumerate()
-                            .for_each(|(k, (p, (m, v)))| {
-                                let g = g.slice(k * BLOCK..k * BLOCK + p.len());
-                                let k = Adam {
-                                    b1,
-                                    b2,
-                                    c2,
-                                    eps,
-                                    step,
-                                    wd,
-                                };
+                            .for_each(|(j, (p, (m, v)))| {
+                                let g = g.slice(j * BLOCK..j * BLOCK + p.len());
                                 adam_block(p, g, m, v, k)
                             })
                     });
@@ -361,11 +341,9 @@ impl Optimizer {
     /// [`Optimizer::step`] composed of burn's tensor ops on the parameters' device (GPU
     /// parameters): the formulas of the module docs in the order of the host pass, the
     /// gradient in its tensor form ([`Gradient::tensor`]) and the state kept on the device.
-    fn tensor_step(&mut self, params: ParamSet, grads: &Gradient, lr: f32) -> Result<ParamSet> {
+    fn tensor_step(&mut self, params: ParamSet, grads: &Gradient, k: Update) -> Result<ParamSet> {
         let device = params.tensors()[0].device();
         let layout = params.layout().clone();
-        let steps = self.steps;
-        let cfg = self.cfg.clone();
         let state = self.device_slots(&device);
         let mut p = params.into_tensors();
         for (i, p) in p.iter_mut().enumerate() {
@@ -380,34 +358,60 @@ impl Optimizer {
                     g.clone() + p.clone() * wd
                 }
             };
-            match cfg {
-                OptimConfig::Sgd { momentum, wd } => {
-                    let d = decayed(wd as f32, p);
-                    let b = state[0][i].clone() * momentum as f32 + d;
-                    *p = p.clone() - b.clone() * lr;
+            match k {
+                Update::Sgd(k) => {
+                    let d = decayed(k.wd, p);
+                    let b = state[0][i].clone() * k.mu + d;
+                    *p = p.clone() - b.clone() * k.lr;
                     state[0][i] = b;
                 }
-                OptimConfig::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    wd,
-                } => {
-                    let (b1, b2) = (beta1 as f32, beta2 as f32);
-                    let t = steps as i32;
-                    let c2 = (1.0 - beta2.powi(t)) as f32;
-                    let step = (lr as f64 / (1.0 - beta1.powi(t))) as f32;
-                    let d = decayed(wd as f32, p);
-                    let m = state[0][i].clone() * b1 + d.clone() * (1.0 - b1);
-                    let v = state[1][i].clone() * b2 + d.clone() * d * (1.0 - b2);
-                    let denom = (v.clone() / c2).sqrt() + eps as f32;
-                    *p = p.clone() - m.clone() / denom * step;
+                Update::Adam(k) => {
+                    let d = decayed(k.wd, p);
+                    let m = state[0][i].clone() * k.b1 + d.clone() * (1.0 - k.b1);
+                    let v = state[1][i].clone() * k.b2 + d.clone() * d * (1.0 - k.b2);
+                    let denom = (v.clone() / k.c2).sqrt() + k.eps;
+                    *p = p.clone() - m.clone() / denom * k.step;
                     state[0][i] = m;
                     state[1][i] = v;
                 }
             }
         }
         ParamSet::from_tensors(layout, p)
+    }
+}
+
+/// The constants of one update, from the configuration, the step number (from 1) and the rate.
+#[derive(Clone, Copy)]
+enum Update {
+    Sgd(Sgd),
+    Adam(Adam),
+}
+
+impl Update {
+    fn of(cfg: &OptimConfig, steps: u64, lr: f32) -> Self {
+        match *cfg {
+            OptimConfig::Sgd { momentum, wd } => Update::Sgd(Sgd {
+                mu: momentum as f32,
+                wd: wd as f32,
+                lr,
+            }),
+            OptimConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                wd,
+            } => {
+                let t = steps as i32;
+                Update::Adam(Adam {
+                    b1: beta1 as f32,
+                    b2: beta2 as f32,
+                    c2: (1.0 - beta2.powi(t)) as f32,
+                    eps: eps as f32,
+                    step: (lr as f64 / (1.0 - beta1.powi(t))) as f32,
+                    wd: wd as f32,
+                })
+            }
+        }
     }
 }
 
