@@ -40,6 +40,14 @@ fn sparse_vd(out: &Path, arch: &str, epochs: &str, seed: &str, device: &str) -> 
     out.join("variational.safetensors")
 }
 
+/// Asserts `|cpu − dev| < bound` for the value `what`.
+fn agree(what: &str, device: &str, cpu: f64, dev: f64, bound: f64) {
+    assert!(
+        (cpu - dev).abs() < bound,
+        "{what}: cpu {cpu}, {device} {dev}"
+    );
+}
+
 fn metrics(dir: &Path) -> serde_json::Value {
     json(&dir.join("metrics.json"))
 }
@@ -69,7 +77,7 @@ fn training_on_the_device_matches_the_cpu() {
             gpu["test_acc"].as_f64().unwrap(),
         );
         assert!(b > 0.85, "{arch} on {device}: test accuracy {b}");
-        assert!((a - b).abs() < 0.03, "{arch}: cpu {a}, {device} {b}");
+        agree(arch, &device, a, b, 0.03);
     }
 }
 
@@ -91,10 +99,7 @@ fn evaluation_on_the_device_matches_the_cpu() {
     let (cpu, gpu) = (eval("cpu"), eval(&device));
     for k in ["train_loss", "test_loss"] {
         let (a, b) = (cpu[k].as_f64().unwrap(), gpu[k].as_f64().unwrap());
-        assert!(
-            (a - b).abs() < 1e-4 * a.max(1.0),
-            "{k}: cpu {a}, {device} {b}"
-        );
+        agree(k, &device, a, b, 1e-4 * a.max(1.0));
     }
 }
 
@@ -159,10 +164,7 @@ fn a_curve_fitted_on_the_device_matches_the_cpu() {
     common::assert_chain_below_line(&gpu);
     let max = |s: &serde_json::Value| s["chain"]["test_loss"]["max"].as_f64().unwrap();
     let (a, b) = (max(&cpu), max(&gpu));
-    assert!(
-        (a - b).abs() < 0.1 * a.max(0.1),
-        "chain's worst test loss: cpu {a}, {device} {b}"
-    );
+    agree("chain's worst test loss", &device, a, b, 0.1 * a.max(0.1));
 }
 
 /// A curve between two sparse-VD models fitted on the device (the per-weight terms as tensor
@@ -203,10 +205,7 @@ fn a_variational_curve_fitted_on_the_device_matches_the_cpu() {
     };
     let (cpu, gpu) = (run("cpu"), run(&device));
     assert!(gpu > 0.8, "the midpoint on {device}: accuracy {gpu}");
-    assert!(
-        (cpu - gpu).abs() < 0.05,
-        "midpoint accuracy: cpu {cpu}, {device} {gpu}"
-    );
+    agree("midpoint accuracy", &device, cpu, gpu, 0.05);
 }
 
 #[test]
@@ -236,15 +235,8 @@ fn devices_not_compiled_in_are_refused_in_one_line() {
     ];
     for dev in missing.iter().filter(|(_, m)| *m).map(|(d, _)| *d) {
         let out = dir.path().join(dev);
-        let a = modeconn()
-            .args(["train", "--epochs", "1", "--device", dev, "--out"])
-            .arg(&out)
-            .assert()
-            .failure()
-            .code(1);
-        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
-        assert!(err.contains("--device") && err.contains(dev), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(!out.exists());
+        let args = ["--epochs", "1", "--device", dev];
+        let err = common::refused_in_one_line("train", &args, &out, "--device");
+        assert!(err.contains(dev), "{err}");
     }
 }

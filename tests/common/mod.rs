@@ -190,8 +190,8 @@ pub fn csv_rows(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
 }
 
 /// `modeconn COMMAND ARGS --out OUT` fails with exit 1 and one line of stderr containing
-/// `needle`, and writes nothing at `out`.
-pub fn refused_in_one_line(command: &str, args: &[&str], out: &Path, needle: &str) {
+/// `needle`, and writes nothing at `out`; returns that line.
+pub fn refused_in_one_line(command: &str, args: &[&str], out: &Path, needle: &str) -> String {
     let a = modeconn()
         .arg(command)
         .args(args)
@@ -204,6 +204,7 @@ pub fn refused_in_one_line(command: &str, args: &[&str], out: &Path, needle: &st
     assert!(err.contains(needle), "{args:?}: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    err
 }
 
 /// `modeconn train --data digits --arch ARCH --epochs EPOCHS -q EXTRA --out DIR`; returns the
