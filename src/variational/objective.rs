@@ -298,11 +298,7 @@ fn mean_stats(stats: Vec<BatchStats>, k: usize) -> Vec<BatchStats> {
 
 impl Objective for Elbo<'_> {
     fn weights(&mut self, params: &ParamSet, _ctx: &mut StepCtx<'_>) -> Option<ParamSet> {
-        // On a GPU the graph computes the per-weight terms itself ([`VarWeights::new`]).
-        if !crate::backend::on_host(&params.tensors()[0]) {
-            return None;
-        }
-        let pass = fused_pass(&self.model)?;
+        let pass = fused_pass(&self.model, params)?;
         let layout = params.layout();
         let mut entries = layout.entries().to_vec();
         let mut tensors = params.tensors().to_vec();

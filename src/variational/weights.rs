@@ -41,9 +41,14 @@ struct WeightMoments<const D: usize> {
 }
 
 /// The fused host pass of `model`'s additive layers under a per-weight log-uniform or ARD prior
-/// (`sparse-vd`, `ard`; with the model's clip and variance form); `None` for the other methods.
-pub fn fused_pass(model: &VModel) -> Option<Pass> {
-    if !model.layers().iter().any(|l| l.q == Posterior::Additive) {
+/// (`sparse-vd`, `ard`; with the model's clip and variance form) for parameters on the CPU;
+/// `None` for the other methods and on a GPU.
+pub fn fused_pass(model: &VModel, params: &ParamSet) -> Option<Pass> {
+    // On a GPU the per-weight terms are tensor expressions ([`VModel::log_alpha_t`],
+    // [`VModel::kl_given`]) instead.
+    if !backend::on_host(&params.tensors()[0])
+        || !model.layers().iter().any(|l| l.q == Posterior::Additive)
+    {
         return None;
     }
     let kl = match model.prior {
@@ -77,16 +82,12 @@ impl<'a> VarWeights<'a> {
     /// posteriors of `sparse-vd` and `ard` on the CPU, the weight variances and KL in one fused
     /// host pass ([`fused`]).
     pub fn new(model: &'a VModel, params: &'a ParamSet, rng: ChaCha8Rng) -> Self {
-        // On a GPU the per-weight terms are tensor expressions ([`VModel::log_alpha_t`],
-        // [`VModel::kl_given`]) instead.
-        let kind = fused_pass(model)
-            .filter(|_| backend::on_host(&params.tensors()[0]))
-            .map(|p| p.kl);
+        let fused = fused_pass(model, params);
         let mut log_alphas = Vec::with_capacity(model.layers().len());
         let mut fused_terms = Vec::with_capacity(model.layers().len());
         for layer in model.layers() {
-            match (layer.q, kind) {
-                (Posterior::Additive, Some(kind)) => {
+            match (layer.q, fused) {
+                (Posterior::Additive, Some(pass)) => {
                     let theta = params
                         .flat(&mu_name(&weight_name(&layer.name)))
                         .expect("variational layout")
@@ -95,10 +96,6 @@ impl<'a> VarWeights<'a> {
                         .flat(&log_sigma2_name(&layer.name))
                         .expect("variational layout")
                         .clone();
-                    let pass = Pass {
-                        kl: kind,
-                        ..fused_pass(model).expect("a fused method")
-                    };
                     let t = fused::terms(&host_vec(&theta), &host_vec(&ls2), pass);
                     let n = t.var.len();
                     let var = Tensor::<1>::from_data(TensorData::new(t.var, [n]), &theta.device());
