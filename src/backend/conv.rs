@@ -227,8 +227,8 @@ pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
-/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for (the
-/// input gradient of a 3×3, unit-stride, padding-1 convolution by [`winograd`]).
+/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for (both
+/// by [`winograd`] for a 3×3, unit-stride, padding-1 convolution).
 pub fn backward_host(
     g: &Geometry,
     x: &[f32],
@@ -239,7 +239,7 @@ pub fn backward_host(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     if winograd::applies(g) {
         let dx = want_dx.then(|| winograd::input_gradient(g, w, gy));
-        return (dx, gemm_backward(g, x, w, gy, false, want_dw).1);
+        return (dx, want_dw.then(|| winograd::weight_gradient(g, x, gy)));
     }
     gemm_backward(g, x, w, gy, want_dx, want_dw)
 }
@@ -464,9 +464,10 @@ pub(crate) mod tests {
     );
 
     /// LeNet-like, strided and padded, 1×1, a batch that is not a multiple of the chunk, and a
-    /// kernel as wide as the padded input; then three for Winograd's F(2×2, 3×3): odd sizes
-    /// (edge tiles cut), 1×1 feature maps in two blocks of samples, a small square map.
-    const CASES: [Case; 9] = [
+    /// kernel as wide as the padded input; then four for Winograd's F(2×2, 3×3): odd sizes
+    /// (edge tiles cut), 1×1 feature maps in two blocks of samples, a small square map, and
+    /// maps large enough that the weight gradient sums several blocks of samples per part.
+    const CASES: [Case; 10] = [
         (3, 1, 12, 12, 4, 5, 5, [1, 1], [0, 0]),
         (2, 3, 9, 7, 5, 3, 2, [2, 1], [1, 2]),
         (4, 6, 5, 5, 3, 1, 1, [1, 1], [0, 0]),
@@ -476,6 +477,7 @@ pub(crate) mod tests {
         (3, 8, 7, 9, 12, 3, 3, [1, 1], [1, 1]),
         (37, 9, 1, 1, 8, 3, 3, [1, 1], [1, 1]),
         (5, 16, 4, 4, 10, 3, 3, [1, 1], [1, 1]),
+        (16, 8, 23, 22, 9, 3, 3, [1, 1], [1, 1]),
     ];
 
     /// The Winograd cases are the ones taking that path; the others are not.

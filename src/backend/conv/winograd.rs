@@ -1,6 +1,6 @@
 //! 3×3 convolutions with unit stride and padding 1 (VGG's and ResNet's) by Winograd's minimal
 //! filtering F(2×2, 3×3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
-//! Networks"): the forward pass and the input gradient.
+//! Networks"): the forward pass, the input gradient and the weight gradient.
 //!
 //! Each output tile of 2×2 pixels is read from a 4×4 input tile `d` as `Y = Aᵀ[U ⊙ V]A`, with
 //! `U = G·g·Gᵀ` the transformed 3×3 kernel, `V = Bᵀ·d·B` the transformed input tile and
@@ -13,22 +13,25 @@
 //! Summed over input channels, the 16 element-wise products of a tile become 16 GEMMs
 //! `M_ξ = U_ξ·V_ξ` (`[O, C]·[C, tiles]`): 16 multiplications per 2×2 outputs and channel pair
 //! instead of 36, and the input is expanded 4 times (overlapping tiles) instead of im2col's 9.
-//! The input gradient is the same convolution of `∂L/∂y` with the flipped, transposed kernel.
-//! In exact arithmetic both are the direct convolution's; in `f32` they differ by rounding
-//! (tested against burn's convolution and finite differences). The weight gradient stays on
-//! the im2col path: its Winograd form (the adjoint, `∂L/∂U_ξ = Σ_tiles A·∂L/∂Y·Aᵀ ⊙ V_ξ`)
-//! measured 2% slower on a VGG16 train run, its products being as narrow as the channels.
+//! The input gradient is the same convolution of `∂L/∂y` with the flipped, transposed kernel;
+//! the weight gradient is the adjoint, `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` with
+//! `∂L/∂M = A·∂L/∂Y·Aᵀ`, then `∂L/∂g = Gᵀ·∂L/∂U·G`. In exact arithmetic all three are the
+//! direct convolution's; in `f32` they differ by rounding (tested against burn's convolution
+//! and finite differences).
 //!
-//! Tiles of several samples are multiplied together, in blocks of samples fixed by the
-//! geometry (never by the thread count), so that the small late feature maps still make GEMMs of
-//! a useful width; every output is computed within one block, so results do not depend on the
-//! number of threads.
+//! The transforms work on tiles with the channels innermost (the input copied once into a
+//! zero-bordered `[h][w][c]` buffer), [`LANES`] channels per vector operation, so that every
+//! feature-map size, down to VGG's 2×2 maps, runs in whole vectors. Tiles of several samples
+//! are multiplied together, in blocks of samples fixed by the geometry (never by the thread
+//! count), so that the small late feature maps still make GEMMs of a useful width; every
+//! output is computed within one block and the weight gradient's partial sums are added in a
+//! fixed order, so results do not depend on the number of threads.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::Geometry;
-use crate::backend::matmul::{Mat, gemm_into};
+use crate::backend::matmul::{Mat, gemm_into_t};
 
 /// Transformed-tile positions: 4×4.
 const XI: usize = 16;
@@ -71,7 +74,8 @@ impl Tiling {
     }
 }
 
-/// `U = G·g·Gᵀ` of each kernel, as `[16][rows][cols]` where kernel `(r, q)` is `w[(r, q)]` when
+/// `U = G·g·Gᵀ` of each kernel, as `[16][cols][rows]` (each `U_ξ` column-major, for the packing
+/// of [`gemm_into_t`]) where kernel `(r, q)` is `w[(r, q)]` when
 /// `!flip` (`w: [rows, cols, 3, 3]`), or, with `flip`, the input gradient's kernel
 /// `w'[c, o] = rot180(w[o, c])` (`w: [cols, rows, 3, 3]`).
 fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32> {
@@ -97,7 +101,7 @@ fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32>
                 let (a, b, c) = (gg[3 * i], gg[3 * i + 1], gg[3 * i + 2]);
                 let row = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
                 for (j, v) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * rows + r) * cols + q] = v;
+                    u[((i * 4 + j) * cols + q) * rows + r] = v;
                 }
             }
         }
@@ -105,186 +109,351 @@ fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32>
     u
 }
 
-/// `x − y`, `x + y` element-wise into `out`.
-#[inline(always)]
-fn sub_into(out: &mut [f32], x: &[f32], y: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
-        *o = a - b;
-    }
-}
+/// Channels per vector in the transforms (their inner dimension; the last few channels of a
+/// count that is not a multiple go one at a time).
+const LANES: usize = 8;
 
-#[inline(always)]
-fn add_into(out: &mut [f32], x: &[f32], y: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(x).zip(y) {
-        *o = a + b;
-    }
-}
-
-/// `V = Bᵀ·d·B` of every 4×4 input tile of `x` (samples `[nb, c, h, w]`) into `v`
-/// (`[16][c][nb·tiles]`, tile index `(sample, ty, tx)`).
-///
-/// A plane at a time, in long vectors: the zero-padded plane is split into its four quarters
-/// by row and column parity (`q[a][b][m][n] = x_pad[2m + a][2n + b]`, rows of `tw + 1`), so
-/// that the rows' combination `Bᵀ·d` of every tile is one pass over each quarter, and the
-/// columns' combination reads its four neighbours at fixed offsets.
+/// `x` (samples `[nb, c, h, w]`) into `pad` (`[nb][2·th + 2][2·tw + 2][c]`): channels innermost,
+/// the image at rows and columns `lead..` (1 for the inputs of tiles, which start one pixel
+/// above and left of their outputs; 0 for output gradients). The border is never written
+/// (zero from allocation).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn input_transform(t: Tiling, c: usize, x: &[f32], v: &mut [f32]) {
-    let nb = x.len() / (c * t.h * t.w);
-    let cols = nb * t.tiles();
+fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], pad: &mut [f32]) {
     let plane = t.h * t.w;
-    let (th, tw) = (t.th, t.tw);
-    let qw = tw + 1;
-    // One spare row so that the shifted reads below stay inside.
-    let qlen = (th + 2) * qw;
-    let l = th * qw;
-    let mut q = vec![0.0f32; 4 * qlen];
-    // `Bᵀ·d` per row k of the tile and column parity: `[k][parity][th·qw]`.
-    let mut r = vec![0.0f32; 8 * l];
-    for s in 0..nb {
-        for ci in 0..c {
-            let xp = &x[(s * c + ci) * plane..][..plane];
-            // Quarters: padded row pr = 2m + a is input row pr − 1; padded column 2n + b is
-            // input column 2n + b − 1.
-            q.fill(0.0);
-            for row in 0..t.h {
-                let pr = row + 1;
-                let (a, m) = (pr % 2, pr / 2);
-                let src = &xp[row * t.w..(row + 1) * t.w];
-                let (q0, q1) = q.split_at_mut((2 * a + 1) * qlen);
-                let even = &mut q0[2 * a * qlen + m * qw..][..qw];
-                let odd = &mut q1[m * qw..][..qw];
-                // Input column j sits at padded column j + 1: even columns to `odd[j / 2]`,
-                // odd ones to `even[(j + 1) / 2]`.
-                let mut pairs = src.chunks_exact(2);
-                for ((p, o), e) in (&mut pairs).zip(odd.iter_mut()).zip(&mut even[1..]) {
-                    *o = p[0];
-                    *e = p[1];
-                }
-                if let [last] = pairs.remainder() {
-                    odd[t.w / 2] = *last;
-                }
-            }
-            // Rows 2ty + i of the tile: quarter (i % 2) shifted by i / 2 rows.
-            for b in 0..2 {
-                let row = |i: usize| &q[((i % 2) * 2 + b) * qlen + (i / 2) * qw..][..l];
-                let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-                let out = |k: usize| (k * 2 + b) * l;
-                sub_into(&mut r[out(0)..][..l], d0, d2);
-                add_into(&mut r[out(1)..][..l], d1, d2);
-                sub_into(&mut r[out(2)..][..l], d2, d1);
-                sub_into(&mut r[out(3)..][..l], d1, d3);
-            }
-            // Columns 2tx + j: parity j % 2 shifted by j / 2.
-            for k in 0..4 {
-                let (ev, od) = (&r[(k * 2) * l..][..l], &r[(k * 2 + 1) * l..][..l]);
-                for ty in 0..th {
-                    let f = ty * qw;
-                    let (e0, e1) = (&ev[f..f + tw], &od[f..f + tw]);
-                    let (e2, e3) = (&ev[f + 1..f + 1 + tw], &od[f + 1..f + 1 + tw]);
-                    let col = s * t.tiles() + ty * tw;
-                    let at = |j: usize| ((4 * k + j) * c + ci) * cols + col;
-                    sub_into(&mut v[at(0)..][..tw], e0, e2);
-                    add_into(&mut v[at(1)..][..tw], e1, e2);
-                    sub_into(&mut v[at(2)..][..tw], e2, e1);
-                    sub_into(&mut v[at(3)..][..tw], e1, e3);
+    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    for (s, xs) in x.chunks_exact(c * plane).enumerate() {
+        let ps = &mut pad[s * ph * pw * c..][..ph * pw * c];
+        for r in 0..t.h {
+            let row = &mut ps[((r + lead) * pw + lead) * c..][..t.w * c];
+            for (ci, src) in xs.chunks_exact(plane).enumerate() {
+                let src = &src[r * t.w..][..t.w];
+                for (px, v) in row.chunks_exact_mut(c).zip(src) {
+                    px[ci] = *v;
                 }
             }
         }
     }
 }
 
-/// `Y = Aᵀ·M·A` of every tile of `m` (`[16][o][nb·tiles]`) into `y` (`[nb, o, h, w]`), the
-/// parts of edge tiles outside the image dropped. A sample's tiles are contiguous in `m`, so
-/// both combinations run over all of them at once; the four outputs of each tile are then
-/// interleaved into the image rows.
+/// A binary operation, applied lane by lane.
+type Scalar = fn(f32, f32) -> f32;
+
+/// `V = Bᵀ·d·B` of `N` channels of one tile: `d[4p + q]` is input row `p`, column `q`.
+#[inline(always)]
+fn tile_in<const N: usize>(d: [[f32; N]; XI]) -> [[f32; N]; XI] {
+    let op = |a: [f32; N], b: [f32; N], f: Scalar| std::array::from_fn(|l| f(a[l], b[l]));
+    let (sub, add): (Scalar, Scalar) = (|a, b| a - b, |a, b| a + b);
+    // Bᵀ·d: rows.
+    let mut r = [[0.0f32; N]; XI];
+    for q in 0..4 {
+        let (d0, d1, d2, d3) = (d[q], d[4 + q], d[8 + q], d[12 + q]);
+        r[q] = op(d0, d2, sub);
+        r[4 + q] = op(d1, d2, add);
+        r[8 + q] = op(d2, d1, sub);
+        r[12 + q] = op(d1, d3, sub);
+    }
+    // (Bᵀ·d)·B: columns.
+    let mut v = [[0.0f32; N]; XI];
+    for i in 0..4 {
+        let (e0, e1, e2, e3) = (r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
+        v[4 * i] = op(e0, e2, sub);
+        v[4 * i + 1] = op(e1, e2, add);
+        v[4 * i + 2] = op(e2, e1, sub);
+        v[4 * i + 3] = op(e1, e3, sub);
+    }
+    v
+}
+
+/// `Aᵀ·M·A` of `N` channels of one tile: the 2×2 outputs `[y00, y01, y10, y11]`.
+#[inline(always)]
+fn tile_out<const N: usize>(m: [[f32; N]; XI]) -> [[f32; N]; 4] {
+    let comb = |a: [f32; N], b: [f32; N], c: [f32; N], d: [f32; N]| -> [[f32; N]; 2] {
+        [
+            std::array::from_fn(|l| a[l] + b[l] + c[l]),
+            std::array::from_fn(|l| b[l] - c[l] - d[l]),
+        ]
+    };
+    // Aᵀ·M: rows.
+    let mut a = [[[0.0f32; N]; 4]; 2];
+    for j in 0..4 {
+        let [a0, a1] = comb(m[j], m[4 + j], m[8 + j], m[12 + j]);
+        a[0][j] = a0;
+        a[1][j] = a1;
+    }
+    // (Aᵀ·M)·A: columns.
+    let [y00, y01] = comb(a[0][0], a[0][1], a[0][2], a[0][3]);
+    let [y10, y11] = comb(a[1][0], a[1][1], a[1][2], a[1][3]);
+    [y00, y01, y10, y11]
+}
+
+/// `V = Bᵀ·d·B` of every 4×4 tile of `pad` (from [`to_padded_hwc`]) into `v`
+/// (`[16][nb·tiles][c]`, tile index `(sample, ty, tx)`): a tile at a time, [`LANES`] channels
+/// per vector operation.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
+    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    let nb = pad.len() / (ph * pw * c);
+    let cols = nb * t.tiles();
+    let mut k = 0;
+    for s in 0..nb {
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * c;
+                let mut ch = 0;
+                while ch < c {
+                    let n = if c - ch >= LANES { LANES } else { 1 };
+                    let at = |xi: usize| base + ((xi / 4) * pw + xi % 4) * c + ch;
+                    let out = |xi: usize| (xi * cols + k) * c + ch;
+                    if n == LANES {
+                        let d = std::array::from_fn(|xi| {
+                            <[f32; LANES]>::try_from(&pad[at(xi)..][..LANES]).expect("lanes")
+                        });
+                        for (xi, vx) in tile_in(d).into_iter().enumerate() {
+                            v[out(xi)..][..LANES].copy_from_slice(&vx);
+                        }
+                    } else {
+                        let d = std::array::from_fn(|xi| [pad[at(xi)]]);
+                        for (xi, [vx]) in tile_in(d).into_iter().enumerate() {
+                            v[out(xi)] = vx;
+                        }
+                    }
+                    ch += n;
+                }
+                k += 1;
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ·M·A` of every tile of `m` (`[16][nb·tiles][o]`) into `y` (`[nb, o, h, w]`), the
+/// parts of edge tiles outside the image dropped: a tile at a time, [`LANES`] channels per
+/// vector operation, each output written once into its plane.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
-    let nb = y.len() / (o * t.h * t.w);
-    let cols = nb * t.tiles();
     let plane = t.h * t.w;
-    let (th, tw) = (t.th, t.tw);
-    let l = t.tiles();
-    // Aᵀ·M: `[i][j][tiles]` for output row i and column j of M; then the 2×2 outputs.
-    let mut a = vec![0.0f32; 8 * l];
-    let mut out = vec![0.0f32; 4 * l];
+    let nb = y.len() / (o * plane);
+    let cols = nb * t.tiles();
+    let mut k = 0;
     for s in 0..nb {
-        for oc in 0..o {
-            let e = |k: usize| &m[(k * o + oc) * cols + s * l..][..l];
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (e(j), e(4 + j), e(8 + j), e(12 + j));
-                let (a0, a1) = a.split_at_mut(4 * l);
-                let (a0, a1) = (&mut a0[j * l..][..l], &mut a1[j * l..][..l]);
-                for k in 0..l {
-                    a0[k] = m0[k] + m1[k] + m2[k];
-                    a1[k] = m1[k] - m2[k] - m3[k];
-                }
-            }
-            for i in 0..2 {
-                let ai = &a[4 * i * l..][..4 * l];
-                let (a0, a1, a2, a3) = (&ai[..l], &ai[l..2 * l], &ai[2 * l..3 * l], &ai[3 * l..]);
-                let (y0, y1) = out[2 * i * l..(2 * i + 2) * l].split_at_mut(l);
-                for k in 0..l {
-                    y0[k] = a0[k] + a1[k] + a2[k];
-                    y1[k] = a1[k] - a2[k] - a3[k];
-                }
-            }
-            let yp = &mut y[(s * o + oc) * plane..][..plane];
-            for ty in 0..th {
-                for i in 0..2 {
-                    let r = 2 * ty + i;
-                    if r >= t.h {
-                        continue;
+        let ys = &mut y[s * o * plane..][..o * plane];
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                // Output pixels of this tile inside the image, in `tile_out`'s order.
+                let px = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(i, j)| {
+                    (2 * ty + i < t.h && 2 * tx + j < t.w).then(|| (2 * ty + i) * t.w + 2 * tx + j)
+                });
+                let mut ch = 0;
+                while ch < o {
+                    let n = if o - ch >= LANES { LANES } else { 1 };
+                    let at = |xi: usize| (xi * cols + k) * o + ch;
+                    if n == LANES {
+                        let mx = std::array::from_fn(|xi| {
+                            <[f32; LANES]>::try_from(&m[at(xi)..][..LANES]).expect("lanes")
+                        });
+                        for (p, yv) in px.iter().zip(tile_out(mx)) {
+                            if let Some(p) = p {
+                                for (l, val) in yv.into_iter().enumerate() {
+                                    ys[(ch + l) * plane + p] = val;
+                                }
+                            }
+                        }
+                    } else {
+                        let mx = std::array::from_fn(|xi| [m[at(xi)]]);
+                        for (p, [val]) in px.iter().zip(tile_out(mx)) {
+                            if let Some(p) = p {
+                                ys[ch * plane + p] = val;
+                            }
+                        }
                     }
-                    let y0 = &out[2 * i * l + ty * tw..][..tw];
-                    let y1 = &out[(2 * i + 1) * l + ty * tw..][..tw];
-                    let row = &mut yp[r * t.w..(r + 1) * t.w];
-                    let mut pairs = row.chunks_exact_mut(2);
-                    for ((p, a), b) in (&mut pairs).zip(y0).zip(y1) {
-                        p[0] = *a;
-                        p[1] = *b;
-                    }
-                    if let [last] = pairs.into_remainder() {
-                        *last = y0[tw - 1];
-                    }
+                    ch += n;
                 }
+                k += 1;
             }
         }
     }
 }
 
-/// Transformed tiles of one block, reused by the blocks a thread runs (every element is
-/// written before it is read, so a buffer is zeroed only when it grows).
+/// `∂L/∂M = A·∂L/∂Y·Aᵀ` of `N` channels of one tile (the adjoint of [`tile_out`]): `dy` the
+/// 2×2 output gradients `[y00, y01, y10, y11]`, the result `[16]` in `M`'s order.
+#[inline(always)]
+fn tile_out_adjoint<const N: usize>(dy: [[f32; N]; 4]) -> [[f32; N]; XI] {
+    // A·z of a pair (z0, z1): [z0, z0 + z1, z0 − z1, −z1].
+    let spread = |z0: [f32; N], z1: [f32; N]| -> [[f32; N]; 4] {
+        [
+            z0,
+            std::array::from_fn(|l| z0[l] + z1[l]),
+            std::array::from_fn(|l| z0[l] - z1[l]),
+            std::array::from_fn(|l| -z1[l]),
+        ]
+    };
+    let cols0 = spread(dy[0], dy[2]);
+    let cols1 = spread(dy[1], dy[3]);
+    let mut m = [[0.0f32; N]; XI];
+    for i in 0..4 {
+        let row = spread(cols0[i], cols1[i]);
+        m[4 * i..4 * i + 4].copy_from_slice(&row);
+    }
+    m
+}
+
+/// `∂L/∂M` of every tile of `pad` (output gradients from [`to_padded_hwc`] with lead 0) into
+/// `dm` (`[16][nb·tiles][o]`): a tile at a time, [`LANES`] channels per vector operation.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
+    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    let nb = pad.len() / (ph * pw * o);
+    let cols = nb * t.tiles();
+    let mut k = 0;
+    for s in 0..nb {
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * o;
+                let mut ch = 0;
+                while ch < o {
+                    let n = if o - ch >= LANES { LANES } else { 1 };
+                    let at = |p: usize| base + ((p / 2) * pw + p % 2) * o + ch;
+                    let out = |xi: usize| (xi * cols + k) * o + ch;
+                    if n == LANES {
+                        let d = std::array::from_fn(|p| {
+                            <[f32; LANES]>::try_from(&pad[at(p)..][..LANES]).expect("lanes")
+                        });
+                        for (xi, mx) in tile_out_adjoint(d).into_iter().enumerate() {
+                            dm[out(xi)..][..LANES].copy_from_slice(&mx);
+                        }
+                    } else {
+                        let d = std::array::from_fn(|p| [pad[at(p)]]);
+                        for (xi, [mx]) in tile_out_adjoint(d).into_iter().enumerate() {
+                            dm[out(xi)] = mx;
+                        }
+                    }
+                    ch += n;
+                }
+                k += 1;
+            }
+        }
+    }
+}
+
+/// Tiles aimed at per product of the weight gradient (its inner dimension).
+const GRAD_TILES_PER_BLOCK: usize = 256;
+
+/// Parts the weight gradient's batch is cut into (each a fixed run of samples, summed in
+/// order, so that the bits do not depend on the number of threads).
+const GRAD_PARTS: usize = 8;
+
+/// `∂L/∂w` (`[o, c, 3, 3]`) for a geometry that [`applies`]: per transformed position ξ,
+/// `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` (`[o, tiles]·[tiles, c]`, the inner dimension as long as
+/// the tiles of many samples), then `∂L/∂g = Gᵀ·∂L/∂U·G` for every kernel.
+pub fn weight_gradient(g: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    let (c, o) = (g.c, g.o);
+    let t = Tiling::new(g.h, g.w);
+    let plane = t.h * t.w;
+    let padded = (2 * t.th + 2) * (2 * t.tw + 2);
+    let per_part = g.n.div_ceil(GRAD_PARTS).max(1);
+    let spb = (GRAD_TILES_PER_BLOCK / t.tiles()).clamp(1, per_part);
+    let parts: Vec<Vec<f32>> = x
+        .par_chunks(per_part * c * plane)
+        .zip(gy.par_chunks(per_part * o * plane))
+        .map_init(
+            || (Scratch::default(), Scratch::default()),
+            |(sx, sy), (xp, gp)| {
+                // `∂L/∂U_ξ`, stored `[16][c][o]`.
+                let mut du = vec![0.0f32; XI * c * o];
+                for (bi, (xb, gb)) in xp
+                    .chunks(spb * c * plane)
+                    .zip(gp.chunks(spb * o * plane))
+                    .enumerate()
+                {
+                    let nb = xb.len() / (c * plane);
+                    let cols = nb * t.tiles();
+                    let (pad, v, _) = sx.three(nb * padded * c, XI * cols * c, 0);
+                    to_padded_hwc(t, c, 1, xb, pad);
+                    input_transform(t, c, pad, v);
+                    let (gpad, dm, _) = sy.three(nb * padded * o, XI * cols * o, 0);
+                    to_padded_hwc(t, o, 0, gb, gpad);
+                    output_gradient_transform(t, o, gpad, dm);
+                    for k in 0..XI {
+                        gemm_into_t(
+                            &mut du[k * c * o..][..c * o],
+                            Mat::new(&dm[k * cols * o..][..cols * o], cols, o).t(),
+                            Mat::new(&v[k * cols * c..][..cols * c], cols, c),
+                            bi > 0,
+                        );
+                    }
+                }
+                du
+            },
+        )
+        .collect();
+    let mut du = vec![0.0f32; XI * c * o];
+    for part in &parts {
+        for (a, b) in du.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    // ∂L/∂g = Gᵀ·∂L/∂U·G per kernel, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
+    let gt = |u: [f32; 4]| {
+        [
+            u[0] + 0.5 * (u[1] + u[2]),
+            0.5 * (u[1] - u[2]),
+            0.5 * (u[1] + u[2]) + u[3],
+        ]
+    };
+    let mut dw = vec![0.0f32; o * c * 9];
+    for oc in 0..o {
+        for ci in 0..c {
+            let u = |i: usize, j: usize| du[((4 * i + j) * c + ci) * o + oc];
+            // Gᵀ·∂L/∂U: rows.
+            let rows: [[f32; 3]; 4] =
+                std::array::from_fn(|j| gt([u(0, j), u(1, j), u(2, j), u(3, j)]));
+            let k = &mut dw[(oc * c + ci) * 9..][..9];
+            for r in 0..3 {
+                let col = gt([rows[0][r], rows[1][r], rows[2][r], rows[3][r]]);
+                k[3 * r..3 * r + 3].copy_from_slice(&col);
+            }
+        }
+    }
+    dw
+}
+
+/// Buffers of one block, reused by the blocks a thread runs: the padded input (its border
+/// zero from allocation; the blocks of one convolution share the layout, so it stays zero),
+/// the transformed tiles and their products (every element written before it is read).
 #[derive(Default)]
-struct Scratch(Vec<f32>, Vec<f32>);
+struct Scratch(Vec<f32>, Vec<f32>, Vec<f32>);
 
 impl Scratch {
-    fn two(&mut self, a: usize, b: usize) -> (&mut [f32], &mut [f32]) {
-        for (v, n) in [(&mut self.0, a), (&mut self.1, b)] {
+    fn three(&mut self, a: usize, b: usize, c: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        for (v, n) in [(&mut self.0, a), (&mut self.1, b), (&mut self.2, c)] {
             if v.len() < n {
                 v.resize(n, 0.0);
             }
         }
-        (&mut self.0[..a], &mut self.1[..b])
+        (&mut self.0[..a], &mut self.1[..b], &mut self.2[..c])
     }
 }
 
-/// The convolution of `x` (`[n, c, h, w]`) with transformed kernels `u` (`[16][o][c]`), padding
+/// The convolution of `x` (`[n, c, h, w]`) with transformed kernels `u` (`[16][c][o]`), padding
 /// 1: `[n, o, h, w]`.
 fn convolve(n: usize, c: usize, t: Tiling, o: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
     let spb = t.samples_per_block();
     let plane = t.h * t.w;
+    let padded = (2 * t.th + 2) * (2 * t.tw + 2) * c;
     let mut y = vec![0.0f32; n * o * plane];
     y.par_chunks_mut(spb * o * plane)
         .zip(x.par_chunks(spb * c * plane))
         .for_each_init(Scratch::default, |scratch, (yb, xb)| {
-            let cols = xb.len() / (c * plane) * t.tiles();
-            let (v, m) = scratch.two(XI * c * cols, XI * o * cols);
-            input_transform(t, c, xb, v);
+            let nb = xb.len() / (c * plane);
+            let cols = nb * t.tiles();
+            let (pad, v, m) = scratch.three(nb * padded, XI * cols * c, XI * cols * o);
+            to_padded_hwc(t, c, 1, xb, pad);
+            input_transform(t, c, pad, v);
             for k in 0..XI {
-                gemm_into(
-                    &mut m[k * o * cols..][..o * cols],
-                    Mat::new(&u[k * o * c..][..o * c], o, c),
-                    Mat::new(&v[k * c * cols..][..c * cols], c, cols),
+                // `M_ξ = U_ξ·V_ξ` (`[o, c]·[c, tiles]`), stored `[tiles][o]`.
+                gemm_into_t(
+                    &mut m[k * cols * o..][..cols * o],
+                    Mat::new(&u[k * c * o..][..c * o], c, o).t(),
+                    Mat::new(&v[k * cols * c..][..cols * c], cols, c).t(),
                     false,
                 );
             }
