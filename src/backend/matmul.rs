@@ -35,6 +35,20 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// `rows × cols` with element `(i, j)` at `v[i·rs + j·cs]` (every such element must lie in
+    /// `v`).
+    pub fn strided(v: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        let m = Self {
+            v,
+            rows,
+            cols,
+            rs,
+            cs,
+        };
+        m.check();
+        m
+    }
+
     /// The transpose (a view: strides swapped).
     pub fn t(self) -> Self {
         Self {
@@ -155,6 +169,29 @@ pub fn gemm_into_t(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     // SAFETY: checked above (the transposed block has as many elements); `dst` is a distinct
     // mutable borrow of exactly the output.
     unsafe { gemm_strided(dst.as_mut_ptr(), [1, a.rows], a, b, accumulate) }
+}
+
+/// `dst = a·b` (`accumulate`: `dst += a·b`) with element `(i, j)` of the product at
+/// `dst[i·rs + j·cs]`, on the calling thread (for products laid out inside a larger array).
+pub fn gemm_into_strided(
+    dst: &mut [f32],
+    [rs, cs]: [usize; 2],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    accumulate: bool,
+) {
+    assert_eq!(b.rows, a.cols, "inner dimensions");
+    a.check();
+    b.check();
+    if a.rows > 0 && b.cols > 0 {
+        assert!(
+            (a.rows - 1) * rs + (b.cols - 1) * cs < dst.len(),
+            "output inside its buffer"
+        );
+    }
+    // SAFETY: checked above (every written element lies in `dst`); `dst` is a distinct mutable
+    // borrow.
+    unsafe { gemm_strided(dst.as_mut_ptr(), [rs, cs], a, b, accumulate) }
 }
 
 /// What to apply to each output element after the product: `y = act(y + bias[column])`.

@@ -27,11 +27,14 @@
 //! output is computed within one block and the weight gradient's partial sums are added in a
 //! fixed order, so results do not depend on the number of threads.
 
+use std::ops::{Add, Neg, Sub};
+
 use multiversion::multiversion;
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::Geometry;
-use crate::backend::matmul::{Mat, gemm_into_t};
+use crate::backend::matmul::{Mat, gemm_into_strided, gemm_into_t};
 
 /// Transformed-tile positions: 4×4.
 const XI: usize = 16;
@@ -79,30 +82,41 @@ impl Tiling {
 /// `!flip` (`w: [rows, cols, 3, 3]`), or, with `flip`, the input gradient's kernel
 /// `w'[c, o] = rot180(w[o, c])` (`w: [cols, rows, 3, 3]`).
 fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32> {
+    /// Kernels transformed together: their 16 values are gathered in a small buffer and
+    /// written out as 16 runs (16 scattered stores per kernel fall in the same cache sets).
+    const RUN: usize = 64;
     let mut u = vec![0.0f32; XI * rows * cols];
-    for r in 0..rows {
-        for q in 0..cols {
-            let k = if flip {
-                let src = &w[(q * rows + r) * 9..][..9];
-                std::array::from_fn::<f32, 9, _>(|i| src[8 - i])
-            } else {
-                std::array::from_fn::<f32, 9, _>(|i| w[(r * cols + q) * 9 + i])
-            };
-            // G·g (4×3), then (G·g)·Gᵀ (4×4).
-            let mut gg = [0.0f32; 12];
-            for j in 0..3 {
-                let (a, b, c) = (k[j], k[3 + j], k[6 + j]);
-                gg[j] = a;
-                gg[3 + j] = 0.5 * (a + b + c);
-                gg[6 + j] = 0.5 * (a - b + c);
-                gg[9 + j] = c;
-            }
-            for i in 0..4 {
-                let (a, b, c) = (gg[3 * i], gg[3 * i + 1], gg[3 * i + 2]);
-                let row = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                for (j, v) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * cols + q) * rows + r] = v;
+    let mut run = [[0.0f32; RUN]; XI];
+    for q in 0..cols {
+        for r0 in (0..rows).step_by(RUN) {
+            let n = RUN.min(rows - r0);
+            for (i, r) in (r0..r0 + n).enumerate() {
+                let k = if flip {
+                    let src = &w[(q * rows + r) * 9..][..9];
+                    std::array::from_fn::<f32, 9, _>(|i| src[8 - i])
+                } else {
+                    let src = &w[(r * cols + q) * 9..][..9];
+                    std::array::from_fn::<f32, 9, _>(|i| src[i])
+                };
+                // G·g (4×3), then (G·g)·Gᵀ (4×4).
+                let mut gg = [0.0f32; 12];
+                for j in 0..3 {
+                    let (a, b, c) = (k[j], k[3 + j], k[6 + j]);
+                    gg[j] = a;
+                    gg[3 + j] = 0.5 * (a + b + c);
+                    gg[6 + j] = 0.5 * (a - b + c);
+                    gg[9 + j] = c;
                 }
+                for row in 0..4 {
+                    let (a, b, c) = (gg[3 * row], gg[3 * row + 1], gg[3 * row + 2]);
+                    let vals = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+                    for (j, v) in vals.into_iter().enumerate() {
+                        run[row * 4 + j][i] = v;
+                    }
+                }
+            }
+            for (xi, vals) in run.iter().enumerate() {
+                u[(xi * cols + q) * rows + r0..][..n].copy_from_slice(&vals[..n]);
             }
         }
     }
@@ -115,18 +129,18 @@ const LANES: usize = 8;
 
 /// `x` (samples `[nb, c, h, w]`) into `pad` (`[nb][2·th + 2][2·tw + 2][c]`): channels innermost,
 /// the image at rows and columns `lead..` (1 for the inputs of tiles, which start one pixel
-/// above and left of their outputs; 0 for output gradients). The border is never written
-/// (zero from allocation).
+/// above and left of their outputs; 0 for output gradients), zeros around it.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], pad: &mut [f32]) {
     let plane = t.h * t.w;
     let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
     for (s, xs) in x.chunks_exact(c * plane).enumerate() {
         let ps = &mut pad[s * ph * pw * c..][..ph * pw * c];
-        for r in 0..t.h {
-            let row = &mut ps[((r + lead) * pw + lead) * c..][..t.w * c];
-            for (ci, src) in xs.chunks_exact(plane).enumerate() {
-                let src = &src[r * t.w..][..t.w];
+        // Zeros first (one pass; the border is what stays of them).
+        ps.fill(0.0);
+        for (ci, src) in xs.chunks_exact(plane).enumerate() {
+            for (r, src) in src.chunks_exact(t.w).enumerate() {
+                let row = &mut ps[((r + lead) * pw + lead) * c..][..t.w * c];
                 for (px, v) in row.chunks_exact_mut(c).zip(src) {
                     px[ci] = *v;
                 }
@@ -135,104 +149,177 @@ fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], pad: &mut [f32]) {
     }
 }
 
-/// A binary operation, applied lane by lane.
-type Scalar = fn(f32, f32) -> f32;
-
-/// `V = Bᵀ·d·B` of `N` channels of one tile: `d[4p + q]` is input row `p`, column `q`.
-#[inline(always)]
-fn tile_in<const N: usize>(d: [[f32; N]; XI]) -> [[f32; N]; XI] {
-    let op = |a: [f32; N], b: [f32; N], f: Scalar| std::array::from_fn(|l| f(a[l], b[l]));
-    let (sub, add): (Scalar, Scalar) = (|a, b| a - b, |a, b| a + b);
-    // Bᵀ·d: rows.
-    let mut r = [[0.0f32; N]; XI];
-    for q in 0..4 {
-        let (d0, d1, d2, d3) = (d[q], d[4 + q], d[8 + q], d[12 + q]);
-        r[q] = op(d0, d2, sub);
-        r[4 + q] = op(d1, d2, add);
-        r[8 + q] = op(d2, d1, sub);
-        r[12 + q] = op(d1, d3, sub);
-    }
-    // (Bᵀ·d)·B: columns.
-    let mut v = [[0.0f32; N]; XI];
-    for i in 0..4 {
-        let (e0, e1, e2, e3) = (r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
-        v[4 * i] = op(e0, e2, sub);
-        v[4 * i + 1] = op(e1, e2, add);
-        v[4 * i + 2] = op(e2, e1, sub);
-        v[4 * i + 3] = op(e1, e3, sub);
-    }
-    v
+/// Channels of one pixel in a transform: [`LANES`] of them in a vector ([`f32x8`]), or one
+/// ([`f32`], for the channels past the last multiple of [`LANES`]).
+trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> {
+    /// The channels at `s[at..]`.
+    fn load(s: &[f32], at: usize) -> Self;
+    /// Into `s[at..]`.
+    fn store(self, s: &mut [f32], at: usize);
+    /// Lane `l` of each into `put(l, value)`.
+    fn each(self, put: impl FnMut(usize, f32));
 }
 
-/// `Aᵀ·M·A` of `N` channels of one tile: the 2×2 outputs `[y00, y01, y10, y11]`.
-#[inline(always)]
-fn tile_out<const N: usize>(m: [[f32; N]; XI]) -> [[f32; N]; 4] {
-    let comb = |a: [f32; N], b: [f32; N], c: [f32; N], d: [f32; N]| -> [[f32; N]; 2] {
-        [
-            std::array::from_fn(|l| a[l] + b[l] + c[l]),
-            std::array::from_fn(|l| b[l] - c[l] - d[l]),
-        ]
-    };
-    // Aᵀ·M: rows.
-    let mut a = [[[0.0f32; N]; 4]; 2];
-    for j in 0..4 {
-        let [a0, a1] = comb(m[j], m[4 + j], m[8 + j], m[12 + j]);
-        a[0][j] = a0;
-        a[1][j] = a1;
+impl Lanes for f32 {
+    #[inline(always)]
+    fn load(s: &[f32], at: usize) -> Self {
+        s[at]
     }
-    // (Aᵀ·M)·A: columns.
-    let [y00, y01] = comb(a[0][0], a[0][1], a[0][2], a[0][3]);
-    let [y10, y11] = comb(a[1][0], a[1][1], a[1][2], a[1][3]);
+    #[inline(always)]
+    fn store(self, s: &mut [f32], at: usize) {
+        s[at] = self;
+    }
+    #[inline(always)]
+    fn each(self, mut put: impl FnMut(usize, f32)) {
+        put(0, self);
+    }
+}
+
+impl Lanes for f32x8 {
+    #[inline(always)]
+    fn load(s: &[f32], at: usize) -> Self {
+        f32x8::new(s[at..at + LANES].try_into().expect("a full vector"))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], at: usize) {
+        s[at..at + LANES].copy_from_slice(&self.to_array());
+    }
+    #[inline(always)]
+    fn each(self, mut put: impl FnMut(usize, f32)) {
+        for (l, v) in self.to_array().into_iter().enumerate() {
+            put(l, v);
+        }
+    }
+}
+
+/// `Bᵀ·z` of a column `z` of four: `[z0 − z2, z1 + z2, z2 − z1, z1 − z3]`.
+#[inline(always)]
+fn bt<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 4] {
+    [z0 - z2, z1 + z2, z2 - z1, z1 - z3]
+}
+
+/// `Aᵀ·z` of a column `z` of four: `[z0 + z1 + z2, z1 − z2 − z3]`.
+#[inline(always)]
+fn at2<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 2] {
+    [z0 + z1 + z2, z1 - z2 - z3]
+}
+
+/// `A·z` of a pair `z`: `[z0, z0 + z1, z0 − z1, −z1]`.
+#[inline(always)]
+fn a4<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
+    [z0, z0 + z1, z0 - z1, -z1]
+}
+
+/// `V = Bᵀ·d·B` of the channels `L` holds of one tile: input row `p`, column `q` at `src[at(4p + q)..]`,
+/// `V_ξ` stored at `dst[out(ξ)..]`.
+#[inline(always)]
+fn tile_in<L: Lanes>(
+    src: &[f32],
+    at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    out: impl Fn(usize) -> usize,
+) {
+    // Bᵀ·d, a column at a time: `r[q][i]` is row i, column q.
+    let r: [[L; 4]; 4] =
+        std::array::from_fn(|q| bt(std::array::from_fn(|p| L::load(src, at(4 * p + q)))));
+    // (Bᵀ·d)·B, a row at a time.
+    for (i, (((r0, r1), r2), r3)) in r[0].iter().zip(&r[1]).zip(&r[2]).zip(&r[3]).enumerate() {
+        for (j, v) in bt([*r0, *r1, *r2, *r3]).into_iter().enumerate() {
+            v.store(dst, out(4 * i + j));
+        }
+    }
+}
+
+/// `Y = Aᵀ·M·A` of the channels `L` holds of one tile: `M_ξ` at `src[at(ξ)..]`; the 2×2 outputs
+/// `[y00, y01, y10, y11]`.
+#[inline(always)]
+fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize) -> [L; 4] {
+    // Aᵀ·M, a column at a time: `a[j][i]` is row i, column j.
+    let a: [[L; 2]; 4] =
+        std::array::from_fn(|j| at2(std::array::from_fn(|i| L::load(src, at(4 * i + j)))));
+    let [y00, y01] = at2([a[0][0], a[1][0], a[2][0], a[3][0]]);
+    let [y10, y11] = at2([a[0][1], a[1][1], a[2][1], a[3][1]]);
     [y00, y01, y10, y11]
 }
 
+/// The 2×2 outputs `y` of channels `ch..` of one tile into their planes of `ys` at the pixels
+/// `px` inside the image.
+#[inline(always)]
+fn put_tile<L: Lanes>(ys: &mut [f32], plane: usize, ch: usize, px: [Option<usize>; 4], y: [L; 4]) {
+    for (p, yv) in px.into_iter().zip(y) {
+        if let Some(p) = p {
+            yv.each(|l, v| ys[(ch + l) * plane + p] = v);
+        }
+    }
+}
+
+/// `∂L/∂M = A·∂L/∂Y·Aᵀ` of the channels `L` holds of one tile (the adjoint of [`tile_out`]): output
+/// gradient `(a, b)` at `src[at(2a + b)..]`, `∂L/∂M_ξ` stored at `dst[out(ξ)..]`.
+#[inline(always)]
+fn tile_out_adjoint<L: Lanes>(
+    src: &[f32],
+    at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    out: impl Fn(usize) -> usize,
+) {
+    let dy = |a: usize, b: usize| L::load(src, at(2 * a + b));
+    // A·∂L/∂Y, a column at a time: `c[b][i]` is row i, column b.
+    let c = [a4([dy(0, 0), dy(1, 0)]), a4([dy(0, 1), dy(1, 1)])];
+    for (i, (c0, c1)) in c[0].iter().zip(&c[1]).enumerate() {
+        for (j, v) in a4([*c0, *c1]).into_iter().enumerate() {
+            v.store(dst, out(4 * i + j));
+        }
+    }
+}
+
+/// `f(n, ch)` over the channels `0..c` in runs of [`LANES`], then one at a time.
+#[inline(always)]
+fn by_lanes(c: usize, mut f: impl FnMut(usize, usize)) {
+    let mut ch = 0;
+    while ch + LANES <= c {
+        f(LANES, ch);
+        ch += LANES;
+    }
+    while ch < c {
+        f(1, ch);
+        ch += 1;
+    }
+}
+
 /// `V = Bᵀ·d·B` of every 4×4 tile of `pad` (from [`to_padded_hwc`]) into `v`
-/// (`[16][nb·tiles][c]`, tile index `(sample, ty, tx)`): a tile at a time, [`LANES`] channels
-/// per vector operation.
+/// (`[nb·tiles][16][c]`, tile index `(sample, ty, tx)`, a tile's 16 side by side): a tile at a
+/// time, [`LANES`] channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
     let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
     let nb = pad.len() / (ph * pw * c);
-    let cols = nb * t.tiles();
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
                 let base = ((s * ph + 2 * ty) * pw + 2 * tx) * c;
-                let mut ch = 0;
-                while ch < c {
-                    let n = if c - ch >= LANES { LANES } else { 1 };
+                by_lanes(c, |n, ch| {
                     let at = |xi: usize| base + ((xi / 4) * pw + xi % 4) * c + ch;
-                    let out = |xi: usize| (xi * cols + k) * c + ch;
+                    let out = |xi: usize| (k * XI + xi) * c + ch;
                     if n == LANES {
-                        let d = std::array::from_fn(|xi| {
-                            <[f32; LANES]>::try_from(&pad[at(xi)..][..LANES]).expect("lanes")
-                        });
-                        for (xi, vx) in tile_in(d).into_iter().enumerate() {
-                            v[out(xi)..][..LANES].copy_from_slice(&vx);
-                        }
+                        tile_in::<f32x8>(pad, at, v, out);
                     } else {
-                        let d = std::array::from_fn(|xi| [pad[at(xi)]]);
-                        for (xi, [vx]) in tile_in(d).into_iter().enumerate() {
-                            v[out(xi)] = vx;
-                        }
+                        tile_in::<f32>(pad, at, v, out);
                     }
-                    ch += n;
-                }
+                });
                 k += 1;
             }
         }
     }
 }
 
-/// `Y = Aᵀ·M·A` of every tile of `m` (`[16][nb·tiles][o]`) into `y` (`[nb, o, h, w]`), the
+/// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][16][o]`) into `y` (`[nb, o, h, w]`), the
 /// parts of edge tiles outside the image dropped: a tile at a time, [`LANES`] channels per
 /// vector operation, each output written once into its plane.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
     let plane = t.h * t.w;
     let nb = y.len() / (o * plane);
-    let cols = nb * t.tiles();
     let mut k = 0;
     for s in 0..nb {
         let ys = &mut y[s * o * plane..][..o * plane];
@@ -240,94 +327,43 @@ fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
             for tx in 0..t.tw {
                 // Output pixels of this tile inside the image, in `tile_out`'s order.
                 let px = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(i, j)| {
-                    (2 * ty + i < t.h && 2 * tx + j < t.w).then(|| (2 * ty + i) * t.w + 2 * tx + j)
+                    let (r, q) = (2 * ty + i, 2 * tx + j);
+                    (r < t.h && q < t.w).then_some(r * t.w + q)
                 });
-                let mut ch = 0;
-                while ch < o {
-                    let n = if o - ch >= LANES { LANES } else { 1 };
-                    let at = |xi: usize| (xi * cols + k) * o + ch;
+                by_lanes(o, |n, ch| {
+                    let at = |xi: usize| (k * XI + xi) * o + ch;
                     if n == LANES {
-                        let mx = std::array::from_fn(|xi| {
-                            <[f32; LANES]>::try_from(&m[at(xi)..][..LANES]).expect("lanes")
-                        });
-                        for (p, yv) in px.iter().zip(tile_out(mx)) {
-                            if let Some(p) = p {
-                                for (l, val) in yv.into_iter().enumerate() {
-                                    ys[(ch + l) * plane + p] = val;
-                                }
-                            }
-                        }
+                        put_tile(ys, plane, ch, px, tile_out::<f32x8>(m, at));
                     } else {
-                        let mx = std::array::from_fn(|xi| [m[at(xi)]]);
-                        for (p, [val]) in px.iter().zip(tile_out(mx)) {
-                            if let Some(p) = p {
-                                ys[ch * plane + p] = val;
-                            }
-                        }
+                        put_tile(ys, plane, ch, px, tile_out::<f32>(m, at));
                     }
-                    ch += n;
-                }
+                });
                 k += 1;
             }
         }
     }
 }
 
-/// `∂L/∂M = A·∂L/∂Y·Aᵀ` of `N` channels of one tile (the adjoint of [`tile_out`]): `dy` the
-/// 2×2 output gradients `[y00, y01, y10, y11]`, the result `[16]` in `M`'s order.
-#[inline(always)]
-fn tile_out_adjoint<const N: usize>(dy: [[f32; N]; 4]) -> [[f32; N]; XI] {
-    // A·z of a pair (z0, z1): [z0, z0 + z1, z0 − z1, −z1].
-    let spread = |z0: [f32; N], z1: [f32; N]| -> [[f32; N]; 4] {
-        [
-            z0,
-            std::array::from_fn(|l| z0[l] + z1[l]),
-            std::array::from_fn(|l| z0[l] - z1[l]),
-            std::array::from_fn(|l| -z1[l]),
-        ]
-    };
-    let cols0 = spread(dy[0], dy[2]);
-    let cols1 = spread(dy[1], dy[3]);
-    let mut m = [[0.0f32; N]; XI];
-    for i in 0..4 {
-        let row = spread(cols0[i], cols1[i]);
-        m[4 * i..4 * i + 4].copy_from_slice(&row);
-    }
-    m
-}
-
 /// `∂L/∂M` of every tile of `pad` (output gradients from [`to_padded_hwc`] with lead 0) into
-/// `dm` (`[16][nb·tiles][o]`): a tile at a time, [`LANES`] channels per vector operation.
+/// `dm` (`[nb·tiles][16][o]`): a tile at a time, [`LANES`] channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
     let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
     let nb = pad.len() / (ph * pw * o);
-    let cols = nb * t.tiles();
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
                 let base = ((s * ph + 2 * ty) * pw + 2 * tx) * o;
-                let mut ch = 0;
-                while ch < o {
-                    let n = if o - ch >= LANES { LANES } else { 1 };
+                by_lanes(o, |n, ch| {
                     let at = |p: usize| base + ((p / 2) * pw + p % 2) * o + ch;
-                    let out = |xi: usize| (xi * cols + k) * o + ch;
+                    let out = |xi: usize| (k * XI + xi) * o + ch;
                     if n == LANES {
-                        let d = std::array::from_fn(|p| {
-                            <[f32; LANES]>::try_from(&pad[at(p)..][..LANES]).expect("lanes")
-                        });
-                        for (xi, mx) in tile_out_adjoint(d).into_iter().enumerate() {
-                            dm[out(xi)..][..LANES].copy_from_slice(&mx);
-                        }
+                        tile_out_adjoint::<f32x8>(pad, at, dm, out);
                     } else {
-                        let d = std::array::from_fn(|p| [pad[at(p)]]);
-                        for (xi, [mx]) in tile_out_adjoint(d).into_iter().enumerate() {
-                            dm[out(xi)] = mx;
-                        }
+                        tile_out_adjoint::<f32>(pad, at, dm, out);
                     }
-                    ch += n;
-                }
+                });
                 k += 1;
             }
         }
@@ -354,36 +390,39 @@ pub fn weight_gradient(g: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = x
         .par_chunks(per_part * c * plane)
         .zip(gy.par_chunks(per_part * o * plane))
-        .map_init(
-            || (Scratch::default(), Scratch::default()),
-            |(sx, sy), (xp, gp)| {
-                // `∂L/∂U_ξ`, stored `[16][c][o]`.
-                let mut du = vec![0.0f32; XI * c * o];
-                for (bi, (xb, gb)) in xp
-                    .chunks(spb * c * plane)
-                    .zip(gp.chunks(spb * o * plane))
-                    .enumerate()
-                {
-                    let nb = xb.len() / (c * plane);
-                    let cols = nb * t.tiles();
-                    let (pad, v, _) = sx.three(nb * padded * c, XI * cols * c, 0);
+        .map(|(xp, gp)| {
+            // `∂L/∂U_ξ`, stored `[16][c][o]`.
+            let mut du = vec![0.0f32; XI * c * o];
+            for (bi, (xb, gb)) in xp
+                .chunks(spb * c * plane)
+                .zip(gp.chunks(spb * o * plane))
+                .enumerate()
+            {
+                let nb = xb.len() / (c * plane);
+                let cols = nb * t.tiles();
+                let n = [
+                    nb * padded * c,
+                    XI * cols * c,
+                    nb * padded * o,
+                    XI * cols * o,
+                ];
+                with_scratch(n, |[pad, v, gpad, dm]| {
                     to_padded_hwc(t, c, 1, xb, pad);
                     input_transform(t, c, pad, v);
-                    let (gpad, dm, _) = sy.three(nb * padded * o, XI * cols * o, 0);
                     to_padded_hwc(t, o, 0, gb, gpad);
                     output_gradient_transform(t, o, gpad, dm);
                     for k in 0..XI {
                         gemm_into_t(
                             &mut du[k * c * o..][..c * o],
-                            Mat::new(&dm[k * cols * o..][..cols * o], cols, o).t(),
-                            Mat::new(&v[k * cols * c..][..cols * c], cols, c),
+                            Mat::strided(&dm[k * o..], o, cols, 1, XI * o),
+                            Mat::strided(&v[k * c..], cols, c, XI * c, 1),
                             bi > 0,
                         );
                     }
-                }
-                du
-            },
-        )
+                });
+            }
+            du
+        })
         .collect();
     let mut du = vec![0.0f32; XI * c * o];
     for part in &parts {
@@ -416,21 +455,32 @@ pub fn weight_gradient(g: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
     dw
 }
 
-/// Buffers of one block, reused by the blocks a thread runs: the padded input (its border
-/// zero from allocation; the blocks of one convolution share the layout, so it stays zero),
-/// the transformed tiles and their products (every element written before it is read).
+/// Buffers of the blocks a thread runs, kept between convolutions (every element is written
+/// before it is read, so a buffer is only grown, never cleared).
 #[derive(Default)]
-struct Scratch(Vec<f32>, Vec<f32>, Vec<f32>);
+struct Scratch([Vec<f32>; 4]);
 
 impl Scratch {
-    fn three(&mut self, a: usize, b: usize, c: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
-        for (v, n) in [(&mut self.0, a), (&mut self.1, b), (&mut self.2, c)] {
+    /// Buffers of `n[i]` elements.
+    fn take(&mut self, n: [usize; 4]) -> [&mut [f32]; 4] {
+        let mut bufs = self.0.iter_mut().zip(n);
+        std::array::from_fn(|_| {
+            let (v, n) = bufs.next().expect("four buffers");
             if v.len() < n {
                 v.resize(n, 0.0);
             }
-        }
-        (&mut self.0[..a], &mut self.1[..b], &mut self.2[..c])
+            &mut v[..n]
+        })
     }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// `f` with this thread's [`Scratch`] buffers of `n[i]` elements.
+fn with_scratch<R>(n: [usize; 4], f: impl FnOnce([&mut [f32]; 4]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|s| f(s.take(n)))
 }
 
 /// The convolution of `x` (`[n, c, h, w]`) with transformed kernels `u` (`[16][c][o]`), padding
@@ -442,22 +492,27 @@ fn convolve(n: usize, c: usize, t: Tiling, o: usize, x: &[f32], u: &[f32]) -> Ve
     let mut y = vec![0.0f32; n * o * plane];
     y.par_chunks_mut(spb * o * plane)
         .zip(x.par_chunks(spb * c * plane))
-        .for_each_init(Scratch::default, |scratch, (yb, xb)| {
+        .for_each(|(yb, xb)| {
             let nb = xb.len() / (c * plane);
             let cols = nb * t.tiles();
-            let (pad, v, m) = scratch.three(nb * padded, XI * cols * c, XI * cols * o);
-            to_padded_hwc(t, c, 1, xb, pad);
-            input_transform(t, c, pad, v);
-            for k in 0..XI {
-                // `M_ξ = U_ξ·V_ξ` (`[o, c]·[c, tiles]`), stored `[tiles][o]`.
-                gemm_into_t(
-                    &mut m[k * cols * o..][..cols * o],
-                    Mat::new(&u[k * c * o..][..c * o], c, o).t(),
-                    Mat::new(&v[k * cols * c..][..cols * c], cols, c).t(),
-                    false,
-                );
-            }
-            output_transform(t, o, m, yb);
+            with_scratch(
+                [nb * padded, XI * cols * c, XI * cols * o, 0],
+                |[pad, v, m, _]| {
+                    to_padded_hwc(t, c, 1, xb, pad);
+                    input_transform(t, c, pad, v);
+                    for k in 0..XI {
+                        // `M_ξ = U_ξ·V_ξ` (`[o, c]·[c, tiles]`), in `m` at `[tiles][ξ][o]`.
+                        gemm_into_strided(
+                            &mut m[k * o..],
+                            [1, XI * o],
+                            Mat::new(&u[k * c * o..][..c * o], c, o).t(),
+                            Mat::strided(&v[k * c..], cols, c, XI * c, 1).t(),
+                            false,
+                        );
+                    }
+                    output_transform(t, o, m, yb);
+                },
+            );
         });
     y
 }
