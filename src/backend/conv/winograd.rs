@@ -138,10 +138,11 @@ fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], pad: &mut [f32]) {
         let ps = &mut pad[s * ph * pw * c..][..ph * pw * c];
         // Zeros first (one pass; the border is what stays of them).
         ps.fill(0.0);
-        for (ci, src) in xs.chunks_exact(plane).enumerate() {
-            for (r, src) in src.chunks_exact(t.w).enumerate() {
-                let row = &mut ps[((r + lead) * pw + lead) * c..][..t.w * c];
-                for (px, v) in row.chunks_exact_mut(c).zip(src) {
+        // A row at a time (its pixels' lines stay in cache while every channel is written).
+        for r in 0..t.h {
+            let row = &mut ps[((r + lead) * pw + lead) * c..][..t.w * c];
+            for (ci, src) in xs.chunks_exact(plane).enumerate() {
+                for (px, v) in row.chunks_exact_mut(c).zip(&src[r * t.w..][..t.w]) {
                     px[ci] = *v;
                 }
             }
