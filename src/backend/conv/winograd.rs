@@ -42,8 +42,9 @@ const XI: usize = 16;
 /// Tiles aimed at per block of samples (the GEMMs' width).
 const TILES_PER_BLOCK: usize = 64;
 
-/// Whether [`forward`] and [`backward`] compute this convolution: a 3×3 kernel, unit stride,
-/// padding 1, and enough channels on both sides that the 16 narrow GEMMs pay for the transforms.
+/// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] compute this convolution: a
+/// 3×3 kernel, unit stride, padding 1, and enough channels on both sides that the 16 narrow
+/// GEMMs pay for the transforms.
 pub fn applies(g: &Geometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.s == [1, 1] && g.p == [1, 1] && g.c >= 8 && g.o >= 8
 }
@@ -77,9 +78,9 @@ impl Tiling {
     }
 }
 
-/// `U = G·g·Gᵀ` of each kernel, as `[16][cols][rows]` (each `U_ξ` column-major, for the packing
-/// of [`gemm_into_t`]) where kernel `(r, q)` is `w[(r, q)]` when
-/// `!flip` (`w: [rows, cols, 3, 3]`), or, with `flip`, the input gradient's kernel
+/// `U = G·g·Gᵀ` of each kernel, as `[16][cols][rows]` (each `U_ξ` column-major, so that the GEMM
+/// packs it with vector loads), where kernel `(r, q)` is `w[(r, q)]` when `!flip`
+/// (`w: [rows, cols, 3, 3]`), or, with `flip`, the input gradient's kernel
 /// `w'[c, o] = rot180(w[o, c])` (`w: [cols, rows, 3, 3]`).
 fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32> {
     /// Kernels transformed together: their 16 values are gathered in a small buffer and
@@ -211,8 +212,8 @@ fn a4<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
     [z0, z0 + z1, z0 - z1, -z1]
 }
 
-/// `V = Bᵀ·d·B` of the channels `L` holds of one tile: input row `p`, column `q` at `src[at(4p + q)..]`,
-/// `V_ξ` stored at `dst[out(ξ)..]`.
+/// `V = Bᵀ·d·B` of the channels `L` holds of one tile: input row `p`, column `q` at
+/// `src[at(4p + q)..]`, `V_ξ` stored at `dst[out(ξ)..]`.
 #[inline(always)]
 fn tile_in<L: Lanes>(
     src: &[f32],
