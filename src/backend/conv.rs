@@ -607,10 +607,13 @@ pub(crate) mod tests {
             let dw = max_diff(&ow, &bw);
             assert!(dx < 1e-4 && dw < 1e-3, "case {case}: dx {dx}, dw {dw}");
         }
-        // An untracked input (a first layer) gets no gradient; the weight's is unchanged.
-        let (ox, ow) = grads(0, conv2d, false);
-        assert!(ox.is_none());
-        assert_eq!(ow, grads(0, conv2d, true).1);
+        // An untracked input (a first layer) gets no gradient; the weight's is unchanged (on
+        // the im2col and the Winograd path).
+        for case in [0, 6] {
+            let (ox, ow) = grads(case, conv2d, false);
+            assert!(ox.is_none());
+            assert_eq!(ow, grads(case, conv2d, true).1, "case {case}");
+        }
     }
 
     /// Central differences of `Σ y ⊙ r` in a few weights and inputs (f64 host arithmetic).
