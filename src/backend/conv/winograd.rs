@@ -288,97 +288,31 @@ fn by_lanes(c: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// `f(k, s, ty, tx)` for every tile `(ty, tx)` of samples `s` in `0..nb`, `k` counting them.
-#[inline(always)]
-fn each_tile(t: Tiling, nb: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+/// `V = Bᵀ·d·B` of every 4×4 tile of `pad` (from [`to_padded_hwc`]) into `v`
+/// (`[nb·tiles][16][c]`, tile index `(sample, ty, tx)`, a tile's 16 side by side): a tile at a
+/// time, [`LANES`] channels per vector operation.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
+    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    let nb = pad.len() / (ph * pw * c);
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                f(k, s, ty, tx);
+                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * c;
+                by_lanes(c, |n, ch| {
+                    let at = |xi: usize| base + ((xi / 4) * pw + xi % 4) * c + ch;
+                    let out = |xi: usize| (k * XI + xi) * c + ch;
+                    if n == LANES {
+                        tile_in::<f32x8>(pad, at, v, out);
+                    } else {
+                        tile_in::<f32>(pad, at, v, out);
+                    }
+                });
                 k += 1;
             }
         }
     }
-}
-
-/// A transform from a tile's `SIDE × SIDE` pixels in a padded buffer to its 16 values.
-trait FromPadded {
-    /// Pixels per side of the tile read.
-    const SIDE: usize;
-    /// The transform of the channels `L` holds: pixel `i` at `src[at(i)..]`, value `ξ` into
-    /// `dst[out(ξ)..]`.
-    fn tile<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    );
-}
-
-/// `V = Bᵀ·d·B` ([`tile_in`]).
-struct InputTiles;
-
-impl FromPadded for InputTiles {
-    const SIDE: usize = 4;
-    #[inline(always)]
-    fn tile<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        tile_in::<L>(src, at, dst, out);
-    }
-}
-
-/// `∂L/∂M = A·∂L/∂Y·Aᵀ` ([`tile_out_adjoint`]).
-struct OutputGradientTiles;
-
-impl FromPadded for OutputGradientTiles {
-    const SIDE: usize = 2;
-    #[inline(always)]
-    fn tile<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        tile_out_adjoint::<L>(src, at, dst, out);
-    }
-}
-
-/// `T` of every tile of `pad` (from [`to_padded_hwc`], `c` channels) into `dst`
-/// (`[nb·tiles][16][c]`, tile index `(sample, ty, tx)`, a tile's 16 side by side): a tile at a
-/// time, [`LANES`] channels per vector operation.
-#[inline(always)]
-fn from_padded<T: FromPadded>(t: Tiling, c: usize, pad: &[f32], dst: &mut [f32]) {
-    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
-    each_tile(t, pad.len() / (ph * pw * c), |k, s, ty, tx| {
-        let base = ((s * ph + 2 * ty) * pw + 2 * tx) * c;
-        by_lanes(c, |n, ch| {
-            let at = |i: usize| base + ((i / T::SIDE) * pw + i % T::SIDE) * c + ch;
-            let out = |xi: usize| (k * XI + xi) * c + ch;
-            if n == LANES {
-                T::tile::<f32x8>(pad, at, dst, out);
-            } else {
-                T::tile::<f32>(pad, at, dst, out);
-            }
-        });
-    });
-}
-
-/// `V = Bᵀ·d·B` of every 4×4 input tile of `pad` (lead 1) into `v` (`[nb·tiles][16][c]`).
-#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
-    from_padded::<InputTiles>(t, c, pad, v);
-}
-
-/// `∂L/∂M` of every 2×2 tile of output gradients in `pad` (lead 0) into `dm`
-/// (`[nb·tiles][16][o]`).
-#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
-    from_padded::<OutputGradientTiles>(t, o, pad, dm);
 }
 
 /// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][16][o]`) into `y` (`[nb, o, h, w]`), the
@@ -387,22 +321,55 @@ fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
     let plane = t.h * t.w;
-    each_tile(t, y.len() / (o * plane), |k, s, ty, tx| {
+    let nb = y.len() / (o * plane);
+    let mut k = 0;
+    for s in 0..nb {
         let ys = &mut y[s * o * plane..][..o * plane];
-        // Output pixels of this tile inside the image, in `tile_out`'s order.
-        let px = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(i, j)| {
-            let (r, q) = (2 * ty + i, 2 * tx + j);
-            (r < t.h && q < t.w).then_some(r * t.w + q)
-        });
-        by_lanes(o, |n, ch| {
-            let at = |xi: usize| (k * XI + xi) * o + ch;
-            if n == LANES {
-                put_tile(ys, plane, ch, px, tile_out::<f32x8>(m, at));
-            } else {
-                put_tile(ys, plane, ch, px, tile_out::<f32>(m, at));
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                // Output pixels of this tile inside the image, in `tile_out`'s order.
+                let px = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(i, j)| {
+                    let (r, q) = (2 * ty + i, 2 * tx + j);
+                    (r < t.h && q < t.w).then_some(r * t.w + q)
+                });
+                by_lanes(o, |n, ch| {
+                    let at = |xi: usize| (k * XI + xi) * o + ch;
+                    if n == LANES {
+                        put_tile(ys, plane, ch, px, tile_out::<f32x8>(m, at));
+                    } else {
+                        put_tile(ys, plane, ch, px, tile_out::<f32>(m, at));
+                    }
+                });
+                k += 1;
             }
-        });
-    });
+        }
+    }
+}
+
+/// `∂L/∂M` of every tile of `pad` (output gradients from [`to_padded_hwc`] with lead 0) into
+/// `dm` (`[nb·tiles][16][o]`): a tile at a time, [`LANES`] channels per vector operation.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
+    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    let nb = pad.len() / (ph * pw * o);
+    let mut k = 0;
+    for s in 0..nb {
+        for ty in 0..t.th {
+            for tx in 0..t.tw {
+                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * o;
+                by_lanes(o, |n, ch| {
+                    let at = |p: usize| base + ((p / 2) * pw + p % 2) * o + ch;
+                    let out = |xi: usize| (k * XI + xi) * o + ch;
+                    if n == LANES {
+                        tile_out_adjoint::<f32x8>(pad, at, dm, out);
+                    } else {
+                        tile_out_adjoint::<f32>(pad, at, dm, out);
+                    }
+                });
+                k += 1;
+            }
+        }
+    }
 }
 
 /// Tiles aimed at per product of the weight gradient (its inner dimension).
