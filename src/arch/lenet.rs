@@ -5,7 +5,6 @@
 //! `bn1`, `bn2` and `bn3` before their ReLUs.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use super::Norm;
@@ -92,7 +91,7 @@ pub fn forward<W: Weights + ?Sized>(
     let mut h: Tensor<4> = x.reshape([b, input[0], input[1], input[2]]);
     for layer in ["conv1", "conv2"] {
         let z = w.conv2d(layer, h, conv.clone());
-        h = relu(match bn_of(layer, norm) {
+        h = backend::relu(match bn_of(layer, norm) {
             Some(bn) => w.batch_norm2d(bn, z),
             None => z,
         });
@@ -105,7 +104,7 @@ pub fn forward<W: Weights + ?Sized>(
     }
     let flat: Tensor<2> = h.flatten(1, 3);
     let h = match bn_of("fc1", norm) {
-        Some(bn) => relu(w.batch_norm(bn, w.dense("fc1", flat))),
+        Some(bn) => backend::relu(w.batch_norm(bn, w.dense("fc1", flat))),
         None => w.dense_relu("fc1", flat),
     };
     if let Some(observe) = observe {

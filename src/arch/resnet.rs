@@ -1,7 +1,7 @@
 //! ResNet-20 for CIFAR (He et al. 2016, §4.2): a 3×3 stem convolution, three stages of three
 //! basic blocks with `16·W`, `32·W` and `64·W` channels (the first block of stages 2 and 3
 //! halves the resolution with stride 2), global average pooling and one dense layer. A basic
-//! block is `relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x))`, `s` the identity or, where the
+//! block is `backend::relu(bn2(conv2(backend::relu(bn1(conv1(x))))) + s(x))`, `s` the identity or, where the
 //! shape changes, a 1×1 convolution with BatchNorm (the projection shortcut). Spec:
 //! `resnet20`, `resnet20:w=4`, `resnet20:in=1x28x28` (default input `3x32x32`).
 //!
@@ -9,9 +9,9 @@
 //! `layer{k}.{j}.shortcut.0` (convolution) and `.shortcut.1` (BatchNorm), `fc`.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 
+use crate::backend;
 use crate::error::{Error, Result};
 use crate::params::{Entry, Layout, Role};
 use crate::permute::{Axis, PermSpec};
@@ -179,12 +179,12 @@ pub fn forward<W: Weights + ?Sized>(
             observe(name, t.clone().swap_dims(1, 3).reshape([b * sh * sw, c]));
         }
     };
-    let mut h = relu(conv_bn(w, "conv1", "bn1", x.reshape([b, c, hh, ww]), 1, 1));
+    let mut h = backend::relu(conv_bn(w, "conv1", "bn1", x.reshape([b, c, hh, ww]), 1, 1));
     for k in 0..3 {
         for j in 0..BLOCKS {
             let name = block(k, j);
             let stride = if has_projection(k, j) { 2 } else { 1 };
-            let inner = relu(conv_bn(
+            let inner = backend::relu(conv_bn(
                 w,
                 &format!("{name}.conv1"),
                 &format!("{name}.bn1"),
@@ -213,7 +213,7 @@ pub fn forward<W: Weights + ?Sized>(
             } else {
                 h
             };
-            h = relu(out + shortcut);
+            h = backend::add_relu(out, shortcut);
         }
         see(&stream(k), &h);
     }

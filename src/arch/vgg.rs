@@ -10,7 +10,6 @@
 //! Layers `conv1 … convN` (with `bn1 … bnN`), `fc1`, `fc2`, `fc3`.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use super::Norm;
@@ -202,7 +201,7 @@ pub fn forward<W: Weights + ?Sized>(
             if v.norm == Norm::Bn {
                 h = w.batch_norm2d(&bn_name(i), h);
             }
-            h = relu(h);
+            h = backend::relu(h);
             if let Some(observe) = observe.as_deref_mut() {
                 let [_, c, sh, sw] = h.dims();
                 observe(&layer, h.clone().swap_dims(1, 3).reshape([b * sh * sw, c]));

@@ -31,6 +31,7 @@ use burn_flex::FlexTensor;
 use multiversion::multiversion;
 
 use super::host;
+use super::layout::{self, Order, reorder};
 use super::matmul::{Mat, gemm_into, gemm_into_t};
 use rayon::prelude::*;
 
@@ -265,12 +266,22 @@ fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]`, `w: [o, c, kh, kw]` → `[n, o, oh, ow]`;
-/// 3×3 kernels with unit stride and padding 1 by Winograd's F(2×2, 3×3) ([`winograd`]).
-pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]` stored in the given order,
+/// `w: [o, c, kh, kw]` → `[n, o, oh, ow]` and the order it is stored in; 3×3 kernels with unit
+/// stride and padding 1 by Winograd's F(2×2, 3×3) ([`winograd`], channels last), others by
+/// im2col (row-major).
+pub fn forward_host(g: &Geometry, (x, order): (&[f32], Order), w: &[f32]) -> (Vec<f32>, Order) {
     if winograd::applies(g) {
-        return winograd::forward(g, x, w);
+        return (winograd::forward(g, (x, order), w), Order::Nhwc);
     }
+    match order {
+        Order::Nchw => (gemm_forward(g, x, w), Order::Nchw),
+        Order::Nhwc => (rows_forward(g, x, w), Order::Nhwc),
+    }
+}
+
+/// [`forward_host`] through im2col and GEMM (`x` row-major).
+fn gemm_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, l) = (g.k(), g.l());
     let wm = Mat::new(w, g.o, k);
     let mut y = vec![0.0f32; g.n * g.o * l];
@@ -295,9 +306,126 @@ pub fn forward_host(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
-/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y`: `(∂L/∂x, ∂L/∂w)`, each only if asked for (both
-/// by [`winograd`] for a 3×3, unit-stride, padding-1 convolution).
+/// A feature map's values and the order they are stored in.
+pub type Stored = (Vec<f32>, Order);
+
+/// Gradients of `y = x ⋆ w` given `gy = ∂L/∂y` (each stored in the given order): `(∂L/∂x`
+/// with its order, `∂L/∂w)`, each only if asked for (both by [`winograd`] for a 3×3,
+/// unit-stride, padding-1 convolution).
 pub fn backward_host(
+    g: &Geometry,
+    x: (&[f32], Order),
+    w: &[f32],
+    gy: (&[f32], Order),
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Stored>, Option<Vec<f32>>) {
+    if winograd::applies(g) {
+        let dx = want_dx.then(|| (winograd::input_gradient(g, w, gy), Order::Nhwc));
+        return (dx, want_dw.then(|| winograd::weight_gradient(g, x, gy)));
+    }
+    // The order of the input decides the path (and that of `∂L/∂x`); the output gradient is
+    // brought to it.
+    let (x, order) = x;
+    let gy = reorder(gy.0, [g.n, g.o, g.oh, g.ow], gy.1, order);
+    let (dx, dw) = match order {
+        Order::Nchw => gemm_backward(g, x, w, &gy, want_dx, want_dw),
+        Order::Nhwc => rows_backward(g, x, w, &gy, want_dx, want_dw),
+    };
+    (dx.map(|dx| (dx, order)), dw)
+}
+
+/// `rows[(oh, ow), (i, j, ci)] = x[oh·s + i − p, ow·s + j − p, ci]` (zero outside) for one
+/// channels-last sample `x: [h][w][c]`: the im2col matrix transposed, with the kernel
+/// positions outermost, so that each pixel's channels are one short copy.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn im2row(g: &Geometry, x: &[f32], rows: &mut [f32]) {
+    let (c, k) = (g.c, g.k());
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            let row = &mut rows[(oh * g.ow + ow) * k..][..k];
+            for i in 0..g.kh {
+                let part = &mut row[i * g.kw * c..][..g.kw * c];
+                let Some(r) = g.input_row(oh, i) else {
+                    part.fill(0.0);
+                    continue;
+                };
+                for (j, px) in part.chunks_exact_mut(c).enumerate() {
+                    match (ow * g.s[1] + j).checked_sub(g.p[1]).filter(|&q| q < g.w) {
+                        Some(q) => copy_row(px, &x[(r * g.w + q) * c..][..c]),
+                        None => px.fill(0.0),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2row`]: `dx[r, q, ci] += rows[(oh, ow), (i, j, ci)]` over every position
+/// that read `x[r, q, ci]`. `dx` (one channels-last sample) must be zeroed by the caller.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn row2im_add(g: &Geometry, rows: &[f32], dx: &mut [f32]) {
+    let (c, k) = (g.c, g.k());
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            let row = &rows[(oh * g.ow + ow) * k..][..k];
+            for i in 0..g.kh {
+                let Some(r) = g.input_row(oh, i) else {
+                    continue;
+                };
+                for (j, px) in row[i * g.kw * c..][..g.kw * c].chunks_exact(c).enumerate() {
+                    if let Some(q) = (ow * g.s[1] + j).checked_sub(g.p[1]).filter(|&q| q < g.w) {
+                        add_row(&mut dx[(r * g.w + q) * c..][..c], px);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `w: [o, c, kh, kw]` as `[o, kh, kw, c]` (the column order of [`im2row`]), or back with
+/// `back`.
+fn kernel_positions_outer(g: &Geometry, w: &[f32], back: bool) -> Vec<f32> {
+    let (c, taps) = (g.c, g.kh * g.kw);
+    let mut out = vec![0.0f32; w.len()];
+    for oc in 0..g.o {
+        for ci in 0..c {
+            for t in 0..taps {
+                let (a, b) = ((oc * c + ci) * taps + t, (oc * taps + t) * c + ci);
+                if back {
+                    out[a] = w[b];
+                } else {
+                    out[b] = w[a];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`forward_host`] of a channels-last input through [`im2row`] and GEMM per sample:
+/// `y_b = rows_b·W'ᵀ` (`[oh·ow, o]`, channels last), `W'` the kernel as `[o, kh·kw·c]`.
+fn rows_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, l) = (g.k(), g.l());
+    let wp = kernel_positions_outer(g, w, false);
+    let wm = Mat::new(&wp, g.o, k);
+    let mut y = vec![0.0f32; g.n * g.o * l];
+    y.par_chunks_mut(CHUNK * g.o * l)
+        .zip(x.par_chunks(CHUNK * g.chw()))
+        .for_each(|(yc, xc)| {
+            let mut rows = vec![0.0f32; l * k];
+            for (yb, xb) in yc.chunks_mut(g.o * l).zip(xc.chunks(g.chw())) {
+                im2row(g, xb, &mut rows);
+                gemm_into(yb, Mat::new(&rows, l, k), wm.t(), false);
+            }
+        });
+    y
+}
+
+/// [`backward_host`] of a channels-last input and output gradient through [`im2row`]:
+/// `∂L/∂W' = Σ_b g_bᵀ·rows_b` (chunk sums added in chunk order) and
+/// `∂L/∂x_b = row2im(g_b·W')`, channels last.
+fn rows_backward(
     g: &Geometry,
     x: &[f32],
     w: &[f32],
@@ -305,11 +433,53 @@ pub fn backward_host(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    if winograd::applies(g) {
-        let dx = want_dx.then(|| winograd::input_gradient(g, w, gy));
-        return (dx, want_dw.then(|| winograd::weight_gradient(g, x, gy)));
-    }
-    gemm_backward(g, x, w, gy, want_dx, want_dw)
+    let (k, l) = (g.k(), g.l());
+    let wp = kernel_positions_outer(g, w, false);
+    let wm = Mat::new(&wp, g.o, k);
+    let chunks = g.n.div_ceil(CHUNK);
+    let work = |rows: &mut Vec<f32>, ci: usize, dxc: Option<&mut [f32]>| {
+        let samples = ci * CHUNK..((ci + 1) * CHUNK).min(g.n);
+        let mut dw = vec![0.0f32; if want_dw { g.o * k } else { 0 }];
+        let mut dxc = dxc;
+        for (bi, b) in samples.enumerate() {
+            let gb = Mat::new(&gy[b * g.o * l..(b + 1) * g.o * l], l, g.o);
+            if want_dw {
+                im2row(g, &x[b * g.chw()..(b + 1) * g.chw()], rows);
+                gemm_into(&mut dw, gb.t(), Mat::new(rows, l, k), true);
+            }
+            if let Some(dxc) = dxc.as_deref_mut() {
+                gemm_into(rows, gb, wm, false);
+                row2im_add(g, rows, &mut dxc[bi * g.chw()..(bi + 1) * g.chw()]);
+            }
+        }
+        dw
+    };
+    let buffer = || vec![0.0f32; l * k];
+    let (dx, parts): (Option<Vec<f32>>, Vec<Vec<f32>>) = if want_dx {
+        let mut dx = vec![0.0f32; g.n * g.chw()];
+        let parts = dx
+            .par_chunks_mut(CHUNK * g.chw())
+            .enumerate()
+            .map_init(buffer, |b, (ci, dxc)| work(b, ci, Some(dxc)))
+            .collect();
+        (Some(dx), parts)
+    } else {
+        let parts = (0..chunks)
+            .into_par_iter()
+            .map_init(buffer, |b, ci| work(b, ci, None))
+            .collect();
+        (None, parts)
+    };
+    let dw = want_dw.then(|| {
+        let mut dwp = vec![0.0f32; g.o * k];
+        for part in &parts {
+            for (a, b) in dwp.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        kernel_positions_outer(g, &dwp, true)
+    });
+    (dx, dw)
 }
 
 /// [`backward_host`] through im2col and GEMM.
@@ -411,8 +581,9 @@ fn forward_flex(
     padding: [usize; 2],
 ) -> FlexTensor {
     let g = geometry(x, w, stride, padding);
-    let y = forward_host(&g, &host(x), &host(w));
-    flex(y, [g.n, g.o, g.oh, g.ow])
+    let (x, order) = layout::stored(x);
+    let (y, order) = forward_host(&g, (&x, order), &host(w));
+    layout::tensor(y, [g.n, g.o, g.oh, g.ow], order)
 }
 
 /// Convolution through im2col + GEMM (see the module docs). Only the flex backend and its
@@ -451,16 +622,17 @@ impl Backward<Flex, 2> for GemmConvBackward {
         let gy = grads.consume::<Flex>(&ops.node);
         let (x, w, stride, padding) = ops.state;
         let g = geometry(&x, &w, stride, padding);
+        let ((x, xo), (gy, go)) = (layout::stored(&x), layout::stored(&gy));
         let (dx, dw) = backward_host(
             &g,
-            &host(&x),
+            (&x, xo),
             &host(&w),
-            &host(&gy),
+            (&gy, go),
             node_x.is_some(),
             node_w.is_some(),
         );
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, flex(dx, [g.n, g.c, g.h, g.w]));
+        if let (Some(node), Some((dx, order))) = (node_x, dx) {
+            grads.register::<Flex>(node.id, layout::tensor(dx, [g.n, g.c, g.h, g.w], order));
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, flex(dw, [g.o, g.c, g.kh, g.kw]));
@@ -686,6 +858,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// Inputs stored channels last (a leaf `[n, h, w, c]` viewed as `[n, c, h, w]`, as the
+    /// 3×3 convolutions write their outputs): the same values and gradients as burn's
+    /// convolution of the same view, on the im2row, the unpadded and the Winograd paths.
+    #[test]
+    fn channels_last_inputs_match_burns_convolution() {
+        let dev = train_device();
+        for case in 0..CASES.len() {
+            let (x, k, opts) = inputs(case, &dev);
+            let leaf = Tensor::<4>::from_data(x.permute([0, 2, 3, 1]).into_data(), &dev);
+            let run = |ours: bool| {
+                let (x, k) = (leaf.clone().require_grad(), k.clone().require_grad());
+                let view = x.clone().permute([0, 3, 1, 2]);
+                let y = if ours {
+                    conv2d(view, k.clone(), opts.clone())
+                } else {
+                    burn::tensor::module::conv2d(view, k.clone(), None, opts.clone())
+                };
+                let r = normal(y.dims(), 7, &dev);
+                let g = (y.clone() * r).sum().backward();
+                [
+                    values(&y),
+                    values(&x.grad(&g).unwrap()),
+                    values(&k.grad(&g).unwrap()),
+                ]
+            };
+            let (ours, theirs) = (run(true), run(false));
+            for (what, tol, (o, t)) in [("y", 1e-4, 0), ("dx", 1e-4, 1), ("dw", 1e-3, 2)]
+                .map(|(w, tol, i)| (w, tol, (&ours[i], &theirs[i])))
+            {
+                let d = max_diff(o, t);
+                assert!(d < tol, "case {case}: {what} off by {d}");
+            }
+        }
+    }
+
     /// Central differences of `Σ y ⊙ r` in a few weights and inputs (f64 host arithmetic).
     #[test]
     fn gradients_match_finite_differences() {
@@ -701,15 +908,18 @@ pub(crate) mod tests {
         let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
         let k: Vec<f32> = (0..o * c * kh * kw).map(|_| next()).collect();
         let r: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| next()).collect();
+        let d = [n, o, g.oh, g.ow];
         let loss = |x: &[f32], k: &[f32]| -> f64 {
-            let y = forward_host(&g, x, k);
-            y.iter()
+            let (y, order) = forward_host(&g, (x, Order::Nchw), k);
+            reorder(&y, d, order, Order::Nchw)
+                .iter()
                 .zip(&r)
                 .map(|(a, b)| f64::from(*a) * f64::from(*b))
                 .sum()
         };
-        let (dx, dk) = backward_host(&g, &x, &k, &r, true, true);
-        let (dx, dk) = (dx.unwrap(), dk.unwrap());
+        let (dx, dk) = backward_host(&g, (&x, Order::Nchw), &k, (&r, Order::Nchw), true, true);
+        let ((dx, order), dk) = (dx.unwrap(), dk.unwrap());
+        let dx = reorder(&dx, [n, c, h, w], order, Order::Nchw);
         check_central("x", &x, &dx, (1e-2, 2e-3, 7), &|x| loss(x, &k));
         check_central("w", &k, &dk, (1e-2, 2e-3, 1), &|k| loss(&x, k));
     }

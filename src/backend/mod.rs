@@ -7,8 +7,10 @@
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
+mod activation;
 mod conv;
 mod dense;
+mod layout;
 mod lrt;
 mod matmul;
 mod norm;
@@ -269,6 +271,48 @@ pub fn train_device() -> Device {
     device().autodiff()
 }
 
+/// `relu(x)`; on the CPU backend a host op that keeps a channels-last map channels last
+/// (`activation.rs`), on GPU backends burn's own.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if on_host(&x) {
+        activation::relu(x)
+    } else {
+        burn::tensor::activation::relu(x)
+    }
+}
+
+/// `relu(a + b)` (a residual block's output); on the CPU backend one host op
+/// (`activation.rs`), on GPU backends burn's ops.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if on_host(&a) {
+        activation::add_relu(a, b)
+    } else {
+        burn::tensor::activation::relu(a + b)
+    }
+}
+
+/// Whether a flex tensor `[n, c, h, w]` is stored channels last (`layout.rs`).
+fn is_channels_last(t: &Tensor<4>) -> bool {
+    t.clone()
+        .without_autodiff()
+        .try_into_primitive::<burn_flex::Flex>()
+        .is_ok_and(|ft| layout::stored(&ft).1 == layout::Order::Nhwc)
+}
+
+/// `(x − μ)·s + β` per channel (axis 1) of `x: [n, c, h, w]`: eval-mode batch normalisation
+/// with `s = γ/√(σ² + ε)`. Burn's ops, applied over `[n, h, w, c]` when `x` is stored channels
+/// last, so that they run over its storage in order and keep that order.
+pub fn channel_norm(x: Tensor<4>, mean: Tensor<1>, scale: Tensor<1>, beta: Tensor<1>) -> Tensor<4> {
+    let c = mean.dims()[0];
+    if is_channels_last(&x) {
+        let per = |v: Tensor<1>| v.reshape([1, 1, 1, c]);
+        let y = (x.permute([0, 2, 3, 1]) - per(mean)) * per(scale) + per(beta);
+        return y.permute([0, 3, 1, 2]);
+    }
+    let per = |v: Tensor<1>| v.reshape([1, c, 1, 1]);
+    (x - per(mean)) * per(scale) + per(beta)
+}
+
 /// 2-d max pooling; on the CPU backend a host kernel with its own backward pass (`pool.rs`), on
 /// GPU backends burn's own.
 pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
@@ -382,6 +426,20 @@ pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) 
     }
     let data = t.to_data().convert::<f32>();
     f(data.as_slice::<f32>().expect("f32 tensor data"))
+}
+
+/// [`with_host`] with the values in the order a flex tensor stores them (`layout.rs`).
+fn with_stored<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32], layout::Order) -> R) -> R {
+    if let Ok(ft) = t
+        .clone()
+        .without_autodiff()
+        .try_into_primitive::<burn_flex::Flex>()
+        && ft.dtype() == burn::tensor::DType::F32
+    {
+        let (v, order) = layout::stored(&ft);
+        return f(&v, order);
+    }
+    with_host(t, |v| f(v, layout::Order::Nchw))
 }
 
 /// A tensor's values as an owned row-major `f32` vector. On flex a tensor that is the only

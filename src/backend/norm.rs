@@ -28,6 +28,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::host;
+use super::layout::{self, Order};
 
 /// `[n, c, plane]` of a tensor `[n, c, ...]`.
 fn dims(x: &FlexTensor) -> [usize; 3] {
@@ -69,10 +70,88 @@ fn lane_sums(
     (rf, rg)
 }
 
-/// Per-channel mean and biased variance of `x: [n, c, plane]` (two passes, `f64` sums: per
-/// sample plane by [`lane_sums`], planes added in sample order).
+/// Rows of a channels-last sample summed into one of [`ROW_LANES`] per-channel partial sums.
+const ROW_LANES: usize = 4;
+
+/// Per channel `(Σ f(aᵢ, bᵢ), Σ g(aᵢ, bᵢ))` over one channels-last sample (`[plane][c]` in `a`
+/// and `b`), in `f64`: row `r` goes to partial sum `r mod 4`, added as `(s0 + s1) + (s2 + s3)`;
+/// a fixed order whose inner loop runs over the channels, in vectors.
+#[inline(always)]
+fn row_sums(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    f: impl Fn(usize, f64, f64) -> f64,
+    g: impl Fn(usize, f64, f64) -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut sf = vec![0.0f64; ROW_LANES * c];
+    let mut sg = vec![0.0f64; ROW_LANES * c];
+    for (r, (ra, rb)) in a.chunks_exact(c).zip(b.chunks_exact(c)).enumerate() {
+        let lane = (r % ROW_LANES) * c;
+        let (pf, pg) = (&mut sf[lane..lane + c], &mut sg[lane..lane + c]);
+        for (ch, (((pf, pg), &u), &v)) in pf.iter_mut().zip(pg).zip(ra).zip(rb).enumerate() {
+            let (u, v) = (f64::from(u), f64::from(v));
+            *pf += f(ch, u, v);
+            *pg += g(ch, u, v);
+        }
+    }
+    let tree = |s: &[f64]| -> Vec<f64> {
+        (0..c)
+            .map(|ch| (s[ch] + s[c + ch]) + (s[2 * c + ch] + s[3 * c + ch]))
+            .collect()
+    };
+    (tree(&sf), tree(&sg))
+}
+
+/// Per-sample partial sums (from `part`) added per channel in sample order.
+fn add_in_order(parts: Vec<(Vec<f64>, Vec<f64>)>, c: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut a, mut b) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (pa, pb) in parts {
+        for ch in 0..c {
+            a[ch] += pa[ch];
+            b[ch] += pb[ch];
+        }
+    }
+    (a, b)
+}
+
+/// Per-channel mean and biased variance of `x: [n, c, plane]` stored in `order` (two passes,
+/// `f64` sums: per sample by [`lane_sums`] a plane at a time, or by [`row_sums`] when channels
+/// are last; samples added in order).
+pub fn channel_stats(x: &[f32], d: [usize; 3], order: Order) -> (Vec<f64>, Vec<f64>) {
+    match order {
+        Order::Nchw => channel_stats_nchw(x, d),
+        Order::Nhwc => channel_stats_nhwc(x, d),
+    }
+}
+
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-pub fn channel_stats(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
+fn channel_stats_nhwc(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
+    let m = (n * plane) as f64;
+    let sample = c * plane;
+    let parts = x
+        .par_chunks(sample)
+        .map(|xs| row_sums(xs, xs, c, |_, u, _| u, |_, _, _| 0.0))
+        .collect();
+    let mean: Vec<f64> = add_in_order(parts, c).0.iter().map(|s| s / m).collect();
+    let parts = x
+        .par_chunks(sample)
+        .map(|xs| {
+            row_sums(
+                xs,
+                xs,
+                c,
+                |ch, u, _| (u - mean[ch]) * (u - mean[ch]),
+                |_, _, _| 0.0,
+            )
+        })
+        .collect();
+    let var = add_in_order(parts, c).0.iter().map(|s| s / m).collect();
+    (mean, var)
+}
+
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn channel_stats_nchw(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (n * plane) as f64;
     (0..c)
         .into_par_iter()
@@ -95,8 +174,15 @@ fn inv_std(var: &[f64]) -> Vec<f64> {
 /// Per-channel batch mean and biased variance, computed once per layer and step.
 pub type Stats = Arc<(Vec<f64>, Vec<f64>)>;
 
-/// `y = γ·(x − μ)·r + β` per channel, with the batch statistics `(μ, σ²)` of `x`.
-fn forward_host(x: &[f32], d: [usize; 3], stats: &Stats, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+/// `y = γ·(x − μ)·r + β` per channel, with the batch statistics `(μ, σ²)` of `x`; `y` is stored
+/// in the order of `x`.
+fn forward_host(
+    (x, order): (&[f32], Order),
+    d: [usize; 3],
+    stats: &Stats,
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
     let [_, c, plane] = d;
     let (mean, var) = &**stats;
     let r = inv_std(var);
@@ -110,6 +196,14 @@ fn forward_host(x: &[f32], d: [usize; 3], stats: &Stats, gamma: &[f32], beta: &[
     y.par_chunks_mut(c * plane)
         .zip(x.par_chunks(c * plane))
         .for_each(|(y, x)| {
+            if order == Order::Nhwc {
+                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for (((y, &x), &s), &t) in y.iter_mut().zip(x).zip(&scale).zip(&shift) {
+                        *y = x * s + t;
+                    }
+                }
+                return;
+            }
             for ch in 0..c {
                 let (s, t) = (scale[ch], shift[ch]);
                 let range = ch * plane..(ch + 1) * plane;
@@ -121,9 +215,10 @@ fn forward_host(x: &[f32], d: [usize; 3], stats: &Stats, gamma: &[f32], beta: &[
     y
 }
 
-/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient.
+/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient
+/// (`x`, `gy` and `∂L/∂x` stored in the same order).
 fn backward_host(
-    x: &[f32],
+    (x, order): (&[f32], Order),
     d: [usize; 3],
     stats: &Stats,
     gamma: &[f32],
@@ -133,7 +228,10 @@ fn backward_host(
     let m = (n * plane) as f64;
     let (mean, var) = &**stats;
     let r = inv_std(var);
-    let (sum_g, sum_gx) = gradient_sums(x, gy, d, mean, &r);
+    let (sum_g, sum_gx) = match order {
+        Order::Nchw => gradient_sums(x, gy, d, mean, &r),
+        Order::Nhwc => gradient_sums_nhwc(x, gy, d, mean, &r),
+    };
     // ∂L/∂x = a·g + b·x + k per channel, with a = γr, b = −γr²·Σgx̂/m,
     // k = −γr·Σg/m + γr²·μ·Σgx̂/m.
     let coef: Vec<[f32; 3]> = (0..c)
@@ -148,6 +246,18 @@ fn backward_host(
     dx.par_chunks_mut(c * plane)
         .zip(x.par_chunks(c * plane).zip(gy.par_chunks(c * plane)))
         .for_each(|(dx, (x, gy))| {
+            if order == Order::Nhwc {
+                for ((dx, x), gy) in dx
+                    .chunks_exact_mut(c)
+                    .zip(x.chunks_exact(c))
+                    .zip(gy.chunks_exact(c))
+                {
+                    for (((dx, &x), &g), [a, b, k]) in dx.iter_mut().zip(x).zip(gy).zip(&coef) {
+                        *dx = a * g + b * x + k;
+                    }
+                }
+                return;
+            }
             for (ch, [a, b, k]) in coef.iter().enumerate() {
                 let range = ch * plane..(ch + 1) * plane;
                 for ((dx, &x), &g) in dx[range.clone()]
@@ -194,6 +304,25 @@ fn gradient_sums(
         .unzip()
 }
 
+/// [`gradient_sums`] of channels-last `x` and `gy` (per sample by [`row_sums`], samples added
+/// in order).
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn gradient_sums_nhwc(
+    x: &[f32],
+    gy: &[f32],
+    [_, c, plane]: [usize; 3],
+    mean: &[f64],
+    r: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
+    let parts = gy
+        .par_chunks(c * plane)
+        .zip(x.par_chunks(c * plane))
+        .map(|(gs, xs)| row_sums(gs, xs, c, |_, g, _| g, |ch, g, x| g * (x - mean[ch])))
+        .collect();
+    let (sg, sgx) = add_in_order(parts, c);
+    (sg, sgx.iter().zip(r).map(|(s, r)| s * r).collect())
+}
+
 fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
 }
@@ -219,8 +348,9 @@ impl HostBatchNorm for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let y = forward_host(&host(&x), dims(&x), &stats, &host(&gamma), &host(&beta));
-        flex(y, x.shape().to_vec())
+        let (v, order) = layout::stored(&x);
+        let y = forward_host((&v, order), dims(&x), &stats, &host(&gamma), &host(&beta));
+        layout::like(&x, order, y)
     }
 }
 
@@ -236,9 +366,11 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
         let gy = grads.consume::<Flex>(&ops.node);
         let (x, stats, gamma) = ops.state;
         let c = gamma.len();
-        let (dx, dg, db) = backward_host(&host(&x), dims(&x), &stats, &gamma, &host(&gy));
+        let (v, order) = layout::stored(&x);
+        let gv = layout::stored_as(&gy, order);
+        let (dx, dg, db) = backward_host((&v, order), dims(&x), &stats, &gamma, &gv);
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex(dx, x.shape().to_vec()));
+            grads.register::<Flex>(node.id, layout::like(&x, order, dx));
         }
         if let Some(node) = node_g {
             grads.register::<Flex>(node.id, flex(dg, vec![c]));
@@ -257,14 +389,15 @@ impl<C: CheckpointStrategy> HostBatchNorm for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let g = host(gamma.primitive()).to_vec();
+        let (v, order) = layout::stored(x.primitive());
         let y = forward_host(
-            &host(x.primitive()),
+            (&v, order),
             dims(x.primitive()),
             &stats,
             &g,
             &host(beta.primitive()),
         );
-        let y = flex(y, x.primitive().shape().to_vec());
+        let y = layout::like(x.primitive(), order, y);
         match HostBatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
@@ -289,7 +422,9 @@ pub fn batch_norm_train<const D: usize>(
     }
     let d = x.dims();
     let dims = [d[0], d[1], d[2..].iter().product()];
-    let stats: Stats = Arc::new(super::with_host(&x, |v| channel_stats(v, dims)));
+    let stats: Stats = Arc::new(super::with_stored(&x, |v, order| {
+        channel_stats(v, dims, order)
+    }));
     let y = <Dispatch as HostBatchNorm>::host_batch_norm_train(
         x.into_dispatch(),
         stats.clone(),
@@ -370,11 +505,47 @@ mod tests {
         }
     }
 
+    /// A channels-last input (a leaf `[n, h, w, c]` viewed as `[n, c, h, w]`, as the 3×3
+    /// convolutions write it): the values and gradients of the composed layer on the view.
+    #[test]
+    fn channels_last_input_equals_the_composed_layer() {
+        let dev = train_device();
+        let view = |t: Tensor<4>| t.permute([0, 3, 1, 2]);
+        let ours = run4(&|x, g, b| batch_norm_train(view(x), g, b).unwrap().0, &dev);
+        let theirs = run4(&|x, g, b| composed4(view(x), g, b).0, &dev);
+        for (what, (h, b)) in ["y", "dx", "dgamma", "dbeta"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            close(h, b, what);
+        }
+    }
+
+    /// [`run`] for a leaf `[5, 4, 6, 3]` (`[n, h, w, c]`) seen through `f`.
+    fn run4(
+        f: &dyn Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> Tensor<4>,
+        dev: &Device,
+    ) -> [Vec<f32>; 4] {
+        let x = (normal([5, 4, 6, 3], 1, dev) * 3.0 + 2.0).require_grad();
+        let g = (normal([3], 2, dev) + 1.0).require_grad();
+        let b = normal([3], 3, dev).require_grad();
+        let y = f(x.clone(), g.clone(), b.clone());
+        let r = normal([5, 3, 4, 6], 4, dev);
+        let grads = (y.clone() * r).sum().backward();
+        let v = |t: &Tensor<1>| with_host(t, <[f32]>::to_vec);
+        [
+            with_host(&y, <[f32]>::to_vec),
+            with_host(&x.grad(&grads).unwrap(), <[f32]>::to_vec),
+            v(&g.grad(&grads).unwrap()),
+            v(&b.grad(&grads).unwrap()),
+        ]
+    }
+
     #[test]
     fn statistics_are_the_batch_mean_and_biased_variance() {
         // Channel 0: samples (1, 2) and (3, 4) → mean 2.5, variance 1.25; channel 1: all 7.
         let x = [1.0f32, 2.0, 7.0, 7.0, 3.0, 4.0, 7.0, 7.0];
-        let (mean, var) = channel_stats(&x, [2, 2, 2]);
+        let (mean, var) = channel_stats(&x, [2, 2, 2], Order::Nchw);
         assert_eq!(mean, vec![2.5, 7.0]);
         assert_eq!(var, vec![1.25, 0.0]);
     }

@@ -17,11 +17,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::host;
+use super::layout::{self, Order};
 
 /// Shapes of one pooling: input `[n, c, h, w]`, output `[n, c, oh, ow]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,11 +140,73 @@ fn pool_plane_any(g: &Geometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [
     }
 }
 
-/// Pooled values `[n·c·oh·ow]` and, if asked, the input offset of each within its plane.
-fn forward_host(g: &Geometry, x: &[f32], with_arg: bool) -> (Vec<f32>, Vec<u32>) {
+/// One channels-last sample (`x: [h][w][c]` → `y: [oh][ow][c]`), each output's window scanned
+/// in order with the channels as vector lanes; `arg` (if given) receives each output's input
+/// offset within its plane.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn pool_sample_nhwc(g: &Geometry, c: usize, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+    for i in 0..g.oh {
+        for j in 0..g.ow {
+            let at = (i * g.ow + j) * c;
+            let first = i * g.s[0] * g.w + j * g.s[1];
+            let m = &mut y[at..at + c];
+            m.copy_from_slice(&x[first * c..][..c]);
+            let mut t = arg.as_deref_mut().map(|a| &mut a[at..at + c]);
+            if let Some(t) = t.as_deref_mut() {
+                t.fill(first as u32);
+            }
+            for a in 0..g.k[0] {
+                for b in 0..g.k[1] {
+                    if a + b == 0 {
+                        continue;
+                    }
+                    let p = first + a * g.w + b;
+                    let v = &x[p * c..][..c];
+                    match t.as_deref_mut() {
+                        None => {
+                            for (m, &v) in m.iter_mut().zip(v) {
+                                *m = pick_f32(takes_second(*m, v), *m, v);
+                            }
+                        }
+                        Some(t) => {
+                            for ((m, t), &v) in m.iter_mut().zip(t.iter_mut()).zip(v) {
+                                let take = takes_second(*m, v);
+                                *m = pick_f32(take, *m, v);
+                                *t = (p as u32 & take) | (*t & !take);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pooled values `[n·c·oh·ow]` stored in `order` (that of `x`) and, if asked, the input offset
+/// of each within its plane.
+fn forward_host(
+    g: &Geometry,
+    (x, order): (&[f32], Order),
+    c: usize,
+    with_arg: bool,
+) -> (Vec<f32>, Vec<u32>) {
     let (plane, out) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0.0f32; g.nc * out];
     let mut arg = vec![0u32; if with_arg { g.nc * out } else { 0 }];
+    if order == Order::Nhwc {
+        let xs = x.par_chunks(c * plane);
+        if with_arg {
+            y.par_chunks_mut(c * out)
+                .zip(arg.par_chunks_mut(c * out))
+                .zip(xs)
+                .for_each(|((y, a), x)| pool_sample_nhwc(g, c, x, y, Some(a)));
+        } else {
+            y.par_chunks_mut(c * out)
+                .zip(xs)
+                .for_each(|(y, x)| pool_sample_nhwc(g, c, x, y, None));
+        }
+        return (y, arg);
+    }
     if with_arg {
         y.par_chunks_mut(out)
             .zip(arg.par_chunks_mut(out))
@@ -160,10 +222,23 @@ fn forward_host(g: &Geometry, x: &[f32], with_arg: bool) -> (Vec<f32>, Vec<u32>)
     (y, arg)
 }
 
-/// `∂L/∂x`: each output gradient added at its window's maximum.
-fn backward_host(g: &Geometry, arg: &[u32], gy: &[f32]) -> Vec<f32> {
+/// `∂L/∂x`: each output gradient added at its window's maximum (`arg`, `gy` and `∂L/∂x` stored
+/// in `order`).
+fn backward_host(g: &Geometry, order: Order, c: usize, arg: &[u32], gy: &[f32]) -> Vec<f32> {
     let (plane, out) = (g.h * g.w, g.oh * g.ow);
     let mut dx = vec![0.0f32; g.nc * plane];
+    if order == Order::Nhwc {
+        dx.par_chunks_mut(c * plane)
+            .zip(arg.par_chunks(c * out).zip(gy.par_chunks(c * out)))
+            .for_each(|(dx, (a, gy))| {
+                for (at, gy) in a.chunks_exact(c).zip(gy.chunks_exact(c)) {
+                    for (ch, (&p, &v)) in at.iter().zip(gy).enumerate() {
+                        dx[p as usize * c + ch] += v;
+                    }
+                }
+            });
+        return dx;
+    }
     dx.par_chunks_mut(plane)
         .zip(arg.par_chunks(out).zip(gy.par_chunks(out)))
         .with_min_len(16)
@@ -192,9 +267,9 @@ pub trait HostMaxPool: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn pooled(g: &Geometry, x: &FlexTensor, y: Vec<f32>) -> FlexTensor {
+fn pooled(g: &Geometry, x: &FlexTensor, y: Vec<f32>, order: Order) -> FlexTensor {
     let d = x.shape().dims::<4>();
-    FlexTensor::from_data(TensorData::new(y, [d[0], d[1], g.oh, g.ow]))
+    layout::tensor(y, [d[0], d[1], g.oh, g.ow], order)
 }
 
 impl HostMaxPool for Flex {
@@ -204,8 +279,9 @@ impl HostMaxPool for Flex {
         stride: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x, kernel, stride);
-        let (y, _) = forward_host(&g, &host(&x), false);
-        pooled(&g, &x, y)
+        let (v, order) = layout::stored(&x);
+        let (y, _) = forward_host(&g, (&v, order), layout::dims4(&x)[1], false);
+        pooled(&g, &x, y, order)
     }
 }
 
@@ -214,15 +290,16 @@ impl HostMaxPool for Flex {
 struct HostMaxPoolBackward;
 
 impl Backward<Flex, 1> for HostMaxPoolBackward {
-    type State = (Arc<Vec<u32>>, [usize; 4], Geometry);
+    type State = (Arc<Vec<u32>>, [usize; 4], Geometry, Order);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x] = ops.parents;
         let gy = grads.consume::<Flex>(&ops.node);
-        let (arg, shape, g) = ops.state;
+        let (arg, shape, g, order) = ops.state;
         if let Some(node) = node_x {
-            let dx = backward_host(&g, &arg, &host(&gy));
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+            let gv = layout::stored_as(&gy, order);
+            let dx = backward_host(&g, order, shape[1], &arg, &gv);
+            grads.register::<Flex>(node.id, layout::tensor(dx, shape, order));
         }
     }
 }
@@ -241,12 +318,15 @@ impl<C: CheckpointStrategy> HostMaxPool for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (y, arg) = forward_host(&g, &host(x.primitive()), true);
-                prep.finish((Arc::new(arg), shape, g), pooled(&g, x.primitive(), y))
+                let (v, order) = layout::stored(x.primitive());
+                let (y, arg) = forward_host(&g, (&v, order), shape[1], true);
+                let y = pooled(&g, x.primitive(), y, order);
+                prep.finish((Arc::new(arg), shape, g, order), y)
             }
             OpsKind::UnTracked(prep) => {
-                let (y, _) = forward_host(&g, &host(x.primitive()), false);
-                prep.finish(pooled(&g, x.primitive(), y))
+                let (v, order) = layout::stored(x.primitive());
+                let (y, _) = forward_host(&g, (&v, order), shape[1], false);
+                prep.finish(pooled(&g, x.primitive(), y, order))
             }
         }
     }
@@ -273,7 +353,7 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::Tensor;
+    use burn::tensor::{Tensor, TensorData};
 
     use super::*;
     use crate::backend::{device, train_device, with_host};
@@ -328,6 +408,26 @@ mod tests {
                 with_host(&x.grad(&g).expect("gradient"), <[f32]>::to_vec)
             };
             assert_eq!(grad(ours), grad(burns), "case {case}");
+        }
+    }
+
+    /// Inputs stored channels last (a leaf `[n, h, w, c]` viewed as `[n, c, h, w]`), with many
+    /// ties (values rounded to halves): the values and gradients of burn's pooling of the view.
+    #[test]
+    fn channels_last_inputs_equal_burns_pooling() {
+        let dev = train_device();
+        for (case, &(d, k, s)) in CASES.iter().enumerate() {
+            let x = (input(case, &dev) * 2.0).round() / 2.0;
+            let leaf = Tensor::<4>::from_data(x.permute([0, 2, 3, 1]).into_data(), &dev);
+            let run = |f: fn(Tensor<4>, [usize; 2], [usize; 2]) -> Tensor<4>| {
+                let x = leaf.clone().require_grad();
+                let y = f(x.clone().permute([0, 3, 1, 2]), k, s);
+                let r = crate::backend::conv::tests::normal(y.dims(), 9, &dev);
+                let g = (y.clone() * r).sum().backward();
+                let grad = with_host(&x.grad(&g).expect("gradient"), <[f32]>::to_vec);
+                (with_host(&y, <[f32]>::to_vec), grad)
+            };
+            assert_eq!(run(ours), run(burns), "case {case} {d:?}");
         }
     }
 

@@ -82,9 +82,8 @@ pub fn batch_norm_eval_4d(
     mean: Tensor<1>,
     var: Tensor<1>,
 ) -> Tensor<4> {
-    let c = gamma.dims()[0];
     let scale = gamma / (var + BN_EPS).sqrt();
-    (x - mean.reshape([1, c, 1, 1])) * scale.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1])
+    crate::backend::channel_norm(x, mean, scale, beta)
 }
 
 /// Train-mode batch normalisation of `x: [batch, c, h, w]` over the batch and the positions,

@@ -20,8 +20,10 @@
 //! and finite differences).
 //!
 //! The transforms work on tiles with the channels innermost (the input copied once into a
-//! zero-bordered `[h][w][c]` buffer), [`LANES`] channels per vector operation, so that every
-//! feature-map size, down to VGG's 2×2 maps, runs in whole vectors. Tiles of several samples
+//! zero-bordered `[h][w][c]` buffer, a row at a time when it is stored channels last), [`LANES`]
+//! channels per vector operation, so that every feature-map size, down to VGG's 2×2 maps, runs
+//! in whole vectors; outputs and input gradients are written channels last
+//! (`backend/layout.rs`), so that a net of these convolutions never transposes a feature map. Tiles of several samples
 //! are multiplied together, in blocks of samples fixed by the geometry (never by the thread
 //! count), so that the small late feature maps still make GEMMs of a useful width; every
 //! output is computed within one block and the weight gradient's partial sums are added in a
@@ -34,6 +36,7 @@ use rayon::prelude::*;
 use wide::f32x8;
 
 use super::Geometry;
+use crate::backend::layout::Order;
 use crate::backend::matmul::{Mat, gemm_into_strided, gemm_into_t};
 
 /// Transformed-tile positions: 4×4.
@@ -128,13 +131,32 @@ fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32>
 /// count that is not a multiple go one at a time).
 const LANES: usize = 8;
 
-/// `x` (samples `[nb, c, h, w]`) into `pad` (`[nb][2·th + 2][2·tw + 2][c]`): channels innermost,
-/// the image at rows and columns `lead..` (1 for the inputs of tiles, which start one pixel
-/// above and left of their outputs; 0 for output gradients), zeros around it.
+/// `x` (samples `[nb, c, h, w]` stored in `order`) into `pad` (`[nb][2·th + 2][2·tw + 2][c]`):
+/// channels innermost, the image at rows and columns `lead..` (1 for the inputs of tiles,
+/// which start one pixel above and left of their outputs; 0 for output gradients), zeros
+/// around it.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], pad: &mut [f32]) {
+fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], order: Order, pad: &mut [f32]) {
     let plane = t.h * t.w;
     let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    if order == Order::Nhwc {
+        // Whole image rows: zeros, the row, zeros.
+        for (s, xs) in x.chunks_exact(c * plane).enumerate() {
+            let ps = &mut pad[s * ph * pw * c..][..ph * pw * c];
+            for (r, row) in ps.chunks_exact_mut(pw * c).enumerate() {
+                match r.checked_sub(lead).filter(|&r| r < t.h) {
+                    Some(r) => {
+                        row[..lead * c].fill(0.0);
+                        row[lead * c..(lead + t.w) * c]
+                            .copy_from_slice(&xs[r * t.w * c..][..t.w * c]);
+                        row[(lead + t.w) * c..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
+                }
+            }
+        }
+        return;
+    }
     for (s, xs) in x.chunks_exact(c * plane).enumerate() {
         let ps = &mut pad[s * ph * pw * c..][..ph * pw * c];
         // Zeros first (one pass; the border is what stays of them).
@@ -158,8 +180,6 @@ trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self>
     fn load(s: &[f32], at: usize) -> Self;
     /// Into `s[at..]`.
     fn store(self, s: &mut [f32], at: usize);
-    /// Lane `l` of each into `put(l, value)`.
-    fn each(self, put: impl FnMut(usize, f32));
 }
 
 impl Lanes for f32 {
@@ -171,10 +191,6 @@ impl Lanes for f32 {
     fn store(self, s: &mut [f32], at: usize) {
         s[at] = self;
     }
-    #[inline(always)]
-    fn each(self, mut put: impl FnMut(usize, f32)) {
-        put(0, self);
-    }
 }
 
 impl Lanes for f32x8 {
@@ -185,12 +201,6 @@ impl Lanes for f32x8 {
     #[inline(always)]
     fn store(self, s: &mut [f32], at: usize) {
         s[at..at + LANES].copy_from_slice(&self.to_array());
-    }
-    #[inline(always)]
-    fn each(self, mut put: impl FnMut(usize, f32)) {
-        for (l, v) in self.to_array().into_iter().enumerate() {
-            put(l, v);
-        }
     }
 }
 
@@ -244,13 +254,13 @@ fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize) -> [L; 4] {
     [y00, y01, y10, y11]
 }
 
-/// The 2×2 outputs `y` of channels `ch..` of one tile into their planes of `ys` at the pixels
+/// The 2×2 outputs `y` of channels `ch..` of one tile into `ys` (`[h][w][o]`) at the pixels
 /// `px` inside the image.
 #[inline(always)]
-fn put_tile<L: Lanes>(ys: &mut [f32], plane: usize, ch: usize, px: [Option<usize>; 4], y: [L; 4]) {
+fn put_tile<L: Lanes>(ys: &mut [f32], o: usize, ch: usize, px: [Option<usize>; 4], y: [L; 4]) {
     for (p, yv) in px.into_iter().zip(y) {
         if let Some(p) = p {
-            yv.each(|l, v| ys[(ch + l) * plane + p] = v);
+            yv.store(ys, p * o + ch);
         }
     }
 }
@@ -315,9 +325,9 @@ fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
     }
 }
 
-/// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][16][o]`) into `y` (`[nb, o, h, w]`), the
+/// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][16][o]`) into `y` (`[nb][h][w][o]`), the
 /// parts of edge tiles outside the image dropped: a tile at a time, [`LANES`] channels per
-/// vector operation, each output written once into its plane.
+/// vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
     let plane = t.h * t.w;
@@ -335,9 +345,9 @@ fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
                 by_lanes(o, |n, ch| {
                     let at = |xi: usize| (k * XI + xi) * o + ch;
                     if n == LANES {
-                        put_tile(ys, plane, ch, px, tile_out::<f32x8>(m, at));
+                        put_tile(ys, o, ch, px, tile_out::<f32x8>(m, at));
                     } else {
-                        put_tile(ys, plane, ch, px, tile_out::<f32>(m, at));
+                        put_tile(ys, o, ch, px, tile_out::<f32>(m, at));
                     }
                 });
                 k += 1;
@@ -382,7 +392,11 @@ const GRAD_PARTS: usize = 8;
 /// `∂L/∂w` (`[o, c, 3, 3]`) for a geometry that [`applies`]: per transformed position ξ,
 /// `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` (`[o, tiles]·[tiles, c]`, the inner dimension as long as
 /// the tiles of many samples), then `∂L/∂g = Gᵀ·∂L/∂U·G` for every kernel.
-pub fn weight_gradient(g: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
+pub fn weight_gradient(
+    g: &Geometry,
+    (x, xo): (&[f32], Order),
+    (gy, go): (&[f32], Order),
+) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
     let t = Tiling::new(g.h, g.w);
     let plane = t.h * t.w;
@@ -409,9 +423,9 @@ pub fn weight_gradient(g: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
                     XI * cols * o,
                 ];
                 with_scratch(n, |[pad, v, gpad, dm]| {
-                    to_padded_hwc(t, c, 1, xb, pad);
+                    to_padded_hwc(t, c, 1, xb, xo, pad);
                     input_transform(t, c, pad, v);
-                    to_padded_hwc(t, o, 0, gb, gpad);
+                    to_padded_hwc(t, o, 0, gb, go, gpad);
                     output_gradient_transform(t, o, gpad, dm);
                     for k in 0..XI {
                         gemm_into_t(
@@ -485,9 +499,16 @@ fn with_scratch<R>(n: [usize; 4], f: impl FnOnce([&mut [f32]; 4]) -> R) -> R {
     SCRATCH.with_borrow_mut(|s| f(s.take(n)))
 }
 
-/// The convolution of `x` (`[n, c, h, w]`) with transformed kernels `u` (`[16][c][o]`), padding
-/// 1: `[n, o, h, w]`.
-fn convolve(n: usize, c: usize, t: Tiling, o: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
+/// The convolution of `x` (`[n, c, h, w]` stored in `order`) with transformed kernels `u`
+/// (`[16][c][o]`), padding 1: `[n, o, h, w]` stored channels last.
+fn convolve(
+    n: usize,
+    c: usize,
+    t: Tiling,
+    o: usize,
+    (x, order): (&[f32], Order),
+    u: &[f32],
+) -> Vec<f32> {
     let spb = t.samples_per_block();
     let plane = t.h * t.w;
     let padded = (2 * t.th + 2) * (2 * t.tw + 2) * c;
@@ -500,7 +521,7 @@ fn convolve(n: usize, c: usize, t: Tiling, o: usize, x: &[f32], u: &[f32]) -> Ve
             with_scratch(
                 [nb * padded, XI * cols * c, XI * cols * o, 0],
                 |[pad, v, m, _]| {
-                    to_padded_hwc(t, c, 1, xb, pad);
+                    to_padded_hwc(t, c, 1, xb, order, pad);
                     input_transform(t, c, pad, v);
                     for k in 0..XI {
                         // `M_ξ = U_ξ·V_ξ` (`[o, c]·[c, tiles]`), in `m` at `[tiles][ξ][o]`.
@@ -519,14 +540,14 @@ fn convolve(n: usize, c: usize, t: Tiling, o: usize, x: &[f32], u: &[f32]) -> Ve
     y
 }
 
-/// `y = x ⋆ w` for a geometry that [`applies`]: `[n, o, h, w]`.
-pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// `y = x ⋆ w` for a geometry that [`applies`]: `[n, o, h, w]` stored channels last.
+pub fn forward(g: &Geometry, x: (&[f32], Order), w: &[f32]) -> Vec<f32> {
     let u = kernel_transform(w, g.o, g.c, false);
     convolve(g.n, g.c, Tiling::new(g.h, g.w), g.o, x, &u)
 }
 
-/// `∂L/∂x`: the convolution of `gy` with the flipped, transposed kernel.
-pub fn input_gradient(g: &Geometry, w: &[f32], gy: &[f32]) -> Vec<f32> {
+/// `∂L/∂x`, stored channels last: the convolution of `gy` with the flipped, transposed kernel.
+pub fn input_gradient(g: &Geometry, w: &[f32], gy: (&[f32], Order)) -> Vec<f32> {
     let u = kernel_transform(w, g.c, g.o, true);
     convolve(g.n, g.o, Tiling::new(g.h, g.w), g.c, gy, &u)
 }
