@@ -115,9 +115,9 @@ fn add_in_order(parts: Vec<(Vec<f64>, Vec<f64>)>, c: usize) -> (Vec<f64>, Vec<f6
     (a, b)
 }
 
-/// Per-channel mean and biased variance of `x: [n, c, plane]` stored in `order` (two passes,
-/// `f64` sums: per sample by [`lane_sums`] a plane at a time, or by [`row_sums`] when channels
-/// are last; samples added in order).
+/// Per-channel mean and biased variance of `x: [n, c, plane]` stored in `order` (`f64` sums:
+/// per sample by [`lane_sums`] a plane at a time in two passes, or by [`row_sums`] in one when
+/// channels are last; samples added in order).
 pub fn channel_stats(x: &[f32], d: [usize; 3], order: Order) -> (Vec<f64>, Vec<f64>) {
     match order {
         Order::Nchw => channel_stats_nchw(x, d),
@@ -125,28 +125,22 @@ pub fn channel_stats(x: &[f32], d: [usize; 3], order: Order) -> (Vec<f64>, Vec<f
     }
 }
 
+/// [`channel_stats`] of a channels-last `x` in one pass: `Σx` and `Σx²` in `f64`, then
+/// `σ² = Σx²/m − μ²` (exact to `f64` rounding unless `|μ|/σ` exceeds about 10⁶).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn channel_stats_nhwc(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (n * plane) as f64;
-    let sample = c * plane;
     let parts = x
-        .par_chunks(sample)
-        .map(|xs| row_sums(xs, xs, c, |_, u, _| u, |_, _, _| 0.0))
+        .par_chunks(c * plane)
+        .map(|xs| row_sums(xs, xs, c, |_, u, _| u, |_, u, _| u * u))
         .collect();
-    let mean: Vec<f64> = add_in_order(parts, c).0.iter().map(|s| s / m).collect();
-    let parts = x
-        .par_chunks(sample)
-        .map(|xs| {
-            row_sums(
-                xs,
-                xs,
-                c,
-                |ch, u, _| (u - mean[ch]) * (u - mean[ch]),
-                |_, _, _| 0.0,
-            )
-        })
+    let (sum, sq) = add_in_order(parts, c);
+    let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
+    let var = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, mu)| (q / m - mu * mu).max(0.0))
         .collect();
-    let var = add_in_order(parts, c).0.iter().map(|s| s / m).collect();
     (mean, var)
 }
 
