@@ -440,12 +440,18 @@ pub fn weight_gradient(
             du
         })
         .collect();
+    // The parts added in order, element by element (blocks in parallel).
     let mut du = vec![0.0f32; XI * c * o];
-    for part in &parts {
-        for (a, b) in du.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
+    du.par_chunks_mut(crate::backend::PASS_BLOCK)
+        .enumerate()
+        .for_each(|(i, block)| {
+            for part in &parts {
+                let part = &part[i * crate::backend::PASS_BLOCK..][..block.len()];
+                for (a, b) in block.iter_mut().zip(part) {
+                    *a += b;
+                }
+            }
+        });
     // ∂L/∂g = Gᵀ·∂L/∂U·G per kernel, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
     let gt = |u: [f32; 4]| {
         [
@@ -455,19 +461,19 @@ pub fn weight_gradient(
         ]
     };
     let mut dw = vec![0.0f32; o * c * 9];
-    for oc in 0..o {
+    dw.par_chunks_mut(c * 9).enumerate().for_each(|(oc, dw)| {
         for ci in 0..c {
             let u = |i: usize, j: usize| du[((4 * i + j) * c + ci) * o + oc];
             // Gᵀ·∂L/∂U: rows.
             let rows: [[f32; 3]; 4] =
                 std::array::from_fn(|j| gt([u(0, j), u(1, j), u(2, j), u(3, j)]));
-            let k = &mut dw[(oc * c + ci) * 9..][..9];
+            let k = &mut dw[ci * 9..][..9];
             for r in 0..3 {
                 let col = gt([rows[0][r], rows[1][r], rows[2][r], rows[3][r]]);
                 k[3 * r..3 * r + 3].copy_from_slice(&col);
             }
         }
-    }
+    });
     dw
 }
 
