@@ -436,7 +436,6 @@ fn rows_backward(
     let (k, l) = (g.k(), g.l());
     let wp = kernel_positions_outer(g, w, false);
     let wm = Mat::new(&wp, g.o, k);
-    let chunks = g.n.div_ceil(CHUNK);
     let work = |rows: &mut Vec<f32>, ci: usize, dxc: Option<&mut [f32]>| {
         let samples = ci * CHUNK..((ci + 1) * CHUNK).min(g.n);
         let mut dw = vec![0.0f32; if want_dw { g.o * k } else { 0 }];
@@ -454,31 +453,40 @@ fn rows_backward(
         }
         dw
     };
-    let buffer = || vec![0.0f32; l * k];
+    let (dx, dwp) = by_chunks(g, want_dx, || vec![0.0f32; l * k], work);
+    (dx, want_dw.then(|| kernel_positions_outer(g, &dwp, true)))
+}
+
+/// Runs `work(buffers, chunk, ∂L/∂x of the chunk)` over the batch's chunks of [`CHUNK`]
+/// samples in parallel (`∂L/∂x` zeroed and passed only if `want_dx`; `buffers` made once per
+/// thread): `∂L/∂x` and the chunks' partial weight gradients added in chunk order.
+fn by_chunks<B: Send>(
+    g: &Geometry,
+    want_dx: bool,
+    buffers: impl Fn() -> B + Sync + Send,
+    work: impl Fn(&mut B, usize, Option<&mut [f32]>) -> Vec<f32> + Sync + Send,
+) -> (Option<Vec<f32>>, Vec<f32>) {
     let (dx, parts): (Option<Vec<f32>>, Vec<Vec<f32>>) = if want_dx {
         let mut dx = vec![0.0f32; g.n * g.chw()];
         let parts = dx
             .par_chunks_mut(CHUNK * g.chw())
             .enumerate()
-            .map_init(buffer, |b, (ci, dxc)| work(b, ci, Some(dxc)))
+            .map_init(&buffers, |b, (ci, dxc)| work(b, ci, Some(dxc)))
             .collect();
         (Some(dx), parts)
     } else {
-        let parts = (0..chunks)
+        let parts = (0..g.n.div_ceil(CHUNK))
             .into_par_iter()
-            .map_init(buffer, |b, ci| work(b, ci, None))
+            .map_init(&buffers, |b, ci| work(b, ci, None))
             .collect();
         (None, parts)
     };
-    let dw = want_dw.then(|| {
-        let mut dwp = vec![0.0f32; g.o * k];
-        for part in &parts {
-            for (a, b) in dwp.iter_mut().zip(part) {
-                *a += b;
-            }
+    let mut dw = parts.first().map_or(Vec::new(), |p| vec![0.0f32; p.len()]);
+    for part in &parts {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
         }
-        kernel_positions_outer(g, &dwp, true)
-    });
+    }
     (dx, dw)
 }
 
@@ -493,7 +501,6 @@ fn gemm_backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, l) = (g.k(), g.l());
     let wm = Mat::new(w, g.o, k);
-    let chunks = g.n.div_ceil(CHUNK);
     // One chunk of samples: writes its input gradients (if asked) and returns its partial
     // weight gradient (empty if not asked).
     // The column buffers are reused by the chunks a thread runs (every element is written
@@ -531,28 +538,8 @@ fn gemm_backward(
         }
         dw
     };
-    let (dx, parts): (Option<Vec<f32>>, Vec<Vec<f32>>) = if want_dx {
-        let mut dx = vec![0.0f32; g.n * g.chw()];
-        let parts = dx
-            .par_chunks_mut(CHUNK * g.chw())
-            .enumerate()
-            .map_init(buffers, |b, (ci, dxc)| work(b, ci, Some(dxc)))
-            .collect();
-        (Some(dx), parts)
-    } else {
-        let parts = (0..chunks)
-            .into_par_iter()
-            .map_init(buffers, |b, ci| work(b, ci, None))
-            .collect();
-        (None, parts)
-    };
+    let (dx, dwt) = by_chunks(g, want_dx, buffers, work);
     let dw = want_dw.then(|| {
-        let mut dwt = vec![0.0f32; g.o * k];
-        for part in &parts {
-            for (a, b) in dwt.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
         // `[k, o]` → `[o, k]`.
         let mut dw = vec![0.0f32; g.o * k];
         for (kk, row) in dwt.chunks(g.o).enumerate() {

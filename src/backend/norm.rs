@@ -451,19 +451,20 @@ mod tests {
         );
     }
 
-    /// `(y, ∂/∂x, ∂/∂γ, ∂/∂β)` of `Σ y·r` for a fixed `r`.
+    /// `(y, ∂/∂x, ∂/∂γ, ∂/∂β)` of `Σ y·r` for a fixed `r`, `x` a leaf of the given shape and
+    /// `c` channels.
     fn run<const D: usize>(
         f: &dyn Fn(Tensor<D>, Tensor<1>, Tensor<1>) -> Tensor<D>,
         shape: [usize; D],
+        c: usize,
         dev: &Device,
     ) -> [Vec<f32>; 4] {
-        let c = shape[1];
         // Shifted and scaled inputs: the statistics are far from 0 and 1.
         let x = (normal(shape, 1, dev) * 3.0 + 2.0).require_grad();
         let g = (normal([c], 2, dev) + 1.0).require_grad();
         let b = normal([c], 3, dev).require_grad();
         let y = f(x.clone(), g.clone(), b.clone());
-        let r = normal(shape, 4, dev);
+        let r = normal(y.dims(), 4, dev);
         let grads = (y.clone() * r).sum().backward();
         let v = |t: &Tensor<1>| with_host(t, <[f32]>::to_vec);
         [
@@ -480,15 +481,17 @@ mod tests {
         let host4 = run(
             &|x, g, b| batch_norm_train(x, g, b).unwrap().0,
             [5, 3, 4, 6],
+            3,
             &dev,
         );
-        let burn4 = run(&|x, g, b| composed4(x, g, b).0, [5, 3, 4, 6], &dev);
+        let burn4 = run(&|x, g, b| composed4(x, g, b).0, [5, 3, 4, 6], 3, &dev);
         let host2 = run(
             &|x, g, b| batch_norm_train(x, g, b).unwrap().0,
             [7, 4],
+            4,
             &dev,
         );
-        let burn2 = run(&|x, g, b| composed2(x, g, b).0, [7, 4], &dev);
+        let burn2 = run(&|x, g, b| composed2(x, g, b).0, [7, 4], 4, &dev);
         for (host, burn) in [(host4, burn4), (host2, burn2)] {
             for (what, (h, b)) in ["y", "dx", "dgamma", "dbeta"]
                 .iter()
@@ -505,34 +508,20 @@ mod tests {
     fn channels_last_input_equals_the_composed_layer() {
         let dev = train_device();
         let view = |t: Tensor<4>| t.permute([0, 3, 1, 2]);
-        let ours = run4(&|x, g, b| batch_norm_train(view(x), g, b).unwrap().0, &dev);
-        let theirs = run4(&|x, g, b| composed4(view(x), g, b).0, &dev);
+        let leaf = [5, 4, 6, 3];
+        let ours = run(
+            &|x, g, b| batch_norm_train(view(x), g, b).unwrap().0,
+            leaf,
+            3,
+            &dev,
+        );
+        let theirs = run(&|x, g, b| composed4(view(x), g, b).0, leaf, 3, &dev);
         for (what, (h, b)) in ["y", "dx", "dgamma", "dbeta"]
             .iter()
             .zip(ours.iter().zip(&theirs))
         {
             close(h, b, what);
         }
-    }
-
-    /// [`run`] for a leaf `[5, 4, 6, 3]` (`[n, h, w, c]`) seen through `f`.
-    fn run4(
-        f: &dyn Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> Tensor<4>,
-        dev: &Device,
-    ) -> [Vec<f32>; 4] {
-        let x = (normal([5, 4, 6, 3], 1, dev) * 3.0 + 2.0).require_grad();
-        let g = (normal([3], 2, dev) + 1.0).require_grad();
-        let b = normal([3], 3, dev).require_grad();
-        let y = f(x.clone(), g.clone(), b.clone());
-        let r = normal([5, 3, 4, 6], 4, dev);
-        let grads = (y.clone() * r).sum().backward();
-        let v = |t: &Tensor<1>| with_host(t, <[f32]>::to_vec);
-        [
-            with_host(&y, <[f32]>::to_vec),
-            with_host(&x.grad(&grads).unwrap(), <[f32]>::to_vec),
-            v(&g.grad(&grads).unwrap()),
-            v(&b.grad(&grads).unwrap()),
-        ]
     }
 
     #[test]
