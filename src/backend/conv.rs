@@ -9,6 +9,12 @@
 //!   [`gemm_into_t`]: `X_bᵀ` is then packed with vector loads, not element by element);
 //! - input gradient: `∂L/∂x_b = col2im(Wᵀ·g_b)` (the adjoint of im2col scatters and adds).
 //!
+//! An input stored channels last (`layout.rs`) takes the transposed scheme, im2row:
+//! `R_b = X_bᵀ` with the kernel positions outermost (`[OH·OW, KH·KW·C]`, each pixel's channels
+//! one copy), `y_b = R_b·W'ᵀ` (channels last), `∂L/∂W' = Σ_b g_bᵀ·R_b` and
+//! `∂L/∂x_b = row2im(g_b·W')`, with `W'` the kernel as `[O, KH·KW·C]`. 3×3 convolutions with unit
+//! stride and padding 1 take Winograd's algorithm (`conv/winograd.rs`) in either case.
+//!
 //! Why: flex computes a convolution's input gradient as a transposed convolution and its weight
 //! gradient through an unfolded copy of the whole batch (profiled on a LeNet-5 train step: its
 //! im2col closures ≈ 33%, the transposed convolution ≈ 10%; with these kernels and the host
