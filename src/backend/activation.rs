@@ -88,12 +88,10 @@ fn in_place(a: &mut [f32], b: Option<&[f32]>) {
 /// reordered to it if need be): in `a`'s buffer when `a` is its only owner and stored densely
 /// (row-major or channels last), else in a new one.
 fn forward_flex(mut a: FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
-    let order = layout::stored(&a).1;
     let n = a.layout().num_elements();
-    let dense = a.layout().start_offset() == 0
-        && (order == layout::Order::Nhwc || a.layout().is_contiguous())
-        && a.storage::<f32>().len() == n;
-    if a.is_unique() && dense {
+    let dense = layout::order_of(&a)
+        .filter(|_| a.layout().start_offset() == 0 && a.storage::<f32>().len() == n);
+    if let Some(order) = dense.filter(|_| a.is_unique()) {
         let vb = b.map(|b| layout::stored_as(b, order));
         in_place(a.storage_mut::<f32>(), vb.as_deref());
         return a;

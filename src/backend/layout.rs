@@ -27,22 +27,36 @@ pub fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims::<4>()
 }
 
-/// A 4-d `f32` tensor's values in the order they are stored, if that is row-major or channels
-/// last (no copy); otherwise copied to row-major.
+/// How an `f32` tensor is stored, if row-major (possibly at an offset) or, for a 4-d tensor,
+/// channels last from the start of its buffer; `None` for another layout or dtype.
+pub fn order_of(t: &FlexTensor) -> Option<Order> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    if t.layout().is_contiguous() {
+        return Some(Order::Nchw);
+    }
+    if t.shape().num_dims() != 4 {
+        return None;
+    }
+    let [n, c, h, w] = dims4(t);
+    let l = t.layout();
+    let want = [h * w * c, 1, w * c, c].map(|s| s as isize);
+    (l.start_offset() == 0 && l.strides() == want && t.storage::<f32>().len() >= n * c * h * w)
+        .then_some(Order::Nhwc)
+}
+
+/// An `f32` tensor's values in the order they are stored, if that is row-major or channels
+/// last (no copy, see [`order_of`]); otherwise copied to row-major.
 pub fn stored(t: &FlexTensor) -> (Cow<'_, [f32]>, Order) {
-    if let Some(s) = t.as_slice::<f32>() {
-        return (Cow::Borrowed(s), Order::Nchw);
-    }
-    if t.dtype() == DType::F32 && t.shape().num_dims() == 4 {
-        let [n, c, h, w] = dims4(t);
-        let l = t.layout();
-        let want = [h * w * c, 1, w * c, c].map(|s| s as isize);
-        let len = n * c * h * w;
-        if l.start_offset() == 0 && l.strides() == want && t.storage::<f32>().len() >= len {
-            return (Cow::Borrowed(&t.storage::<f32>()[..len]), Order::Nhwc);
+    match order_of(t) {
+        Some(Order::Nchw) => (super::host(t), Order::Nchw),
+        Some(Order::Nhwc) => {
+            let len = t.layout().num_elements();
+            (Cow::Borrowed(&t.storage::<f32>()[..len]), Order::Nhwc)
         }
+        None => (super::host(t), Order::Nchw),
     }
-    (super::host(t), Order::Nchw)
 }
 
 /// A tensor's values stored in `order` (a copy only if the tensor is stored otherwise; then it
@@ -52,7 +66,12 @@ pub fn stored_as(t: &FlexTensor, order: Order) -> Cow<'_, [f32]> {
     if from == order {
         return v;
     }
-    Cow::Owned(reorder(&v, dims4(t), from, order).into_owned())
+    // `reorder` borrows `v` back when the two orders store the same sequence.
+    let moved = match reorder(&v, dims4(t), from, order) {
+        Cow::Owned(o) => Some(o),
+        Cow::Borrowed(_) => None,
+    };
+    moved.map_or(v, Cow::Owned)
 }
 
 /// A tensor `[n, c, h, w]` over values stored in `order`.

@@ -293,10 +293,17 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 
 /// Whether a flex tensor `[n, c, h, w]` is stored channels last (`layout.rs`).
 fn is_channels_last(t: &Tensor<4>) -> bool {
+    flex_primitive(t).is_some_and(|ft| layout::order_of(&ft) == Some(layout::Order::Nhwc))
+}
+
+/// The flex tensor under a tensor on the CPU backend (with or without autodiff), if it holds
+/// `f32` values.
+fn flex_primitive<const D: usize>(t: &Tensor<D>) -> Option<burn_flex::FlexTensor> {
     t.clone()
         .without_autodiff()
         .try_into_primitive::<burn_flex::Flex>()
-        .is_ok_and(|ft| layout::stored(&ft).1 == layout::Order::Nhwc)
+        .ok()
+        .filter(|ft| ft.dtype() == burn::tensor::DType::F32)
 }
 
 /// `(x − μ)·s + β` per channel (axis 1) of `x: [n, c, h, w]`: eval-mode batch normalisation
@@ -414,15 +421,8 @@ pub const PASS_BLOCK: usize = 1 << 14;
 /// pass read every parameter and gradient each step, so the copies `to_data` makes (up to three
 /// per tensor on flex) were a sixth of an MLP train step.
 pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    {
-        if let Ok(ft) = t
-            .clone()
-            .without_autodiff()
-            .try_into_primitive::<burn_flex::Flex>()
-            && ft.dtype() == burn::tensor::DType::F32
-        {
-            return f(&host(&ft));
-        }
+    if let Some(ft) = flex_primitive(t) {
+        return f(&host(&ft));
     }
     let data = t.to_data().convert::<f32>();
     f(data.as_slice::<f32>().expect("f32 tensor data"))
@@ -430,12 +430,7 @@ pub fn with_host<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) 
 
 /// [`with_host`] with the values in the order a flex tensor stores them (`layout.rs`).
 fn with_stored<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32], layout::Order) -> R) -> R {
-    if let Ok(ft) = t
-        .clone()
-        .without_autodiff()
-        .try_into_primitive::<burn_flex::Flex>()
-        && ft.dtype() == burn::tensor::DType::F32
-    {
+    if let Some(ft) = flex_primitive(t) {
         let (v, order) = layout::stored(&ft);
         return f(&v, order);
     }
