@@ -29,7 +29,7 @@
 //! output is computed within one block and the weight gradient's partial sums are added in a
 //! fixed order, so results do not depend on the number of threads.
 
-use std::ops::{Add, Neg, Sub};
+use std::ops::{Add, Mul, Neg, Sub};
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -39,35 +39,332 @@ use super::Geometry;
 use crate::backend::layout::Order;
 use crate::backend::matmul::{Mat, gemm_into_strided, gemm_into_t};
 
-/// Transformed-tile positions: 4×4.
-const XI: usize = 16;
-
 /// Tiles aimed at per block of samples (the GEMMs' width).
 const TILES_PER_BLOCK: usize = 64;
 
 /// Whether [`forward`], [`input_gradient`] and [`weight_gradient`] compute this convolution: a
-/// 3×3 kernel, unit stride, padding 1, and enough channels on both sides that the 16 narrow
+/// 3×3 kernel, unit stride, padding 1, and enough channels on both sides that the narrow
 /// GEMMs pay for the transforms.
 pub fn applies(g: &Geometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.s == [1, 1] && g.p == [1, 1] && g.c >= 8 && g.o >= 8
 }
 
-/// The tiling of one image plane `h × w` (output = input size): `th × tw` tiles of 2×2.
+/// Whether a map of `h × w` pixels takes F(4×4, 3×3) rather than F(2×2, 3×3): at least 8
+/// pixels across. On smaller maps most of a 4×4 tile's 6×6 input is the zero border and the
+/// weight gradient's products get few tiles to sum over (VGG's 4×4 maps measured as fast or
+/// faster by F(2×2, 3×3)).
+pub(super) fn takes_f4(h: usize, w: usize) -> bool {
+    h.min(w) >= 8
+}
+
+/// Channels of one pixel in a transform: [`LANES`] of them in a vector ([`f32x8`]), or one
+/// ([`f32`], for the channels past the last multiple of [`LANES`]).
+trait Lanes:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
+{
+    /// `k` in every lane.
+    fn splat(k: f32) -> Self;
+    /// The channels at `s[at..]`.
+    fn load(s: &[f32], at: usize) -> Self;
+    /// Into `s[at..]`.
+    fn store(self, s: &mut [f32], at: usize);
+    /// `k·self`.
+    #[inline(always)]
+    fn scale(self, k: f32) -> Self {
+        self * Self::splat(k)
+    }
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    fn splat(k: f32) -> Self {
+        k
+    }
+    #[inline(always)]
+    fn load(s: &[f32], at: usize) -> Self {
+        s[at]
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], at: usize) {
+        s[at] = self;
+    }
+}
+
+impl Lanes for f32x8 {
+    #[inline(always)]
+    fn splat(k: f32) -> Self {
+        f32x8::splat(k)
+    }
+    #[inline(always)]
+    fn load(s: &[f32], at: usize) -> Self {
+        f32x8::new(s[at..at + LANES].try_into().expect("a full vector"))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], at: usize) {
+        s[at..at + LANES].copy_from_slice(&self.to_array());
+    }
+}
+
+/// `F·X·Fᵀ` of an `I × I` tile `X` (element `(p, q)` from `load(p, q)`) for a 1-d transform
+/// `f` (`F`, `O × I`, applied to a column): the `O × O` result element `(i, j)` goes to
+/// `put(i, j, ·)`. Columns first, then rows.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // A transposed copy of `cols` instead costs 10-20% of a step.
+fn two_sided<L: Copy, const I: usize, const O: usize>(
+    load: impl Fn(usize, usize) -> L,
+    f: impl Fn([L; I]) -> [L; O],
+    mut put: impl FnMut(usize, usize, L),
+) {
+    // `cols[q][i]`: row i of F·X, column q.
+    let cols: [[L; O]; I] = std::array::from_fn(|q| f(std::array::from_fn(|p| load(p, q))));
+    for i in 0..O {
+        for (j, v) in f(std::array::from_fn(|q| cols[q][i]))
+            .into_iter()
+            .enumerate()
+        {
+            put(i, j, v);
+        }
+    }
+}
+
+/// One of Winograd's algorithms F(m×m, 3×3): the 1-d transforms `Bᵀ` (input, `T × T` with
+/// `T = m + 2`), `Aᵀ` (output, `m × T`), `A` (its adjoint) and `G`, `Gᵀ` (kernel, `T × 3`),
+/// and the tile operations built from them by [`two_sided`].
+trait Variant {
+    /// Output pixels per tile side, m.
+    const M: usize;
+    /// Input pixels per tile side, m + 2.
+    const T: usize = Self::M + 2;
+    /// Transformed-tile positions ξ, T².
+    const XI: usize = Self::T * Self::T;
+
+    /// `V = Bᵀ·d·B` of the channels `L` holds of one input tile: `d[p][q]` at
+    /// `src[at(T·p + q)..]`, `V_ξ` stored at `dst[out(ξ)..]`.
+    fn tile_in<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    );
+
+    /// `Y = Aᵀ·M·A` of the channels `L` holds of one tile: `M_ξ` at `src[at(ξ)..]`, output
+    /// `(i, j)` handed to `put(m·i + j, ·)`.
+    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, put: impl FnMut(usize, L));
+
+    /// `∂L/∂M = A·∂L/∂Y·Aᵀ` of the channels `L` holds of one tile (the adjoint of
+    /// [`Variant::tile_out`]): output gradient `(i, j)` at `src[at(m·i + j)..]`, `∂L/∂M_ξ`
+    /// stored at `dst[out(ξ)..]`.
+    fn tile_out_adjoint<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    );
+
+    /// `U = G·g·Gᵀ` of a 3×3 kernel `g` (row-major): `U_ξ` handed to `put(ξ, ·)`.
+    fn kernel(g: [f32; 9], put: impl FnMut(usize, f32));
+
+    /// `∂L/∂g = Gᵀ·∂L/∂U·G` (row-major 3×3), `∂L/∂U_ξ` from `du(ξ)`.
+    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9];
+}
+
+/// F(2×2, 3×3):
+///
+/// ```text
+/// Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
+/// Aᵀ = [1 1 1 0; 0 1 −1 −1].
+/// ```
+struct F2;
+
+impl F2 {
+    #[inline(always)]
+    fn bt<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 4] {
+        [z0 - z2, z1 + z2, z2 - z1, z1 - z3]
+    }
+    #[inline(always)]
+    fn at<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 2] {
+        [z0 + z1 + z2, z1 - z2 - z3]
+    }
+    #[inline(always)]
+    fn a<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
+        [z0, z0 + z1, z0 - z1, -z1]
+    }
+    #[inline(always)]
+    fn g([a, b, c]: [f32; 3]) -> [f32; 4] {
+        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    }
+    #[inline(always)]
+    fn gt([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
+        [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
+    }
+}
+
+impl Variant for F2 {
+    const M: usize = 2;
+
+    #[inline(always)]
+    fn tile_in<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    ) {
+        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
+        two_sided(load, Self::bt, |i, j, v| v.store(dst, out(4 * i + j)));
+    }
+
+    #[inline(always)]
+    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, mut put: impl FnMut(usize, L)) {
+        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
+        two_sided(load, Self::at, |i, j, v| put(2 * i + j, v));
+    }
+
+    #[inline(always)]
+    fn tile_out_adjoint<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    ) {
+        let load = |p: usize, q: usize| L::load(src, at(2 * p + q));
+        two_sided(load, Self::a, |i, j, v| v.store(dst, out(4 * i + j)));
+    }
+
+    #[inline(always)]
+    fn kernel(g: [f32; 9], mut put: impl FnMut(usize, f32)) {
+        two_sided(|p, q| g[3 * p + q], Self::g, |i, j, v| put(4 * i + j, v));
+    }
+
+    #[inline(always)]
+    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9] {
+        let mut k = [0.0; 9];
+        two_sided(|p, q| du(4 * p + q), Self::gt, |i, j, v| k[3 * i + j] = v);
+        k
+    }
+}
+
+/// F(4×4, 3×3), interpolating at 0, ±1, ±2 and ∞:
+///
+/// ```text
+/// Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+/// G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1],
+/// Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+/// ```
+struct F4;
+
+impl F4 {
+    #[inline(always)]
+    fn bt<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 6] {
+        let (a, b) = (z4 - z2.scale(4.0), z3 - z1.scale(4.0));
+        let (c, d) = (z4 - z2, (z3 - z1).scale(2.0));
+        [
+            z0.scale(4.0) - z2.scale(5.0) + z4,
+            a + b,
+            a - b,
+            c + d,
+            c - d,
+            z1.scale(4.0) - z3.scale(5.0) + z5,
+        ]
+    }
+    #[inline(always)]
+    fn at<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 4] {
+        let (p, q, r, s) = (z1 + z2, z1 - z2, z3 + z4, z3 - z4);
+        [
+            z0 + p + r,
+            q + s.scale(2.0),
+            p + r.scale(4.0),
+            q + s.scale(8.0) + z5,
+        ]
+    }
+    #[inline(always)]
+    fn a<L: Lanes>([w0, w1, w2, w3]: [L; 4]) -> [L; 6] {
+        let (e, f) = (w0 + w2, w1 + w3);
+        let (g, h) = (w0 + w2.scale(4.0), w1.scale(2.0) + w3.scale(8.0));
+        [w0, e + f, e - f, g + h, g - h, w3]
+    }
+    #[inline(always)]
+    fn g([a, b, c]: [f32; 3]) -> [f32; 6] {
+        let (s, d) = ((a + c) / 6.0, b / 6.0);
+        let (s2, d2) = ((a / 4.0 + c) / 6.0, b / 12.0);
+        [a / 4.0, -(s + d), d - s, s2 + d2, s2 - d2, c]
+    }
+    #[inline(always)]
+    fn gt([u0, u1, u2, u3, u4, u5]: [f32; 6]) -> [f32; 3] {
+        let (p, q, r, s) = (u1 + u2, u2 - u1, u3 + u4, u3 - u4);
+        [
+            u0 / 4.0 - p / 6.0 + r / 24.0,
+            q / 6.0 + s / 12.0,
+            (r - p) / 6.0 + u5,
+        ]
+    }
+}
+
+impl Variant for F4 {
+    const M: usize = 4;
+
+    #[inline(always)]
+    fn tile_in<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    ) {
+        let load = |p: usize, q: usize| L::load(src, at(6 * p + q));
+        two_sided(load, Self::bt, |i, j, v| v.store(dst, out(6 * i + j)));
+    }
+
+    #[inline(always)]
+    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, mut put: impl FnMut(usize, L)) {
+        let load = |p: usize, q: usize| L::load(src, at(6 * p + q));
+        two_sided(load, Self::at, |i, j, v| put(4 * i + j, v));
+    }
+
+    #[inline(always)]
+    fn tile_out_adjoint<L: Lanes>(
+        src: &[f32],
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+        out: impl Fn(usize) -> usize,
+    ) {
+        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
+        two_sided(load, Self::a, |i, j, v| v.store(dst, out(6 * i + j)));
+    }
+
+    #[inline(always)]
+    fn kernel(g: [f32; 9], mut put: impl FnMut(usize, f32)) {
+        two_sided(|p, q| g[3 * p + q], Self::g, |i, j, v| put(6 * i + j, v));
+    }
+
+    #[inline(always)]
+    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9] {
+        let mut k = [0.0; 9];
+        two_sided(|p, q| du(6 * p + q), Self::gt, |i, j, v| k[3 * i + j] = v);
+        k
+    }
+}
+
+/// The tiling of one image plane `h × w` (output = input size) by `V`: `th × tw` tiles of
+/// `m × m` outputs, read from a zero-bordered plane of `ph × pw` pixels.
 #[derive(Clone, Copy)]
 struct Tiling {
     h: usize,
     w: usize,
     th: usize,
     tw: usize,
+    ph: usize,
+    pw: usize,
 }
 
 impl Tiling {
-    fn new(h: usize, w: usize) -> Self {
+    fn new<V: Variant>(h: usize, w: usize) -> Self {
+        let (th, tw) = (h.div_ceil(V::M), w.div_ceil(V::M));
         Self {
             h,
             w,
-            th: h.div_ceil(2),
-            tw: w.div_ceil(2),
+            th,
+            tw,
+            ph: V::M * th + 2,
+            pw: V::M * tw + 2,
         }
     }
 
@@ -81,45 +378,30 @@ impl Tiling {
     }
 }
 
-/// `U = G·g·Gᵀ` of each kernel, as `[16][cols][rows]` (each `U_ξ` column-major, so that the GEMM
-/// packs it with vector loads), where kernel `(r, q)` is `w[(r, q)]` when `!flip`
+/// `U = G·g·Gᵀ` of each kernel, as `[ξ][cols][rows]` (each `U_ξ` column-major, so that the
+/// GEMM packs it with vector loads), where kernel `(r, q)` is `w[(r, q)]` when `!flip`
 /// (`w: [rows, cols, 3, 3]`), or, with `flip`, the input gradient's kernel
 /// `w'[c, o] = rot180(w[o, c])` (`w: [cols, rows, 3, 3]`).
-fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32> {
-    /// Kernels transformed together: their 16 values are gathered in a small buffer and
-    /// written out as 16 runs (16 scattered stores per kernel fall in the same cache sets).
+fn kernel_transform<V: Variant>(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32> {
+    /// Kernels transformed together: their values are gathered in a small buffer and
+    /// written out as one run per ξ (scattered stores per kernel fall in the same cache sets).
     const RUN: usize = 64;
-    let mut u = vec![0.0f32; XI * rows * cols];
-    let mut run = [[0.0f32; RUN]; XI];
+    let mut u = vec![0.0f32; V::XI * rows * cols];
+    let mut run = [[0.0f32; RUN]; 36];
     for q in 0..cols {
         for r0 in (0..rows).step_by(RUN) {
             let n = RUN.min(rows - r0);
             for (i, r) in (r0..r0 + n).enumerate() {
                 let k = if flip {
                     let src = &w[(q * rows + r) * 9..][..9];
-                    std::array::from_fn::<f32, 9, _>(|i| src[8 - i])
+                    std::array::from_fn(|i| src[8 - i])
                 } else {
                     let src = &w[(r * cols + q) * 9..][..9];
-                    std::array::from_fn::<f32, 9, _>(|i| src[i])
+                    std::array::from_fn(|i| src[i])
                 };
-                // G·g (4×3), then (G·g)·Gᵀ (4×4).
-                let mut gg = [0.0f32; 12];
-                for j in 0..3 {
-                    let (a, b, c) = (k[j], k[3 + j], k[6 + j]);
-                    gg[j] = a;
-                    gg[3 + j] = 0.5 * (a + b + c);
-                    gg[6 + j] = 0.5 * (a - b + c);
-                    gg[9 + j] = c;
-                }
-                for row in 0..4 {
-                    let (a, b, c) = (gg[3 * row], gg[3 * row + 1], gg[3 * row + 2]);
-                    let vals = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                    for (j, v) in vals.into_iter().enumerate() {
-                        run[row * 4 + j][i] = v;
-                    }
-                }
+                V::kernel(k, |xi, v| run[xi][i] = v);
             }
-            for (xi, vals) in run.iter().enumerate() {
+            for (xi, vals) in run[..V::XI].iter().enumerate() {
                 u[(xi * cols + q) * rows + r0..][..n].copy_from_slice(&vals[..n]);
             }
         }
@@ -131,14 +413,13 @@ fn kernel_transform(w: &[f32], rows: usize, cols: usize, flip: bool) -> Vec<f32>
 /// count that is not a multiple go one at a time).
 const LANES: usize = 8;
 
-/// `x` (samples `[nb, c, h, w]` stored in `order`) into `pad` (`[nb][2·th + 2][2·tw + 2][c]`):
-/// channels innermost, the image at rows and columns `lead..` (1 for the inputs of tiles,
-/// which start one pixel above and left of their outputs; 0 for output gradients), zeros
-/// around it.
+/// `x` (samples `[nb, c, h, w]` stored in `order`) into `pad` (`[nb][ph][pw][c]`): channels
+/// innermost, the image at rows and columns `lead..` (1 for the inputs of tiles, which start
+/// one pixel above and left of their outputs; 0 for output gradients), zeros around it.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], order: Order, pad: &mut [f32]) {
     let plane = t.h * t.w;
-    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+    let (ph, pw) = (t.ph, t.pw);
     if order == Order::Nhwc {
         // Whole image rows: zeros, the row, zeros.
         for (s, xs) in x.chunks_exact(c * plane).enumerate() {
@@ -173,117 +454,6 @@ fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], order: Order, pad:
     }
 }
 
-/// Channels of one pixel in a transform: [`LANES`] of them in a vector ([`f32x8`]), or one
-/// ([`f32`], for the channels past the last multiple of [`LANES`]).
-trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> {
-    /// The channels at `s[at..]`.
-    fn load(s: &[f32], at: usize) -> Self;
-    /// Into `s[at..]`.
-    fn store(self, s: &mut [f32], at: usize);
-}
-
-impl Lanes for f32 {
-    #[inline(always)]
-    fn load(s: &[f32], at: usize) -> Self {
-        s[at]
-    }
-    #[inline(always)]
-    fn store(self, s: &mut [f32], at: usize) {
-        s[at] = self;
-    }
-}
-
-impl Lanes for f32x8 {
-    #[inline(always)]
-    fn load(s: &[f32], at: usize) -> Self {
-        f32x8::new(s[at..at + LANES].try_into().expect("a full vector"))
-    }
-    #[inline(always)]
-    fn store(self, s: &mut [f32], at: usize) {
-        s[at..at + LANES].copy_from_slice(&self.to_array());
-    }
-}
-
-/// `Bᵀ·z` of a column `z` of four: `[z0 − z2, z1 + z2, z2 − z1, z1 − z3]`.
-#[inline(always)]
-fn bt<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 4] {
-    [z0 - z2, z1 + z2, z2 - z1, z1 - z3]
-}
-
-/// `Aᵀ·z` of a column `z` of four: `[z0 + z1 + z2, z1 − z2 − z3]`.
-#[inline(always)]
-fn at2<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 2] {
-    [z0 + z1 + z2, z1 - z2 - z3]
-}
-
-/// `A·z` of a pair `z`: `[z0, z0 + z1, z0 − z1, −z1]`.
-#[inline(always)]
-fn a4<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
-    [z0, z0 + z1, z0 - z1, -z1]
-}
-
-/// `V = Bᵀ·d·B` of the channels `L` holds of one tile: input row `p`, column `q` at
-/// `src[at(4p + q)..]`, `V_ξ` stored at `dst[out(ξ)..]`.
-#[inline(always)]
-fn tile_in<L: Lanes>(
-    src: &[f32],
-    at: impl Fn(usize) -> usize,
-    dst: &mut [f32],
-    out: impl Fn(usize) -> usize,
-) {
-    // Bᵀ·d, a column at a time: `r[q][i]` is row i, column q.
-    let r: [[L; 4]; 4] =
-        std::array::from_fn(|q| bt(std::array::from_fn(|p| L::load(src, at(4 * p + q)))));
-    // (Bᵀ·d)·B, a row at a time.
-    for (i, (((r0, r1), r2), r3)) in r[0].iter().zip(&r[1]).zip(&r[2]).zip(&r[3]).enumerate() {
-        for (j, v) in bt([*r0, *r1, *r2, *r3]).into_iter().enumerate() {
-            v.store(dst, out(4 * i + j));
-        }
-    }
-}
-
-/// `Y = Aᵀ·M·A` of the channels `L` holds of one tile: `M_ξ` at `src[at(ξ)..]`; the 2×2 outputs
-/// `[y00, y01, y10, y11]`.
-#[inline(always)]
-fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize) -> [L; 4] {
-    // Aᵀ·M, a column at a time: `a[j][i]` is row i, column j.
-    let a: [[L; 2]; 4] =
-        std::array::from_fn(|j| at2(std::array::from_fn(|i| L::load(src, at(4 * i + j)))));
-    let [y00, y01] = at2([a[0][0], a[1][0], a[2][0], a[3][0]]);
-    let [y10, y11] = at2([a[0][1], a[1][1], a[2][1], a[3][1]]);
-    [y00, y01, y10, y11]
-}
-
-/// The 2×2 outputs `y` of channels `ch..` of one tile into `ys` (`[h][w][o]`) at the pixels
-/// `px` inside the image.
-#[inline(always)]
-fn put_tile<L: Lanes>(ys: &mut [f32], o: usize, ch: usize, px: [Option<usize>; 4], y: [L; 4]) {
-    for (p, yv) in px.into_iter().zip(y) {
-        if let Some(p) = p {
-            yv.store(ys, p * o + ch);
-        }
-    }
-}
-
-/// `∂L/∂M = A·∂L/∂Y·Aᵀ` of the channels `L` holds of one tile (the adjoint of [`tile_out`]): output
-/// gradient `(a, b)` at `src[at(2a + b)..]`, `∂L/∂M_ξ` stored at `dst[out(ξ)..]`.
-#[inline(always)]
-fn tile_out_adjoint<L: Lanes>(
-    src: &[f32],
-    at: impl Fn(usize) -> usize,
-    dst: &mut [f32],
-    out: impl Fn(usize) -> usize,
-) {
-    let dy = |a: usize, b: usize| L::load(src, at(2 * a + b));
-    // A·∂L/∂Y, a column at a time: `c[b][i]` is row i, column b.
-    let c = [a4([dy(0, 0), dy(1, 0)]), a4([dy(0, 1), dy(1, 1)])];
-    for (i, (c0, c1)) in c[0].iter().zip(&c[1]).enumerate() {
-        for (j, v) in a4([*c0, *c1]).into_iter().enumerate() {
-            v.store(dst, out(4 * i + j));
-        }
-    }
-}
-
 /// `f(n, ch)` over the channels `0..c` in runs of [`LANES`], then one at a time.
 #[inline(always)]
 fn by_lanes(c: usize, mut f: impl FnMut(usize, usize)) {
@@ -298,25 +468,25 @@ fn by_lanes(c: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// `V = Bᵀ·d·B` of every 4×4 tile of `pad` (from [`to_padded_hwc`]) into `v`
-/// (`[nb·tiles][16][c]`, tile index `(sample, ty, tx)`, a tile's 16 side by side): a tile at a
-/// time, [`LANES`] channels per vector operation.
+/// `V = Bᵀ·d·B` of every tile of `pad` (from [`to_padded_hwc`]) into `v` (`[nb·tiles][ξ][c]`,
+/// tile index `(sample, ty, tx)`, a tile's positions side by side): a tile at a time,
+/// [`LANES`] channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
-    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+fn input_transform<V: Variant>(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
+    let (ph, pw) = (t.ph, t.pw);
     let nb = pad.len() / (ph * pw * c);
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * c;
+                let base = ((s * ph + V::M * ty) * pw + V::M * tx) * c;
                 by_lanes(c, |n, ch| {
-                    let at = |xi: usize| base + ((xi / 4) * pw + xi % 4) * c + ch;
-                    let out = |xi: usize| (k * XI + xi) * c + ch;
+                    let at = |xi: usize| base + ((xi / V::T) * pw + xi % V::T) * c + ch;
+                    let out = |xi: usize| (k * V::XI + xi) * c + ch;
                     if n == LANES {
-                        tile_in::<f32x8>(pad, at, v, out);
+                        V::tile_in::<f32x8>(pad, at, v, out);
                     } else {
-                        tile_in::<f32>(pad, at, v, out);
+                        V::tile_in::<f32>(pad, at, v, out);
                     }
                 });
                 k += 1;
@@ -325,11 +495,11 @@ fn input_transform(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
     }
 }
 
-/// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][16][o]`) into `y` (`[nb][h][w][o]`), the
+/// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][ξ][o]`) into `y` (`[nb][h][w][o]`), the
 /// parts of edge tiles outside the image dropped: a tile at a time, [`LANES`] channels per
 /// vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
+fn output_transform<V: Variant>(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
     let plane = t.h * t.w;
     let nb = y.len() / (o * plane);
     let mut k = 0;
@@ -337,17 +507,25 @@ fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
         let ys = &mut y[s * o * plane..][..o * plane];
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                // Output pixels of this tile inside the image, in `tile_out`'s order.
-                let px = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(i, j)| {
-                    let (r, q) = (2 * ty + i, 2 * tx + j);
+                // Output pixel `m·i + j` of this tile, if inside the image.
+                let px = |p: usize| {
+                    let (r, q) = (V::M * ty + p / V::M, V::M * tx + p % V::M);
                     (r < t.h && q < t.w).then_some(r * t.w + q)
-                });
+                };
                 by_lanes(o, |n, ch| {
-                    let at = |xi: usize| (k * XI + xi) * o + ch;
+                    let at = |xi: usize| (k * V::XI + xi) * o + ch;
                     if n == LANES {
-                        put_tile(ys, o, ch, px, tile_out::<f32x8>(m, at));
+                        V::tile_out::<f32x8>(m, at, |p, yv| {
+                            if let Some(p) = px(p) {
+                                yv.store(ys, p * o + ch);
+                            }
+                        });
                     } else {
-                        put_tile(ys, o, ch, px, tile_out::<f32>(m, at));
+                        V::tile_out::<f32>(m, at, |p, yv| {
+                            if let Some(p) = px(p) {
+                                yv.store(ys, p * o + ch);
+                            }
+                        });
                     }
                 });
                 k += 1;
@@ -357,23 +535,23 @@ fn output_transform(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
 }
 
 /// `∂L/∂M` of every tile of `pad` (output gradients from [`to_padded_hwc`] with lead 0) into
-/// `dm` (`[nb·tiles][16][o]`): a tile at a time, [`LANES`] channels per vector operation.
+/// `dm` (`[nb·tiles][ξ][o]`): a tile at a time, [`LANES`] channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn output_gradient_transform(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
-    let (ph, pw) = (2 * t.th + 2, 2 * t.tw + 2);
+fn output_gradient_transform<V: Variant>(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
+    let (ph, pw) = (t.ph, t.pw);
     let nb = pad.len() / (ph * pw * o);
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                let base = ((s * ph + 2 * ty) * pw + 2 * tx) * o;
+                let base = ((s * ph + V::M * ty) * pw + V::M * tx) * o;
                 by_lanes(o, |n, ch| {
-                    let at = |p: usize| base + ((p / 2) * pw + p % 2) * o + ch;
-                    let out = |xi: usize| (k * XI + xi) * o + ch;
+                    let at = |p: usize| base + ((p / V::M) * pw + p % V::M) * o + ch;
+                    let out = |xi: usize| (k * V::XI + xi) * o + ch;
                     if n == LANES {
-                        tile_out_adjoint::<f32x8>(pad, at, dm, out);
+                        V::tile_out_adjoint::<f32x8>(pad, at, dm, out);
                     } else {
-                        tile_out_adjoint::<f32>(pad, at, dm, out);
+                        V::tile_out_adjoint::<f32>(pad, at, dm, out);
                     }
                 });
                 k += 1;
@@ -392,23 +570,31 @@ const GRAD_PARTS: usize = 8;
 /// `∂L/∂w` (`[o, c, 3, 3]`) for a geometry that [`applies`]: per transformed position ξ,
 /// `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` (`[o, tiles]·[tiles, c]`, the inner dimension as long as
 /// the tiles of many samples), then `∂L/∂g = Gᵀ·∂L/∂U·G` for every kernel.
-pub fn weight_gradient(
+pub fn weight_gradient(g: &Geometry, x: (&[f32], Order), gy: (&[f32], Order)) -> Vec<f32> {
+    if takes_f4(g.h, g.w) {
+        weight_gradient_by::<F4>(g, x, gy)
+    } else {
+        weight_gradient_by::<F2>(g, x, gy)
+    }
+}
+
+fn weight_gradient_by<V: Variant>(
     g: &Geometry,
     (x, xo): (&[f32], Order),
     (gy, go): (&[f32], Order),
 ) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
-    let t = Tiling::new(g.h, g.w);
+    let t = Tiling::new::<V>(g.h, g.w);
     let plane = t.h * t.w;
-    let padded = (2 * t.th + 2) * (2 * t.tw + 2);
+    let padded = t.ph * t.pw;
     let per_part = g.n.div_ceil(GRAD_PARTS).max(1);
     let spb = (GRAD_TILES_PER_BLOCK / t.tiles()).clamp(1, per_part);
     let parts: Vec<Vec<f32>> = x
         .par_chunks(per_part * c * plane)
         .zip(gy.par_chunks(per_part * o * plane))
         .map(|(xp, gp)| {
-            // `∂L/∂U_ξ`, stored `[16][c][o]`.
-            let mut du = vec![0.0f32; XI * c * o];
+            // `∂L/∂U_ξ`, stored `[ξ][c][o]`.
+            let mut du = vec![0.0f32; V::XI * c * o];
             for (bi, (xb, gb)) in xp
                 .chunks(spb * c * plane)
                 .zip(gp.chunks(spb * o * plane))
@@ -418,20 +604,20 @@ pub fn weight_gradient(
                 let cols = nb * t.tiles();
                 let n = [
                     nb * padded * c,
-                    XI * cols * c,
+                    V::XI * cols * c,
                     nb * padded * o,
-                    XI * cols * o,
+                    V::XI * cols * o,
                 ];
                 with_scratch(n, |[pad, v, gpad, dm]| {
                     to_padded_hwc(t, c, 1, xb, xo, pad);
-                    input_transform(t, c, pad, v);
+                    input_transform::<V>(t, c, pad, v);
                     to_padded_hwc(t, o, 0, gb, go, gpad);
-                    output_gradient_transform(t, o, gpad, dm);
-                    for k in 0..XI {
+                    output_gradient_transform::<V>(t, o, gpad, dm);
+                    for k in 0..V::XI {
                         gemm_into_t(
                             &mut du[k * c * o..][..c * o],
-                            Mat::strided(&dm[k * o..], o, cols, 1, XI * o),
-                            Mat::strided(&v[k * c..], cols, c, XI * c, 1),
+                            Mat::strided(&dm[k * o..], o, cols, 1, V::XI * o),
+                            Mat::strided(&v[k * c..], cols, c, V::XI * c, 1),
                             bi > 0,
                         );
                     }
@@ -441,7 +627,7 @@ pub fn weight_gradient(
         })
         .collect();
     // The parts added in order, element by element (blocks in parallel).
-    let mut du = vec![0.0f32; XI * c * o];
+    let mut du = vec![0.0f32; V::XI * c * o];
     du.par_chunks_mut(crate::backend::PASS_BLOCK)
         .enumerate()
         .for_each(|(i, block)| {
@@ -452,26 +638,11 @@ pub fn weight_gradient(
                 }
             }
         });
-    // ∂L/∂g = Gᵀ·∂L/∂U·G per kernel, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
-    let gt = |u: [f32; 4]| {
-        [
-            u[0] + 0.5 * (u[1] + u[2]),
-            0.5 * (u[1] - u[2]),
-            0.5 * (u[1] + u[2]) + u[3],
-        ]
-    };
+    // ∂L/∂g = Gᵀ·∂L/∂U·G per kernel.
     let mut dw = vec![0.0f32; o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each(|(oc, dw)| {
-        for ci in 0..c {
-            let u = |i: usize, j: usize| du[((4 * i + j) * c + ci) * o + oc];
-            // Gᵀ·∂L/∂U: rows.
-            let rows: [[f32; 3]; 4] =
-                std::array::from_fn(|j| gt([u(0, j), u(1, j), u(2, j), u(3, j)]));
-            let k = &mut dw[ci * 9..][..9];
-            for r in 0..3 {
-                let col = gt([rows[0][r], rows[1][r], rows[2][r], rows[3][r]]);
-                k[3 * r..3 * r + 3].copy_from_slice(&col);
-            }
+        for (ci, k) in dw.chunks_exact_mut(9).enumerate() {
+            k.copy_from_slice(&V::kernel_adjoint(|xi| du[(xi * c + ci) * o + oc]));
         }
     });
     dw
@@ -505,19 +676,20 @@ fn with_scratch<R>(n: [usize; 4], f: impl FnOnce([&mut [f32]; 4]) -> R) -> R {
     SCRATCH.with_borrow_mut(|s| f(s.take(n)))
 }
 
-/// The convolution of `x` (`[n, c, h, w]` stored in `order`) with transformed kernels `u`
-/// (`[16][c][o]`), padding 1: `[n, o, h, w]` stored channels last.
-fn convolve(
-    n: usize,
-    c: usize,
-    t: Tiling,
+/// The convolution of `x` (`[n, c, h, w]` stored in `order`) with the 3×3 kernels `w`
+/// (`[o, c, 3, 3]`, or with `flip`, `[c, o, 3, 3]` read as the input gradient's kernel, see
+/// [`kernel_transform`]), padding 1, by `V`: `[n, o, h, w]` stored channels last.
+fn convolve<V: Variant>(
+    [n, c, h, wd]: [usize; 4],
     o: usize,
     (x, order): (&[f32], Order),
-    u: &[f32],
+    (w, flip): (&[f32], bool),
 ) -> Vec<f32> {
+    let u = kernel_transform::<V>(w, o, c, flip);
+    let t = Tiling::new::<V>(h, wd);
     let spb = t.samples_per_block();
     let plane = t.h * t.w;
-    let padded = (2 * t.th + 2) * (2 * t.tw + 2) * c;
+    let padded = t.ph * t.pw * c;
     let mut y = vec![0.0f32; n * o * plane];
     y.par_chunks_mut(spb * o * plane)
         .zip(x.par_chunks(spb * c * plane))
@@ -525,21 +697,21 @@ fn convolve(
             let nb = xb.len() / (c * plane);
             let cols = nb * t.tiles();
             with_scratch(
-                [nb * padded, XI * cols * c, XI * cols * o, 0],
+                [nb * padded, V::XI * cols * c, V::XI * cols * o, 0],
                 |[pad, v, m, _]| {
                     to_padded_hwc(t, c, 1, xb, order, pad);
-                    input_transform(t, c, pad, v);
-                    for k in 0..XI {
+                    input_transform::<V>(t, c, pad, v);
+                    for k in 0..V::XI {
                         // `M_ξ = U_ξ·V_ξ` (`[o, c]·[c, tiles]`), in `m` at `[tiles][ξ][o]`.
                         gemm_into_strided(
                             &mut m[k * o..],
-                            [1, XI * o],
+                            [1, V::XI * o],
                             Mat::new(&u[k * c * o..][..c * o], c, o).t(),
-                            Mat::strided(&v[k * c..], cols, c, XI * c, 1).t(),
+                            Mat::strided(&v[k * c..], cols, c, V::XI * c, 1).t(),
                             false,
                         );
                     }
-                    output_transform(t, o, m, yb);
+                    output_transform::<V>(t, o, m, yb);
                 },
             );
         });
@@ -548,12 +720,20 @@ fn convolve(
 
 /// `y = x ⋆ w` for a geometry that [`applies`]: `[n, o, h, w]` stored channels last.
 pub fn forward(g: &Geometry, x: (&[f32], Order), w: &[f32]) -> Vec<f32> {
-    let u = kernel_transform(w, g.o, g.c, false);
-    convolve(g.n, g.c, Tiling::new(g.h, g.w), g.o, x, &u)
+    let shape = [g.n, g.c, g.h, g.w];
+    if takes_f4(g.h, g.w) {
+        convolve::<F4>(shape, g.o, x, (w, false))
+    } else {
+        convolve::<F2>(shape, g.o, x, (w, false))
+    }
 }
 
 /// `∂L/∂x`, stored channels last: the convolution of `gy` with the flipped, transposed kernel.
 pub fn input_gradient(g: &Geometry, w: &[f32], gy: (&[f32], Order)) -> Vec<f32> {
-    let u = kernel_transform(w, g.c, g.o, true);
-    convolve(g.n, g.o, Tiling::new(g.h, g.w), g.c, gy, &u)
+    let shape = [g.n, g.o, g.h, g.w];
+    if takes_f4(g.h, g.w) {
+        convolve::<F4>(shape, g.c, gy, (w, true))
+    } else {
+        convolve::<F2>(shape, g.c, gy, (w, true))
+    }
 }
