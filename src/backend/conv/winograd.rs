@@ -60,7 +60,7 @@ pub(super) fn takes_f4(h: usize, w: usize) -> bool {
 /// Channels of one pixel in a transform: [`LANES`] of them in a vector ([`f32x8`]), or one
 /// ([`f32`], for the channels past the last multiple of [`LANES`]).
 trait Lanes:
-    Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
+    Copy + Default + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
 {
     /// `k` in every lane.
     fn splat(k: f32) -> Self;
@@ -110,13 +110,17 @@ impl Lanes for f32x8 {
 /// `put(i, j, ·)`. Columns first, then rows.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // A transposed copy of `cols` instead costs 10-20% of a step.
-fn two_sided<L: Copy, const I: usize, const O: usize>(
+fn two_sided<L: Copy + Default, const I: usize, const O: usize>(
     load: impl Fn(usize, usize) -> L,
     f: impl Fn([L; I]) -> [L; O],
     mut put: impl FnMut(usize, usize, L),
 ) {
-    // `cols[q][i]`: row i of F·X, column q.
-    let cols: [[L; O]; I] = std::array::from_fn(|q| f(std::array::from_fn(|p| load(p, q))));
+    // `cols[q][i]`: row i of F·X, column q (filled in place: an array built by `from_fn` was
+    // copied out whole, a library call per tile).
+    let mut cols = [[L::default(); O]; I];
+    for (q, col) in cols.iter_mut().enumerate() {
+        *col = f(std::array::from_fn(|p| load(p, q)));
+    }
     for i in 0..O {
         for (j, v) in f(std::array::from_fn(|q| cols[q][i]))
             .into_iter()
