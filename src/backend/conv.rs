@@ -702,7 +702,8 @@ pub(crate) mod tests {
     /// F(4×4, 3×3), maps large enough that the weight gradient sums several blocks of samples
     /// per part (edge tiles cut, a channel count past the last vector); by F(2×2, 3×3), the
     /// same for small maps in a large batch; by F(4×4, 3×3), a small case for the
-    /// finite-difference check; last, an unpadded unit-stride case whose rows (17 wide) end in
+    /// finite-difference check whose channel counts take every run of the transforms (16, 8
+    /// and single channels); last, an unpadded unit-stride case whose rows (17 wide) end in
     /// a partial block of 8.
     const CASES: [Case; 13] = [
         (3, 1, 12, 12, 4, 5, 5, [1, 1], [0, 0]),
@@ -716,7 +717,7 @@ pub(crate) mod tests {
         (5, 16, 4, 4, 10, 3, 3, [1, 1], [1, 1]),
         (16, 8, 47, 46, 9, 3, 3, [1, 1], [1, 1]),
         (136, 8, 7, 7, 8, 3, 3, [1, 1], [1, 1]),
-        (2, 9, 9, 8, 8, 3, 3, [1, 1], [1, 1]),
+        (2, 17, 9, 8, 26, 3, 3, [1, 1], [1, 1]),
         (2, 3, 13, 21, 4, 5, 5, [1, 1], [0, 0]),
     ];
 

@@ -57,8 +57,8 @@ pub(super) fn takes_f4(h: usize, w: usize) -> bool {
     h.min(w) >= 8
 }
 
-/// Channels of one pixel in a transform: [`LANES`] of them in a vector ([`f32x8`]), or one
-/// ([`f32`], for the channels past the last multiple of [`LANES`]).
+/// Channels of one pixel in a transform: 16 of them in an AVX-512 register ([`Zmm`]), 8 in a
+/// [`f32x8`], or one ([`f32`]).
 trait Lanes:
     Copy + Default + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
 {
@@ -105,35 +105,156 @@ impl Lanes for f32x8 {
     }
 }
 
-/// `F·X·Fᵀ` of an `I × I` tile `X` (element `(p, q)` from `load(p, q)`) for a 1-d transform
-/// `f` (`F`, `O × I`, applied to a column): the `O × O` result element `(i, j)` goes to
-/// `put(i, j, ·)`. Columns first, then rows.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // A transposed copy of `cols` instead costs 10-20% of a step.
-fn two_sided<L: Copy + Default, const I: usize, const O: usize>(
-    load: impl Fn(usize, usize) -> L,
-    f: impl Fn([L; I]) -> [L; O],
-    mut put: impl FnMut(usize, usize, L),
-) {
-    // `cols[q][i]`: row i of F·X, column q (filled in place: an array built by `from_fn` was
-    // copied out whole, a library call per tile).
-    let mut cols = [[L::default(); O]; I];
-    for (q, col) in cols.iter_mut().enumerate() {
-        *col = f(std::array::from_fn(|p| load(p, q)));
+/// 16 channels in one AVX-512 register, for the transforms' widest runs ([`by_lanes!`]).
+///
+/// A `Zmm` is made only where [`zmm_available`] said the CPU has AVX-512F: that is what makes
+/// its intrinsics sound to call. Its operations are `#[inline(always)]` and the code using
+/// them has no closures, so that they are compiled into the transforms' AVX-512 clones rather
+/// than called.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Zmm(std::arch::x86_64::__m512);
+
+/// Whether this CPU runs AVX-512F (detected once, then cached by the standard library).
+fn zmm_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
     }
-    for i in 0..O {
-        for (j, v) in f(std::array::from_fn(|q| cols[q][i]))
-            .into_iter()
-            .enumerate()
-        {
-            put(i, j, v);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod zmm {
+    use std::arch::x86_64::*;
+    use std::ops::{Add, Mul, Neg, Sub};
+
+    use super::{Lanes, Zmm};
+
+    // SAFETY (every `unsafe` below): a `Zmm` exists only on a CPU with AVX-512F (see `Zmm`),
+    // and loads and stores go through bounds-checked slices.
+    impl Default for Zmm {
+        #[inline(always)]
+        fn default() -> Self {
+            Zmm(unsafe { _mm512_setzero_ps() })
+        }
+    }
+    impl Add for Zmm {
+        type Output = Self;
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Zmm(unsafe { _mm512_add_ps(self.0, b.0) })
+        }
+    }
+    impl Sub for Zmm {
+        type Output = Self;
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Zmm(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+    }
+    impl Mul for Zmm {
+        type Output = Self;
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            Zmm(unsafe { _mm512_mul_ps(self.0, b.0) })
+        }
+    }
+    impl Neg for Zmm {
+        type Output = Self;
+        #[inline(always)]
+        fn neg(self) -> Self {
+            // The sign bit flipped, as `-x` of an `f32` (also for zeros).
+            Zmm(unsafe {
+                let sign = _mm512_set1_epi32(i32::MIN);
+                _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(self.0), sign))
+            })
+        }
+    }
+    impl Lanes for Zmm {
+        #[inline(always)]
+        fn splat(k: f32) -> Self {
+            Zmm(unsafe { _mm512_set1_ps(k) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32], at: usize) -> Self {
+            let v = &s[at..at + 16];
+            Zmm(unsafe { _mm512_loadu_ps(v.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], at: usize) {
+            let v = &mut s[at..at + 16];
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr(), self.0) }
         }
     }
 }
 
-/// One of Winograd's algorithms F(m×m, 3×3): the 1-d transforms `Bᵀ` (input, `T × T` with
-/// `T = m + 2`), `Aᵀ` (output, `m × T`), `A` (its adjoint) and `G`, `Gᵀ` (kernel, `T × 3`),
-/// and the tile operations built from them by [`two_sided`].
+/// Where the elements of a small 2-d array of channel runs lie in a slice: element `(p, q)`
+/// at `base + p·row + q·col`.
+#[derive(Clone, Copy)]
+struct Grid {
+    base: usize,
+    row: usize,
+    col: usize,
+}
+
+impl Grid {
+    #[inline(always)]
+    fn at(self, p: usize, q: usize) -> usize {
+        self.base + p * self.row + q * self.col
+    }
+
+    /// The same grid, `d` elements on.
+    #[inline(always)]
+    fn shift(self, d: usize) -> Self {
+        Self {
+            base: self.base + d,
+            ..self
+        }
+    }
+}
+
+/// A 1-d transform: an `O × I` matrix applied to a column of `I`.
+trait Map<const I: usize, const O: usize> {
+    fn map<L: Lanes>(z: [L; I]) -> [L; O];
+}
+
+/// `F·X·Fᵀ` for the 1-d transform `F` of the `I × I` array `X` of `src` at `from`, into `dst`
+/// at `to`, rows `< keep[0]` and columns `< keep[1]` of the `O × O` result only. Columns
+/// first, then rows; written without closures (see [`Zmm`]).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // Index loops over the small arrays, on purpose (above).
+fn two_sided<F: Map<I, O>, L: Lanes, const I: usize, const O: usize>(
+    (src, from): (&[f32], Grid),
+    (dst, to): (&mut [f32], Grid),
+    keep: [usize; 2],
+) {
+    // `cols[q][i]`: row i of F·X, column q.
+    let mut cols = [[L::default(); O]; I];
+    let mut z = [L::default(); I];
+    for q in 0..I {
+        for p in 0..I {
+            z[p] = L::load(src, from.at(p, q));
+        }
+        cols[q] = F::map(z);
+    }
+    for i in 0..keep[0] {
+        for q in 0..I {
+            z[q] = cols[q][i];
+        }
+        let row = F::map(z);
+        for j in 0..keep[1] {
+            row[j].store(dst, to.at(i, j));
+        }
+    }
+}
+
+/// One of Winograd's algorithms F(m×m, 3×3): its tile sizes and its tile operations, each a
+/// [`two_sided`] product with its 1-d transforms `Bᵀ` (input, `T × T` with `T = m + 2`), `Aᵀ`
+/// (output, `m × T`), `A` (the adjoint of `Aᵀ`) and `G`, `Gᵀ` (kernel, `T × 3`).
 trait Variant {
     /// Output pixels per tile side, m.
     const M: usize;
@@ -142,34 +263,45 @@ trait Variant {
     /// Transformed-tile positions ξ, T².
     const XI: usize = Self::T * Self::T;
 
-    /// `V = Bᵀ·d·B` of the channels `L` holds of one input tile: `d[p][q]` at
-    /// `src[at(T·p + q)..]`, `V_ξ` stored at `dst[out(ξ)..]`.
-    fn tile_in<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    );
+    /// `V = Bᵀ·d·B` of the channels `L` holds of one input tile `d` at `from` (`T × T`), `V_ξ`
+    /// (ξ = T·i + j) at `to.at(i, j)`.
+    fn tile_in<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid));
 
-    /// `Y = Aᵀ·M·A` of the channels `L` holds of one tile: `M_ξ` at `src[at(ξ)..]`, output
-    /// `(i, j)` handed to `put(m·i + j, ·)`.
-    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, put: impl FnMut(usize, L));
+    /// `Y = Aᵀ·M·A` of the channels `L` holds of one tile `M` at `from` (`T × T`), output
+    /// `(i, j)` at `to.at(i, j)` for `i < keep[0]`, `j < keep[1]` (the rest is outside the
+    /// image).
+    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]);
 
     /// `∂L/∂M = A·∂L/∂Y·Aᵀ` of the channels `L` holds of one tile (the adjoint of
-    /// [`Variant::tile_out`]): output gradient `(i, j)` at `src[at(m·i + j)..]`, `∂L/∂M_ξ`
-    /// stored at `dst[out(ξ)..]`.
-    fn tile_out_adjoint<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    );
+    /// [`Variant::tile_out`]): `∂L/∂Y` at `from` (`m × m`), `∂L/∂M_ξ` at `to.at(i, j)`.
+    fn tile_out_adjoint<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid));
 
-    /// `U = G·g·Gᵀ` of a 3×3 kernel `g` (row-major): `U_ξ` handed to `put(ξ, ·)`.
-    fn kernel(g: [f32; 9], put: impl FnMut(usize, f32));
+    /// `U = G·g·Gᵀ` of a 3×3 kernel `g` (row-major) into `u` (`U_ξ` at `u[ξ]`).
+    fn kernel(g: &[f32; 9], u: &mut [f32]);
 
-    /// `∂L/∂g = Gᵀ·∂L/∂U·G` (row-major 3×3), `∂L/∂U_ξ` from `du(ξ)`.
-    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9];
+    /// `∂L/∂g = Gᵀ·∂L/∂U·G` (row-major 3×3) of `∂L/∂U` at `from` (`T × T`).
+    fn kernel_adjoint(src: (&[f32], Grid)) -> [f32; 9];
+}
+
+/// A 3×3 kernel, row-major.
+const KERNEL: Grid = Grid {
+    base: 0,
+    row: 3,
+    col: 1,
+};
+
+/// A `t × t` array, row-major.
+const fn square(t: usize) -> Grid {
+    Grid {
+        base: 0,
+        row: t,
+        col: 1,
+    }
+}
+
+/// Everything in a `t × t` result kept.
+const fn all(t: usize) -> [usize; 2] {
+    [t, t]
 }
 
 /// F(2×2, 3×3):
@@ -180,26 +312,46 @@ trait Variant {
 /// ```
 struct F2;
 
-impl F2 {
+/// F(2×2, 3×3)'s 1-d transforms.
+struct Bt2;
+struct At2;
+struct A2;
+struct G2;
+struct Gt2;
+
+impl Map<4, 4> for Bt2 {
     #[inline(always)]
-    fn bt<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 4] {
+    fn map<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 4] {
         [z0 - z2, z1 + z2, z2 - z1, z1 - z3]
     }
+}
+
+impl Map<4, 2> for At2 {
     #[inline(always)]
-    fn at<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 2] {
+    fn map<L: Lanes>([z0, z1, z2, z3]: [L; 4]) -> [L; 2] {
         [z0 + z1 + z2, z1 - z2 - z3]
     }
+}
+
+impl Map<2, 4> for A2 {
     #[inline(always)]
-    fn a<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
+    fn map<L: Lanes>([z0, z1]: [L; 2]) -> [L; 4] {
         [z0, z0 + z1, z0 - z1, -z1]
     }
+}
+
+impl Map<3, 4> for G2 {
     #[inline(always)]
-    fn g([a, b, c]: [f32; 3]) -> [f32; 4] {
-        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    fn map<L: Lanes>([a, b, c]: [L; 3]) -> [L; 4] {
+        [a, (a + b + c).scale(0.5), (a - b + c).scale(0.5), c]
     }
+}
+
+impl Map<4, 3> for Gt2 {
     #[inline(always)]
-    fn gt([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
-        [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
+    fn map<L: Lanes>([u0, u1, u2, u3]: [L; 4]) -> [L; 3] {
+        let half = (u1 + u2).scale(0.5);
+        [u0 + half, (u1 - u2).scale(0.5), half + u3]
     }
 }
 
@@ -207,42 +359,27 @@ impl Variant for F2 {
     const M: usize = 2;
 
     #[inline(always)]
-    fn tile_in<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
-        two_sided(load, Self::bt, |i, j, v| v.store(dst, out(4 * i + j)));
+    fn tile_in<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
+        two_sided::<Bt2, L, 4, 4>(src, dst, all(4));
     }
 
     #[inline(always)]
-    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, mut put: impl FnMut(usize, L)) {
-        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
-        two_sided(load, Self::at, |i, j, v| put(2 * i + j, v));
+    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]) {
+        two_sided::<At2, L, 4, 2>(src, dst, keep);
     }
 
     #[inline(always)]
-    fn tile_out_adjoint<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        let load = |p: usize, q: usize| L::load(src, at(2 * p + q));
-        two_sided(load, Self::a, |i, j, v| v.store(dst, out(4 * i + j)));
+    fn tile_out_adjoint<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
+        two_sided::<A2, L, 2, 4>(src, dst, all(4));
     }
 
-    #[inline(always)]
-    fn kernel(g: [f32; 9], mut put: impl FnMut(usize, f32)) {
-        two_sided(|p, q| g[3 * p + q], Self::g, |i, j, v| put(4 * i + j, v));
+    fn kernel(g: &[f32; 9], u: &mut [f32]) {
+        two_sided::<G2, f32, 3, 4>((g, KERNEL), (u, square(4)), all(4));
     }
 
-    #[inline(always)]
-    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9] {
+    fn kernel_adjoint(src: (&[f32], Grid)) -> [f32; 9] {
         let mut k = [0.0; 9];
-        two_sided(|p, q| du(4 * p + q), Self::gt, |i, j, v| k[3 * i + j] = v);
+        two_sided::<Gt2, f32, 4, 3>(src, (&mut k, KERNEL), all(3));
         k
     }
 }
@@ -256,9 +393,16 @@ impl Variant for F2 {
 /// ```
 struct F4;
 
-impl F4 {
+/// F(4×4, 3×3)'s 1-d transforms.
+struct Bt4;
+struct At4;
+struct A4;
+struct G4;
+struct Gt4;
+
+impl Map<6, 6> for Bt4 {
     #[inline(always)]
-    fn bt<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 6] {
+    fn map<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 6] {
         let (a, b) = (z4 - z2.scale(4.0), z3 - z1.scale(4.0));
         let (c, d) = (z4 - z2, (z3 - z1).scale(2.0));
         [
@@ -270,8 +414,11 @@ impl F4 {
             z1.scale(4.0) - z3.scale(5.0) + z5,
         ]
     }
+}
+
+impl Map<6, 4> for At4 {
     #[inline(always)]
-    fn at<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 4] {
+    fn map<L: Lanes>([z0, z1, z2, z3, z4, z5]: [L; 6]) -> [L; 4] {
         let (p, q, r, s) = (z1 + z2, z1 - z2, z3 + z4, z3 - z4);
         [
             z0 + p + r,
@@ -280,25 +427,34 @@ impl F4 {
             q + s.scale(8.0) + z5,
         ]
     }
+}
+
+impl Map<4, 6> for A4 {
     #[inline(always)]
-    fn a<L: Lanes>([w0, w1, w2, w3]: [L; 4]) -> [L; 6] {
+    fn map<L: Lanes>([w0, w1, w2, w3]: [L; 4]) -> [L; 6] {
         let (e, f) = (w0 + w2, w1 + w3);
         let (g, h) = (w0 + w2.scale(4.0), w1.scale(2.0) + w3.scale(8.0));
         [w0, e + f, e - f, g + h, g - h, w3]
     }
+}
+
+impl Map<3, 6> for G4 {
     #[inline(always)]
-    fn g([a, b, c]: [f32; 3]) -> [f32; 6] {
-        let (s, d) = ((a + c) / 6.0, b / 6.0);
-        let (s2, d2) = ((a / 4.0 + c) / 6.0, b / 12.0);
-        [a / 4.0, -(s + d), d - s, s2 + d2, s2 - d2, c]
+    fn map<L: Lanes>([a, b, c]: [L; 3]) -> [L; 6] {
+        let (s, d) = ((a + c).scale(1.0 / 6.0), b.scale(1.0 / 6.0));
+        let (s2, d2) = ((a.scale(0.25) + c).scale(1.0 / 6.0), b.scale(1.0 / 12.0));
+        [a.scale(0.25), -(s + d), d - s, s2 + d2, s2 - d2, c]
     }
+}
+
+impl Map<6, 3> for Gt4 {
     #[inline(always)]
-    fn gt([u0, u1, u2, u3, u4, u5]: [f32; 6]) -> [f32; 3] {
+    fn map<L: Lanes>([u0, u1, u2, u3, u4, u5]: [L; 6]) -> [L; 3] {
         let (p, q, r, s) = (u1 + u2, u2 - u1, u3 + u4, u3 - u4);
         [
-            u0 / 4.0 - p / 6.0 + r / 24.0,
-            q / 6.0 + s / 12.0,
-            (r - p) / 6.0 + u5,
+            u0.scale(0.25) - p.scale(1.0 / 6.0) + r.scale(1.0 / 24.0),
+            q.scale(1.0 / 6.0) + s.scale(1.0 / 12.0),
+            (r - p).scale(1.0 / 6.0) + u5,
         ]
     }
 }
@@ -307,42 +463,27 @@ impl Variant for F4 {
     const M: usize = 4;
 
     #[inline(always)]
-    fn tile_in<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        let load = |p: usize, q: usize| L::load(src, at(6 * p + q));
-        two_sided(load, Self::bt, |i, j, v| v.store(dst, out(6 * i + j)));
+    fn tile_in<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
+        two_sided::<Bt4, L, 6, 6>(src, dst, all(6));
     }
 
     #[inline(always)]
-    fn tile_out<L: Lanes>(src: &[f32], at: impl Fn(usize) -> usize, mut put: impl FnMut(usize, L)) {
-        let load = |p: usize, q: usize| L::load(src, at(6 * p + q));
-        two_sided(load, Self::at, |i, j, v| put(4 * i + j, v));
+    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]) {
+        two_sided::<At4, L, 6, 4>(src, dst, keep);
     }
 
     #[inline(always)]
-    fn tile_out_adjoint<L: Lanes>(
-        src: &[f32],
-        at: impl Fn(usize) -> usize,
-        dst: &mut [f32],
-        out: impl Fn(usize) -> usize,
-    ) {
-        let load = |p: usize, q: usize| L::load(src, at(4 * p + q));
-        two_sided(load, Self::a, |i, j, v| v.store(dst, out(6 * i + j)));
+    fn tile_out_adjoint<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
+        two_sided::<A4, L, 4, 6>(src, dst, all(6));
     }
 
-    #[inline(always)]
-    fn kernel(g: [f32; 9], mut put: impl FnMut(usize, f32)) {
-        two_sided(|p, q| g[3 * p + q], Self::g, |i, j, v| put(6 * i + j, v));
+    fn kernel(g: &[f32; 9], u: &mut [f32]) {
+        two_sided::<G4, f32, 3, 6>((g, KERNEL), (u, square(6)), all(6));
     }
 
-    #[inline(always)]
-    fn kernel_adjoint(du: impl Fn(usize) -> f32) -> [f32; 9] {
+    fn kernel_adjoint(src: (&[f32], Grid)) -> [f32; 9] {
         let mut k = [0.0; 9];
-        two_sided(|p, q| du(6 * p + q), Self::gt, |i, j, v| k[3 * i + j] = v);
+        two_sided::<Gt4, f32, 6, 3>(src, (&mut k, KERNEL), all(3));
         k
     }
 }
@@ -392,6 +533,7 @@ fn kernel_transform<V: Variant>(w: &[f32], rows: usize, cols: usize, flip: bool)
     const RUN: usize = 64;
     let mut u = vec![0.0f32; V::XI * rows * cols];
     let mut run = [[0.0f32; RUN]; 36];
+    let mut ui = [0.0f32; 36];
     for q in 0..cols {
         for r0 in (0..rows).step_by(RUN) {
             let n = RUN.min(rows - r0);
@@ -403,7 +545,10 @@ fn kernel_transform<V: Variant>(w: &[f32], rows: usize, cols: usize, flip: bool)
                     let src = &w[(r * cols + q) * 9..][..9];
                     std::array::from_fn(|i| src[i])
                 };
-                V::kernel(k, |xi, v| run[xi][i] = v);
+                V::kernel(&k, &mut ui);
+                for (xi, v) in ui[..V::XI].iter().enumerate() {
+                    run[xi][i] = *v;
+                }
             }
             for (xi, vals) in run[..V::XI].iter().enumerate() {
                 u[(xi * cols + q) * rows + r0..][..n].copy_from_slice(&vals[..n]);
@@ -413,9 +558,9 @@ fn kernel_transform<V: Variant>(w: &[f32], rows: usize, cols: usize, flip: bool)
     u
 }
 
-/// Channels per vector in the transforms (their inner dimension; the last few channels of a
-/// count that is not a multiple go one at a time).
+/// Channels per [`f32x8`] and per [`Zmm`] in the transforms (their inner dimension).
 const LANES: usize = 8;
+const WIDE: usize = 16;
 
 /// `x` (samples `[nb, c, h, w]` stored in `order`) into `pad` (`[nb][ph][pw][c]`): channels
 /// innermost, the image at rows and columns `lead..` (1 for the inputs of tiles, which start
@@ -458,41 +603,66 @@ fn to_padded_hwc(t: Tiling, c: usize, lead: usize, x: &[f32], order: Order, pad:
     }
 }
 
-/// `f(n, ch)` over the channels `0..c` in runs of [`LANES`], then one at a time.
-#[inline(always)]
-fn by_lanes(c: usize, mut f: impl FnMut(usize, usize)) {
-    let mut ch = 0;
-    while ch + LANES <= c {
-        f(LANES, ch);
-        ch += LANES;
-    }
-    while ch < c {
-        f(1, ch);
-        ch += 1;
-    }
+/// `$body` over the channels `0..$c` in runs: [`WIDE`] at a time in a [`Zmm`] (if `$wide`),
+/// then [`LANES`] at a time in an [`f32x8`], then one at a time in an [`f32`]; `$ch` is a
+/// run's first channel and `$L` its type. (A macro, not a closure: see [`Zmm`].)
+macro_rules! by_lanes {
+    ($c:expr, $wide:expr, |$ch:ident, $L:ident| $body:expr) => {{
+        let (c, wide) = ($c, $wide);
+        let mut $ch = 0usize;
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            type $L = Zmm;
+            while $ch + WIDE <= c {
+                $body;
+                $ch += WIDE;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = wide;
+        {
+            type $L = f32x8;
+            while $ch + LANES <= c {
+                $body;
+                $ch += LANES;
+            }
+        }
+        {
+            type $L = f32;
+            while $ch < c {
+                $body;
+                $ch += 1;
+            }
+        }
+    }};
 }
 
 /// `V = Bᵀ·d·B` of every tile of `pad` (from [`to_padded_hwc`]) into `v` (`[nb·tiles][ξ][c]`,
-/// tile index `(sample, ty, tx)`, a tile's positions side by side): a tile at a time,
-/// [`LANES`] channels per vector operation.
+/// tile index `(sample, ty, tx)`, a tile's positions side by side): a tile at a time, a run
+/// of channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn input_transform<V: Variant>(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) {
+    let wide = zmm_available();
     let (ph, pw) = (t.ph, t.pw);
     let nb = pad.len() / (ph * pw * c);
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                let base = ((s * ph + V::M * ty) * pw + V::M * tx) * c;
-                by_lanes(c, |n, ch| {
-                    let at = |xi: usize| base + ((xi / V::T) * pw + xi % V::T) * c + ch;
-                    let out = |xi: usize| (k * V::XI + xi) * c + ch;
-                    if n == LANES {
-                        V::tile_in::<f32x8>(pad, at, v, out);
-                    } else {
-                        V::tile_in::<f32>(pad, at, v, out);
-                    }
-                });
+                let from = Grid {
+                    base: ((s * ph + V::M * ty) * pw + V::M * tx) * c,
+                    row: pw * c,
+                    col: c,
+                };
+                let to = Grid {
+                    base: k * V::XI * c,
+                    row: V::T * c,
+                    col: c,
+                };
+                by_lanes!(c, wide, |ch, L| V::tile_in::<L>(
+                    (pad, from.shift(ch)),
+                    (&mut *v, to.shift(ch))
+                ));
                 k += 1;
             }
         }
@@ -500,38 +670,34 @@ fn input_transform<V: Variant>(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) 
 }
 
 /// `Y = Aᵀ·M·A` of every tile of `m` (`[nb·tiles][ξ][o]`) into `y` (`[nb][h][w][o]`), the
-/// parts of edge tiles outside the image dropped: a tile at a time, [`LANES`] channels per
+/// parts of edge tiles outside the image dropped: a tile at a time, a run of channels per
 /// vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_transform<V: Variant>(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
+    let wide = zmm_available();
     let plane = t.h * t.w;
     let nb = y.len() / (o * plane);
     let mut k = 0;
     for s in 0..nb {
-        let ys = &mut y[s * o * plane..][..o * plane];
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                // Output pixel `m·i + j` of this tile, if inside the image.
-                let px = |p: usize| {
-                    let (r, q) = (V::M * ty + p / V::M, V::M * tx + p % V::M);
-                    (r < t.h && q < t.w).then_some(r * t.w + q)
+                let from = Grid {
+                    base: k * V::XI * o,
+                    row: V::T * o,
+                    col: o,
                 };
-                by_lanes(o, |n, ch| {
-                    let at = |xi: usize| (k * V::XI + xi) * o + ch;
-                    if n == LANES {
-                        V::tile_out::<f32x8>(m, at, |p, yv| {
-                            if let Some(p) = px(p) {
-                                yv.store(ys, p * o + ch);
-                            }
-                        });
-                    } else {
-                        V::tile_out::<f32>(m, at, |p, yv| {
-                            if let Some(p) = px(p) {
-                                yv.store(ys, p * o + ch);
-                            }
-                        });
-                    }
-                });
+                let (r, q) = (V::M * ty, V::M * tx);
+                let to = Grid {
+                    base: ((s * t.h + r) * t.w + q) * o,
+                    row: t.w * o,
+                    col: o,
+                };
+                let keep = [V::M.min(t.h - r), V::M.min(t.w - q)];
+                by_lanes!(o, wide, |ch, L| V::tile_out::<L>(
+                    (m, from.shift(ch)),
+                    (&mut *y, to.shift(ch)),
+                    keep
+                ));
                 k += 1;
             }
         }
@@ -539,25 +705,30 @@ fn output_transform<V: Variant>(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
 }
 
 /// `∂L/∂M` of every tile of `pad` (output gradients from [`to_padded_hwc`] with lead 0) into
-/// `dm` (`[nb·tiles][ξ][o]`): a tile at a time, [`LANES`] channels per vector operation.
+/// `dm` (`[nb·tiles][ξ][o]`): a tile at a time, a run of channels per vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn output_gradient_transform<V: Variant>(t: Tiling, o: usize, pad: &[f32], dm: &mut [f32]) {
+    let wide = zmm_available();
     let (ph, pw) = (t.ph, t.pw);
     let nb = pad.len() / (ph * pw * o);
     let mut k = 0;
     for s in 0..nb {
         for ty in 0..t.th {
             for tx in 0..t.tw {
-                let base = ((s * ph + V::M * ty) * pw + V::M * tx) * o;
-                by_lanes(o, |n, ch| {
-                    let at = |p: usize| base + ((p / V::M) * pw + p % V::M) * o + ch;
-                    let out = |xi: usize| (k * V::XI + xi) * o + ch;
-                    if n == LANES {
-                        V::tile_out_adjoint::<f32x8>(pad, at, dm, out);
-                    } else {
-                        V::tile_out_adjoint::<f32>(pad, at, dm, out);
-                    }
-                });
+                let from = Grid {
+                    base: ((s * ph + V::M * ty) * pw + V::M * tx) * o,
+                    row: pw * o,
+                    col: o,
+                };
+                let to = Grid {
+                    base: k * V::XI * o,
+                    row: V::T * o,
+                    col: o,
+                };
+                by_lanes!(o, wide, |ch, L| V::tile_out_adjoint::<L>(
+                    (pad, from.shift(ch)),
+                    (&mut *dm, to.shift(ch))
+                ));
                 k += 1;
             }
         }
@@ -646,7 +817,13 @@ fn weight_gradient_by<V: Variant>(
     let mut dw = vec![0.0f32; o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each(|(oc, dw)| {
         for (ci, k) in dw.chunks_exact_mut(9).enumerate() {
-            k.copy_from_slice(&V::kernel_adjoint(|xi| du[(xi * c + ci) * o + oc]));
+            // `∂L/∂U_ξ` of this kernel: ξ = T·i + j at `((T·i + j)·c + ci)·o + oc`.
+            let from = Grid {
+                base: ci * o + oc,
+                row: V::T * c * o,
+                col: c * o,
+            };
+            k.copy_from_slice(&V::kernel_adjoint((&du, from)));
         }
     });
     dw
