@@ -60,7 +60,7 @@ pub(super) fn takes_f4(h: usize, w: usize) -> bool {
 /// Channels of one pixel in a transform: 16 of them in an AVX-512 register ([`Zmm`]), 8 in a
 /// [`f32x8`], or one ([`f32`]).
 trait Lanes:
-    Copy + Default + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
+    Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<Output = Self>
 {
     /// `k` in every lane.
     fn splat(k: f32) -> Self;
@@ -136,12 +136,6 @@ mod zmm {
 
     // SAFETY (every `unsafe` below): a `Zmm` exists only on a CPU with AVX-512F (see `Zmm`),
     // and loads and stores go through bounds-checked slices.
-    impl Default for Zmm {
-        #[inline(always)]
-        fn default() -> Self {
-            Zmm(unsafe { _mm512_setzero_ps() })
-        }
-    }
     impl Add for Zmm {
         type Output = Self;
         #[inline(always)]
@@ -232,10 +226,14 @@ fn two_sided<F: Map<I, O>, L: Lanes, const I: usize, const O: usize>(
     (dst, to): (&mut [f32], Grid),
     keep: [usize; 2],
 ) {
-    // `cols[q][i]`: row i of F·X, column q.
-    let mut cols = [[L::default(); O]; I];
-    let mut z = [L::default(); I];
-    for q in 0..I {
+    // `cols[q][i]`: row i of F·X, column q (every column a copy of the first to begin with:
+    // a zeroed array was a library call per tile).
+    let mut z = [L::load(src, from.at(0, 0)); I];
+    for p in 1..I {
+        z[p] = L::load(src, from.at(p, 0));
+    }
+    let mut cols = [F::map(z); I];
+    for q in 1..I {
         for p in 0..I {
             z[p] = L::load(src, from.at(p, q));
         }
