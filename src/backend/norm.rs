@@ -80,19 +80,21 @@ const ROW_LANES: usize = 4;
 fn row_sums(
     a: &[f32],
     b: &[f32],
-    c: usize,
-    f: impl Fn(usize, f64, f64) -> f64,
-    g: impl Fn(usize, f64, f64) -> f64,
+    k: &[f64],
+    f: impl Fn(f64, f64, f64) -> f64,
+    g: impl Fn(f64, f64, f64) -> f64,
 ) -> (Vec<f64>, Vec<f64>) {
+    let c = k.len();
     let mut sf = vec![0.0f64; ROW_LANES * c];
     let mut sg = vec![0.0f64; ROW_LANES * c];
     for (r, (ra, rb)) in a.chunks_exact(c).zip(b.chunks_exact(c)).enumerate() {
         let lane = (r % ROW_LANES) * c;
         let (pf, pg) = (&mut sf[lane..lane + c], &mut sg[lane..lane + c]);
-        for (ch, (((pf, pg), &u), &v)) in pf.iter_mut().zip(pg).zip(ra).zip(rb).enumerate() {
+        // Zipped, not indexed (an indexed per-channel constant kept this loop scalar).
+        for ((((pf, pg), &u), &v), &k) in pf.iter_mut().zip(pg).zip(ra).zip(rb).zip(k) {
             let (u, v) = (f64::from(u), f64::from(v));
-            *pf += f(ch, u, v);
-            *pg += g(ch, u, v);
+            *pf += f(u, v, k);
+            *pg += g(u, v, k);
         }
     }
     let tree = |s: &[f64]| -> Vec<f64> {
@@ -130,9 +132,10 @@ pub fn channel_stats(x: &[f32], d: [usize; 3], order: Order) -> (Vec<f64>, Vec<f
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn channel_stats_nhwc(x: &[f32], [n, c, plane]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (n * plane) as f64;
+    let zeros = vec![0.0; c];
     let parts = x
         .par_chunks(c * plane)
-        .map(|xs| row_sums(xs, xs, c, |_, u, _| u, |_, u, _| u * u))
+        .map(|xs| row_sums(xs, xs, &zeros, |u, _, _| u, |u, _, _| u * u))
         .collect();
     let (sum, sq) = add_in_order(parts, c);
     let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
@@ -311,7 +314,7 @@ fn gradient_sums_nhwc(
     let parts = gy
         .par_chunks(c * plane)
         .zip(x.par_chunks(c * plane))
-        .map(|(gs, xs)| row_sums(gs, xs, c, |_, g, _| g, |ch, g, x| g * (x - mean[ch])))
+        .map(|(gs, xs)| row_sums(gs, xs, &mean[..c], |g, _, _| g, |g, x, mu| g * (x - mu)))
         .collect();
     let (sg, sgx) = add_in_order(parts, c);
     (sg, sgx.iter().zip(r).map(|(s, r)| s * r).collect())
