@@ -66,6 +66,21 @@ fn backward_host(y: &[f32], gy: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// [`backward_host`] in the output gradient's buffer: `g ← ∂L/∂y` where `y` is positive or
+/// NaN, else 0.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn backward_in_place(y: &[f32], g: &mut [f32]) {
+    g.par_chunks_mut(PASS_BLOCK)
+        .zip(y.par_chunks(PASS_BLOCK))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                if !(y.is_nan() || y > 0.0) {
+                    *g = 0.0;
+                }
+            }
+        });
+}
+
 /// `a ← relu(a + b)` (`b` absent: `relu(a)`), element by element.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn in_place(a: &mut [f32], b: Option<&[f32]>) {
@@ -87,16 +102,18 @@ fn in_place(a: &mut [f32], b: Option<&[f32]>) {
 /// `relu(a + b)` or `relu(a)` of flex tensors, the output stored in the order of `a` (`b`
 /// reordered to it if need be): in `a`'s buffer when `a` is its only owner and stored densely
 /// (row-major or channels last), else in a new one.
-fn forward_flex(mut a: FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
-    let n = a.layout().num_elements();
-    let dense = layout::order_of(&a)
-        .filter(|_| a.layout().start_offset() == 0 && a.storage::<f32>().len() == n);
-    if let Some(order) = dense.filter(|_| a.is_unique()) {
-        let vb = b.map(|b| layout::stored_as(b, order));
-        in_place(a.storage_mut::<f32>(), vb.as_deref());
-        return a;
+fn forward_flex(a: FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
+    let Some(order) = layout::order_of(&a) else {
+        return new_output(&a, b);
+    };
+    match layout::writable(a, order) {
+        Ok(mut a) => {
+            let vb = b.map(|b| layout::stored_as(b, order));
+            in_place(a.storage_mut::<f32>(), vb.as_deref());
+            a
+        }
+        Err(a) => new_output(&a, b),
     }
-    new_output(&a, b)
 }
 
 /// [`forward_flex`] into a new buffer.
@@ -141,8 +158,18 @@ impl<const N: usize> Backward<Flex, N> for ReluBackward<N> {
         let gy = grads.consume::<Flex>(&ops.node);
         let y = ops.state;
         let (vy, order) = layout::stored(&y);
-        let vg = layout::stored_as(&gy, order);
-        let dx = layout::like(&y, order, backward_host(&vy, &vg));
+        // In the output gradient's buffer when it is the only owner, else in a new one.
+        let dx = match layout::writable(gy, order) {
+            Ok(mut g) => {
+                backward_in_place(&vy, g.storage_mut::<f32>());
+                g
+            }
+            Err(gy) => layout::like(
+                &y,
+                order,
+                backward_host(&vy, &layout::stored_as(&gy, order)),
+            ),
+        };
         for node in ops.parents.into_iter().flatten() {
             grads.register::<Flex>(node.id, dx.clone());
         }
@@ -249,5 +276,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// In `relu(relu(a) + b)` the outer and the residual backward steps mask their uniquely
+    /// owned gradients in place, while the inner step gets the buffer the residual step also
+    /// handed to `b` (and so writes a new one): both gradients equal burn's.
+    #[test]
+    fn in_place_gradients_leave_shared_ones_alone() {
+        let dev = train_device();
+        let d = [2, 3, 4, 5];
+        let (a0, b0, r) = (normal(d, 4, &dev), normal(d, 5, &dev), normal(d, 6, &dev));
+        let run = |ours: bool| {
+            let (a, b) = (a0.clone().require_grad(), b0.clone().require_grad());
+            let y = if ours {
+                relu(add_relu(relu(a.clone()), b.clone()))
+            } else {
+                let r = burn::tensor::activation::relu;
+                r(r(a.clone()) + b.clone())
+            };
+            let g = (y * r.clone()).sum().backward();
+            [values(&a.grad(&g).unwrap()), values(&b.grad(&g).unwrap())]
+        };
+        assert_eq!(run(true), run(false));
     }
 }

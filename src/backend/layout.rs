@@ -46,6 +46,17 @@ pub fn order_of(t: &FlexTensor) -> Option<Order> {
         .then_some(Order::Nhwc)
 }
 
+/// `t` back if its values can be overwritten in place in `order`: `t` is their only owner and
+/// stores exactly them, from the start of its buffer, in `order`; else `Err(t)`.
+pub fn writable(t: FlexTensor, order: Order) -> Result<FlexTensor, FlexTensor> {
+    let n = t.layout().num_elements();
+    let fits = order_of(&t) == Some(order)
+        && t.layout().start_offset() == 0
+        && t.storage::<f32>().len() == n
+        && t.is_unique();
+    if fits { Ok(t) } else { Err(t) }
+}
+
 /// An `f32` tensor's values in the order they are stored, if that is row-major or channels
 /// last (no copy, see [`order_of`]); otherwise copied to row-major.
 pub fn stored(t: &FlexTensor) -> (Cow<'_, [f32]>, Order) {
