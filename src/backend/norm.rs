@@ -212,15 +212,15 @@ fn forward_host(
     y
 }
 
-/// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient
-/// (`x`, `gy` and `∂L/∂x` stored in the same order).
+/// `(∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient `g`,
+/// and `∂L/∂x` written over `g` (`x` and `g` stored in the same order).
 fn backward_host(
     (x, order): (&[f32], Order),
     d: [usize; 3],
     stats: &Stats,
     gamma: &[f32],
-    gy: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    gy: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
     let [n, c, plane] = d;
     let m = (n * plane) as f64;
     let (mean, var) = &**stats;
@@ -239,35 +239,26 @@ fn backward_host(
             [gr as f32, b as f32, k as f32]
         })
         .collect();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(c * plane)
-        .zip(x.par_chunks(c * plane).zip(gy.par_chunks(c * plane)))
-        .for_each(|(dx, (x, gy))| {
+    gy.par_chunks_mut(c * plane)
+        .zip(x.par_chunks(c * plane))
+        .for_each(|(gy, x)| {
             if order == Order::Nhwc {
-                for ((dx, x), gy) in dx
-                    .chunks_exact_mut(c)
-                    .zip(x.chunks_exact(c))
-                    .zip(gy.chunks_exact(c))
-                {
-                    for (((dx, &x), &g), [a, b, k]) in dx.iter_mut().zip(x).zip(gy).zip(&coef) {
-                        *dx = a * g + b * x + k;
+                for (gy, x) in gy.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ((g, &x), [a, b, k]) in gy.iter_mut().zip(x).zip(&coef) {
+                        *g = a * *g + b * x + k;
                     }
                 }
                 return;
             }
             for (ch, [a, b, k]) in coef.iter().enumerate() {
                 let range = ch * plane..(ch + 1) * plane;
-                for ((dx, &x), &g) in dx[range.clone()]
-                    .iter_mut()
-                    .zip(&x[range.clone()])
-                    .zip(&gy[range])
-                {
-                    *dx = a * g + b * x + k;
+                for (g, &x) in gy[range.clone()].iter_mut().zip(&x[range]) {
+                    *g = a * *g + b * x + k;
                 }
             }
         });
     let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
-    (dx, to32(sum_gx), to32(sum_g))
+    (to32(sum_gx), to32(sum_g))
 }
 
 /// Per channel `Σg` and `Σg·x̂ = r·Σg·(x − μ)` (`f64`, per sample plane by [`lane_sums`],
@@ -364,10 +355,20 @@ impl Backward<Flex, 3> for HostBatchNormBackward {
         let (x, stats, gamma) = ops.state;
         let c = gamma.len();
         let (v, order) = layout::stored(&x);
-        let gv = layout::stored_as(&gy, order);
-        let (dx, dg, db) = backward_host((&v, order), dims(&x), &stats, &gamma, &gv);
+        // `∂L/∂x` over the output gradient: in its buffer when it is the only owner, else in a
+        // copy.
+        let mut dx = layout::writable(gy, order).unwrap_or_else(|gy| {
+            layout::like(&x, order, layout::stored_as(&gy, order).into_owned())
+        });
+        let (dg, db) = backward_host(
+            (&v, order),
+            dims(&x),
+            &stats,
+            &gamma,
+            dx.storage_mut::<f32>(),
+        );
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, layout::like(&x, order, dx));
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_g {
             grads.register::<Flex>(node.id, flex(dg, vec![c]));
