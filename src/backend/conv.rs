@@ -274,7 +274,7 @@ fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
 
 /// `y = x ⋆ w` (no bias) on host buffers: `x: [n, c, h, w]` stored in the given order,
 /// `w: [o, c, kh, kw]` → `[n, o, oh, ow]` and the order it is stored in; 3×3 kernels with unit
-/// stride and padding 1 by Winograd's F(2×2, 3×3) ([`winograd`], channels last), others by
+/// stride and padding 1 by Winograd's algorithm ([`winograd`], channels last), others by
 /// im2col (row-major).
 pub fn forward_host(g: &Geometry, (x, order): (&[f32], Order), w: &[f32]) -> (Vec<f32>, Order) {
     if winograd::applies(g) {

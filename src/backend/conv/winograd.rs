@@ -1,33 +1,30 @@
 //! 3×3 convolutions with unit stride and padding 1 (VGG's and ResNet's) by Winograd's minimal
-//! filtering F(2×2, 3×3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
-//! Networks"): the forward pass, the input gradient and the weight gradient.
+//! filtering F(m×m, 3×3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
+//! Networks"): the forward pass, the input gradient and the weight gradient, by F(4×4, 3×3) on
+//! maps at least 8 pixels across and by F(2×2, 3×3) on smaller ones ([`takes_f4`]).
 //!
-//! Each output tile of 2×2 pixels is read from a 4×4 input tile `d` as `Y = Aᵀ[U ⊙ V]A`, with
-//! `U = G·g·Gᵀ` the transformed 3×3 kernel, `V = Bᵀ·d·B` the transformed input tile and
-//!
-//! ```text
-//! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
-//! Aᵀ = [1 1 1 0; 0 1 −1 −1].
-//! ```
-//!
-//! Summed over input channels, the 16 element-wise products of a tile become 16 GEMMs
-//! `M_ξ = U_ξ·V_ξ` (`[O, C]·[C, tiles]`): 16 multiplications per 2×2 outputs and channel pair
-//! instead of 36, and the input is expanded 4 times (overlapping tiles) instead of im2col's 9.
-//! The input gradient is the same convolution of `∂L/∂y` with the flipped, transposed kernel;
-//! the weight gradient is the adjoint, `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` with
-//! `∂L/∂M = A·∂L/∂Y·Aᵀ`, then `∂L/∂g = Gᵀ·∂L/∂U·G`. In exact arithmetic all three are the
-//! direct convolution's; in `f32` they differ by rounding (tested against burn's convolution
-//! and finite differences).
+//! Each output tile of m×m pixels is read from an input tile `d` of (m+2)×(m+2) as
+//! `Y = Aᵀ[U ⊙ V]A`, with `U = G·g·Gᵀ` the transformed 3×3 kernel and `V = Bᵀ·d·B` the
+//! transformed input tile (the matrices at [`F2`] and [`F4`]). Summed over input channels, the
+//! (m+2)² element-wise products of a tile become (m+2)² GEMMs `M_ξ = U_ξ·V_ξ`
+//! (`[O, C]·[C, tiles]`): per m×m outputs and channel pair 16 multiplications instead of 36
+//! (F(2×2)) or 36 instead of 144 (F(4×4)). The input gradient is the same convolution of
+//! `∂L/∂y` with the flipped, transposed kernel; the weight gradient is the adjoint,
+//! `∂L/∂U_ξ = Σ_tiles ∂L/∂M_ξ·V_ξᵀ` with `∂L/∂M = A·∂L/∂Y·Aᵀ`, then `∂L/∂g = Gᵀ·∂L/∂U·G`. In
+//! exact arithmetic all three are the direct convolution's; in `f32` they differ by rounding,
+//! a few units in the sixth digit of the outputs' scale for F(4×4) (tested against burn's
+//! convolution and finite differences).
 //!
 //! The transforms work on tiles with the channels innermost (the input copied once into a
-//! zero-bordered `[h][w][c]` buffer, a row at a time when it is stored channels last), [`LANES`]
-//! channels per vector operation, so that every feature-map size, down to VGG's 2×2 maps, runs
-//! in whole vectors; outputs and input gradients are written channels last
-//! (`backend/layout.rs`), so that a net of these convolutions never transposes a feature map. Tiles of several samples
-//! are multiplied together, in blocks of samples fixed by the geometry (never by the thread
-//! count), so that the small late feature maps still make GEMMs of a useful width; every
-//! output is computed within one block and the weight gradient's partial sums are added in a
-//! fixed order, so results do not depend on the number of threads.
+//! zero-bordered `[h][w][c]` buffer, a row at a time when it is stored channels last), 16
+//! channels per AVX-512 operation where the CPU has it, else 8, so that every feature-map
+//! size, down to VGG's 2×2 maps, runs in whole vectors; outputs and input gradients are written
+//! channels last (`backend/layout.rs`), so that a net of these convolutions never transposes a
+//! feature map. Tiles of several samples are multiplied together, in blocks of samples fixed by
+//! the geometry (never by the thread count), so that the small late feature maps still make
+//! GEMMs of a useful width; every output is computed within one block and the weight
+//! gradient's partial sums are added in a fixed order, so results do not depend on the number
+//! of threads.
 
 use std::ops::{Add, Mul, Neg, Sub};
 
