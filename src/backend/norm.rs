@@ -73,9 +73,10 @@ fn lane_sums(
 /// Rows of a channels-last sample summed into one of [`ROW_LANES`] per-channel partial sums.
 const ROW_LANES: usize = 4;
 
-/// Per channel `(Σ f(aᵢ, bᵢ), Σ g(aᵢ, bᵢ))` over one channels-last sample (`[plane][c]` in `a`
-/// and `b`), in `f64`: row `r` goes to partial sum `r mod 4`, added as `(s0 + s1) + (s2 + s3)`;
-/// a fixed order whose inner loop runs over the channels, in vectors.
+/// Per channel `ch` (one per entry of `k`), `(Σ f(aᵢ, bᵢ, k[ch]), Σ g(aᵢ, bᵢ, k[ch]))` over one
+/// channels-last sample (`[plane][c]` in `a` and `b`), in `f64`: row `r` goes to partial sum
+/// `r mod 4`, added as `(s0 + s1) + (s2 + s3)`; a fixed order whose inner loop runs over the
+/// channels, in vectors.
 #[inline(always)]
 fn row_sums(
     a: &[f32],
