@@ -184,11 +184,12 @@ pub fn forward<W: Weights + ?Sized>(
         for j in 0..BLOCKS {
             let name = block(k, j);
             let stride = if has_projection(k, j) { 2 } else { 1 };
+            let (into_branch, into_shortcut) = backend::fork(h);
             let inner = backend::relu(conv_bn(
                 w,
                 &format!("{name}.conv1"),
                 &format!("{name}.bn1"),
-                h.clone(),
+                into_branch,
                 stride,
                 1,
             ));
@@ -206,12 +207,12 @@ pub fn forward<W: Weights + ?Sized>(
                     w,
                     &format!("{name}.shortcut.0"),
                     &format!("{name}.shortcut.1"),
-                    h,
+                    into_shortcut,
                     2,
                     0,
                 )
             } else {
-                h
+                into_shortcut
             };
             h = backend::add_relu(out, shortcut);
         }

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 mod activation;
 mod conv;
 mod dense;
+mod fork;
 mod layout;
 mod lrt;
 mod matmul;
@@ -288,6 +289,17 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
         activation::add_relu(a, b)
     } else {
         burn::tensor::activation::relu(a + b)
+    }
+}
+
+/// `(x, x)` for two readers of `x` (a residual block's branch and shortcut); on the CPU backend
+/// their gradients are summed by a host op that keeps a channels-last map channels last
+/// (`fork.rs`), on GPU backends by burn.
+pub fn fork<const D: usize>(x: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    if on_host(&x) {
+        fork::fork(x)
+    } else {
+        (x.clone(), x)
     }
 }
 
