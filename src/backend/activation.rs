@@ -33,37 +33,44 @@ fn relu1(v: f32) -> f32 {
 /// `relu(a + b)` (`b` absent: `relu(a)`), element by element in storage order.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn forward_host(a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-    let mut y = vec![0.0f32; a.len()];
-    let blocks = y.par_chunks_mut(PASS_BLOCK).zip(a.par_chunks(PASS_BLOCK));
-    match b {
-        Some(b) => blocks
-            .zip(b.par_chunks(PASS_BLOCK))
-            .for_each(|((y, a), b)| {
-                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                    *y = relu1(a + b);
+    // SAFETY: each block of the output is zipped with the same block of `a` (and of `b`, of
+    // `a`'s length), and every element written.
+    unsafe {
+        super::par_new(a.len(), PASS_BLOCK, |i, y| {
+            let a = &a[i * PASS_BLOCK..][..y.len()];
+            match b {
+                Some(b) => {
+                    let b = &b[i * PASS_BLOCK..][..y.len()];
+                    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                        y.write(relu1(a + b));
+                    }
                 }
-            }),
-        None => blocks.for_each(|(y, a)| {
-            for (y, &a) in y.iter_mut().zip(a) {
-                *y = relu1(a);
+                None => {
+                    for (y, &a) in y.iter_mut().zip(a) {
+                        y.write(relu1(a));
+                    }
+                }
             }
-        }),
+        })
     }
-    y
 }
 
 /// `∂L/∂y` where the output `y` is positive or NaN, else 0 (both in the same order).
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
 fn backward_host(y: &[f32], gy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; y.len()];
-    dx.par_chunks_mut(PASS_BLOCK)
-        .zip(y.par_chunks(PASS_BLOCK).zip(gy.par_chunks(PASS_BLOCK)))
-        .for_each(|(dx, (y, gy))| {
+    // SAFETY: each block of `∂L/∂x` is zipped with the same blocks of `y` and `gy` (of one
+    // length), and every element written.
+    unsafe {
+        super::par_new(y.len(), PASS_BLOCK, |i, dx| {
+            let (y, gy) = (
+                &y[i * PASS_BLOCK..][..dx.len()],
+                &gy[i * PASS_BLOCK..][..dx.len()],
+            );
             for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(gy) {
-                *dx = if y.is_nan() || y > 0.0 { g } else { 0.0 };
+                dx.write(if y.is_nan() || y > 0.0 { g } else { 0.0 });
             }
-        });
-    dx
+        })
+    }
 }
 
 /// [`backward_host`] in the output gradient's buffer: `g ← ∂L/∂y` where `y` is positive or

@@ -427,6 +427,29 @@ pub fn keep_warm() {
 /// order, so the split never changes a result.
 pub const PASS_BLOCK: usize = 1 << 14;
 
+/// A new vector of `n` values written in parallel blocks of `block` elements (the last one
+/// shorter): `f(i, dst)` writes block `i`, handed over uninitialised. Spares a new output the
+/// zero fill of `vec![0.0; n]`, a pass over the whole buffer (feature-map outputs are
+/// megabytes, past the caches).
+///
+/// # Safety
+/// `f` must write every element of each block it is given.
+unsafe fn par_new(
+    n: usize,
+    block: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(block.max(1))
+        .enumerate()
+        .for_each(|(i, b)| f(i, b));
+    // SAFETY: `f` wrote every element of every block, and the blocks cover `0..n`.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Calls `f` with a tensor's values as a host `f32` slice, row-major. On the flex backend a
 /// contiguous `f32` tensor (with or without autodiff) is read in place, without a copy; anything
 /// else goes through one `to_data` copy. The training loop's optimiser and the variational fused
@@ -494,6 +517,26 @@ mod tests {
     use super::*;
 
     /// `with_hosts` hands over every tensor's values, in order (none, one, several).
+    /// Every block, the shorter last one included, lands at its place; an empty vector too.
+    #[test]
+    fn par_new_writes_blocks_in_place() {
+        for (n, block) in [(0, 4), (10, 4), (12, 4), (3, 16)] {
+            // SAFETY: every element of each block written.
+            let v = unsafe {
+                super::par_new(n, block, |i, b| {
+                    for (j, x) in b.iter_mut().enumerate() {
+                        x.write((i * block + j) as f32);
+                    }
+                })
+            };
+            assert_eq!(
+                v,
+                (0..n).map(|i| i as f32).collect::<Vec<_>>(),
+                "{n} {block}"
+            );
+        }
+    }
+
     #[test]
     fn with_hosts_reads_each_tensor_in_order() {
         let t =

@@ -190,14 +190,16 @@ fn forward_host(
     let shift: Vec<f32> = (0..c)
         .map(|ch| (f64::from(beta[ch]) - mean[ch] * f64::from(gamma[ch]) * r[ch]) as f32)
         .collect();
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(c * plane)
-        .zip(x.par_chunks(c * plane))
-        .for_each(|(y, x)| {
+    let sample = (c * plane).max(1);
+    // SAFETY: a block is one sample, `c·plane` elements, all written: channels last as `plane`
+    // runs of `c`, row-major as `c` runs of `plane`, each zipped with the input's.
+    unsafe {
+        super::par_new(x.len(), sample, |i, y| {
+            let x = &x[i * sample..][..y.len()];
             if order == Order::Nhwc {
                 for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                     for (((y, &x), &s), &t) in y.iter_mut().zip(x).zip(&scale).zip(&shift) {
-                        *y = x * s + t;
+                        y.write(x * s + t);
                     }
                 }
                 return;
@@ -206,11 +208,11 @@ fn forward_host(
                 let (s, t) = (scale[ch], shift[ch]);
                 let range = ch * plane..(ch + 1) * plane;
                 for (y, &x) in y[range.clone()].iter_mut().zip(&x[range]) {
-                    *y = x * s + t;
+                    y.write(x * s + t);
                 }
             }
-        });
-    y
+        })
+    }
 }
 
 /// `(∂L/∂γ, ∂L/∂β)` from the input, its batch statistics, `γ` and the output gradient `g`,
