@@ -26,6 +26,7 @@
 //! gradient's partial sums are added in a fixed order, so results do not depend on the number
 //! of threads.
 
+use std::mem::MaybeUninit;
 use std::ops::{Add, Mul, Neg, Sub};
 
 use multiversion::multiversion;
@@ -65,6 +66,8 @@ trait Lanes:
     fn load(s: &[f32], at: usize) -> Self;
     /// Into `s[at..]`.
     fn store(self, s: &mut [f32], at: usize);
+    /// Into `s[at..]`, uninitialised before.
+    fn store_new(self, s: &mut [MaybeUninit<f32>], at: usize);
     /// `k·self`.
     #[inline(always)]
     fn scale(self, k: f32) -> Self {
@@ -85,6 +88,10 @@ impl Lanes for f32 {
     fn store(self, s: &mut [f32], at: usize) {
         s[at] = self;
     }
+    #[inline(always)]
+    fn store_new(self, s: &mut [MaybeUninit<f32>], at: usize) {
+        s[at].write(self);
+    }
 }
 
 impl Lanes for f32x8 {
@@ -99,6 +106,12 @@ impl Lanes for f32x8 {
     #[inline(always)]
     fn store(self, s: &mut [f32], at: usize) {
         s[at..at + LANES].copy_from_slice(&self.to_array());
+    }
+    #[inline(always)]
+    fn store_new(self, s: &mut [MaybeUninit<f32>], at: usize) {
+        for (d, v) in s[at..at + LANES].iter_mut().zip(self.to_array()) {
+            d.write(v);
+        }
     }
 }
 
@@ -129,7 +142,7 @@ mod zmm {
     use std::arch::x86_64::*;
     use std::ops::{Add, Mul, Neg, Sub};
 
-    use super::{Lanes, Zmm};
+    use super::{Lanes, MaybeUninit, Zmm};
 
     // SAFETY (every `unsafe` below): a `Zmm` exists only on a CPU with AVX-512F (see `Zmm`),
     // and loads and stores go through bounds-checked slices.
@@ -180,6 +193,12 @@ mod zmm {
             let v = &mut s[at..at + 16];
             unsafe { _mm512_storeu_ps(v.as_mut_ptr(), self.0) }
         }
+        #[inline(always)]
+        fn store_new(self, s: &mut [MaybeUninit<f32>], at: usize) {
+            // `MaybeUninit<f32>` has the layout of an `f32`.
+            let v = &mut s[at..at + 16];
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr().cast(), self.0) }
+        }
     }
 }
 
@@ -208,6 +227,26 @@ impl Grid {
     }
 }
 
+/// Where a tile operation writes: a buffer of values, or a new one not yet initialised.
+trait Dest {
+    /// `v` at `self[at..]`.
+    fn put<L: Lanes>(&mut self, v: L, at: usize);
+}
+
+impl Dest for [f32] {
+    #[inline(always)]
+    fn put<L: Lanes>(&mut self, v: L, at: usize) {
+        v.store(self, at);
+    }
+}
+
+impl Dest for [MaybeUninit<f32>] {
+    #[inline(always)]
+    fn put<L: Lanes>(&mut self, v: L, at: usize) {
+        v.store_new(self, at);
+    }
+}
+
 /// A 1-d transform: an `O × I` matrix applied to a column of `I`.
 trait Map<const I: usize, const O: usize> {
     fn map<L: Lanes>(z: [L; I]) -> [L; O];
@@ -218,9 +257,9 @@ trait Map<const I: usize, const O: usize> {
 /// first, then rows; written without closures (see [`Zmm`]).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // Index loops over the small arrays, on purpose (above).
-fn two_sided<F: Map<I, O>, L: Lanes, const I: usize, const O: usize>(
+fn two_sided<F: Map<I, O>, L: Lanes, D: Dest + ?Sized, const I: usize, const O: usize>(
     (src, from): (&[f32], Grid),
-    (dst, to): (&mut [f32], Grid),
+    (dst, to): (&mut D, Grid),
     keep: [usize; 2],
 ) {
     // `cols[q][i]`: row i of F·X, column q (every column a copy of the first to begin with:
@@ -242,7 +281,7 @@ fn two_sided<F: Map<I, O>, L: Lanes, const I: usize, const O: usize>(
         }
         let row = F::map(z);
         for j in 0..keep[1] {
-            row[j].store(dst, to.at(i, j));
+            dst.put(row[j], to.at(i, j));
         }
     }
 }
@@ -265,7 +304,11 @@ trait Variant {
     /// `Y = Aᵀ·M·A` of the channels `L` holds of one tile `M` at `from` (`T × T`), output
     /// `(i, j)` at `to.at(i, j)` for `i < keep[0]`, `j < keep[1]` (the rest is outside the
     /// image).
-    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]);
+    fn tile_out<L: Lanes>(
+        src: (&[f32], Grid),
+        dst: (&mut [MaybeUninit<f32>], Grid),
+        keep: [usize; 2],
+    );
 
     /// `∂L/∂M = A·∂L/∂Y·Aᵀ` of the channels `L` holds of one tile (the adjoint of
     /// [`Variant::tile_out`]): `∂L/∂Y` at `from` (`m × m`), `∂L/∂M_ξ` at `to.at(i, j)`.
@@ -355,26 +398,30 @@ impl Variant for F2 {
 
     #[inline(always)]
     fn tile_in<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
-        two_sided::<Bt2, L, 4, 4>(src, dst, all(4));
+        two_sided::<Bt2, L, _, 4, 4>(src, dst, all(4));
     }
 
     #[inline(always)]
-    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]) {
-        two_sided::<At2, L, 4, 2>(src, dst, keep);
+    fn tile_out<L: Lanes>(
+        src: (&[f32], Grid),
+        dst: (&mut [MaybeUninit<f32>], Grid),
+        keep: [usize; 2],
+    ) {
+        two_sided::<At2, L, _, 4, 2>(src, dst, keep);
     }
 
     #[inline(always)]
     fn tile_out_adjoint<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
-        two_sided::<A2, L, 2, 4>(src, dst, all(4));
+        two_sided::<A2, L, _, 2, 4>(src, dst, all(4));
     }
 
     fn kernel(g: &[f32; 9], u: &mut [f32]) {
-        two_sided::<G2, f32, 3, 4>((g, KERNEL), (u, square(4)), all(4));
+        two_sided::<G2, f32, _, 3, 4>((g, KERNEL), (u, square(4)), all(4));
     }
 
     fn kernel_adjoint(src: (&[f32], Grid)) -> [f32; 9] {
         let mut k = [0.0; 9];
-        two_sided::<Gt2, f32, 4, 3>(src, (&mut k, KERNEL), all(3));
+        two_sided::<Gt2, f32, [f32], 4, 3>(src, (&mut k, KERNEL), all(3));
         k
     }
 }
@@ -459,26 +506,30 @@ impl Variant for F4 {
 
     #[inline(always)]
     fn tile_in<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
-        two_sided::<Bt4, L, 6, 6>(src, dst, all(6));
+        two_sided::<Bt4, L, _, 6, 6>(src, dst, all(6));
     }
 
     #[inline(always)]
-    fn tile_out<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid), keep: [usize; 2]) {
-        two_sided::<At4, L, 6, 4>(src, dst, keep);
+    fn tile_out<L: Lanes>(
+        src: (&[f32], Grid),
+        dst: (&mut [MaybeUninit<f32>], Grid),
+        keep: [usize; 2],
+    ) {
+        two_sided::<At4, L, _, 6, 4>(src, dst, keep);
     }
 
     #[inline(always)]
     fn tile_out_adjoint<L: Lanes>(src: (&[f32], Grid), dst: (&mut [f32], Grid)) {
-        two_sided::<A4, L, 4, 6>(src, dst, all(6));
+        two_sided::<A4, L, _, 4, 6>(src, dst, all(6));
     }
 
     fn kernel(g: &[f32; 9], u: &mut [f32]) {
-        two_sided::<G4, f32, 3, 6>((g, KERNEL), (u, square(6)), all(6));
+        two_sided::<G4, f32, _, 3, 6>((g, KERNEL), (u, square(6)), all(6));
     }
 
     fn kernel_adjoint(src: (&[f32], Grid)) -> [f32; 9] {
         let mut k = [0.0; 9];
-        two_sided::<Gt4, f32, 6, 3>(src, (&mut k, KERNEL), all(3));
+        two_sided::<Gt4, f32, [f32], 6, 3>(src, (&mut k, KERNEL), all(3));
         k
     }
 }
@@ -668,7 +719,7 @@ fn input_transform<V: Variant>(t: Tiling, c: usize, pad: &[f32], v: &mut [f32]) 
 /// parts of edge tiles outside the image dropped: a tile at a time, a run of channels per
 /// vector operation.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
-fn output_transform<V: Variant>(t: Tiling, o: usize, m: &[f32], y: &mut [f32]) {
+fn output_transform<V: Variant>(t: Tiling, o: usize, m: &[f32], y: &mut [MaybeUninit<f32>]) {
     let wide = zmm_available();
     let plane = t.h * t.w;
     let nb = y.len() / (o * plane);
@@ -866,11 +917,12 @@ fn convolve<V: Variant>(
     let spb = t.samples_per_block();
     let plane = t.h * t.w;
     let padded = t.ph * t.pw * c;
-    let mut y = vec![0.0f32; n * o * plane];
-    y.par_chunks_mut(spb * o * plane)
-        .zip(x.par_chunks(spb * c * plane))
-        .for_each(|(yb, xb)| {
-            let nb = xb.len() / (c * plane);
+    // SAFETY: a block is `nb` whole samples of the output, and `output_transform` writes all
+    // of them: its tiles cover every pixel, `by_lanes!` every channel.
+    unsafe {
+        crate::backend::par_new(n * o * plane, spb * o * plane, |i, yb| {
+            let nb = yb.len() / (o * plane);
+            let xb = &x[i * spb * c * plane..][..nb * c * plane];
             let cols = nb * t.tiles();
             with_scratch(
                 [nb * padded, V::XI * cols * c, V::XI * cols * o, 0],
@@ -890,8 +942,8 @@ fn convolve<V: Variant>(
                     output_transform::<V>(t, o, m, yb);
                 },
             );
-        });
-    y
+        })
+    }
 }
 
 /// `y = x ⋆ w` for a geometry that [`applies`]: `[n, o, h, w]` stored channels last.
