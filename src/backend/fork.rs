@@ -64,8 +64,20 @@ fn sum(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         b
     };
     let (va, order) = layout::stored(&a);
-    let mut v = va.into_owned();
-    add_in_place(&mut v, &layout::stored_as(&b, order));
+    let vb = layout::stored_as(&b, order);
+    // SAFETY: each block of the sum is zipped with the same blocks of `va` and `vb` (of one
+    // length), and every element written.
+    let v = unsafe {
+        super::par_new(va.len(), PASS_BLOCK, |i, s| {
+            let (x, y) = (
+                &va[i * PASS_BLOCK..][..s.len()],
+                &vb[i * PASS_BLOCK..][..s.len()],
+            );
+            for ((s, &x), &y) in s.iter_mut().zip(x).zip(y) {
+                s.write(x + y);
+            }
+        })
+    };
     layout::like(&a, order, v)
 }
 
